@@ -1,0 +1,177 @@
+use bytes::{BufMut, Bytes, BytesMut};
+use proptest::prelude::*;
+
+use super::*;
+use crate::{Call, Caller, Frame, Hello, Notify, Request, Welcome, DEFAULT_MAX_FRAME};
+
+fn service() -> impl Strategy<Value = ServiceName> {
+    "[a-z][a-z0-9_-]{0,10}(\\.[a-z][a-z0-9_-]{0,8}){0,3}"
+        .prop_map(|s| ServiceName::parse(&s).expect("strategy yields valid names"))
+}
+
+fn method() -> impl Strategy<Value = MethodName> {
+    "[a-zA-Z_][a-zA-Z0-9_]{0,20}".prop_map(|s| MethodName::parse(&s).expect("valid"))
+}
+
+fn payload() -> impl Strategy<Value = Bytes> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64),
+        proptest::collection::vec(any::<u8>(), 500..1500),
+    ]
+    .prop_map(Bytes::from)
+}
+
+fn code() -> impl Strategy<Value = ErrorCode> {
+    any::<u16>().prop_map(ErrorCode::from_u16)
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        (any::<u16>(), any::<u32>(), ".{0,40}").prop_map(|(version, features, client_name)| {
+            Frame::Hello(Hello { version, features, client_name })
+        }),
+        (any::<u16>(), any::<u32>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
+            |(version, features, session, max_frame, max_inflight)| {
+                Frame::Welcome(Welcome { version, features, session, max_frame, max_inflight })
+            }
+        ),
+        (any::<u32>(), service(), proptest::collection::vec(method(), 0..5))
+            .prop_map(|(req, service, methods)| Frame::Register { req, service, methods }),
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(req, instance)| Frame::Registered { req, instance }),
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(req, instance)| Frame::Unregister { req, instance }),
+        (any::<u32>(), any::<u32>(), any::<u64>(), service(), method(), payload()).prop_map(
+            |(id, timeout_ms, instance, service, method, payload)| {
+                Frame::Call(Call { id, timeout_ms, instance, service, method, payload })
+            }
+        ),
+        (any::<u64>(), service(), method(), payload()).prop_map(
+            |(instance, service, method, payload)| {
+                Frame::Notify(Notify { instance, service, method, payload })
+            }
+        ),
+        (any::<u32>(), any::<u32>(), any::<u64>(), any::<(u64, u32, u32)>(), method(), payload())
+            .prop_map(|(id, timeout_ms, instance, (session, uid, pid), method, payload)| {
+                Frame::Request(Request {
+                    id,
+                    timeout_ms,
+                    instance,
+                    caller: Caller { session, uid, pid },
+                    method,
+                    payload,
+                })
+            }),
+        (any::<u32>(), payload()).prop_map(|(id, payload)| Frame::Reply { id, payload }),
+        (any::<u32>(), code(), ".{0,40}")
+            .prop_map(|(id, code, message)| Frame::Error { id, code, message }),
+        any::<u32>().prop_map(|req| Frame::Watch { req }),
+        (any::<u32>(), payload()).prop_map(|(req, payload)| Frame::Event { req, payload }),
+        (code(), ".{0,40}").prop_map(|(code, message)| Frame::Goodbye { code, message }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_frame_round_trips(frames in proptest::collection::vec(frame(), 1..8)) {
+        let mut buf = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut buf);
+        }
+        for f in &frames {
+            let decoded = decode(&mut buf, DEFAULT_MAX_FRAME).expect("valid").expect("whole");
+            prop_assert_eq!(&decoded, f);
+        }
+        prop_assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn split_encoding_matches_whole(f in frame()) {
+        let mut whole = BytesMut::new();
+        f.encode(&mut whole);
+        let mut split = BytesMut::new();
+        if let Some(payload) = f.encode_head(&mut split) {
+            split.put_slice(&payload);
+        }
+        prop_assert_eq!(whole, split);
+    }
+
+    #[test]
+    fn any_prefix_asks_for_more(f in frame()) {
+        let mut whole = BytesMut::new();
+        f.encode(&mut whole);
+        for cut in 0..whole.len() {
+            let mut partial = BytesMut::from(&whole[..cut]);
+            prop_assert_eq!(decode(&mut partial, DEFAULT_MAX_FRAME), Ok(None));
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Drain until need-more or error; must terminate and never panic.
+        while let Ok(Some(_)) = decode(&mut buf, 1024) {}
+    }
+
+    #[test]
+    fn corrupted_frames_never_panic(f in frame(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4)) {
+        let mut buf = BytesMut::new();
+        f.encode(&mut buf);
+        for (at, byte) in flips {
+            let at = LEN_PREFIX + at % (buf.len() - LEN_PREFIX);
+            buf[at] = byte;
+        }
+        let _ = decode(&mut buf, DEFAULT_MAX_FRAME);
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_before_the_body_arrives() {
+    let mut buf = BytesMut::new();
+    buf.put_u32_le(u32::MAX); // announces 4 GiB
+    assert_eq!(
+        decode(&mut buf, DEFAULT_MAX_FRAME),
+        Err(DecodeError::TooLarge { len: u32::MAX, max: DEFAULT_MAX_FRAME })
+    );
+}
+
+#[test]
+fn truncated_field_is_named() {
+    let mut buf = BytesMut::new();
+    buf.put_u32_le(3);
+    buf.put_u8(6); // Call
+    buf.put_u16_le(1); // half of `id`
+    let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
+    assert_eq!(err, DecodeError::Truncated { kind: "Call", field: "id" });
+    assert_eq!(err.to_string(), "Call frame truncated in field `id`");
+}
+
+#[test]
+fn invalid_service_name_is_named() {
+    let mut buf = BytesMut::new();
+    let body: &[u8] = &[7, 0, 0, 0, 0, 0, 0, 0, 0, 3, b'B', b'A', b'D', 1, b'm'];
+    buf.put_u32_le(body.len() as u32);
+    buf.put_slice(body);
+    let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
+    assert!(matches!(err, DecodeError::BadName { kind: "Notify", field: "service", .. }), "{err}");
+}
+
+#[test]
+fn unknown_kind_and_empty_and_trailing() {
+    let mut buf = BytesMut::from(&[1, 0, 0, 0, 200][..]);
+    assert_eq!(decode(&mut buf, 64), Err(DecodeError::UnknownKind(200)));
+    let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
+    assert_eq!(decode(&mut buf, 64), Err(DecodeError::Empty));
+    let mut buf = BytesMut::from(&[6, 0, 0, 0, 11, 1, 0, 0, 0, 9][..]);
+    assert_eq!(decode(&mut buf, 64), Err(DecodeError::TrailingBytes { kind: "Watch", extra: 1 }));
+}
+
+#[test]
+fn large_payload_is_detached_not_copied() {
+    let payload = Bytes::from(vec![7u8; 4096]);
+    let frame = Frame::Reply { id: 1, payload: payload.clone() };
+    let mut head = BytesMut::new();
+    let detached = frame.encode_head(&mut head).expect("large payload is detached");
+    assert_eq!(detached.as_ptr(), payload.as_ptr());
+    assert_eq!(frame_len(&head), Some(head.len() + payload.len()));
+}

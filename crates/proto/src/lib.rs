@@ -1,0 +1,48 @@
+//! The Switchboard wire format, and nothing else.
+//!
+//! This crate owns the bytes that travel between a client and the daemon:
+//! length-prefixed binary [`Frame`]s, the versioned handshake ([`Hello`] /
+//! [`Welcome`]), the [`ErrorCode`] set every caller can match, and the
+//! validated names ([`ServiceName`], [`MethodName`]) that appear on the wire.
+//!
+//! It must never do I/O or depend on a runtime: [`decode`] takes a buffer and
+//! answers "need more", a frame, or a typed error; [`Frame::encode`] appends to
+//! a buffer. Every decode is bounded by a maximum frame size checked *before*
+//! anything is allocated, and is total: no input makes it panic (proptest
+//! round trips below, and the `fuzz/` target).
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use switchboard_proto::{decode, Frame, DEFAULT_MAX_FRAME};
+//!
+//! let mut buf = BytesMut::new();
+//! Frame::Reply { id: 7, payload: bytes::Bytes::from_static(b"hi") }.encode(&mut buf);
+//! let frame = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap().unwrap();
+//! assert!(matches!(frame, Frame::Reply { id: 7, .. }));
+//! assert!(buf.is_empty());
+//! ```
+#![forbid(unsafe_code)]
+
+mod codec;
+mod error;
+mod frame;
+mod names;
+
+pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
+pub use error::ErrorCode;
+pub use frame::{Call, Caller, Frame, Hello, Notify, Request, Welcome};
+pub use names::{MethodName, NameError, ServiceName, Target};
+
+/// The protocol version this crate speaks. A daemon refuses a client whose
+/// major version differs.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Default maximum size of one frame (length prefix excluded): 8 MiB.
+pub const DEFAULT_MAX_FRAME: u32 = 8 * 1024 * 1024;
+
+/// Instance id assigned by the daemon when a service registers. `0` means
+/// "any instance" wherever a target instance is optional.
+pub type InstanceId = u64;
+
+/// Session id assigned by the daemon to each connection.
+pub type SessionId = u64;

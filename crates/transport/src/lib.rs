@@ -1,0 +1,22 @@
+//! Framed socket I/O, shared by the client library and the daemon.
+//!
+//! This crate owns the moving of frames between a socket and memory:
+//! [`Endpoint`] (where to connect or listen, and the default socket path),
+//! [`Stream`] (a connected Unix or TCP socket, split into halves),
+//! [`FrameReader`] (socket → frames, bounded by the maximum frame size) and
+//! [`Outbox`] with [`run_writer`] (frames → socket, batched into one `writev`
+//! when several are waiting).
+//!
+//! It knows nothing of routing, services or calls, and never interprets a
+//! frame beyond decoding it.
+#![forbid(unsafe_code)]
+
+mod endpoint;
+mod outbox;
+mod reader;
+mod stream;
+
+pub use endpoint::{default_endpoint, default_socket_path, Endpoint, EndpointError};
+pub use outbox::{run_writer, Outbox, OutboxClosed};
+pub use reader::{FrameReader, ReadError};
+pub use stream::{PeerCred, ReadHalf, Stream, WriteHalf};

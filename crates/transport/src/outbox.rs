@@ -1,0 +1,244 @@
+//! Frames → socket: a bounded queue that many producers fill and one writer
+//! task drains, writing everything waiting in one vectored write.
+//!
+//! Small frames are copied into one contiguous buffer (cheaper than an
+//! `iovec` each); large payloads are queued as their own `Bytes` and never
+//! copied. The queue is bounded in bytes: producers see [`Outbox::is_congested`]
+//! and may wait in [`Outbox::wait_uncongested`]; the limit's policy belongs to
+//! the owner (the daemon disconnects a consumer that stays congested).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use switchboard_proto::Frame;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// Most buffers handed to one `writev`.
+const MAX_IOVECS: usize = 64;
+
+/// The outbox was closed; the connection is going away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connection closed")]
+pub struct OutboxClosed;
+
+#[derive(Default)]
+struct Queue {
+    /// Small frames, contiguous, not yet moved to `segments`.
+    tail: BytesMut,
+    /// Buffers in send order.
+    segments: VecDeque<Bytes>,
+    /// Bytes queued in total (tail + segments).
+    queued: usize,
+    closed: bool,
+}
+
+/// A connection's bounded send queue.
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    /// Wakes the writer.
+    ready: Notify,
+    /// Wakes producers waiting for space.
+    drained: Notify,
+    congested_at: usize,
+    congested: AtomicBool,
+}
+
+impl Outbox {
+    /// An outbox considered congested once `congested_at` bytes are queued.
+    pub fn new(congested_at: usize) -> Self {
+        Self {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            drained: Notify::new(),
+            congested_at,
+            congested: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue invalid
+        // (every update is a single push or swap), so poisoning is ignored.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a frame. Never blocks; fails only when the outbox is closed.
+    pub fn push(&self, frame: &Frame) -> Result<(), OutboxClosed> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(OutboxClosed);
+        }
+        let before = q.tail.len();
+        let detached = frame.encode_head(&mut q.tail);
+        let mut added = q.tail.len() - before;
+        if let Some(payload) = detached {
+            added += payload.len();
+            let head = q.tail.split().freeze();
+            q.segments.push_back(head);
+            q.segments.push_back(payload);
+        }
+        q.queued += added;
+        if q.queued >= self.congested_at {
+            self.congested.store(true, Ordering::Relaxed);
+        }
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Whether more than the congestion threshold is waiting to be written.
+    pub fn is_congested(&self) -> bool {
+        self.congested.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the queue drops below the threshold; `false` if it did
+    /// not within `limit` (or the outbox closed).
+    pub async fn wait_uncongested(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let drained = self.drained.notified();
+                if !self.is_congested() {
+                    return true;
+                }
+                if self.lock().closed {
+                    return false;
+                }
+                drained.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().queued
+    }
+
+    /// Stops accepting frames; the writer sends what is queued, then ends.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+        self.drained.notify_waiters();
+    }
+
+    /// Moves everything queued into `batch`; returns false once closed and empty.
+    fn take(&self, batch: &mut Vec<Bytes>) -> bool {
+        let mut q = self.lock();
+        if !q.tail.is_empty() {
+            let tail = q.tail.split().freeze();
+            q.segments.push_back(tail);
+        }
+        batch.extend(q.segments.drain(..));
+        !(batch.is_empty() && q.closed)
+    }
+
+    fn written(&self, bytes: usize) {
+        let mut q = self.lock();
+        q.queued = q.queued.saturating_sub(bytes);
+        if q.queued < self.congested_at && self.congested.swap(false, Ordering::Relaxed) {
+            drop(q);
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// Drains `outbox` into `writer` until the outbox is closed and empty or the
+/// socket fails. Everything waiting goes out in as few `writev`s as possible.
+pub async fn run_writer<W: AsyncWrite + Unpin>(outbox: &Outbox, mut writer: W) -> io::Result<()> {
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        if !outbox.take(&mut batch) {
+            let _ = writer.shutdown().await;
+            return Ok(());
+        }
+        if batch.is_empty() {
+            outbox.ready.notified().await;
+            continue;
+        }
+        let total: usize = batch.iter().map(Bytes::len).sum();
+        write_all_vectored(&mut writer, &mut batch).await?;
+        outbox.written(total);
+    }
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    batch: &mut Vec<Bytes>,
+) -> io::Result<()> {
+    let mut first = 0;
+    while first < batch.len() {
+        let end = (first + MAX_IOVECS).min(batch.len());
+        let slices: Vec<IoSlice<'_>> = batch[first..end].iter().map(|b| IoSlice::new(b)).collect();
+        let mut written = writer.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
+        }
+        while written > 0 {
+            let len = batch[first].len();
+            if written >= len {
+                written -= len;
+                first += 1;
+            } else {
+                let rest = batch[first].slice(written..);
+                batch[first] = rest;
+                written = 0;
+            }
+        }
+    }
+    batch.clear();
+    writer.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_proto::DEFAULT_MAX_FRAME;
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_small_and_large_mixed() {
+        let outbox = std::sync::Arc::new(Outbox::new(1 << 20));
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let frames: Vec<Frame> = (0..200u32)
+            .map(|id| Frame::Reply { id, payload: Bytes::from(vec![id as u8; (id as usize % 7) * 300]) })
+            .collect();
+        for frame in &frames {
+            outbox.push(frame).unwrap();
+        }
+        outbox.close();
+        assert_eq!(outbox.push(&frames[0]), Err(OutboxClosed));
+        let writer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { run_writer(&outbox, client).await })
+        };
+        let mut reader = crate::FrameReader::new(server, DEFAULT_MAX_FRAME);
+        for expected in &frames {
+            assert_eq!(reader.next().await.unwrap().as_ref(), Some(expected));
+        }
+        assert!(reader.next().await.unwrap().is_none());
+        writer.await.unwrap().unwrap();
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn congestion_is_reported_and_cleared() {
+        let outbox = std::sync::Arc::new(Outbox::new(1000));
+        let big = Frame::Reply { id: 1, payload: Bytes::from(vec![0u8; 2000]) };
+        outbox.push(&big).unwrap();
+        assert!(outbox.is_congested());
+        assert!(!outbox.wait_uncongested(Duration::from_millis(20)).await);
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let o = outbox.clone();
+        tokio::spawn(async move { run_writer(&o, client).await });
+        let mut sink = Vec::new();
+        let drain = tokio::spawn(async move {
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut server, &mut sink).await;
+        });
+        assert!(outbox.wait_uncongested(Duration::from_secs(5)).await);
+        outbox.close();
+        drain.await.unwrap();
+    }
+}
