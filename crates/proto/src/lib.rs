@@ -27,6 +27,7 @@ mod codec;
 mod error;
 mod frame;
 mod names;
+pub mod sys;
 
 pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
 pub use error::ErrorCode;

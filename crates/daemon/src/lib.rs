@@ -1,0 +1,169 @@
+//! The Switchboard daemon, as a library the `switchboard up` command starts.
+//!
+//! Data flows one way: **listener → session reader → router → destination
+//! session's outbox → its writer**. The router ([`router`]) owns all routing
+//! state; sessions ([`session`]) own sockets; the daemon's own services
+//! ([`admin`], `$sys.*`) answer through the same router as anyone else.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), switchboard_daemon::DaemonError> {
+//! use switchboard_daemon::{Config, Daemon};
+//! let daemon = Daemon::bind(Config::default()).await?;
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! daemon.run(stop).await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod listen;
+pub mod router;
+pub mod session;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard_proto::DEFAULT_MAX_FRAME;
+use switchboard_transport::{default_socket_path, Endpoint};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use listen::Listener;
+use router::Router;
+
+/// Limits every connection lives under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame accepted (length prefix excluded).
+    pub max_frame: u32,
+    /// Most calls one connection may have awaiting replies.
+    pub max_inflight: u32,
+    /// Most connections at once; further clients wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Bytes queued for a connection before senders to it wait.
+    pub congested_at: usize,
+    /// How long a congested connection may read nothing before it is dropped.
+    pub slow_consumer: Duration,
+    /// How long a new connection has to send its `Hello`.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            max_inflight: 4096,
+            max_connections: 1024,
+            congested_at: 4 * 1024 * 1024,
+            slow_consumer: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything `switchboard up` can be told; the default works with no file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<Endpoint>,
+    pub limits: Limits,
+    /// How long shutdown waits for connections to flush their goodbyes.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![Endpoint::Unix(default_socket_path())],
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another switchboard daemon{} is already listening on {}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), socket.display())]
+    AlreadyRunning { socket: PathBuf, pid: Option<u32> },
+    #[error("cannot listen on {endpoint}: {source}")]
+    Listen { endpoint: Endpoint, source: io::Error },
+    #[error("refusing plain TCP on {endpoint}: without TLS only loopback addresses (127.0.0.1, ::1) are allowed")]
+    NotLoopback { endpoint: Endpoint },
+    #[error("unsafe socket directory {}: {why}", dir.display())]
+    SocketDir { dir: PathBuf, why: String },
+}
+
+/// A daemon whose endpoints are bound, ready to run.
+pub struct Daemon {
+    listeners: Vec<Arc<Listener>>,
+    config: Config,
+}
+
+impl Daemon {
+    /// Binds every configured endpoint.
+    pub async fn bind(config: Config) -> Result<Self, DaemonError> {
+        let listeners = listen::bind(&config.listen).await?.into_iter().map(Arc::new).collect();
+        Ok(Self { listeners, config })
+    }
+
+    /// The endpoints actually bound (a TCP port 0 shows its real port).
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.listeners.iter().map(|l| l.endpoint()).collect()
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting, answers calls in
+    /// flight with "shutting down", says goodbye to every client, waits up
+    /// to the grace period for them, and removes its socket files.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let limits = self.config.limits.clone();
+        let router = Arc::new(Mutex::new(Router::new(limits.clone())));
+        let stop_accepting = CancellationToken::new();
+        let stop_sessions = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let mut accepting = Vec::new();
+        for listener in &self.listeners {
+            accepting.push(tokio::spawn(listen::accept_loop(
+                listener.clone(),
+                router.clone(),
+                limits.clone(),
+                stop_accepting.clone(),
+                stop_sessions.clone(),
+                sessions.clone(),
+                permits.clone(),
+            )));
+        }
+        let sweeper = tokio::spawn(expire_calls(router.clone(), stop_sessions.clone()));
+
+        shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        stop_accepting.cancel();
+        for task in accepting {
+            let _ = task.await;
+        }
+        drop(self.listeners); // removes socket and lock files
+        session::lock(&router).shut_down();
+        stop_sessions.cancel();
+        sessions.close();
+        if tokio::time::timeout(self.config.shutdown_grace, sessions.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within {:?}", self.config.shutdown_grace);
+        }
+        let _ = sweeper.await;
+    }
+}
+
+/// Answers calls whose deadline passed. Callers enforce their own deadline
+/// too; this frees the daemon's state and tells callers that lost track.
+async fn expire_calls(router: Arc<Mutex<Router>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => session::lock(&router).expire(Instant::now()),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! A Unix socket endpoint with its lock file.
+//!
+//! `bus.sock.lock` beside the socket is held (`flock`) for the daemon's
+//! lifetime and holds its pid. A second daemon finds it locked and refuses,
+//! naming the pid; a socket file whose lock is free was left by a crash and
+//! is replaced. Both files are removed when the endpoint is dropped.
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use switchboard_transport::{default_socket_path, Endpoint};
+use tokio::net::UnixListener;
+
+use crate::DaemonError;
+
+/// A bound Unix socket; removes its files when dropped.
+pub struct UnixEndpoint {
+    listener: UnixListener,
+    path: PathBuf,
+    lock_path: PathBuf,
+    _lock: File,
+}
+
+impl UnixEndpoint {
+    pub fn bind(path: &Path) -> Result<Self, DaemonError> {
+        let endpoint = Endpoint::Unix(path.to_owned());
+        let failed = |source| DaemonError::Listen { endpoint: endpoint.clone(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            prepare_dir(dir, path == default_socket_path())?;
+        }
+        let lock_path = lock_path(path);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(failed)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = lock.read_to_string(&mut pid);
+                return Err(DaemonError::AlreadyRunning {
+                    socket: path.to_owned(),
+                    pid: pid.trim().parse().ok(),
+                });
+            }
+            Err(TryLockError::Error(err)) => return Err(failed(err)),
+        }
+        lock.set_len(0).map_err(failed)?;
+        lock.rewind().map_err(failed)?;
+        write!(lock, "{}", std::process::id()).map_err(failed)?;
+        if fs::symlink_metadata(path).is_ok() {
+            tracing::info!(socket = %path.display(), "replacing a stale socket left by a previous daemon");
+            fs::remove_file(path).map_err(failed)?;
+        }
+        let listener = UnixListener::bind(path).map_err(failed)?;
+        // Only the owner may connect until policy (issue #7) says otherwise.
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(failed)?;
+        Ok(Self { listener, path: path.to_owned(), lock_path, _lock: lock })
+    }
+
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for UnixEndpoint {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = OsString::from(socket.as_os_str());
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Creates the socket's directory (mode 0700). The default directory must
+/// be ours and private: under /tmp anyone could have made it first.
+fn prepare_dir(dir: &Path, is_default: bool) -> Result<(), DaemonError> {
+    let bad = |why: String| DaemonError::SocketDir { dir: dir.to_owned(), why };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|err| bad(format!("cannot create it: {err}")))?;
+    if is_default {
+        let meta = fs::metadata(dir).map_err(|err| bad(err.to_string()))?;
+        let me = rustix::process::getuid().as_raw();
+        if meta.uid() != me {
+            return Err(bad(format!("it is owned by uid {}, not by you (uid {me})", meta.uid())));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(bad(format!("its mode is {:o}; it must be 700", meta.mode() & 0o777)));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Which services exist, their instances and methods, and which instance a
+//! call goes to.
+//!
+//! Load balancing is least-outstanding: the instance with the fewest
+//! unanswered calls wins, ties broken round-robin from a per-service cursor.
+//! With equal instances this is plain round-robin; with a slow instance it
+//! sends new work elsewhere instead of queueing behind it.
+
+use std::collections::HashMap;
+
+use switchboard_proto::{ErrorCode, InstanceId, MethodName, ServiceName, SessionId};
+
+/// One instance of a service: a registration made by one connection.
+#[derive(Debug)]
+pub struct Instance {
+    pub service: ServiceName,
+    pub session: SessionId,
+    pub methods: Vec<MethodName>,
+    /// Calls routed to it and not yet answered.
+    pub outstanding: u32,
+    /// Calls and notifications delivered so far.
+    pub delivered: u64,
+}
+
+impl Instance {
+    fn serves(&self, method: &MethodName) -> bool {
+        self.methods.iter().any(|m| m == method)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Service {
+    instances: Vec<InstanceId>,
+    cursor: usize,
+}
+
+/// Services and instances. Owns no sockets; the router acts on its answers.
+#[derive(Debug, Default)]
+pub struct Registry {
+    services: HashMap<ServiceName, Service>,
+    instances: HashMap<InstanceId, Instance>,
+    next_instance: InstanceId,
+}
+
+impl Registry {
+    /// Adds an instance and returns its id (never 0).
+    pub fn add(
+        &mut self,
+        service: ServiceName,
+        session: SessionId,
+        methods: Vec<MethodName>,
+    ) -> InstanceId {
+        self.next_instance += 1;
+        let id = self.next_instance;
+        self.services.entry(service.clone()).or_default().instances.push(id);
+        self.instances
+            .insert(id, Instance { service, session, methods, outstanding: 0, delivered: 0 });
+        id
+    }
+
+    /// Removes an instance; the service disappears with its last instance.
+    pub fn remove(&mut self, id: InstanceId) -> Option<Instance> {
+        let instance = self.instances.remove(&id)?;
+        if let Some(service) = self.services.get_mut(&instance.service) {
+            service.instances.retain(|i| *i != id);
+            if service.instances.is_empty() {
+                self.services.remove(&instance.service);
+            }
+        }
+        Some(instance)
+    }
+
+    pub fn get(&self, id: InstanceId) -> Option<&Instance> {
+        self.instances.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
+        self.instances.get_mut(&id)
+    }
+
+    /// Instances registered by one connection.
+    pub fn of_session(&self, session: SessionId) -> Vec<InstanceId> {
+        let mut ids: Vec<InstanceId> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.session == session)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Chooses the instance for a call or notification, or says why none.
+    /// `wanted` = 0 lets the registry choose.
+    pub fn choose(
+        &mut self,
+        service: &ServiceName,
+        method: &MethodName,
+        wanted: InstanceId,
+    ) -> Result<InstanceId, (ErrorCode, String)> {
+        if wanted != 0 {
+            return match self.instances.get(&wanted) {
+                Some(i) if &i.service == service && i.serves(method) => Ok(wanted),
+                Some(i) if &i.service == service => Err(no_method(service, method)),
+                _ => Err((
+                    ErrorCode::NoSuchInstance,
+                    format!("service {service} has no instance {wanted}"),
+                )),
+            };
+        }
+        let entry = self.services.get_mut(service).ok_or_else(|| {
+            (ErrorCode::NoSuchService, format!("no service named {service} is registered"))
+        })?;
+        let count = entry.instances.len();
+        let mut best: Option<(usize, u32)> = None;
+        for step in 0..count {
+            let slot = (entry.cursor + step) % count;
+            let Some(instance) = self.instances.get(&entry.instances[slot]) else { continue };
+            if !instance.serves(method) {
+                continue;
+            }
+            if best.is_none_or(|(_, load)| instance.outstanding < load) {
+                best = Some((slot, instance.outstanding));
+                if instance.outstanding == 0 {
+                    break;
+                }
+            }
+        }
+        let (slot, _) = best.ok_or_else(|| no_method(service, method))?;
+        entry.cursor = (slot + 1) % count;
+        Ok(entry.instances[slot])
+    }
+
+    /// All services sorted by name, each with its instances in id order.
+    pub fn services(&self) -> Vec<(&ServiceName, Vec<(InstanceId, &Instance)>)> {
+        let mut out: Vec<_> = self
+            .services
+            .iter()
+            .map(|(name, service)| {
+                let instances = service
+                    .instances
+                    .iter()
+                    .filter_map(|id| self.instances.get(id).map(|i| (*id, i)))
+                    .collect();
+                (name, instances)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        out
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+}
+
+fn no_method(service: &ServiceName, method: &MethodName) -> (ErrorCode, String) {
+    (ErrorCode::NoSuchMethod, format!("service {service} has no method {method}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> ServiceName {
+        ServiceName::parse(s).unwrap()
+    }
+    fn method(s: &str) -> MethodName {
+        MethodName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn equal_instances_share_round_robin() {
+        let mut reg = Registry::default();
+        let ids: Vec<_> = (0..3).map(|s| reg.add(name("w"), s, vec![method("go")])).collect();
+        let mut counts = HashMap::new();
+        for _ in 0..300 {
+            *counts.entry(reg.choose(&name("w"), &method("go"), 0).unwrap()).or_insert(0) += 1;
+        }
+        for id in ids {
+            assert_eq!(counts[&id], 100);
+        }
+    }
+
+    #[test]
+    fn busy_instance_is_avoided() {
+        let mut reg = Registry::default();
+        let a = reg.add(name("w"), 1, vec![method("go")]);
+        let b = reg.add(name("w"), 2, vec![method("go")]);
+        reg.get_mut(a).unwrap().outstanding = 5;
+        for _ in 0..10 {
+            assert_eq!(reg.choose(&name("w"), &method("go"), 0), Ok(b));
+        }
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        let mut reg = Registry::default();
+        let a = reg.add(name("w"), 1, vec![method("go")]);
+        let err = |r: Result<InstanceId, (ErrorCode, String)>| r.unwrap_err().0;
+        assert_eq!(err(reg.choose(&name("x"), &method("go"), 0)), ErrorCode::NoSuchService);
+        assert_eq!(err(reg.choose(&name("w"), &method("stop"), 0)), ErrorCode::NoSuchMethod);
+        assert_eq!(err(reg.choose(&name("w"), &method("go"), 99)), ErrorCode::NoSuchInstance);
+        assert_eq!(err(reg.choose(&name("w"), &method("stop"), a)), ErrorCode::NoSuchMethod);
+        assert_eq!(reg.choose(&name("w"), &method("go"), a), Ok(a));
+    }
+
+    #[test]
+    fn last_instance_removes_the_service() {
+        let mut reg = Registry::default();
+        let a = reg.add(name("w"), 1, vec![method("go")]);
+        assert_eq!(reg.service_count(), 1);
+        assert!(reg.remove(a).is_some());
+        assert_eq!(reg.service_count(), 0);
+        assert!(reg.remove(a).is_none());
+    }
+
+    #[test]
+    fn only_instances_with_the_method_are_chosen() {
+        let mut reg = Registry::default();
+        reg.add(name("w"), 1, vec![method("a")]);
+        let b = reg.add(name("w"), 2, vec![method("a"), method("b")]);
+        for _ in 0..5 {
+            assert_eq!(reg.choose(&name("w"), &method("b"), 0), Ok(b));
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! One connection: handshake, then a reader loop that hands frames to the
+//! router, and a writer task that drains the session's outbox.
+//!
+//! The session owns its socket and nothing else; it never decides where a
+//! frame goes. It ends on end of stream, on an invalid frame (logged with the
+//! reason, answered with a `Goodbye`), when the router kills it as a slow
+//! consumer, or at shutdown — and only this connection is affected.
+
+mod handshake;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use switchboard_proto::{ErrorCode, Frame, SessionId};
+use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, ReadHalf, Stream};
+use tokio_util::sync::CancellationToken;
+
+use crate::router::Router;
+use crate::Limits;
+
+/// The router as sessions share it.
+pub type SharedRouter = Arc<Mutex<Router>>;
+
+/// Locks the router. Every update is completed before the lock is released,
+/// so a panic elsewhere cannot leave it half-changed: poisoning is ignored.
+pub fn lock(router: &SharedRouter) -> MutexGuard<'_, Router> {
+    router.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve(stream: Stream, peer: String, router: SharedRouter, limits: Limits, stop: CancellationToken) {
+    let cred = stream.peer_cred();
+    let (read, write) = stream.into_split();
+    let mut reader = FrameReader::new(read, handshake::MAX_HELLO);
+    let outbox = Arc::new(Outbox::new(limits.congested_at));
+    let writer = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move { run_writer(&outbox, write).await })
+    };
+    let hello = match handshake::accept(&mut reader, &outbox, &limits).await {
+        Ok(hello) => hello,
+        Err(why) => {
+            tracing::warn!(%peer, "handshake refused: {why}");
+            outbox.close();
+            let _ = tokio::time::timeout(limits.handshake_timeout, writer).await;
+            return;
+        }
+    };
+    reader.set_max_frame(limits.max_frame);
+    let uid = cred.map_or(u32::MAX, |c| c.uid);
+    let pid = cred.and_then(|c| c.pid).unwrap_or(0);
+    let kill = stop.child_token();
+    let session = {
+        let mut router = lock(&router);
+        let session = router.add_session(outbox.clone(), kill.clone(), hello.client_name.clone(), uid, pid);
+        let _ = outbox.push(&handshake::welcome(session, &limits));
+        session
+    };
+    tracing::debug!(session, %peer, client = %hello.client_name, pid, "session open");
+
+    match read_loop(session, &mut reader, &router, &limits, &kill).await {
+        Ok(()) => tracing::debug!(session, "session closed"),
+        Err(why) => {
+            tracing::warn!(session, %peer, client = %hello.client_name, pid, "closing connection: {why}");
+            let code = match &why {
+                ReadError::Decode(switchboard_proto::DecodeError::TooLarge { .. }) => ErrorCode::PayloadTooLarge,
+                _ => ErrorCode::ProtocolViolation,
+            };
+            let _ = outbox.push(&Frame::Goodbye { code, message: why.to_string() });
+        }
+    }
+    lock(&router).remove_session(session);
+    outbox.close();
+    // A peer that stopped reading must not hold the session open forever.
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(limits.handshake_timeout, writer).await.is_err() {
+        abort.abort();
+    }
+}
+
+/// Why the reader loop ended early.
+type LoopResult = Result<(), ReadError>;
+
+async fn read_loop(
+    session: SessionId,
+    reader: &mut FrameReader<ReadHalf>,
+    router: &SharedRouter,
+    limits: &Limits,
+    kill: &CancellationToken,
+) -> LoopResult {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = kill.cancelled() => return Ok(()),
+            next = reader.next() => next?,
+        };
+        let Some(first) = next else { return Ok(()) };
+        // Handle everything already buffered under one lock.
+        let congested = {
+            let mut router = lock(router);
+            let mut frame = Some(first);
+            let mut congested = None;
+            while let Some(current) = frame.take() {
+                match router.handle(session, current) {
+                    Ok(Some(dest)) => {
+                        congested = Some(dest);
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(unexpected) => {
+                        return Err(ReadError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            unexpected.to_string(),
+                        )))
+                    }
+                }
+                frame = reader.try_next()?;
+            }
+            congested
+        };
+        if let Some((dest, outbox)) = congested {
+            if !outbox.wait_uncongested(limits.slow_consumer).await {
+                tracing::warn!(
+                    session = dest,
+                    queued = outbox.queued_bytes(),
+                    "disconnecting slow consumer: it read nothing for {:?}",
+                    limits.slow_consumer
+                );
+                lock(router).kill_session(dest);
+            }
+        }
+    }
+}
