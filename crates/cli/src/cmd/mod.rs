@@ -1,0 +1,47 @@
+//! One module per subcommand.
+
+pub mod call;
+pub mod ls;
+pub mod respond;
+pub mod up;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use switchboard::{Bus, CallError, ConnectError, Endpoint};
+
+use crate::Connection;
+
+/// A failure that is bad input, not a failed operation (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Exit code for an error: 2 for bad usage or input, 1 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let usage = err.chain().any(|cause| {
+        cause.is::<Usage>()
+            || matches!(cause.downcast_ref::<CallError>(), Some(CallError::InvalidTarget(_)))
+            || matches!(cause.downcast_ref::<ConnectError>(), Some(ConnectError::Endpoint(_)))
+    });
+    if usage {
+        2
+    } else {
+        1
+    }
+}
+
+/// Runs a client command on a single-threaded runtime: a CLI process makes
+/// one connection and gains nothing from more threads.
+pub fn client_runtime(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(work)
+}
+
+/// Connects as the CLI, to `--addr` / `$SWITCHBOARD_ADDR` or the default socket.
+pub async fn connect(connection: &Connection, client_name: &str) -> anyhow::Result<Bus> {
+    let endpoint = match &connection.addr {
+        Some(addr) => Endpoint::parse(addr).map_err(|err| Usage(err.to_string()))?,
+        None => switchboard::default_endpoint().map_err(|err| Usage(err.to_string()))?,
+    };
+    Ok(Bus::connect_endpoint(endpoint, client_name.to_owned()).await?)
+}

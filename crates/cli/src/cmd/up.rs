@@ -1,0 +1,81 @@
+//! `switchboard up`: run the daemon in the foreground.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard::Endpoint;
+use switchboard_daemon::{Config, Daemon};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::output;
+
+/// Run the switchboard daemon in the foreground.
+///
+/// With no options it listens on the default socket,
+/// $XDG_RUNTIME_DIR/switchboard/bus.sock (else /tmp/switchboard-UID/bus.sock),
+/// and needs no config file. It refuses to start if another live daemon owns
+/// the socket, and replaces a stale socket left by a crash. SIGINT or SIGTERM
+/// stops it: calls in flight are answered "shutting down", the socket is
+/// removed, and it exits 0.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to listen: unix:PATH or tcp://127.0.0.1:PORT (repeatable).
+    /// Plain TCP is only allowed on loopback.
+    #[arg(long = "listen", value_name = "ENDPOINT")]
+    listen: Vec<Endpoint>,
+    /// Largest frame accepted, in bytes (payload plus a small header).
+    #[arg(long, value_name = "BYTES", default_value_t = switchboard_daemon::Limits::default().max_frame)]
+    max_frame: u32,
+    /// Most calls one connection may have awaiting replies.
+    #[arg(long, value_name = "N", default_value_t = switchboard_daemon::Limits::default().max_inflight)]
+    max_inflight: u32,
+    /// Most client connections at once.
+    #[arg(long, value_name = "N", default_value_t = switchboard_daemon::Limits::default().max_connections)]
+    max_connections: usize,
+    /// Worker threads. 1 (the default) routes every message on one thread,
+    /// which avoids cross-core wake-ups and is fastest on small machines.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = Config::default();
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    config.limits.max_frame = args.max_frame;
+    config.limits.max_inflight = args.max_inflight;
+    config.limits.max_connections = args.max_connections;
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+    };
+    let result = runtime.block_on(serve(config));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let daemon = Daemon::bind(config).await?;
+    for endpoint in daemon.endpoints() {
+        output::line(format_args!("switchboard: listening on {endpoint}"))?;
+    }
+    output::line(format_args!("switchboard: ready (pid {})", std::process::id()))?;
+    let shutdown = CancellationToken::new();
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let stopper = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+        stopper.cancel();
+    });
+    daemon.run(shutdown).await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

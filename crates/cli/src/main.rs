@@ -1,0 +1,81 @@
+//! `switchboard`: run the daemon and talk to it from the shell.
+//!
+//! A thin binary: flags are parsed into the library's domain types and the
+//! work is done by `switchboard-daemon` and the `switchboard` client.
+//! Exit codes: 0 success, 1 the operation failed (an error reply, no
+//! daemon), 2 bad usage or input. A closed stdout (`| head`) is not an error.
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod json;
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Switchboard: start, control and connect the services of this machine.
+///
+/// Services register names on a local daemon and call each other through it.
+/// Start a daemon with `switchboard up`, then in another shell:
+///
+///   switchboard respond demo.echo --echo
+///   switchboard call demo.echo '{"hi":1}'
+///
+/// Client commands find the daemon at $SWITCHBOARD_ADDR, else at the default
+/// socket ($XDG_RUNTIME_DIR/switchboard/bus.sock or /tmp/switchboard-UID/bus.sock).
+#[derive(Parser)]
+#[command(name = "switchboard", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How client commands reach the daemon.
+#[derive(clap::Args, Clone)]
+pub struct Connection {
+    /// Daemon address: unix:PATH, tcp://HOST:PORT or a socket path.
+    #[arg(long, env = "SWITCHBOARD_ADDR", global = true, value_name = "ADDR")]
+    addr: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Up(cmd::up::Args),
+    Call(cmd::call::CallArgs),
+    Notify(cmd::call::NotifyArgs),
+    Respond(cmd::respond::Args),
+    Ls(cmd::ls::Args),
+}
+
+/// Parses durations like `500ms`, `5s`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{err} (try 500ms, 5s, 2m)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Up(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let result = match cli.command {
+        Command::Up(args) => cmd::up::run(args),
+        Command::Call(args) => cmd::client_runtime(cmd::call::call(args)),
+        Command::Notify(args) => cmd::client_runtime(cmd::call::notify(args)),
+        Command::Respond(args) => cmd::client_runtime(cmd::respond::run(args)),
+        Command::Ls(args) => cmd::client_runtime(cmd::ls::run(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if output::is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(cmd::exit_code(&err))
+        }
+    }
+}

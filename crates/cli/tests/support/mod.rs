@@ -1,0 +1,170 @@
+//! Starts the real `switchboard` binary on a temporary socket and cleans up
+//! on drop (by PID, only processes this harness started).
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
+use switchboard::Bus;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A running daemon.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub addr: String,
+}
+
+impl Daemon {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts `switchboard up --listen unix:<tmp>/bus.sock EXTRA...` and
+    /// waits for it to say it is ready.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("bus.sock");
+        let child = spawn_daemon(&socket, dir.path(), extra);
+        let addr = format!("unix:{}", socket.display());
+        Self { child, dir, socket, addr }
+    }
+
+    /// Starts another daemon process on the same socket and directory.
+    pub fn restart(&mut self) {
+        self.child = spawn_daemon(&self.socket, self.dir.path(), &[]);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon's log (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        signal_pid(self.child.id(), signal);
+    }
+
+    /// Waits for the daemon to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, limit)
+    }
+
+    /// A client library connection to this daemon.
+    pub async fn bus(&self) -> Bus {
+        Bus::connect(&self.addr).await.expect("connect to the test daemon")
+    }
+
+    /// A `switchboard` CLI command aimed at this daemon.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("SWITCHBOARD_ADDR", &self.addr).env_remove("SWITCHBOARD_LOG");
+        cmd
+    }
+
+    /// Starts `switchboard respond ARGS...` and waits until it serves.
+    pub fn responder(&self, args: &[&str]) -> Child {
+        let mut child = self
+            .cli(&[&["respond"], args].concat())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn respond");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("serving ") => break,
+                Some(Ok(_)) => continue,
+                other => panic!("respond did not start: {other:?}"),
+            }
+        }
+        // Keep draining its stderr so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        child
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_daemon(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .expect("log file");
+    let mut child = Command::new(BIN)
+        .arg("up")
+        .arg("--listen")
+        .arg(format!("unix:{}", socket.display()))
+        .args(extra)
+        .env("SWITCHBOARD_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn switchboard up");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let started = Instant::now();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("ready") => break,
+            Some(Ok(_)) => {}
+            other => panic!("daemon did not start ({other:?}) after {:?}", started.elapsed()),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+pub fn signal_pid(pid: u32, signal: Signal) {
+    let pid = Pid::from_raw(pid as i32).expect("non-zero pid");
+    let _ = kill_process(pid, signal);
+}
+
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Kills a child on drop.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}

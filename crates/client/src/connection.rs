@@ -1,0 +1,276 @@
+//! The one task that owns the connection to the daemon.
+//!
+//! It performs the handshake, reads every frame (answers wake their waiting
+//! callers; requests go to the service they belong to), and when the
+//! connection breaks it fails what was in flight with `ConnectionLost`,
+//! reconnects with exponential backoff, and registers every service and
+//! watch again. Writes never go through it: callers push into the link's
+//! outbox, drained by a separate writer task in batches.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchboard_proto::sys::{self, RegistryEvent};
+use switchboard_proto::{
+    ErrorCode, Frame, Hello, InstanceId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use switchboard_transport::{run_writer, Endpoint, FrameReader, Outbox, ReadError, ReadHalf, Stream};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::ServiceState;
+use crate::ConnectError;
+
+/// Bytes queued to the daemon before `Outbox::is_congested` says so.
+const CONGESTED_AT: usize = 4 * 1024 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// An error answer as it came off the wire.
+pub(crate) type WireError = (ErrorCode, String);
+
+/// Who is waiting for the answer to a request id.
+pub(crate) enum Waiter {
+    Reply(oneshot::Sender<Result<Bytes, WireError>>),
+    /// A registration: the reader maps the instance to its service *before*
+    /// waking the registrant, so no request for it can arrive unmapped.
+    Register(Arc<ServiceState>, oneshot::Sender<Result<InstanceId, WireError>>),
+}
+
+/// The live connection, as callers use it.
+pub(crate) struct Link {
+    pub outbox: Arc<Outbox>,
+    pub max_frame: u32,
+    pub session: SessionId,
+    /// Calls in flight on this connection, bounded by the daemon's limit.
+    pub inflight: Arc<Semaphore>,
+}
+
+/// State shared by every `Bus` clone and the connection task.
+pub(crate) struct Shared {
+    pub endpoint: Endpoint,
+    pub client_name: String,
+    pub link: watch::Sender<Option<Arc<Link>>>,
+    pub waiters: Mutex<HashMap<u32, Waiter>>,
+    next_id: AtomicU32,
+    /// Services to register again after a reconnect.
+    pub services: Mutex<Vec<Arc<ServiceState>>>,
+    /// Instance id (this connection's) → the service serving it.
+    pub instances: Mutex<HashMap<InstanceId, Arc<ServiceState>>>,
+    pub watches: Mutex<HashMap<u32, mpsc::Sender<RegistryEvent>>>,
+    pub closed: CancellationToken,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (every update is one insert or remove).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub fn new(endpoint: Endpoint, client_name: String) -> Self {
+        Self {
+            endpoint,
+            client_name,
+            link: watch::channel(None).0,
+            waiters: Mutex::new(HashMap::new()),
+            next_id: AtomicU32::new(0),
+            services: Mutex::new(Vec::new()),
+            instances: Mutex::new(HashMap::new()),
+            watches: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    /// A fresh request id (never 0).
+    pub fn next_id(&self) -> u32 {
+        loop {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+/// A connection that completed its handshake.
+pub(crate) struct Connected {
+    link: Arc<Link>,
+    reader: FrameReader<ReadHalf>,
+    writer: JoinHandle<std::io::Result<()>>,
+}
+
+/// Connects and performs the handshake.
+pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Connected, ConnectError> {
+    let stream = Stream::connect(endpoint)
+        .await
+        .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?;
+    let (read, write) = stream.into_split();
+    let mut reader = FrameReader::new(read, DEFAULT_MAX_FRAME);
+    let outbox = Arc::new(Outbox::new(CONGESTED_AT));
+    let writer = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move { run_writer(&outbox, write).await })
+    };
+    let hello = Hello { version: PROTOCOL_VERSION, features: 0, client_name: client_name.to_owned() };
+    let _ = outbox.push(&Frame::Hello(hello));
+    let handshake_failed = |why: String| ConnectError::Handshake { endpoint: endpoint.clone(), why };
+    let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| handshake_failed(format!("no answer within {HANDSHAKE_TIMEOUT:?}")))?
+        .map_err(|err| handshake_failed(err.to_string()))?;
+    let welcome = match answer {
+        Some(Frame::Welcome(welcome)) => welcome,
+        Some(Frame::Goodbye { code, message }) => {
+            return Err(ConnectError::Refused { endpoint: endpoint.clone(), code, message })
+        }
+        Some(other) => return Err(handshake_failed(format!("expected Welcome, got {}", other.kind_name()))),
+        None => return Err(handshake_failed("the daemon closed the connection".into())),
+    };
+    reader.set_max_frame(welcome.max_frame);
+    let link = Arc::new(Link {
+        outbox,
+        max_frame: welcome.max_frame,
+        session: welcome.session,
+        inflight: Arc::new(Semaphore::new(welcome.max_inflight.max(1) as usize)),
+    });
+    Ok(Connected { link, reader, writer })
+}
+
+/// Runs the connection until the bus is closed, reconnecting as needed.
+pub(crate) async fn run(shared: Arc<Shared>, mut conn: Connected) {
+    let mut reconnected = false;
+    loop {
+        let link = conn.link.clone();
+        shared.link.send_replace(Some(link.clone()));
+        if reconnected {
+            tokio::spawn(restore(shared.clone()));
+        }
+        let why = read_loop(&shared, &link, &mut conn.reader).await;
+        // Unpublish first so no caller pushes into the dying link.
+        shared.link.send_replace(None);
+        link.outbox.close();
+        lock(&shared.waiters).clear(); // wakes every waiter with ConnectionLost
+        lock(&shared.instances).clear();
+        conn.writer.abort();
+        if shared.closed.is_cancelled() {
+            return;
+        }
+        tracing::warn!(endpoint = %shared.endpoint, "connection to the daemon lost ({why}); reconnecting");
+        let Some(next) = reconnect(&shared).await else { return };
+        conn = next;
+        reconnected = true;
+    }
+}
+
+async fn reconnect(shared: &Shared) -> Option<Connected> {
+    let mut backoff = BACKOFF_START;
+    loop {
+        tokio::select! {
+            _ = shared.closed.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        match connect(&shared.endpoint, &shared.client_name).await {
+            Ok(conn) => {
+                tracing::info!(endpoint = %shared.endpoint, "reconnected to the daemon");
+                return Some(conn);
+            }
+            Err(err) => tracing::debug!("reconnect failed: {err}"),
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// After a reconnect: register every service and watch again.
+async fn restore(shared: Arc<Shared>) {
+    let bus = crate::Bus::from_shared(shared.clone());
+    let services = lock(&shared.services).clone();
+    for service in services {
+        if let Err(err) = bus.register_state(service.clone()).await {
+            tracing::warn!(service = %service.name(), "could not register again after reconnect: {err}");
+        }
+    }
+    let watches: Vec<u32> = lock(&shared.watches).keys().copied().collect();
+    if let Some(link) = shared.link.borrow().clone() {
+        for req in watches {
+            let _ = link.outbox.push(&Frame::Watch { req });
+        }
+    }
+}
+
+async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader<ReadHalf>) -> String {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shared.closed.cancelled() => return "bus closed".into(),
+            frame = reader.next() => frame,
+        };
+        match frame {
+            Ok(Some(frame)) => {
+                if let Err(why) = dispatch(shared, link, frame) {
+                    return why;
+                }
+            }
+            Ok(None) => return "the daemon closed the connection".into(),
+            Err(ReadError::Io(err)) => return err.to_string(),
+            Err(err) => return format!("invalid data from the daemon: {err}"),
+        }
+    }
+}
+
+fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), String> {
+    match frame {
+        Frame::Reply { id, payload } => answer(shared, id, Ok(payload), 0),
+        Frame::Error { id, code, message } => answer(shared, id, Err((code, message)), 0),
+        Frame::Registered { req, instance } => answer(shared, req, Ok(Bytes::new()), instance),
+        Frame::Request(request) => {
+            let service = lock(&shared.instances).get(&request.instance).cloned();
+            match service {
+                Some(service) => service.dispatch(request, link),
+                None if request.id != 0 => {
+                    let _ = link.outbox.push(&Frame::Error {
+                        id: request.id,
+                        code: ErrorCode::NoSuchInstance,
+                        message: format!("instance {} is no longer served here", request.instance),
+                    });
+                }
+                None => {}
+            }
+        }
+        Frame::Event { req, payload } => {
+            let sender = lock(&shared.watches).get(&req).cloned();
+            if let (Some(sender), Ok(event)) = (sender, sys::decode::<RegistryEvent>(&payload)) {
+                if sender.try_send(event).is_err() {
+                    tracing::warn!("registry watcher is not keeping up; an event was dropped");
+                }
+            }
+        }
+        Frame::Goodbye { code, message } => {
+            tracing::info!("the daemon says goodbye ({}): {message}", code.name());
+        }
+        other => return Err(format!("unexpected {} frame from the daemon", other.kind_name())),
+    }
+    Ok(())
+}
+
+fn answer(shared: &Shared, id: u32, result: Result<Bytes, WireError>, instance: InstanceId) {
+    let Some(waiter) = lock(&shared.waiters).remove(&id) else { return };
+    match waiter {
+        Waiter::Reply(tx) => {
+            let _ = tx.send(result);
+        }
+        Waiter::Register(service, tx) => {
+            let result = result.map(|_| {
+                service.set_instance(instance);
+                lock(&shared.instances).insert(instance, service);
+                instance
+            });
+            let _ = tx.send(result);
+        }
+    }
+}

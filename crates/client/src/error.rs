@@ -1,0 +1,126 @@
+//! The errors a client can meet, one enum per operation, each a variant a
+//! caller can match.
+
+use std::time::Duration;
+
+use switchboard_proto::{ErrorCode, NameError};
+use switchboard_transport::{Endpoint, EndpointError};
+
+/// Why [`crate::Bus::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("no switchboard daemon at {endpoint}: {source} (is `switchboard up` running?)")]
+    Unreachable { endpoint: Endpoint, source: std::io::Error },
+    #[error("handshake with {endpoint} failed: {why}")]
+    Handshake { endpoint: Endpoint, why: String },
+    #[error("the daemon at {endpoint} refused the connection ({}): {message}", code.name())]
+    Refused { endpoint: Endpoint, code: ErrorCode, message: String },
+}
+
+/// Why a call (or any request answered by the daemon) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no such service: {0}")]
+    NoSuchService(String),
+    #[error("no such method: {0}")]
+    NoSuchMethod(String),
+    #[error("no such instance: {0}")]
+    NoSuchInstance(String),
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    #[error("instance gone: {0}")]
+    InstanceGone(String),
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
+    #[error("rejected by the callee: {0}")]
+    Rejected(String),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("invalid target: {0}")]
+    InvalidTarget(#[from] NameError),
+    #[error("the connection to the daemon was lost before the reply came")]
+    ConnectionLost,
+    #[error("the bus handle was closed")]
+    Closed,
+    #[error("could not encode the request: {0}")]
+    Encode(String),
+    #[error("could not decode the reply: {0}")]
+    Decode(String),
+    #[error("daemon error {}: {message}", code.name())]
+    Other { code: ErrorCode, message: String },
+}
+
+impl CallError {
+    /// Maps an `Error` frame to the variant a caller matches on.
+    pub fn from_wire(code: ErrorCode, message: String, timeout: Duration) -> Self {
+        match code {
+            ErrorCode::NoSuchService => Self::NoSuchService(message),
+            ErrorCode::NoSuchMethod => Self::NoSuchMethod(message),
+            ErrorCode::NoSuchInstance => Self::NoSuchInstance(message),
+            ErrorCode::Timeout => Self::Timeout(timeout),
+            ErrorCode::InstanceGone => Self::InstanceGone(message),
+            ErrorCode::PayloadTooLarge => Self::PayloadTooLarge(message),
+            ErrorCode::Rejected => Self::Rejected(message),
+            ErrorCode::ShuttingDown => Self::ShuttingDown,
+            ErrorCode::PermissionDenied => Self::PermissionDenied(message),
+            ErrorCode::Overloaded => Self::Overloaded(message),
+            ErrorCode::BadRequest => Self::BadRequest(message),
+            code => Self::Other { code, message },
+        }
+    }
+
+    /// The stable short name of the error kind (`"timeout"`, `"instance_gone"`…),
+    /// as the CLI prints it in `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoSuchService(_) => "no_such_service",
+            Self::NoSuchMethod(_) => "no_such_method",
+            Self::NoSuchInstance(_) => "no_such_instance",
+            Self::Timeout(_) => "timeout",
+            Self::InstanceGone(_) => "instance_gone",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::Rejected(_) => "rejected",
+            Self::ShuttingDown => "shutting_down",
+            Self::PermissionDenied(_) => "permission_denied",
+            Self::Overloaded(_) => "overloaded",
+            Self::BadRequest(_) => "bad_request",
+            Self::InvalidTarget(_) => "invalid_target",
+            Self::ConnectionLost => "connection_lost",
+            Self::Closed => "closed",
+            Self::Encode(_) => "encode",
+            Self::Decode(_) => "decode",
+            Self::Other { code, .. } => code.name(),
+        }
+    }
+}
+
+/// Why registering a service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    #[error("service {0} declares no methods")]
+    NoMethods(String),
+    #[error("the daemon refused the registration: {0}")]
+    Refused(CallError),
+}
+
+/// What a handler returns to refuse a request; the caller receives
+/// [`CallError::Rejected`] with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Reject(pub String);
+
+impl Reject {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

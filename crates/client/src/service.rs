@@ -1,0 +1,261 @@
+//! The service side: declare methods with handlers, register, serve.
+//!
+//! Each request runs its handler on its own task, at most
+//! `max_concurrency` at once; up to `max_queued` more wait their turn, and
+//! beyond that the caller gets `Overloaded` at once rather than memory
+//! growing. A handler that panics still answers (with `Rejected`), so its
+//! caller never waits for a deadline that nothing will meet.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use switchboard_proto::{Caller, ErrorCode, Frame, InstanceId, MethodName, NameError, ServiceName};
+use switchboard_transport::Outbox;
+use tokio::sync::Semaphore;
+
+use crate::connection::{lock, Link};
+use crate::{Bus, CallError, Reject, RegisterError};
+
+/// What a handler returns.
+pub type HandlerResult = Result<Bytes, Reject>;
+type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+type Handler = Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>;
+
+/// Handlers running at once, per service, unless told otherwise.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+/// Requests waiting for a handler slot before callers get `Overloaded`.
+pub const DEFAULT_QUEUED: usize = 4096;
+
+/// One incoming call or notification.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: MethodName,
+    pub payload: Bytes,
+    /// Who sent it, as the daemon verified it.
+    pub caller: Caller,
+    /// The instance (of this service) it was routed to.
+    pub instance: InstanceId,
+    /// When the caller stops waiting; `None` for a notification.
+    pub deadline: Option<Instant>,
+}
+
+impl Request {
+    /// Whether this is a one-way notification (its result goes nowhere).
+    pub fn is_notification(&self) -> bool {
+        self.deadline.is_none()
+    }
+
+    /// Decodes the MessagePack payload, rejecting the call if it does not fit `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Reject> {
+        rmp_serde::from_slice(&self.payload)
+            .map_err(|err| Reject::new(format!("cannot decode arguments of {}: {err}", self.method)))
+    }
+}
+
+/// Declares a service; see [`Bus::serve`].
+pub struct ServiceBuilder {
+    bus: Bus,
+    name: ServiceName,
+    handlers: Vec<(Result<MethodName, NameError>, Handler)>,
+    max_concurrency: usize,
+    max_queued: usize,
+}
+
+impl ServiceBuilder {
+    pub(crate) fn new(bus: Bus, name: ServiceName) -> Self {
+        Self {
+            bus,
+            name,
+            handlers: Vec::new(),
+            max_concurrency: DEFAULT_CONCURRENCY,
+            max_queued: DEFAULT_QUEUED,
+        }
+    }
+
+    /// Serves `method` with `handler`.
+    pub fn method<F, Fut>(mut self, method: &str, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
+        self.handlers.push((MethodName::parse(method), handler));
+        self
+    }
+
+    /// Most handlers running at once (default 256).
+    pub fn max_concurrency(mut self, limit: usize) -> Self {
+        self.max_concurrency = limit.max(1);
+        self
+    }
+
+    /// Most requests waiting for a slot before callers get `Overloaded`.
+    pub fn max_queued(mut self, limit: usize) -> Self {
+        self.max_queued = limit;
+        self
+    }
+
+    /// Registers the service; it is served until [`Service::stop`] or the
+    /// bus closes, and registered again after every reconnect.
+    pub async fn start(self) -> Result<Service, RegisterError> {
+        let mut handlers = HashMap::new();
+        for (method, handler) in self.handlers {
+            handlers.insert(method?, handler);
+        }
+        if handlers.is_empty() {
+            return Err(RegisterError::NoMethods(self.name.to_string()));
+        }
+        let state = Arc::new(ServiceState {
+            name: self.name,
+            handlers,
+            slots: Arc::new(Semaphore::new(self.max_concurrency)),
+            admitted: AtomicUsize::new(0),
+            max_admitted: self.max_concurrency + self.max_queued,
+            instance: AtomicU64::new(0),
+        });
+        self.bus.register_state(state.clone()).await.map_err(RegisterError::Refused)?;
+        lock(&self.bus.shared().services).push(state.clone());
+        Ok(Service { bus: self.bus, state })
+    }
+}
+
+/// A running service registration.
+pub struct Service {
+    bus: Bus,
+    state: Arc<ServiceState>,
+}
+
+impl Service {
+    /// The instance id the daemon gave this registration (changes after a reconnect).
+    pub fn instance(&self) -> InstanceId {
+        self.state.instance.load(Ordering::Relaxed)
+    }
+
+    pub fn name(&self) -> &ServiceName {
+        &self.state.name
+    }
+
+    /// Stops serving: the daemon forgets this instance.
+    pub async fn stop(self) -> Result<(), CallError> {
+        let shared = self.bus.shared();
+        lock(&shared.services).retain(|s| !Arc::ptr_eq(s, &self.state));
+        let instance = self.instance();
+        lock(&shared.instances).remove(&instance);
+        self.bus.unregister(instance).await
+    }
+}
+
+/// A service as the connection task sees it.
+pub(crate) struct ServiceState {
+    name: ServiceName,
+    handlers: HashMap<MethodName, Handler>,
+    slots: Arc<Semaphore>,
+    admitted: AtomicUsize,
+    max_admitted: usize,
+    instance: AtomicU64,
+}
+
+impl ServiceState {
+    pub fn name(&self) -> &ServiceName {
+        &self.name
+    }
+
+    pub fn set_instance(&self, instance: InstanceId) {
+        self.instance.store(instance, Ordering::Relaxed);
+    }
+
+    pub fn register_frame(&self, req: u32) -> Frame {
+        let mut methods: Vec<MethodName> = self.handlers.keys().cloned().collect();
+        methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        Frame::Register { req, service: self.name.clone(), methods }
+    }
+
+    /// Runs the handler for `request` on its own task.
+    pub fn dispatch(self: &Arc<Self>, request: switchboard_proto::Request, link: &Arc<Link>) {
+        let mut answer = Answer { outbox: link.outbox.clone(), id: request.id, max_frame: link.max_frame };
+        let Some(handler) = self.handlers.get(&request.method).cloned() else {
+            let message = format!("service {} has no method {}", self.name, request.method);
+            return answer.error(ErrorCode::NoSuchMethod, message);
+        };
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.max_admitted {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            let message = format!("service {} has {} requests waiting", self.name, self.max_admitted);
+            return answer.error(ErrorCode::Overloaded, message);
+        }
+        let deadline = (request.id != 0)
+            .then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
+        let request = Request {
+            method: request.method,
+            payload: request.payload,
+            caller: request.caller,
+            instance: request.instance,
+            deadline,
+        };
+        let guard = Admitted { state: self.clone(), answer: Some(answer) };
+        tokio::spawn(async move {
+            let mut guard = guard;
+            let Ok(_slot) = guard.state.slots.clone().acquire_owned().await else { return };
+            let result = handler(request).await;
+            if let Some(mut answer) = guard.answer.take() {
+                answer.result(result);
+            }
+        });
+    }
+}
+
+/// Where a request's answer goes: the connection it came in on.
+struct Answer {
+    outbox: Arc<Outbox>,
+    id: u32,
+    max_frame: u32,
+}
+
+impl Answer {
+    fn error(&mut self, code: ErrorCode, message: String) {
+        if self.id != 0 {
+            let _ = self.outbox.push(&Frame::Error { id: self.id, code, message });
+        }
+    }
+
+    fn result(&mut self, result: HandlerResult) {
+        if self.id == 0 {
+            return;
+        }
+        match result {
+            Ok(payload) if payload.len() + 5 > self.max_frame as usize => {
+                let message = format!(
+                    "reply of {} bytes does not fit the maximum frame of {} bytes",
+                    payload.len(),
+                    self.max_frame
+                );
+                self.error(ErrorCode::PayloadTooLarge, message);
+            }
+            Ok(payload) => {
+                let _ = self.outbox.push(&Frame::Reply { id: self.id, payload });
+            }
+            Err(Reject(message)) => self.error(ErrorCode::Rejected, message),
+        }
+    }
+}
+
+/// Holds a request's admission; if the handler panics or is cancelled
+/// before answering, the caller still gets an answer.
+struct Admitted {
+    state: Arc<ServiceState>,
+    answer: Option<Answer>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.state.admitted.fetch_sub(1, Ordering::AcqRel);
+        if let Some(mut answer) = self.answer.take() {
+            answer.error(ErrorCode::Rejected, "the handler panicked or was cancelled".into());
+        }
+    }
+}
