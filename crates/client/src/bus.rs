@@ -170,8 +170,7 @@ impl Bus {
         let deadline = Instant::now() + options.timeout;
         let instance = options.instance.unwrap_or(0);
         let check = |link: &Link| check_size(link, &service, &method, &payload);
-        let frame = |id, link: &Link| {
-            let _ = link;
+        let frame = |id, _: &Link| {
             Frame::Call(Call {
                 id,
                 timeout_ms: remaining_ms(deadline),
@@ -240,15 +239,17 @@ impl Bus {
     pub async fn watch(&self, capacity: usize) -> Result<mpsc::Receiver<RegistryEvent>, CallError> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let req = self.shared.next_id();
-        lock(&self.shared.watches).insert(req, tx);
-        let result = self
-            .round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), |_, _| Frame::Watch { req }, Waiter::Reply)
-            .await;
+        // The watch is known by the id of the request that opened it.
+        let frame = |req, _: &Link| {
+            lock(&self.shared.watches).insert(req, tx.clone());
+            Frame::Watch { req }
+        };
+        let result =
+            self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, Waiter::Reply).await;
         match result {
             Ok(_) => Ok(rx),
             Err(err) => {
-                lock(&self.shared.watches).remove(&req);
+                lock(&self.shared.watches).retain(|_, sender| !sender.same_channel(&tx));
                 Err(err)
             }
         }
