@@ -17,7 +17,7 @@ use switchboard_proto::sys::{self, RegistryEvent};
 use switchboard_proto::{
     ErrorCode, Frame, Hello, InstanceId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
-use switchboard_transport::{run_writer, Endpoint, FrameReader, Outbox, ReadError, ReadHalf, Stream};
+use switchboard_transport::{run_writer, Endpoint, FrameReader, Outbox, ReadError, Stream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -101,7 +101,7 @@ impl Shared {
 /// A connection that completed its handshake.
 pub(crate) struct Connected {
     link: Arc<Link>,
-    reader: FrameReader<ReadHalf>,
+    reader: FrameReader,
     writer: JoinHandle<std::io::Result<()>>,
 }
 
@@ -110,7 +110,8 @@ pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Co
     let stream = Stream::connect(endpoint)
         .await
         .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?;
-    let (read, write) = stream.into_split();
+    let unreachable = |source| ConnectError::Unreachable { endpoint: endpoint.clone(), source };
+    let (read, write) = stream.into_split().map_err(unreachable)?;
     let mut reader = FrameReader::new(read, DEFAULT_MAX_FRAME);
     let outbox = Arc::new(Outbox::new(CONGESTED_AT));
     let writer = {
@@ -203,7 +204,7 @@ async fn restore(shared: Arc<Shared>) {
     }
 }
 
-async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader<ReadHalf>) -> String {
+async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader) -> String {
     loop {
         let frame = tokio::select! {
             biased;

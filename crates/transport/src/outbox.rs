@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_proto::Frame;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+
+use crate::WriteHalf;
 
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 64;
@@ -148,11 +149,11 @@ impl Outbox {
 
 /// Drains `outbox` into `writer` until the outbox is closed and empty or the
 /// socket fails. Everything waiting goes out in as few `writev`s as possible.
-pub async fn run_writer<W: AsyncWrite + Unpin>(outbox: &Outbox, mut writer: W) -> io::Result<()> {
+pub async fn run_writer(outbox: &Outbox, writer: WriteHalf) -> io::Result<()> {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
         if !outbox.take(&mut batch) {
-            let _ = writer.shutdown().await;
+            writer.shutdown();
             return Ok(());
         }
         if batch.is_empty() {
@@ -160,15 +161,12 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(outbox: &Outbox, mut writer: W) -
             continue;
         }
         let total: usize = batch.iter().map(Bytes::len).sum();
-        write_all_vectored(&mut writer, &mut batch).await?;
+        write_all_vectored(&writer, &mut batch).await?;
         outbox.written(total);
     }
 }
 
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    batch: &mut Vec<Bytes>,
-) -> io::Result<()> {
+async fn write_all_vectored(writer: &WriteHalf, batch: &mut Vec<Bytes>) -> io::Result<()> {
     let mut first = 0;
     while first < batch.len() {
         let end = (first + MAX_IOVECS).min(batch.len());
@@ -190,7 +188,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
         }
     }
     batch.clear();
-    writer.flush().await
+    Ok(())
 }
 
 #[cfg(test)]
@@ -201,7 +199,9 @@ mod tests {
     #[tokio::test]
     async fn frames_arrive_in_order_small_and_large_mixed() {
         let outbox = std::sync::Arc::new(Outbox::new(1 << 20));
-        let (client, server) = tokio::io::duplex(1 << 16);
+        let (client, server) = crate::Stream::pair().unwrap();
+        let (_, client) = client.into_split().unwrap();
+        let (server, _server_write) = server.into_split().unwrap();
         let frames: Vec<Frame> = (0..200u32)
             .map(|id| Frame::Reply { id, payload: Bytes::from(vec![id as u8; (id as usize % 7) * 300]) })
             .collect();
@@ -230,12 +230,14 @@ mod tests {
         outbox.push(&big).unwrap();
         assert!(outbox.is_congested());
         assert!(!outbox.wait_uncongested(Duration::from_millis(20)).await);
-        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let (client, server) = crate::Stream::pair().unwrap();
+        let (_, client) = client.into_split().unwrap();
+        let (server, _server_write) = server.into_split().unwrap();
         let o = outbox.clone();
         tokio::spawn(async move { run_writer(&o, client).await });
-        let mut sink = Vec::new();
         let drain = tokio::spawn(async move {
-            let _ = tokio::io::AsyncReadExt::read_to_end(&mut server, &mut sink).await;
+            let mut sink = vec![0u8; 4096];
+            while server.read(&mut sink).await.unwrap_or(0) > 0 {}
         });
         assert!(outbox.wait_uncongested(Duration::from_secs(5)).await);
         outbox.close();

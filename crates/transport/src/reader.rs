@@ -1,13 +1,19 @@
 //! Socket → frames.
+//!
+//! The buffer keeps a zero-initialised tail that reads land in and that is
+//! reused as frames are taken off the front, so reading needs neither
+//! `unsafe` nor a memset per read. Frames split off the front share the
+//! buffer's memory: payloads are not copied.
 
 use std::io;
 
 use bytes::BytesMut;
 use switchboard_proto::{decode, frame_len, DecodeError, Frame};
-use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// How much the reader asks the kernel for at a time when no frame length
-/// is known yet; one read usually brings many small frames.
+use crate::ReadHalf;
+
+/// The least room kept for the next read; one read usually brings many
+/// small frames.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Why reading the next frame failed. Either ends the connection.
@@ -22,15 +28,18 @@ pub enum ReadError {
 }
 
 /// Reads frames from one half of a socket.
-pub struct FrameReader<R> {
-    reader: R,
+pub struct FrameReader {
+    half: ReadHalf,
+    /// `buf[..filled]` is received data; `buf[filled..]` is initialised
+    /// room for the next read.
     buf: BytesMut,
+    filled: usize,
     max_frame: u32,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(reader: R, max_frame: u32) -> Self {
-        Self { reader, buf: BytesMut::with_capacity(READ_CHUNK), max_frame }
+impl FrameReader {
+    pub fn new(half: ReadHalf, max_frame: u32) -> Self {
+        Self { half, buf: BytesMut::new(), filled: 0, max_frame }
     }
 
     /// Changes the maximum (after the handshake negotiated one).
@@ -40,25 +49,39 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// A frame already buffered, without touching the socket.
     pub fn try_next(&mut self) -> Result<Option<Frame>, ReadError> {
-        Ok(decode(&mut self.buf, self.max_frame)?)
+        if self.filled == 0 {
+            return Ok(None);
+        }
+        let mut data = self.buf.split_to(self.filled);
+        let result = decode(&mut data, self.max_frame);
+        self.filled = data.len();
+        // `data` ends where `buf` begins, so this rejoins without copying.
+        data.unsplit(std::mem::take(&mut self.buf));
+        self.buf = data;
+        Ok(result?)
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
-            if let Some(frame) = decode(&mut self.buf, self.max_frame)? {
+            if let Some(frame) = self.try_next()? {
                 return Ok(Some(frame));
             }
-            // `decode` has refused any length over the maximum, so reserving
-            // for the announced frame is bounded by it.
-            let want = frame_len(&self.buf).unwrap_or(0).max(READ_CHUNK);
-            self.buf.reserve(want.saturating_sub(self.buf.len()));
-            if self.reader.read_buf(&mut self.buf).await? == 0 {
-                if self.buf.is_empty() {
+            // `try_next` has refused any length over the maximum, so the
+            // room reserved for a frame is bounded by it.
+            let pending = frame_len(&self.buf[..self.filled]).unwrap_or(0);
+            let want = pending.max(self.filled + READ_CHUNK / 16);
+            if self.buf.len() < want {
+                self.buf.resize(want.max(self.filled + READ_CHUNK), 0);
+            }
+            let read = self.half.read(&mut self.buf[self.filled..]).await?;
+            if read == 0 {
+                if self.filled == 0 {
                     return Ok(None);
                 }
-                return Err(ReadError::Truncated { buffered: self.buf.len() });
+                return Err(ReadError::Truncated { buffered: self.filled });
             }
+            self.filled += read;
         }
     }
 }

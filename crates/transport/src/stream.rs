@@ -1,16 +1,23 @@
 //! A connected socket of either kind, split into independently owned halves.
+//!
+//! Why not tokio's `UnixStream`: it registers every socket for read *and*
+//! write readiness, so each time the peer drains our bytes the process is
+//! woken with a bare `EPOLLOUT` it has no use for. On a small machine that
+//! wake-up costs about as much as the message itself. Here a socket is
+//! registered for readability only; writes go straight to `writev` on the
+//! non-blocking descriptor, and only a write that would block registers (a
+//! duplicate of) the descriptor for writability, until it can proceed.
 
-use std::io;
+use std::io::{self, IoSlice};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use rustix::io::Errno;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::Endpoint;
-
-/// The read half of a [`Stream`].
-pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
-/// The write half of a [`Stream`].
-pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Who is on the other end of a Unix socket, as the kernel says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,50 +27,146 @@ pub struct PeerCred {
     pub pid: Option<u32>,
 }
 
-/// A connected socket.
+/// A connected, non-blocking socket.
 #[derive(Debug)]
-pub enum Stream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
+pub struct Stream {
+    fd: OwnedFd,
+    unix: bool,
 }
 
 impl Stream {
     /// Connects to `endpoint`.
     pub async fn connect(endpoint: &Endpoint) -> io::Result<Self> {
         match endpoint {
-            Endpoint::Unix(path) => Ok(Self::Unix(UnixStream::connect(path).await?)),
-            Endpoint::Tcp(addr) => {
-                let stream = TcpStream::connect(addr.as_str()).await?;
-                // Frames are small and latency-bound; batching is done above.
-                stream.set_nodelay(true)?;
-                Ok(Self::Tcp(stream))
-            }
+            Endpoint::Unix(path) => Self::from_unix(UnixStream::connect(path).await?),
+            Endpoint::Tcp(addr) => Self::from_tcp(TcpStream::connect(addr.as_str()).await?),
         }
+    }
+
+    /// Takes over a tokio Unix stream (e.g. from `accept`).
+    pub fn from_unix(stream: UnixStream) -> io::Result<Self> {
+        let std = stream.into_std()?;
+        std.set_nonblocking(true)?;
+        Ok(Self { fd: std.into(), unix: true })
+    }
+
+    /// Takes over a tokio TCP stream, with Nagle off: frames are small and
+    /// latency-bound, and batching is done above.
+    pub fn from_tcp(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        let std = stream.into_std()?;
+        std.set_nonblocking(true)?;
+        Ok(Self { fd: std.into(), unix: false })
+    }
+
+    /// A connected pair of Unix sockets (for tests and in-process links).
+    pub fn pair() -> io::Result<(Self, Self)> {
+        let (a, b) = std::os::unix::net::UnixStream::pair()?;
+        a.set_nonblocking(true)?;
+        b.set_nonblocking(true)?;
+        Ok((Self { fd: a.into(), unix: true }, Self { fd: b.into(), unix: true }))
     }
 
     /// The peer's OS credentials, for Unix sockets.
     pub fn peer_cred(&self) -> Option<PeerCred> {
-        match self {
-            Self::Unix(stream) => stream.peer_cred().ok().map(|cred| PeerCred {
-                uid: cred.uid(),
-                gid: cred.gid(),
-                pid: cred.pid().and_then(|pid| u32::try_from(pid).ok()),
-            }),
-            Self::Tcp(_) => None,
+        if !self.unix {
+            return None;
+        }
+        let cred = rustix::net::sockopt::socket_peercred(&self.fd).ok()?;
+        Some(PeerCred {
+            uid: cred.uid.as_raw(),
+            gid: cred.gid.as_raw(),
+            pid: u32::try_from(cred.pid.as_raw_nonzero().get()).ok(),
+        })
+    }
+
+    /// Splits into halves that separate tasks can own. Must be called
+    /// within a tokio runtime (the read half registers with its reactor).
+    pub fn into_split(self) -> io::Result<(ReadHalf, WriteHalf)> {
+        let fd = Arc::new(self.fd);
+        let read = register(fd.clone(), Interest::READABLE)?;
+        Ok((ReadHalf { io: read }, WriteHalf { fd }))
+    }
+}
+
+/// The reading side of a [`Stream`].
+pub struct ReadHalf {
+    io: AsyncFd<Arc<OwnedFd>>,
+}
+
+impl ReadHalf {
+    /// Reads what is available into `buf`; 0 means end of stream.
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut ready = self.io.readable().await?;
+            let wanted = buf.len();
+            match ready.try_io(|fd| retry_eintr(|| rustix::io::read(fd.get_ref(), &mut *buf))) {
+                Ok(Ok(read)) => {
+                    // A short read drained the socket: forget the readiness
+                    // now instead of learning it from an EAGAIN read. Safe
+                    // against a racing arrival: the reactor only clears the
+                    // readiness it reported, not a newer event.
+                    if read > 0 && read < wanted {
+                        ready.clear_ready();
+                    }
+                    return Ok(read);
+                }
+                Ok(Err(err)) => return Err(err),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// The writing side of a [`Stream`].
+pub struct WriteHalf {
+    fd: Arc<OwnedFd>,
+}
+
+impl WriteHalf {
+    /// Writes as much of `bufs` as the socket takes, waiting only if it
+    /// takes nothing.
+    pub async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            match rustix::io::writev(&*self.fd, bufs) {
+                Ok(written) => return Ok(written),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => self.wait_writable().await?,
+                Err(err) => return Err(err.into()),
+            }
         }
     }
 
-    /// Splits into halves that separate tasks can own.
-    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
-        match self {
-            Self::Unix(stream) => {
-                let (r, w) = stream.into_split();
-                (Box::new(r), Box::new(w))
-            }
-            Self::Tcp(stream) => {
-                let (r, w) = stream.into_split();
-                (Box::new(r), Box::new(w))
-            }
+    /// Registers a duplicate of the descriptor for writability just for
+    /// this wait; registration reports a socket that is already writable,
+    /// so no wake-up is lost between the failed write and the wait.
+    async fn wait_writable(&self) -> io::Result<()> {
+        let dup = Arc::new(rustix::io::dup(&*self.fd)?);
+        let writable = register(dup, Interest::WRITABLE)?;
+        let _ready = writable.writable().await?;
+        Ok(())
+    }
+
+    /// Ends the sending direction; the peer reads end of stream.
+    pub fn shutdown(&self) {
+        let _ = rustix::net::shutdown(&*self.fd, rustix::net::Shutdown::Write);
+    }
+}
+
+/// Registers a descriptor with the runtime's reactor for `interest` only.
+#[allow(unsafe_code)]
+fn register(fd: Arc<OwnedFd>, interest: Interest) -> io::Result<AsyncFd<Arc<OwnedFd>>> {
+    // SAFETY: the AsyncFd owns an `Arc<OwnedFd>`, so the descriptor stays
+    // open and names the same socket until the AsyncFd is dropped, and
+    // `as_raw_fd` on it always returns that same descriptor.
+    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|err| err.into_parts().1)
+}
+
+fn retry_eintr(mut op: impl FnMut() -> Result<usize, Errno>) -> io::Result<usize> {
+    loop {
+        match op() {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
         }
     }
 }

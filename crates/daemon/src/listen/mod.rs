@@ -42,12 +42,11 @@ impl Listener {
         match self {
             Self::Unix(unix) => {
                 let (stream, _) = unix.listener().accept().await?;
-                Ok((Stream::Unix(stream), "unix".to_owned()))
+                Ok((Stream::from_unix(stream)?, "unix".to_owned()))
             }
             Self::Tcp { listener, .. } => {
                 let (stream, addr) = listener.accept().await?;
-                stream.set_nodelay(true)?;
-                Ok((Stream::Tcp(stream), addr.to_string()))
+                Ok((Stream::from_tcp(stream)?, addr.to_string()))
             }
         }
     }

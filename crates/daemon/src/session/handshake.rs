@@ -1,7 +1,7 @@
 //! The first exchange of every connection: `Hello` in, `Welcome` out.
 
 use switchboard_proto::{ErrorCode, Frame, Hello, SessionId, Welcome, PROTOCOL_VERSION};
-use switchboard_transport::{FrameReader, Outbox, ReadHalf};
+use switchboard_transport::{FrameReader, Outbox};
 
 use crate::Limits;
 
@@ -11,7 +11,7 @@ pub const MAX_HELLO: u32 = 64 * 1024;
 
 /// Waits for a valid `Hello`; answers and explains a refusal with `Goodbye`.
 pub async fn accept(
-    reader: &mut FrameReader<ReadHalf>,
+    reader: &mut FrameReader,
     outbox: &Outbox,
     limits: &Limits,
 ) -> Result<Hello, String> {

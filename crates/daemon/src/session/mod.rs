@@ -11,7 +11,7 @@ mod handshake;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchboard_proto::{ErrorCode, Frame, SessionId};
-use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, ReadHalf, Stream};
+use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, Stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::router::Router;
@@ -29,7 +29,10 @@ pub fn lock(router: &SharedRouter) -> MutexGuard<'_, Router> {
 /// Serves one accepted connection until it ends.
 pub async fn serve(stream: Stream, peer: String, router: SharedRouter, limits: Limits, stop: CancellationToken) {
     let cred = stream.peer_cred();
-    let (read, write) = stream.into_split();
+    let (read, write) = match stream.into_split() {
+        Ok(halves) => halves,
+        Err(err) => return tracing::warn!(%peer, "cannot register the connection: {err}"),
+    };
     let mut reader = FrameReader::new(read, handshake::MAX_HELLO);
     let outbox = Arc::new(Outbox::new(limits.congested_at));
     let writer = {
@@ -82,7 +85,7 @@ type LoopResult = Result<(), ReadError>;
 
 async fn read_loop(
     session: SessionId,
-    reader: &mut FrameReader<ReadHalf>,
+    reader: &mut FrameReader,
     router: &SharedRouter,
     limits: &Limits,
     kill: &CancellationToken,

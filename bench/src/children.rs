@@ -1,0 +1,125 @@
+//! The processes a benchmark starts: a raw echo server, a raw relay, the
+//! daemon and a Switchboard echo service — each this same binary, run with a
+//! hidden subcommand, so the bench measures exactly this build.
+//!
+//! Every child watches its parent and exits when the parent is gone, so an
+//! interrupted bench leaves nothing running; the parent also kills its
+//! children (by PID) when their [`Child`] guard drops.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// A child process, killed when dropped.
+pub struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `self ARGS...` and waits for it to print `ready`.
+pub fn spawn(args: &[&str]) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {args:?}"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        bail!("{args:?} did not start (said {line:?})");
+    }
+    Ok(Child(child))
+}
+
+/// Exits this process when its parent dies.
+pub fn exit_with_parent() {
+    let parent = rustix::process::getppid();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if rustix::process::getppid() != parent {
+            std::process::exit(0);
+        }
+    });
+}
+
+fn ready() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+}
+
+/// Raw baseline: echo fixed-size messages back, one blocking thread per connection.
+pub fn raw_echo(socket: &Path, size: usize) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket)?;
+    ready();
+    for stream in listener.incoming() {
+        let mut stream = stream?;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; size];
+            while stream.read_exact(&mut buf).is_ok() {
+                if stream.write_all(&buf).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Raw baseline: forward bytes both ways between each client and `upstream`,
+/// a blocking thread per direction — the least a relay process can cost.
+pub fn raw_relay(socket: &Path, upstream: &Path) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(socket);
+    let listener = UnixListener::bind(socket)?;
+    ready();
+    for client in listener.incoming() {
+        let client = client?;
+        let server = UnixStream::connect(upstream)?;
+        let (mut c_read, mut s_write) = (client.try_clone()?, server.try_clone()?);
+        let (mut s_read, mut c_write) = (server, client);
+        std::thread::spawn(move || std::io::copy(&mut c_read, &mut s_write));
+        std::thread::spawn(move || std::io::copy(&mut s_read, &mut c_write));
+    }
+    Ok(())
+}
+
+/// The daemon, as `switchboard up` runs it (single-threaded runtime).
+pub fn daemon(socket: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut config = switchboard_daemon::Config::default();
+        config.listen = vec![switchboard::Endpoint::Unix(socket.to_owned())];
+        let daemon = switchboard_daemon::Daemon::bind(config).await?;
+        ready();
+        daemon.run(tokio_util::sync::CancellationToken::new()).await;
+        Ok(())
+    })
+}
+
+/// A Switchboard service `bench.echo` that replies with the request.
+pub fn sb_echo(addr: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let bus = switchboard::Bus::connect(addr).await?;
+        let _service = bus
+            .serve("bench")?
+            .method("echo", |request| async move { Ok(request.payload) })
+            .start()
+            .await?;
+        ready();
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}

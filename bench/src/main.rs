@@ -1,0 +1,101 @@
+//! `switchboard-bench`: the same workloads on Switchboard and on its
+//! baselines, in one run, reported as medians of repeats and as ratios.
+//!
+//! `cargo run --release -p switchboard-bench -- all` runs everything;
+//! `--quick` finishes in well under a minute (the test suite's smoke run).
+#![forbid(unsafe_code)]
+
+mod children;
+mod stats;
+mod workloads;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use stats::Row;
+
+#[derive(Parser)]
+#[command(name = "switchboard-bench", about = "Switchboard against its baselines, in one run")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every workload, print the table and write the JSON rows.
+    All {
+        /// Small counts and 3 repeats: checks every case runs (under a minute).
+        #[arg(long)]
+        quick: bool,
+        /// Repeats per case (at least 3; default 5, or 3 with --quick).
+        #[arg(long)]
+        repeats: Option<usize>,
+        /// Where to write the rows as JSON.
+        #[arg(long, default_value = "bench-results.json")]
+        out: PathBuf,
+    },
+    /// Sequential 16 B calls to `bench.echo` on a running daemon, for
+    /// profiling (`strace -c`, `perf`) one side at a time.
+    Profile {
+        /// Daemon address; a `child-sb-echo` must be serving there.
+        #[arg(long)]
+        addr: String,
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+    },
+    #[command(hide = true)]
+    ChildRawEcho { socket: PathBuf, size: usize },
+    #[command(hide = true)]
+    ChildRawRelay { socket: PathBuf, upstream: PathBuf },
+    #[command(hide = true)]
+    ChildDaemon { socket: PathBuf },
+    #[command(hide = true)]
+    ChildSbEcho { addr: String },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::All { quick, repeats, out } => {
+            let repeats = repeats.unwrap_or(if quick { 3 } else { 5 }).max(3);
+            let rows = workloads::run_all(quick, repeats)?;
+            stats::print_table(&rows);
+            std::fs::write(&out, serde_json::to_string_pretty(&rows)?)?;
+            println!("\nrows written to {}", out.display());
+            check_complete(&rows)
+        }
+        Command::Profile { addr, count } => workloads::profile(&addr, count),
+        Command::ChildRawEcho { socket, size } => {
+            children::exit_with_parent();
+            children::raw_echo(&socket, size)
+        }
+        Command::ChildRawRelay { socket, upstream } => {
+            children::exit_with_parent();
+            children::raw_relay(&socket, &upstream)
+        }
+        Command::ChildDaemon { socket } => {
+            children::exit_with_parent();
+            children::daemon(&socket)
+        }
+        Command::ChildSbEcho { addr } => {
+            children::exit_with_parent();
+            children::sb_echo(&addr)
+        }
+    }
+}
+
+/// Every case must have produced numbers; this is what `--quick` checks.
+fn check_complete(rows: &[Row]) -> anyhow::Result<()> {
+    let broken: Vec<&str> = rows
+        .iter()
+        .filter(|r| !(r.p50_us.is_finite() && r.rate_per_s.is_finite() && r.rate_per_s > 0.0))
+        .map(|r| r.case.as_str())
+        .collect();
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("cases without numbers: {broken:?}")
+    }
+}
+

@@ -1,0 +1,206 @@
+//! The workloads, each run on Switchboard and on its baseline, alternating
+//! within every repeat so machine noise hits both alike.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use switchboard::{Bus, Target};
+
+use crate::children::{self, Child};
+use crate::stats::{Row, Sample};
+
+/// Calls kept in flight in the throughput case.
+const IN_FLIGHT: usize = 64;
+
+struct Counts {
+    latency_samples: usize,
+    throughput_calls: usize,
+}
+
+/// Everything the workloads talk to, started once per run.
+struct Setup {
+    dir: PathBuf,
+    _children: Vec<Child>,
+    raw_echo: [PathBuf; 2],
+    relay: [PathBuf; 2],
+    bus_addr: String,
+}
+
+const SIZES: [usize; 2] = [16, 1024];
+
+fn size_name(size: usize) -> &'static str {
+    if size == 16 {
+        "16 B"
+    } else {
+        "1 KiB"
+    }
+}
+
+impl Setup {
+    fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut kids = Vec::new();
+        let mut raw_echo = [PathBuf::new(), PathBuf::new()];
+        let mut relay = [PathBuf::new(), PathBuf::new()];
+        for (i, size) in SIZES.iter().enumerate() {
+            raw_echo[i] = dir.join(format!("echo-{size}.sock"));
+            relay[i] = dir.join(format!("relay-{size}.sock"));
+            kids.push(children::spawn(&["child-raw-echo", path(&raw_echo[i]), &size.to_string()])?);
+            kids.push(children::spawn(&["child-raw-relay", path(&relay[i]), path(&raw_echo[i])])?);
+        }
+        let bus_socket = dir.join("bus.sock");
+        kids.push(children::spawn(&["child-daemon", path(&bus_socket)])?);
+        let bus_addr = format!("unix:{}", bus_socket.display());
+        kids.push(children::spawn(&["child-sb-echo", &bus_addr])?);
+        Ok(Self { dir, _children: kids, raw_echo, relay, bus_addr })
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// Runs every case `repeats` times and returns the table rows.
+pub fn run_all(quick: bool, repeats: usize) -> anyhow::Result<Vec<Row>> {
+    let counts = if quick {
+        Counts { latency_samples: 2_000, throughput_calls: 20_000 }
+    } else {
+        Counts { latency_samples: 20_000, throughput_calls: 200_000 }
+    };
+    let setup = Setup::start()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let bus = runtime.block_on(Bus::connect(&setup.bus_addr))?;
+
+    let mut raw = [Vec::new(), Vec::new()];
+    let mut relay = [Vec::new(), Vec::new()];
+    let mut call = [Vec::new(), Vec::new()];
+    let mut throughput = [Vec::new(), Vec::new()];
+    for repeat in 0..repeats {
+        eprintln!("repeat {}/{repeats}", repeat + 1);
+        for (i, size) in SIZES.iter().enumerate() {
+            raw[i].push(raw_round_trips(&setup.raw_echo[i], *size, counts.latency_samples)?);
+            relay[i].push(raw_round_trips(&setup.relay[i], *size, counts.latency_samples)?);
+            // From a task, as a service issues calls (calling straight from
+            // `block_on` adds one zero-timeout epoll_wait per call).
+            let task = runtime.spawn(call_latency(bus.clone(), *size, counts.latency_samples));
+            call[i].push(runtime.block_on(task)??);
+            throughput[i].push(runtime.block_on(call_throughput(&bus, *size, counts.throughput_calls))?);
+        }
+    }
+
+    let mut rows = Vec::new();
+    for (i, size) in SIZES.iter().enumerate() {
+        let s = size_name(*size);
+        let raw_row = Row::from_samples("limit", &format!("unix ping-pong {s}"), "raw socket", &raw[i]);
+        let relay_row = Row::from_samples("limit", &format!("two-hop relay {s}"), "raw socket", &relay[i]);
+        let mut call_row = Row::from_samples("call", &format!("call round trip {s}"), "switchboard", &call[i]);
+        call_row.baseline = Some(relay_row.case.clone());
+        call_row.ratio = Some(call_row.p50_us / relay_row.p50_us);
+        call_row.ratio_of = Some("p50");
+        let tput_row = Row::from_samples(
+            "call",
+            &format!("calls, {IN_FLIGHT} in flight {s}"),
+            "switchboard",
+            &throughput[i],
+        );
+        rows.extend([raw_row, relay_row, call_row, tput_row]);
+    }
+    Ok(rows)
+}
+
+/// Sequential round trips of `size`-byte messages through a raw socket path.
+fn raw_round_trips(socket: &Path, size: usize, samples: usize) -> anyhow::Result<Sample> {
+    let mut stream = UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
+    let message = vec![7u8; size];
+    let mut reply = vec![0u8; size];
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let started = Instant::now();
+        stream.write_all(&message)?;
+        stream.read_exact(&mut reply)?;
+        if i >= samples / 10 {
+            times.push(started.elapsed());
+        }
+    }
+    Ok(Sample::latency(times))
+}
+
+fn echo_target() -> Target {
+    // A fixed, valid name.
+    Target::parse("bench.echo").unwrap_or_else(|_| unreachable!())
+}
+
+/// Sequential calls through the daemon to the echo service.
+async fn call_latency(bus: Bus, size: usize, samples: usize) -> anyhow::Result<Sample> {
+    let target = echo_target();
+    let payload = Bytes::from(vec![7u8; size]);
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let started = Instant::now();
+        let reply = bus.call(&target, payload.clone()).await?;
+        let took = started.elapsed();
+        anyhow::ensure!(reply.len() == size, "echo returned {} bytes", reply.len());
+        if i >= samples / 10 {
+            times.push(took);
+        }
+    }
+    Ok(Sample::latency(times))
+}
+
+/// `total` calls with `IN_FLIGHT` outstanding at all times.
+async fn call_throughput(bus: &Bus, size: usize, total: usize) -> anyhow::Result<Sample> {
+    let target = Rc::new(echo_target());
+    let payload = Bytes::from(vec![7u8; size]);
+    let started = Instant::now();
+    let local = tokio::task::LocalSet::new();
+    let per_task = total / IN_FLIGHT;
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (bus, target, payload) = (bus.clone(), target.clone(), payload.clone());
+        tasks.push(local.spawn_local(async move {
+            let mut latencies = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                bus.call(&*target, payload.clone()).await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    local
+        .run_until(async {
+            for task in tasks {
+                latencies.extend(task.await??);
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await?;
+    let elapsed = started.elapsed().max(Duration::from_micros(1));
+    let mut sample = Sample::latency(latencies);
+    sample.rate = (per_task * IN_FLIGHT) as f64 / elapsed.as_secs_f64();
+    Ok(sample)
+}
+
+/// Sequential calls against an already running daemon and echo service.
+pub fn profile(addr: &str, count: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let sample = runtime.block_on(async {
+        let bus = Bus::connect(addr).await?;
+        tokio::spawn(call_latency(bus, 16, count)).await?
+    })?;
+    println!("{count} calls: p50 {:.1} µs, p99 {:.1} µs", sample.p50_us, sample.p99_us);
+    Ok(())
+}
