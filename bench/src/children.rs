@@ -97,10 +97,14 @@ pub fn raw_relay(socket: &Path, upstream: &Path) -> anyhow::Result<()> {
 
 /// The daemon, as `switchboard up` runs it (single-threaded runtime).
 pub fn daemon(socket: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
-        let mut config = switchboard_daemon::Config::default();
-        config.listen = vec![switchboard::Endpoint::Unix(socket.to_owned())];
+        let config = switchboard_daemon::Config {
+            listen: vec![switchboard::Endpoint::Unix(socket.to_owned())],
+            ..Default::default()
+        };
         let daemon = switchboard_daemon::Daemon::bind(config).await?;
         ready();
         daemon.run(tokio_util::sync::CancellationToken::new()).await;
@@ -110,7 +114,9 @@ pub fn daemon(socket: &Path) -> anyhow::Result<()> {
 
 /// A Switchboard service `bench.echo` that replies with the request.
 pub fn sb_echo(addr: &str) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let bus = switchboard::Bus::connect(addr).await?;
         let _service = bus

@@ -16,7 +16,10 @@ use clap::{Parser, Subcommand};
 use stats::Row;
 
 #[derive(Parser)]
-#[command(name = "switchboard-bench", about = "Switchboard against its baselines, in one run")]
+#[command(
+    name = "switchboard-bench",
+    about = "Switchboard against its baselines, in one run"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +60,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::All { quick, repeats, out } => {
+        Command::All {
+            quick,
+            repeats,
+            out,
+        } => {
             let repeats = repeats.unwrap_or(if quick { 3 } else { 5 }).max(3);
             let rows = workloads::run_all(quick, repeats)?;
             stats::print_table(&rows);
@@ -98,4 +105,3 @@ fn check_complete(rows: &[Row]) -> anyhow::Result<()> {
         anyhow::bail!("cases without numbers: {broken:?}")
     }
 }
-

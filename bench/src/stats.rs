@@ -41,7 +41,11 @@ impl Sample {
         samples.sort_unstable();
         let total: Duration = samples.iter().sum();
         let rate = samples.len() as f64 / total.as_secs_f64().max(1e-9);
-        Self { p50_us: percentile_us(&samples, 50.0), p99_us: percentile_us(&samples, 99.0), rate }
+        Self {
+            p50_us: percentile_us(&samples, 50.0),
+            p99_us: percentile_us(&samples, 99.0),
+            rate,
+        }
     }
 }
 
@@ -84,8 +88,8 @@ impl Row {
 /// Prints the table.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<10} {:<34} {:>9} {:>9} {:>12}  {}",
-        "group", "case", "p50 µs", "p99 µs", "rate /s", "ratio (switchboard / baseline)"
+        "{:<10} {:<34} {:>9} {:>9} {:>12}  ratio (switchboard / baseline)",
+        "group", "case", "p50 µs", "p99 µs", "rate /s"
     );
     for row in rows {
         let ratio = match (&row.baseline, row.ratio, row.ratio_of) {

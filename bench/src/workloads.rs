@@ -51,14 +51,28 @@ impl Setup {
         for (i, size) in SIZES.iter().enumerate() {
             raw_echo[i] = dir.join(format!("echo-{size}.sock"));
             relay[i] = dir.join(format!("relay-{size}.sock"));
-            kids.push(children::spawn(&["child-raw-echo", path(&raw_echo[i]), &size.to_string()])?);
-            kids.push(children::spawn(&["child-raw-relay", path(&relay[i]), path(&raw_echo[i])])?);
+            kids.push(children::spawn(&[
+                "child-raw-echo",
+                path(&raw_echo[i]),
+                &size.to_string(),
+            ])?);
+            kids.push(children::spawn(&[
+                "child-raw-relay",
+                path(&relay[i]),
+                path(&raw_echo[i]),
+            ])?);
         }
         let bus_socket = dir.join("bus.sock");
         kids.push(children::spawn(&["child-daemon", path(&bus_socket)])?);
         let bus_addr = format!("unix:{}", bus_socket.display());
         kids.push(children::spawn(&["child-sb-echo", &bus_addr])?);
-        Ok(Self { dir, _children: kids, raw_echo, relay, bus_addr })
+        Ok(Self {
+            dir,
+            _children: kids,
+            raw_echo,
+            relay,
+            bus_addr,
+        })
     }
 }
 
@@ -75,12 +89,20 @@ fn path(p: &Path) -> &str {
 /// Runs every case `repeats` times and returns the table rows.
 pub fn run_all(quick: bool, repeats: usize) -> anyhow::Result<Vec<Row>> {
     let counts = if quick {
-        Counts { latency_samples: 2_000, throughput_calls: 20_000 }
+        Counts {
+            latency_samples: 2_000,
+            throughput_calls: 20_000,
+        }
     } else {
-        Counts { latency_samples: 20_000, throughput_calls: 200_000 }
+        Counts {
+            latency_samples: 20_000,
+            throughput_calls: 200_000,
+        }
     };
     let setup = Setup::start()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let bus = runtime.block_on(Bus::connect(&setup.bus_addr))?;
 
     let mut raw = [Vec::new(), Vec::new()];
@@ -90,22 +112,49 @@ pub fn run_all(quick: bool, repeats: usize) -> anyhow::Result<Vec<Row>> {
     for repeat in 0..repeats {
         eprintln!("repeat {}/{repeats}", repeat + 1);
         for (i, size) in SIZES.iter().enumerate() {
-            raw[i].push(raw_round_trips(&setup.raw_echo[i], *size, counts.latency_samples)?);
-            relay[i].push(raw_round_trips(&setup.relay[i], *size, counts.latency_samples)?);
+            raw[i].push(raw_round_trips(
+                &setup.raw_echo[i],
+                *size,
+                counts.latency_samples,
+            )?);
+            relay[i].push(raw_round_trips(
+                &setup.relay[i],
+                *size,
+                counts.latency_samples,
+            )?);
             // From a task, as a service issues calls (calling straight from
             // `block_on` adds one zero-timeout epoll_wait per call).
             let task = runtime.spawn(call_latency(bus.clone(), *size, counts.latency_samples));
             call[i].push(runtime.block_on(task)??);
-            throughput[i].push(runtime.block_on(call_throughput(&bus, *size, counts.throughput_calls))?);
+            throughput[i].push(runtime.block_on(call_throughput(
+                &bus,
+                *size,
+                counts.throughput_calls,
+            ))?);
         }
     }
 
     let mut rows = Vec::new();
     for (i, size) in SIZES.iter().enumerate() {
         let s = size_name(*size);
-        let raw_row = Row::from_samples("limit", &format!("unix ping-pong {s}"), "raw socket", &raw[i]);
-        let relay_row = Row::from_samples("limit", &format!("two-hop relay {s}"), "raw socket", &relay[i]);
-        let mut call_row = Row::from_samples("call", &format!("call round trip {s}"), "switchboard", &call[i]);
+        let raw_row = Row::from_samples(
+            "limit",
+            &format!("unix ping-pong {s}"),
+            "raw socket",
+            &raw[i],
+        );
+        let relay_row = Row::from_samples(
+            "limit",
+            &format!("two-hop relay {s}"),
+            "raw socket",
+            &relay[i],
+        );
+        let mut call_row = Row::from_samples(
+            "call",
+            &format!("call round trip {s}"),
+            "switchboard",
+            &call[i],
+        );
         call_row.baseline = Some(relay_row.case.clone());
         call_row.ratio = Some(call_row.p50_us / relay_row.p50_us);
         call_row.ratio_of = Some("p50");
@@ -122,7 +171,8 @@ pub fn run_all(quick: bool, repeats: usize) -> anyhow::Result<Vec<Row>> {
 
 /// Sequential round trips of `size`-byte messages through a raw socket path.
 fn raw_round_trips(socket: &Path, size: usize, samples: usize) -> anyhow::Result<Sample> {
-    let mut stream = UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
+    let mut stream =
+        UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
     let message = vec![7u8; size];
     let mut reply = vec![0u8; size];
     let mut times = Vec::with_capacity(samples);
@@ -196,11 +246,16 @@ async fn call_throughput(bus: &Bus, size: usize, total: usize) -> anyhow::Result
 
 /// Sequential calls against an already running daemon and echo service.
 pub fn profile(addr: &str, count: usize) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let sample = runtime.block_on(async {
         let bus = Bus::connect(addr).await?;
         tokio::spawn(call_latency(bus, 16, count)).await?
     })?;
-    println!("{count} calls: p50 {:.1} µs, p99 {:.1} µs", sample.p50_us, sample.p99_us);
+    println!(
+        "{count} calls: p50 {:.1} µs, p99 {:.1} µs",
+        sample.p50_us, sample.p99_us
+    );
     Ok(())
 }

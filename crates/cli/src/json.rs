@@ -44,9 +44,11 @@ fn json_to_pack(json: &Json) -> Pack {
         }
         Json::String(s) => Pack::from(s.as_str()),
         Json::Array(items) => Pack::Array(items.iter().map(json_to_pack).collect()),
-        Json::Object(map) => {
-            Pack::Map(map.iter().map(|(k, v)| (Pack::from(k.as_str()), json_to_pack(v))).collect())
-        }
+        Json::Object(map) => Pack::Map(
+            map.iter()
+                .map(|(k, v)| (Pack::from(k.as_str()), json_to_pack(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -60,7 +62,10 @@ pub fn from_msgpack(payload: &[u8]) -> anyhow::Result<Json> {
     let value = rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH)
         .context("the payload is not MessagePack")?;
     if !rest.is_empty() {
-        bail!("the payload has {} bytes after its MessagePack value", rest.len());
+        bail!(
+            "the payload has {} bytes after its MessagePack value",
+            rest.len()
+        );
     }
     Ok(pack_to_json(&value))
 }
@@ -81,7 +86,10 @@ fn pack_to_json(value: &Pack) -> Json {
         Pack::F32(f) => Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number),
         Pack::F64(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Pack::String(s) => Json::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        Pack::Binary(b) => Json::Object(Map::from_iter([("$binary".to_owned(), Json::String(hex(b)))])),
+        Pack::Binary(b) => Json::Object(Map::from_iter([(
+            "$binary".to_owned(),
+            Json::String(hex(b)),
+        )])),
         Pack::Array(items) => Json::Array(items.iter().map(pack_to_json).collect()),
         Pack::Map(entries) => Json::Object(
             entries
@@ -108,7 +116,12 @@ mod tests {
 
     #[test]
     fn json_round_trips_through_msgpack() {
-        for text in [r#"{"hi":1}"#, "null", "[1,-2,3.5,\"x\",true,{\"a\":[]}]", "18446744073709551615"] {
+        for text in [
+            r#"{"hi":1}"#,
+            "null",
+            "[1,-2,3.5,\"x\",true,{\"a\":[]}]",
+            "18446744073709551615",
+        ] {
             let json: Json = serde_json::from_str(text).unwrap();
             assert_eq!(from_msgpack(&to_msgpack(&json)).unwrap(), json, "{text}");
         }
@@ -118,7 +131,10 @@ mod tests {
     fn non_msgpack_is_refused_and_binary_has_a_spelling() {
         assert!(from_msgpack(&[0xa5, b'a']).is_err(), "a truncated string");
         assert!(from_msgpack(&[0x01, 0x02]).is_err());
-        assert_eq!(from_msgpack(&[0xc4, 2, 0xab, 0xcd]).unwrap(), serde_json::json!({"$binary": "abcd"}));
+        assert_eq!(
+            from_msgpack(&[0xc4, 2, 0xab, 0xcd]).unwrap(),
+            serde_json::json!({"$binary": "abcd"})
+        );
         assert_eq!(from_msgpack(&[]).unwrap(), Json::Null);
         assert!(payload_from_arg(Some("{bad")).is_err());
     }

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchboard_proto::sys::{self, DaemonInfo, RegistryEvent, ServiceInfo};
-use switchboard_proto::{Call, Frame, InstanceId, MethodName, NameError, Notify, ServiceName, Target};
+use switchboard_proto::{
+    Call, Frame, InstanceId, MethodName, NameError, Notify, ServiceName, Target,
+};
 use switchboard_transport::{default_endpoint, Endpoint};
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,13 +35,19 @@ pub struct CallOptions {
 
 impl Default for CallOptions {
     fn default() -> Self {
-        Self { timeout: DEFAULT_TIMEOUT, instance: None }
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            instance: None,
+        }
     }
 }
 
 impl CallOptions {
     pub fn timeout(timeout: Duration) -> Self {
-        Self { timeout, ..Self::default() }
+        Self {
+            timeout,
+            ..Self::default()
+        }
     }
 }
 
@@ -118,7 +126,10 @@ impl Bus {
 
     /// Connects to `endpoint`, naming this client `client_name` (shown by
     /// `switchboard ls`).
-    pub async fn connect_endpoint(endpoint: Endpoint, client_name: String) -> Result<Self, ConnectError> {
+    pub async fn connect_endpoint(
+        endpoint: Endpoint,
+        client_name: String,
+    ) -> Result<Self, ConnectError> {
         let conn = connection::connect(&endpoint, &client_name).await?;
         let shared = Arc::new(Shared::new(endpoint, client_name));
         tokio::spawn(connection::run(shared.clone(), conn));
@@ -126,12 +137,18 @@ impl Bus {
         let mut link = shared.link.subscribe();
         let _ = link.wait_for(Option::is_some).await;
         let owner = Arc::new(Owner(shared.clone()));
-        Ok(Self { shared, _owner: Some(owner) })
+        Ok(Self {
+            shared,
+            _owner: Some(owner),
+        })
     }
 
     /// A handle for the connection task's own use; does not keep it alive.
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
-        Self { shared, _owner: None }
+        Self {
+            shared,
+            _owner: None,
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -154,8 +171,13 @@ impl Bus {
     }
 
     /// Calls `target` with `payload` and waits up to [`DEFAULT_TIMEOUT`].
-    pub async fn call(&self, target: impl IntoTarget, payload: impl Into<Bytes>) -> Result<Bytes, CallError> {
-        self.call_with(target, payload, CallOptions::default()).await
+    pub async fn call(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+    ) -> Result<Bytes, CallError> {
+        self.call_with(target, payload, CallOptions::default())
+            .await
     }
 
     /// Calls `target` with `payload` under `options`.
@@ -180,7 +202,8 @@ impl Bus {
                 payload: payload.clone(),
             })
         };
-        self.round_trip(deadline, options.timeout, true, check, frame, Waiter::Reply).await
+        self.round_trip(deadline, options.timeout, true, check, frame, Waiter::Reply)
+            .await
     }
 
     /// Calls `target` with a MessagePack-encoded `request` and decodes the reply.
@@ -195,7 +218,11 @@ impl Bus {
 
     /// Sends a one-way notification to `target` (no reply, no error from
     /// the callee; an unknown target is dropped by the daemon).
-    pub async fn notify(&self, target: impl IntoTarget, payload: impl Into<Bytes>) -> Result<(), CallError> {
+    pub async fn notify(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), CallError> {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
@@ -217,7 +244,10 @@ impl Bus {
 
     /// Starts declaring a service to serve from this connection.
     pub fn serve(&self, service: &str) -> Result<ServiceBuilder, NameError> {
-        Ok(ServiceBuilder::new(self.clone(), ServiceName::parse(service)?))
+        Ok(ServiceBuilder::new(
+            self.clone(),
+            ServiceName::parse(service)?,
+        ))
     }
 
     /// Every registered service with its instances and methods.
@@ -244,8 +274,16 @@ impl Bus {
             lock(&self.shared.watches).insert(req, tx.clone());
             Frame::Watch { req }
         };
-        let result =
-            self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, Waiter::Reply).await;
+        let result = self
+            .round_trip(
+                deadline,
+                DEFAULT_TIMEOUT,
+                false,
+                |_| Ok(()),
+                frame,
+                Waiter::Reply,
+            )
+            .await;
         match result {
             Ok(_) => Ok(rx),
             Err(err) => {
@@ -257,23 +295,39 @@ impl Bus {
 
     /// Registers a service's state with the daemon; used at start and after
     /// a reconnect.
-    pub(crate) async fn register_state(&self, state: Arc<ServiceState>) -> Result<InstanceId, CallError> {
+    pub(crate) async fn register_state(
+        &self,
+        state: Arc<ServiceState>,
+    ) -> Result<InstanceId, CallError> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let frame = |req, _: &Link| state.register_frame(req);
         let waiter = |tx| Waiter::Register(state.clone(), tx);
-        self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, waiter).await
+        self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, waiter)
+            .await
     }
 
     /// Unregisters an instance.
     pub(crate) async fn unregister(&self, instance: InstanceId) -> Result<(), CallError> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let frame = |req, _: &Link| Frame::Unregister { req, instance };
-        self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, Waiter::Reply).await?;
+        self.round_trip(
+            deadline,
+            DEFAULT_TIMEOUT,
+            false,
+            |_| Ok(()),
+            frame,
+            Waiter::Reply,
+        )
+        .await?;
         Ok(())
     }
 
     /// Waits for a live connection, up to `deadline`.
-    async fn wait_link(&self, deadline: Instant, timeout: Duration) -> Result<Arc<Link>, CallError> {
+    async fn wait_link(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Arc<Link>, CallError> {
         if let Some(link) = self.shared.link.borrow().clone() {
             return Ok(link);
         }
@@ -338,7 +392,12 @@ impl Bus {
     }
 }
 
-fn check_size(link: &Link, service: &ServiceName, method: &MethodName, payload: &Bytes) -> Result<(), CallError> {
+fn check_size(
+    link: &Link,
+    service: &ServiceName,
+    method: &MethodName,
+    payload: &Bytes,
+) -> Result<(), CallError> {
     let size = CALL_OVERHEAD + service.as_bytes().len() + method.as_bytes().len() + payload.len();
     if size > link.max_frame as usize {
         return Err(CallError::PayloadTooLarge(format!(
@@ -351,7 +410,9 @@ fn check_size(link: &Link, service: &ServiceName, method: &MethodName, payload: 
 }
 
 fn remaining_ms(deadline: Instant) -> u32 {
-    let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
     u32::try_from(left).unwrap_or(u32::MAX).max(1)
 }
 
@@ -359,14 +420,18 @@ fn default_client_name() -> String {
     std::env::args()
         .next()
         .and_then(|arg0| {
-            std::path::Path::new(&arg0).file_name().map(|name| name.to_string_lossy().into_owned())
+            std::path::Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "client".to_owned())
 }
 
 /// Encodes a value as a MessagePack map (the bus's payload convention).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CallError> {
-    rmp_serde::to_vec_named(value).map(Bytes::from).map_err(|err| CallError::Encode(err.to_string()))
+    rmp_serde::to_vec_named(value)
+        .map(Bytes::from)
+        .map_err(|err| CallError::Encode(err.to_string()))
 }
 
 /// Decodes a MessagePack payload.

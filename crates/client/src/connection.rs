@@ -39,7 +39,10 @@ pub(crate) enum Waiter {
     Reply(oneshot::Sender<Result<Bytes, WireError>>),
     /// A registration: the reader maps the instance to its service *before*
     /// waking the registrant, so no request for it can arrive unmapped.
-    Register(Arc<ServiceState>, oneshot::Sender<Result<InstanceId, WireError>>),
+    Register(
+        Arc<ServiceState>,
+        oneshot::Sender<Result<InstanceId, WireError>>,
+    ),
 }
 
 /// The live connection, as callers use it.
@@ -69,7 +72,9 @@ pub(crate) struct Shared {
 /// Locks a mutex whose data stays consistent even if a holder panicked
 /// (every update is one insert or remove).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -106,11 +111,20 @@ pub(crate) struct Connected {
 }
 
 /// Connects and performs the handshake.
-pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Connected, ConnectError> {
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    client_name: &str,
+) -> Result<Connected, ConnectError> {
     let stream = Stream::connect(endpoint)
         .await
-        .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?;
-    let unreachable = |source| ConnectError::Unreachable { endpoint: endpoint.clone(), source };
+        .map_err(|source| ConnectError::Unreachable {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
+    let unreachable = |source| ConnectError::Unreachable {
+        endpoint: endpoint.clone(),
+        source,
+    };
     let (read, write) = stream.into_split().map_err(unreachable)?;
     let mut reader = FrameReader::new(read, DEFAULT_MAX_FRAME);
     let outbox = Arc::new(Outbox::new(CONGESTED_AT));
@@ -118,9 +132,16 @@ pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Co
         let outbox = outbox.clone();
         tokio::spawn(async move { run_writer(&outbox, write).await })
     };
-    let hello = Hello { version: PROTOCOL_VERSION, features: 0, client_name: client_name.to_owned() };
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        features: 0,
+        client_name: client_name.to_owned(),
+    };
     let _ = outbox.push(&Frame::Hello(hello));
-    let handshake_failed = |why: String| ConnectError::Handshake { endpoint: endpoint.clone(), why };
+    let handshake_failed = |why: String| ConnectError::Handshake {
+        endpoint: endpoint.clone(),
+        why,
+    };
     let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
         .await
         .map_err(|_| handshake_failed(format!("no answer within {HANDSHAKE_TIMEOUT:?}")))?
@@ -128,9 +149,18 @@ pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Co
     let welcome = match answer {
         Some(Frame::Welcome(welcome)) => welcome,
         Some(Frame::Goodbye { code, message }) => {
-            return Err(ConnectError::Refused { endpoint: endpoint.clone(), code, message })
+            return Err(ConnectError::Refused {
+                endpoint: endpoint.clone(),
+                code,
+                message,
+            })
         }
-        Some(other) => return Err(handshake_failed(format!("expected Welcome, got {}", other.kind_name()))),
+        Some(other) => {
+            return Err(handshake_failed(format!(
+                "expected Welcome, got {}",
+                other.kind_name()
+            )))
+        }
         None => return Err(handshake_failed("the daemon closed the connection".into())),
     };
     reader.set_max_frame(welcome.max_frame);
@@ -140,7 +170,11 @@ pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Co
         session: welcome.session,
         inflight: Arc::new(Semaphore::new(welcome.max_inflight.max(1) as usize)),
     });
-    Ok(Connected { link, reader, writer })
+    Ok(Connected {
+        link,
+        reader,
+        writer,
+    })
 }
 
 /// Runs the connection until the bus is closed, reconnecting as needed.
@@ -163,7 +197,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut conn: Connected) {
             return;
         }
         tracing::warn!(endpoint = %shared.endpoint, "connection to the daemon lost ({why}); reconnecting");
-        let Some(next) = reconnect(&shared).await else { return };
+        let Some(next) = reconnect(&shared).await else {
+            return;
+        };
         conn = next;
         reconnected = true;
     }
@@ -254,13 +290,20 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
         Frame::Goodbye { code, message } => {
             tracing::info!("the daemon says goodbye ({}): {message}", code.name());
         }
-        other => return Err(format!("unexpected {} frame from the daemon", other.kind_name())),
+        other => {
+            return Err(format!(
+                "unexpected {} frame from the daemon",
+                other.kind_name()
+            ))
+        }
     }
     Ok(())
 }
 
 fn answer(shared: &Shared, id: u32, result: Result<Bytes, WireError>, instance: InstanceId) {
-    let Some(waiter) = lock(&shared.waiters).remove(&id) else { return };
+    let Some(waiter) = lock(&shared.waiters).remove(&id) else {
+        return;
+    };
     match waiter {
         Waiter::Reply(tx) => {
             let _ = tx.send(result);

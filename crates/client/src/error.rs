@@ -12,11 +12,18 @@ pub enum ConnectError {
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
     #[error("no switchboard daemon at {endpoint}: {source} (is `switchboard up` running?)")]
-    Unreachable { endpoint: Endpoint, source: std::io::Error },
+    Unreachable {
+        endpoint: Endpoint,
+        source: std::io::Error,
+    },
     #[error("handshake with {endpoint} failed: {why}")]
     Handshake { endpoint: Endpoint, why: String },
     #[error("the daemon at {endpoint} refused the connection ({}): {message}", code.name())]
-    Refused { endpoint: Endpoint, code: ErrorCode, message: String },
+    Refused {
+        endpoint: Endpoint,
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// Why a call (or any request answered by the daemon) failed.

@@ -20,9 +20,11 @@ mod error;
 mod service;
 
 pub use bus::{decode, encode, Bus, CallOptions, IntoTarget, DEFAULT_TIMEOUT};
-pub use error::{CallError, ConnectError, Reject, RegisterError};
-pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED};
+pub use bytes::Bytes;
+pub use error::{CallError, ConnectError, RegisterError, Reject};
+pub use service::{
+    HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED,
+};
 pub use switchboard_proto::sys::{DaemonInfo, InstanceInfo, RegistryEvent, ServiceInfo};
 pub use switchboard_proto::{Caller, InstanceId, MethodName, ServiceName, Target};
 pub use switchboard_transport::{default_endpoint, default_socket_path, Endpoint};
-pub use bytes::Bytes;

@@ -20,7 +20,7 @@ use switchboard_transport::Outbox;
 use tokio::sync::Semaphore;
 
 use crate::connection::{lock, Link};
-use crate::{Bus, CallError, Reject, RegisterError};
+use crate::{Bus, CallError, RegisterError, Reject};
 
 /// What a handler returns.
 pub type HandlerResult = Result<Bytes, Reject>;
@@ -53,8 +53,9 @@ impl Request {
 
     /// Decodes the MessagePack payload, rejecting the call if it does not fit `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Reject> {
-        rmp_serde::from_slice(&self.payload)
-            .map_err(|err| Reject::new(format!("cannot decode arguments of {}: {err}", self.method)))
+        rmp_serde::from_slice(&self.payload).map_err(|err| {
+            Reject::new(format!("cannot decode arguments of {}: {err}", self.method))
+        })
     }
 }
 
@@ -119,9 +120,15 @@ impl ServiceBuilder {
             max_admitted: self.max_concurrency + self.max_queued,
             instance: AtomicU64::new(0),
         });
-        self.bus.register_state(state.clone()).await.map_err(RegisterError::Refused)?;
+        self.bus
+            .register_state(state.clone())
+            .await
+            .map_err(RegisterError::Refused)?;
         lock(&self.bus.shared().services).push(state.clone());
-        Ok(Service { bus: self.bus, state })
+        Ok(Service {
+            bus: self.bus,
+            state,
+        })
     }
 }
 
@@ -173,19 +180,30 @@ impl ServiceState {
     pub fn register_frame(&self, req: u32) -> Frame {
         let mut methods: Vec<MethodName> = self.handlers.keys().cloned().collect();
         methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        Frame::Register { req, service: self.name.clone(), methods }
+        Frame::Register {
+            req,
+            service: self.name.clone(),
+            methods,
+        }
     }
 
     /// Runs the handler for `request` on its own task.
     pub fn dispatch(self: &Arc<Self>, request: switchboard_proto::Request, link: &Arc<Link>) {
-        let mut answer = Answer { outbox: link.outbox.clone(), id: request.id, max_frame: link.max_frame };
+        let mut answer = Answer {
+            outbox: link.outbox.clone(),
+            id: request.id,
+            max_frame: link.max_frame,
+        };
         let Some(handler) = self.handlers.get(&request.method).cloned() else {
             let message = format!("service {} has no method {}", self.name, request.method);
             return answer.error(ErrorCode::NoSuchMethod, message);
         };
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.max_admitted {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
-            let message = format!("service {} has {} requests waiting", self.name, self.max_admitted);
+            let message = format!(
+                "service {} has {} requests waiting",
+                self.name, self.max_admitted
+            );
             return answer.error(ErrorCode::Overloaded, message);
         }
         let deadline = (request.id != 0)
@@ -197,10 +215,15 @@ impl ServiceState {
             instance: request.instance,
             deadline,
         };
-        let guard = Admitted { state: self.clone(), answer: Some(answer) };
+        let guard = Admitted {
+            state: self.clone(),
+            answer: Some(answer),
+        };
         tokio::spawn(async move {
             let mut guard = guard;
-            let Ok(_slot) = guard.state.slots.clone().acquire_owned().await else { return };
+            let Ok(_slot) = guard.state.slots.clone().acquire_owned().await else {
+                return;
+            };
             let result = handler(request).await;
             if let Some(mut answer) = guard.answer.take() {
                 answer.result(result);
@@ -219,7 +242,11 @@ struct Answer {
 impl Answer {
     fn error(&mut self, code: ErrorCode, message: String) {
         if self.id != 0 {
-            let _ = self.outbox.push(&Frame::Error { id: self.id, code, message });
+            let _ = self.outbox.push(&Frame::Error {
+                id: self.id,
+                code,
+                message,
+            });
         }
     }
 
@@ -237,7 +264,10 @@ impl Answer {
                 self.error(ErrorCode::PayloadTooLarge, message);
             }
             Ok(payload) => {
-                let _ = self.outbox.push(&Frame::Reply { id: self.id, payload });
+                let _ = self.outbox.push(&Frame::Reply {
+                    id: self.id,
+                    payload,
+                });
             }
             Err(Reject(message)) => self.error(ErrorCode::Rejected, message),
         }
@@ -255,7 +285,10 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         self.state.admitted.fetch_sub(1, Ordering::AcqRel);
         if let Some(mut answer) = self.answer.take() {
-            answer.error(ErrorCode::Rejected, "the handler panicked or was cancelled".into());
+            answer.error(
+                ErrorCode::Rejected,
+                "the handler panicked or was cancelled".into(),
+            );
         }
     }
 }

@@ -20,9 +20,17 @@ pub fn call(
         (sys::REGISTRY_SERVICE, sys::REGISTRY_LIST) => sys::encode(&list(router)),
         (sys::DAEMON_SERVICE, sys::DAEMON_INFO) => sys::encode(&info(router)),
         (sys::REGISTRY_SERVICE | sys::DAEMON_SERVICE, _) => {
-            return Err((ErrorCode::NoSuchMethod, format!("service {service} has no method {method}")))
+            return Err((
+                ErrorCode::NoSuchMethod,
+                format!("service {service} has no method {method}"),
+            ))
         }
-        _ => return Err((ErrorCode::NoSuchService, format!("no service named {service} is registered"))),
+        _ => {
+            return Err((
+                ErrorCode::NoSuchService,
+                format!("no service named {service} is registered"),
+            ))
+        }
     };
     Ok(Bytes::from(reply))
 }

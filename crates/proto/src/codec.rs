@@ -21,13 +21,23 @@ pub enum DecodeError {
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
     #[error("{kind} frame truncated in field `{field}`")]
-    Truncated { kind: &'static str, field: &'static str },
+    Truncated {
+        kind: &'static str,
+        field: &'static str,
+    },
     #[error("{kind} frame has {extra} unexpected trailing bytes")]
     TrailingBytes { kind: &'static str, extra: usize },
     #[error("{kind} frame field `{field}` is not valid UTF-8")]
-    BadUtf8 { kind: &'static str, field: &'static str },
+    BadUtf8 {
+        kind: &'static str,
+        field: &'static str,
+    },
     #[error("{kind} frame field `{field}`: {source}")]
-    BadName { kind: &'static str, field: &'static str, source: NameError },
+    BadName {
+        kind: &'static str,
+        field: &'static str,
+        source: NameError,
+    },
 }
 
 /// Takes one frame off the front of `buf`.
@@ -42,7 +52,10 @@ pub fn decode(buf: &mut BytesMut, max_frame: u32) -> Result<Option<Frame>, Decod
     };
     let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
     if len > max_frame {
-        return Err(DecodeError::TooLarge { len, max: max_frame });
+        return Err(DecodeError::TooLarge {
+            len,
+            max: max_frame,
+        });
     }
     if len == 0 {
         return Err(DecodeError::Empty);
@@ -74,7 +87,10 @@ struct Fields {
 impl Fields {
     fn need(&self, n: usize, field: &'static str) -> Result<(), DecodeError> {
         if self.body.remaining() < n {
-            return Err(DecodeError::Truncated { kind: self.kind, field });
+            return Err(DecodeError::Truncated {
+                kind: self.kind,
+                field,
+            });
         }
         Ok(())
     }
@@ -121,8 +137,10 @@ impl Fields {
     fn text(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let n = self.u16(field)? as usize;
         let bytes = self.bytes(n, field)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| DecodeError::BadUtf8 { kind: self.kind, field })
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::BadUtf8 {
+            kind: self.kind,
+            field,
+        })
     }
     /// Everything left: the payload.
     fn rest(&mut self) -> Bytes {
@@ -132,7 +150,10 @@ impl Fields {
     fn end(self) -> Result<(), DecodeError> {
         match self.body.remaining() {
             0 => Ok(()),
-            extra => Err(DecodeError::TrailingBytes { kind: self.kind, extra }),
+            extra => Err(DecodeError::TrailingBytes {
+                kind: self.kind,
+                extra,
+            }),
         }
     }
 }
@@ -193,15 +214,25 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
                 methods.push(f.method("methods")?);
             }
             f.end()?;
-            Frame::Register { req, service, methods }
+            Frame::Register {
+                req,
+                service,
+                methods,
+            }
         }
         kind::REGISTERED => {
-            let frame = Frame::Registered { req: f.u32("req")?, instance: f.u64("instance")? };
+            let frame = Frame::Registered {
+                req: f.u32("req")?,
+                instance: f.u64("instance")?,
+            };
             f.end()?;
             frame
         }
         kind::UNREGISTER => {
-            let frame = Frame::Unregister { req: f.u32("req")?, instance: f.u64("instance")? };
+            let frame = Frame::Unregister {
+                req: f.u32("req")?,
+                instance: f.u64("instance")?,
+            };
             f.end()?;
             frame
         }
@@ -231,7 +262,10 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             method: f.method("method")?,
             payload: f.rest(),
         }),
-        kind::REPLY => Frame::Reply { id: f.u32("id")?, payload: f.rest() },
+        kind::REPLY => Frame::Reply {
+            id: f.u32("id")?,
+            payload: f.rest(),
+        },
         kind::ERROR => {
             let frame = Frame::Error {
                 id: f.u32("id")?,
@@ -246,7 +280,10 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             f.end()?;
             frame
         }
-        kind::EVENT => Frame::Event { req: f.u32("req")?, payload: f.rest() },
+        kind::EVENT => Frame::Event {
+            req: f.u32("req")?,
+            payload: f.rest(),
+        },
         kind::GOODBYE => {
             let frame = Frame::Goodbye {
                 code: ErrorCode::from_u16(f.u16("code")?),

@@ -106,22 +106,47 @@ pub enum Frame {
     Hello(Hello),
     Welcome(Welcome),
     /// Serve `service` with `methods`; answered by `Registered` or `Error`.
-    Register { req: u32, service: ServiceName, methods: Vec<MethodName> },
-    Registered { req: u32, instance: InstanceId },
+    Register {
+        req: u32,
+        service: ServiceName,
+        methods: Vec<MethodName>,
+    },
+    Registered {
+        req: u32,
+        instance: InstanceId,
+    },
     /// Stop serving an instance; answered by `Reply` (empty) or `Error`.
-    Unregister { req: u32, instance: InstanceId },
+    Unregister {
+        req: u32,
+        instance: InstanceId,
+    },
     Call(Call),
     Notify(Notify),
     Request(Request),
     /// The successful answer to a call or a control request.
-    Reply { id: u32, payload: Bytes },
+    Reply {
+        id: u32,
+        payload: Bytes,
+    },
     /// The failed answer to a call or a control request.
-    Error { id: u32, code: ErrorCode, message: String },
+    Error {
+        id: u32,
+        code: ErrorCode,
+        message: String,
+    },
     /// Subscribe to registry changes; each change arrives as an `Event`.
-    Watch { req: u32 },
-    Event { req: u32, payload: Bytes },
+    Watch {
+        req: u32,
+    },
+    Event {
+        req: u32,
+        payload: Bytes,
+    },
     /// Daemon → client: the session is ending, and why.
-    Goodbye { code: ErrorCode, message: String },
+    Goodbye {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 fn put_name(dst: &mut BytesMut, name: &[u8]) {
@@ -218,7 +243,11 @@ impl Frame {
                 dst.put_u32_le(w.max_frame);
                 dst.put_u32_le(w.max_inflight);
             }
-            Frame::Register { req, service, methods } => {
+            Frame::Register {
+                req,
+                service,
+                methods,
+            } => {
                 dst.put_u8(kind::REGISTER);
                 dst.put_u32_le(*req);
                 put_name(dst, service.as_bytes());

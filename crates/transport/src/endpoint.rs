@@ -15,7 +15,9 @@ pub enum Endpoint {
 /// Why an endpoint string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    #[error("invalid endpoint {0:?}: expected unix:PATH, tcp://HOST:PORT or an absolute socket path")]
+    #[error(
+        "invalid endpoint {0:?}: expected unix:PATH, tcp://HOST:PORT or an absolute socket path"
+    )]
     Invalid(String),
     #[error("invalid endpoint {0:?}: a TCP endpoint needs HOST:PORT with a numeric port")]
     BadTcp(String),
@@ -89,8 +91,14 @@ mod tests {
 
     #[test]
     fn parses_the_three_forms() {
-        assert_eq!(Endpoint::parse("unix:/run/x.sock"), Ok(Endpoint::Unix("/run/x.sock".into())));
-        assert_eq!(Endpoint::parse("/run/x.sock"), Ok(Endpoint::Unix("/run/x.sock".into())));
+        assert_eq!(
+            Endpoint::parse("unix:/run/x.sock"),
+            Ok(Endpoint::Unix("/run/x.sock".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("/run/x.sock"),
+            Ok(Endpoint::Unix("/run/x.sock".into()))
+        );
         assert_eq!(
             Endpoint::parse("tcp://127.0.0.1:4222"),
             Ok(Endpoint::Tcp("127.0.0.1:4222".into()))

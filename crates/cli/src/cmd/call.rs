@@ -49,9 +49,13 @@ pub struct NotifyArgs {
 }
 
 pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    let payload = json::payload_from_arg(args.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
+    let payload =
+        json::payload_from_arg(args.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
     let bus = connect(&args.connection, "switchboard-call").await?;
-    let options = CallOptions { timeout: args.timeout, instance: args.instance };
+    let options = CallOptions {
+        timeout: args.timeout,
+        instance: args.instance,
+    };
     match bus.call_with(&args.target, payload, options).await {
         Ok(reply) => {
             output::line(json::from_msgpack(&reply)?)?;
@@ -66,7 +70,8 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
-    let payload = json::payload_from_arg(args.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
+    let payload =
+        json::payload_from_arg(args.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
     let bus = connect(&args.connection, "switchboard-notify").await?;
     bus.notify(&args.target, payload).await?;
     // Wait until the daemon has read it: a round trip on the same connection.
@@ -78,4 +83,3 @@ pub async fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
 pub fn error_json(err: &CallError) -> serde_json::Value {
     serde_json::json!({ "error": err.kind(), "message": err.to_string() })
 }
-

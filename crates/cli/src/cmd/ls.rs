@@ -27,7 +27,11 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bus = connect(&args.connection, "switchboard-ls").await?;
-    let mut events = if args.watch { Some(bus.watch(1024).await?) } else { None };
+    let mut events = if args.watch {
+        Some(bus.watch(1024).await?)
+    } else {
+        None
+    };
     let mut services = bus.services().await?;
     if let Some(only) = &args.service {
         services.retain(|s| &s.service == only);
@@ -40,9 +44,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         print_table(&services)?;
     }
-    let Some(events) = events.as_mut() else { return Ok(ExitCode::SUCCESS) };
+    let Some(events) = events.as_mut() else {
+        return Ok(ExitCode::SUCCESS);
+    };
     while let Some(event) = events.recv().await {
-        if args.service.as_ref().is_some_and(|only| &event.service != only) {
+        if args
+            .service
+            .as_ref()
+            .is_some_and(|only| &event.service != only)
+        {
             continue;
         }
         if args.json {
@@ -65,7 +75,12 @@ fn print_table(services: &[ServiceInfo]) -> anyhow::Result<()> {
     if services.is_empty() {
         return output::line("no services registered");
     }
-    let width = services.iter().map(|s| s.service.len()).max().unwrap_or(7).max(7);
+    let width = services
+        .iter()
+        .map(|s| s.service.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
     output::line(format_args!(
         "{:<width$}  {:>8}  {:>7}  {:>11}  {:>9}  {:<20}  METHODS",
         "SERVICE", "INSTANCE", "PID", "OUTSTANDING", "DELIVERED", "CLIENT"

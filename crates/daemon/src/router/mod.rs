@@ -20,15 +20,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use switchboard_proto::sys::{self, RegistryEvent};
 use switchboard_proto::{
-    Call, Caller, ErrorCode, Frame, InstanceId, MethodName, Notify, Request, ServiceName,
-    SessionId,
+    Call, Caller, ErrorCode, Frame, InstanceId, MethodName, Notify, Request, ServiceName, SessionId,
 };
 use switchboard_transport::Outbox;
 use tokio_util::sync::CancellationToken;
 
 use crate::Limits;
-pub use pending::PendingCall;
 use pending::Pending;
+pub use pending::PendingCall;
 pub use registry::{Instance, Registry};
 
 /// Bytes a `Request` frame adds around its payload, beyond the method name.
@@ -94,20 +93,35 @@ impl Router {
         let caller = Caller { session, uid, pid };
         self.sessions.insert(
             session,
-            SessionEntry { outbox, kill, client_name, caller, inflight: 0, watches: Vec::new() },
+            SessionEntry {
+                outbox,
+                kill,
+                client_name,
+                caller,
+                inflight: 0,
+                watches: Vec::new(),
+            },
         );
         session
     }
 
     /// Acts on one frame from `from`. Returns a congested destination the
     /// session should wait for before reading on.
-    pub fn handle(&mut self, from: SessionId, frame: Frame) -> Result<Option<Congested>, UnexpectedFrame> {
+    pub fn handle(
+        &mut self,
+        from: SessionId,
+        frame: Frame,
+    ) -> Result<Option<Congested>, UnexpectedFrame> {
         match frame {
             Frame::Call(call) => return Ok(self.call(from, call)),
             Frame::Notify(notify) => return Ok(self.notify(from, notify)),
             Frame::Reply { id, payload } => self.answer(from, id, Ok(payload)),
             Frame::Error { id, code, message } => self.answer(from, id, Err((code, message))),
-            Frame::Register { req, service, methods } => self.register(from, req, service, methods),
+            Frame::Register {
+                req,
+                service,
+                methods,
+            } => self.register(from, req, service, methods),
             Frame::Unregister { req, instance } => self.unregister(from, req, instance),
             Frame::Watch { req } => self.watch(from, req),
             other => return Err(UnexpectedFrame(other.kind_name())),
@@ -128,9 +142,21 @@ impl Router {
     }
 
     fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
-        let Call { id, timeout_ms, instance, service, method, payload } = call;
+        let Call {
+            id,
+            timeout_ms,
+            instance,
+            service,
+            method,
+            payload,
+        } = call;
         if self.shutting_down {
-            self.send_error(from, id, ErrorCode::ShuttingDown, "the daemon is shutting down".into());
+            self.send_error(
+                from,
+                id,
+                ErrorCode::ShuttingDown,
+                "the daemon is shutting down".into(),
+            );
             return None;
         }
         if service.is_reserved() {
@@ -140,7 +166,7 @@ impl Router {
             }
             return None;
         }
-        let Some(caller) = self.sessions.get(&from) else { return None };
+        let caller = self.sessions.get(&from)?;
         if caller.inflight >= self.limits.max_inflight {
             let message = format!(
                 "this connection already has {} calls in flight (the limit)",
@@ -149,7 +175,9 @@ impl Router {
             self.send_error(from, id, ErrorCode::Overloaded, message);
             return None;
         }
-        if payload.len() + REQUEST_OVERHEAD + method.as_bytes().len() > self.limits.max_frame as usize {
+        if payload.len() + REQUEST_OVERHEAD + method.as_bytes().len()
+            > self.limits.max_frame as usize
+        {
             let message = format!(
                 "payload of {} bytes does not fit the maximum frame of {} bytes",
                 payload.len(),
@@ -168,22 +196,37 @@ impl Router {
         let caller = caller.caller;
         let timeout = Duration::from_millis(u64::from(timeout_ms));
         let deadline = Instant::now() + timeout;
-        let daemon_id =
-            self.pending.insert(PendingCall { caller: from, caller_id: id, instance: chosen, deadline });
-        let Some(callee) = self.registry.get_mut(chosen) else { return None };
+        let daemon_id = self.pending.insert(PendingCall {
+            caller: from,
+            caller_id: id,
+            instance: chosen,
+            deadline,
+        });
+        let callee = self.registry.get_mut(chosen)?;
         callee.outstanding += 1;
         callee.delivered += 1;
         let callee_session = callee.session;
         if let Some(session) = self.sessions.get_mut(&from) {
             session.inflight += 1;
         }
-        let request =
-            Frame::Request(Request { id: daemon_id, timeout_ms, instance: chosen, caller, method, payload });
+        let request = Frame::Request(Request {
+            id: daemon_id,
+            timeout_ms,
+            instance: chosen,
+            caller,
+            method,
+            payload,
+        });
         self.deliver(callee_session, &request)
     }
 
     fn notify(&mut self, from: SessionId, notify: Notify) -> Option<Congested> {
-        let Notify { instance, service, method, payload } = notify;
+        let Notify {
+            instance,
+            service,
+            method,
+            payload,
+        } = notify;
         if self.shutting_down || service.is_reserved() {
             return None;
         }
@@ -198,15 +241,24 @@ impl Router {
         let callee = self.registry.get_mut(chosen)?;
         callee.delivered += 1;
         let callee_session = callee.session;
-        let request =
-            Frame::Request(Request { id: 0, timeout_ms: 0, instance: chosen, caller, method, payload });
+        let request = Frame::Request(Request {
+            id: 0,
+            timeout_ms: 0,
+            instance: chosen,
+            caller,
+            method,
+            payload,
+        });
         self.deliver(callee_session, &request)
     }
 
     fn deliver(&self, to: SessionId, frame: &Frame) -> Option<Congested> {
         let session = self.sessions.get(&to)?;
         let _ = session.outbox.push(frame);
-        session.outbox.is_congested().then(|| (to, session.outbox.clone()))
+        session
+            .outbox
+            .is_congested()
+            .then(|| (to, session.outbox.clone()))
     }
 
     /// A reply or error from a callee: forward it to the caller.
@@ -218,13 +270,24 @@ impl Router {
             .and_then(|call| self.registry.get(call.instance))
             .map(|instance| instance.session);
         if owner != Some(from) {
-            tracing::debug!(session = from, id, "answer to an unknown or expired call dropped");
+            tracing::debug!(
+                session = from,
+                id,
+                "answer to an unknown or expired call dropped"
+            );
             return;
         }
         let Some(call) = self.finish(id) else { return };
         let frame = match result {
-            Ok(payload) => Frame::Reply { id: call.caller_id, payload },
-            Err((code, message)) => Frame::Error { id: call.caller_id, code, message },
+            Ok(payload) => Frame::Reply {
+                id: call.caller_id,
+                payload,
+            },
+            Err((code, message)) => Frame::Error {
+                id: call.caller_id,
+                code,
+                message,
+            },
         };
         self.send(call.caller, &frame);
     }
@@ -252,7 +315,13 @@ impl Router {
         }
     }
 
-    fn register(&mut self, from: SessionId, req: u32, service: ServiceName, methods: Vec<MethodName>) {
+    fn register(
+        &mut self,
+        from: SessionId,
+        req: u32,
+        service: ServiceName,
+        methods: Vec<MethodName>,
+    ) {
         if service.is_reserved() {
             let message = format!("service name {service} is reserved for the daemon");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
@@ -275,8 +344,18 @@ impl Router {
                 return self.send_error(from, req, ErrorCode::NoSuchInstance, message);
             }
         }
-        self.remove_instance(instance, ErrorCode::InstanceGone, "the instance unregistered mid-call");
-        self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
+        self.remove_instance(
+            instance,
+            ErrorCode::InstanceGone,
+            "the instance unregistered mid-call",
+        );
+        self.send(
+            from,
+            &Frame::Reply {
+                id: req,
+                payload: Bytes::new(),
+            },
+        );
     }
 
     fn remove_instance(&mut self, instance: InstanceId, code: ErrorCode, why: &str) {
@@ -292,13 +371,25 @@ impl Router {
         if let Some(session) = self.sessions.get_mut(&from) {
             session.watches.push(req);
         }
-        self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
+        self.send(
+            from,
+            &Frame::Reply {
+                id: req,
+                payload: Bytes::new(),
+            },
+        );
     }
 
     /// Tells every watcher that `instance` came up or is going down.
     fn announce(&self, event: &str, instance: InstanceId) {
-        let Some(i) = self.registry.get(instance) else { return };
-        let client = self.sessions.get(&i.session).map(|s| s.client_name.clone()).unwrap_or_default();
+        let Some(i) = self.registry.get(instance) else {
+            return;
+        };
+        let client = self
+            .sessions
+            .get(&i.session)
+            .map(|s| s.client_name.clone())
+            .unwrap_or_default();
         let payload = Bytes::from(sys::encode(&RegistryEvent {
             event: event.to_owned(),
             service: i.service.to_string(),
@@ -308,7 +399,10 @@ impl Router {
         }));
         for session in self.sessions.values() {
             for req in &session.watches {
-                let _ = session.outbox.push(&Frame::Event { req: *req, payload: payload.clone() });
+                let _ = session.outbox.push(&Frame::Event {
+                    req: *req,
+                    payload: payload.clone(),
+                });
             }
         }
     }
@@ -319,7 +413,10 @@ impl Router {
         let (code, why) = if self.shutting_down {
             (ErrorCode::ShuttingDown, "the daemon is shutting down")
         } else {
-            (ErrorCode::InstanceGone, "the instance disconnected before replying")
+            (
+                ErrorCode::InstanceGone,
+                "the instance disconnected before replying",
+            )
         };
         for instance in self.registry.of_session(session) {
             self.remove_instance(instance, code, why);

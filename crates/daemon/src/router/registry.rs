@@ -52,9 +52,21 @@ impl Registry {
     ) -> InstanceId {
         self.next_instance += 1;
         let id = self.next_instance;
-        self.services.entry(service.clone()).or_default().instances.push(id);
-        self.instances
-            .insert(id, Instance { service, session, methods, outstanding: 0, delivered: 0 });
+        self.services
+            .entry(service.clone())
+            .or_default()
+            .instances
+            .push(id);
+        self.instances.insert(
+            id,
+            Instance {
+                service,
+                session,
+                methods,
+                outstanding: 0,
+                delivered: 0,
+            },
+        );
         id
     }
 
@@ -109,13 +121,18 @@ impl Registry {
             };
         }
         let entry = self.services.get_mut(service).ok_or_else(|| {
-            (ErrorCode::NoSuchService, format!("no service named {service} is registered"))
+            (
+                ErrorCode::NoSuchService,
+                format!("no service named {service} is registered"),
+            )
         })?;
         let count = entry.instances.len();
         let mut best: Option<(usize, u32)> = None;
         for step in 0..count {
             let slot = (entry.cursor + step) % count;
-            let Some(instance) = self.instances.get(&entry.instances[slot]) else { continue };
+            let Some(instance) = self.instances.get(&entry.instances[slot]) else {
+                continue;
+            };
             if !instance.serves(method) {
                 continue;
             }
@@ -159,7 +176,10 @@ impl Registry {
 }
 
 fn no_method(service: &ServiceName, method: &MethodName) -> (ErrorCode, String) {
-    (ErrorCode::NoSuchMethod, format!("service {service} has no method {method}"))
+    (
+        ErrorCode::NoSuchMethod,
+        format!("service {service} has no method {method}"),
+    )
 }
 
 #[cfg(test)]
@@ -176,10 +196,14 @@ mod tests {
     #[test]
     fn equal_instances_share_round_robin() {
         let mut reg = Registry::default();
-        let ids: Vec<_> = (0..3).map(|s| reg.add(name("w"), s, vec![method("go")])).collect();
+        let ids: Vec<_> = (0..3)
+            .map(|s| reg.add(name("w"), s, vec![method("go")]))
+            .collect();
         let mut counts = HashMap::new();
         for _ in 0..300 {
-            *counts.entry(reg.choose(&name("w"), &method("go"), 0).unwrap()).or_insert(0) += 1;
+            *counts
+                .entry(reg.choose(&name("w"), &method("go"), 0).unwrap())
+                .or_insert(0) += 1;
         }
         for id in ids {
             assert_eq!(counts[&id], 100);
@@ -202,10 +226,22 @@ mod tests {
         let mut reg = Registry::default();
         let a = reg.add(name("w"), 1, vec![method("go")]);
         let err = |r: Result<InstanceId, (ErrorCode, String)>| r.unwrap_err().0;
-        assert_eq!(err(reg.choose(&name("x"), &method("go"), 0)), ErrorCode::NoSuchService);
-        assert_eq!(err(reg.choose(&name("w"), &method("stop"), 0)), ErrorCode::NoSuchMethod);
-        assert_eq!(err(reg.choose(&name("w"), &method("go"), 99)), ErrorCode::NoSuchInstance);
-        assert_eq!(err(reg.choose(&name("w"), &method("stop"), a)), ErrorCode::NoSuchMethod);
+        assert_eq!(
+            err(reg.choose(&name("x"), &method("go"), 0)),
+            ErrorCode::NoSuchService
+        );
+        assert_eq!(
+            err(reg.choose(&name("w"), &method("stop"), 0)),
+            ErrorCode::NoSuchMethod
+        );
+        assert_eq!(
+            err(reg.choose(&name("w"), &method("go"), 99)),
+            ErrorCode::NoSuchInstance
+        );
+        assert_eq!(
+            err(reg.choose(&name("w"), &method("stop"), a)),
+            ErrorCode::NoSuchMethod
+        );
         assert_eq!(reg.choose(&name("w"), &method("go"), a), Ok(a));
     }
 

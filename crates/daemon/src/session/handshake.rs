@@ -16,7 +16,10 @@ pub async fn accept(
     limits: &Limits,
 ) -> Result<Hello, String> {
     let refuse = |code: ErrorCode, message: String| {
-        let _ = outbox.push(&Frame::Goodbye { code, message: message.clone() });
+        let _ = outbox.push(&Frame::Goodbye {
+            code,
+            message: message.clone(),
+        });
         message
     };
     let first = match tokio::time::timeout(limits.handshake_timeout, reader.next()).await {
@@ -39,7 +42,10 @@ pub async fn accept(
         )),
         other => Err(refuse(
             ErrorCode::ProtocolViolation,
-            format!("expected Hello as the first frame, got {}", other.kind_name()),
+            format!(
+                "expected Hello as the first frame, got {}",
+                other.kind_name()
+            ),
         )),
     }
 }

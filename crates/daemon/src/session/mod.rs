@@ -23,11 +23,19 @@ pub type SharedRouter = Arc<Mutex<Router>>;
 /// Locks the router. Every update is completed before the lock is released,
 /// so a panic elsewhere cannot leave it half-changed: poisoning is ignored.
 pub fn lock(router: &SharedRouter) -> MutexGuard<'_, Router> {
-    router.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    router
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve(stream: Stream, peer: String, router: SharedRouter, limits: Limits, stop: CancellationToken) {
+pub async fn serve(
+    stream: Stream,
+    peer: String,
+    router: SharedRouter,
+    limits: Limits,
+    stop: CancellationToken,
+) {
     let cred = stream.peer_cred();
     let (read, write) = match stream.into_split() {
         Ok(halves) => halves,
@@ -54,7 +62,13 @@ pub async fn serve(stream: Stream, peer: String, router: SharedRouter, limits: L
     let kill = stop.child_token();
     let session = {
         let mut router = lock(&router);
-        let session = router.add_session(outbox.clone(), kill.clone(), hello.client_name.clone(), uid, pid);
+        let session = router.add_session(
+            outbox.clone(),
+            kill.clone(),
+            hello.client_name.clone(),
+            uid,
+            pid,
+        );
         let _ = outbox.push(&handshake::welcome(session, &limits));
         session
     };
@@ -65,17 +79,25 @@ pub async fn serve(stream: Stream, peer: String, router: SharedRouter, limits: L
         Err(why) => {
             tracing::warn!(session, %peer, client = %hello.client_name, pid, "closing connection: {why}");
             let code = match &why {
-                ReadError::Decode(switchboard_proto::DecodeError::TooLarge { .. }) => ErrorCode::PayloadTooLarge,
+                ReadError::Decode(switchboard_proto::DecodeError::TooLarge { .. }) => {
+                    ErrorCode::PayloadTooLarge
+                }
                 _ => ErrorCode::ProtocolViolation,
             };
-            let _ = outbox.push(&Frame::Goodbye { code, message: why.to_string() });
+            let _ = outbox.push(&Frame::Goodbye {
+                code,
+                message: why.to_string(),
+            });
         }
     }
     lock(&router).remove_session(session);
     outbox.close();
     // A peer that stopped reading must not hold the session open forever.
     let abort = writer.abort_handle();
-    if tokio::time::timeout(limits.handshake_timeout, writer).await.is_err() {
+    if tokio::time::timeout(limits.handshake_timeout, writer)
+        .await
+        .is_err()
+    {
         abort.abort();
     }
 }

@@ -28,43 +28,96 @@ fn code() -> impl Strategy<Value = ErrorCode> {
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         (any::<u16>(), any::<u32>(), ".{0,40}").prop_map(|(version, features, client_name)| {
-            Frame::Hello(Hello { version, features, client_name })
+            Frame::Hello(Hello {
+                version,
+                features,
+                client_name,
+            })
         }),
-        (any::<u16>(), any::<u32>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
-            |(version, features, session, max_frame, max_inflight)| {
-                Frame::Welcome(Welcome { version, features, session, max_frame, max_inflight })
-            }
-        ),
-        (any::<u32>(), service(), proptest::collection::vec(method(), 0..5))
-            .prop_map(|(req, service, methods)| Frame::Register { req, service, methods }),
+        (
+            any::<u16>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|(version, features, session, max_frame, max_inflight)| {
+                Frame::Welcome(Welcome {
+                    version,
+                    features,
+                    session,
+                    max_frame,
+                    max_inflight,
+                })
+            }),
+        (
+            any::<u32>(),
+            service(),
+            proptest::collection::vec(method(), 0..5)
+        )
+            .prop_map(|(req, service, methods)| Frame::Register {
+                req,
+                service,
+                methods
+            }),
         (any::<u32>(), any::<u64>())
             .prop_map(|(req, instance)| Frame::Registered { req, instance }),
         (any::<u32>(), any::<u64>())
             .prop_map(|(req, instance)| Frame::Unregister { req, instance }),
-        (any::<u32>(), any::<u32>(), any::<u64>(), service(), method(), payload()).prop_map(
-            |(id, timeout_ms, instance, service, method, payload)| {
-                Frame::Call(Call { id, timeout_ms, instance, service, method, payload })
-            }
-        ),
-        (any::<u64>(), service(), method(), payload()).prop_map(
-            |(instance, service, method, payload)| {
-                Frame::Notify(Notify { instance, service, method, payload })
-            }
-        ),
-        (any::<u32>(), any::<u32>(), any::<u64>(), any::<(u64, u32, u32)>(), method(), payload())
-            .prop_map(|(id, timeout_ms, instance, (session, uid, pid), method, payload)| {
-                Frame::Request(Request {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            service(),
+            method(),
+            payload()
+        )
+            .prop_map(|(id, timeout_ms, instance, service, method, payload)| {
+                Frame::Call(Call {
                     id,
                     timeout_ms,
                     instance,
-                    caller: Caller { session, uid, pid },
+                    service,
                     method,
                     payload,
                 })
             }),
+        (any::<u64>(), service(), method(), payload()).prop_map(
+            |(instance, service, method, payload)| {
+                Frame::Notify(Notify {
+                    instance,
+                    service,
+                    method,
+                    payload,
+                })
+            }
+        ),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<(u64, u32, u32)>(),
+            method(),
+            payload()
+        )
+            .prop_map(
+                |(id, timeout_ms, instance, (session, uid, pid), method, payload)| {
+                    Frame::Request(Request {
+                        id,
+                        timeout_ms,
+                        instance,
+                        caller: Caller { session, uid, pid },
+                        method,
+                        payload,
+                    })
+                }
+            ),
         (any::<u32>(), payload()).prop_map(|(id, payload)| Frame::Reply { id, payload }),
-        (any::<u32>(), code(), ".{0,40}")
-            .prop_map(|(id, code, message)| Frame::Error { id, code, message }),
+        (any::<u32>(), code(), ".{0,40}").prop_map(|(id, code, message)| Frame::Error {
+            id,
+            code,
+            message
+        }),
         any::<u32>().prop_map(|req| Frame::Watch { req }),
         (any::<u32>(), payload()).prop_map(|(req, payload)| Frame::Event { req, payload }),
         (code(), ".{0,40}").prop_map(|(code, message)| Frame::Goodbye { code, message }),
@@ -131,7 +184,10 @@ fn oversized_length_is_refused_before_the_body_arrives() {
     buf.put_u32_le(u32::MAX); // announces 4 GiB
     assert_eq!(
         decode(&mut buf, DEFAULT_MAX_FRAME),
-        Err(DecodeError::TooLarge { len: u32::MAX, max: DEFAULT_MAX_FRAME })
+        Err(DecodeError::TooLarge {
+            len: u32::MAX,
+            max: DEFAULT_MAX_FRAME
+        })
     );
 }
 
@@ -142,7 +198,13 @@ fn truncated_field_is_named() {
     buf.put_u8(6); // Call
     buf.put_u16_le(1); // half of `id`
     let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
-    assert_eq!(err, DecodeError::Truncated { kind: "Call", field: "id" });
+    assert_eq!(
+        err,
+        DecodeError::Truncated {
+            kind: "Call",
+            field: "id"
+        }
+    );
     assert_eq!(err.to_string(), "Call frame truncated in field `id`");
 }
 
@@ -153,7 +215,17 @@ fn invalid_service_name_is_named() {
     buf.put_u32_le(body.len() as u32);
     buf.put_slice(body);
     let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
-    assert!(matches!(err, DecodeError::BadName { kind: "Notify", field: "service", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DecodeError::BadName {
+                kind: "Notify",
+                field: "service",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -163,15 +235,26 @@ fn unknown_kind_and_empty_and_trailing() {
     let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
     assert_eq!(decode(&mut buf, 64), Err(DecodeError::Empty));
     let mut buf = BytesMut::from(&[6, 0, 0, 0, 11, 1, 0, 0, 0, 9][..]);
-    assert_eq!(decode(&mut buf, 64), Err(DecodeError::TrailingBytes { kind: "Watch", extra: 1 }));
+    assert_eq!(
+        decode(&mut buf, 64),
+        Err(DecodeError::TrailingBytes {
+            kind: "Watch",
+            extra: 1
+        })
+    );
 }
 
 #[test]
 fn large_payload_is_detached_not_copied() {
     let payload = Bytes::from(vec![7u8; 4096]);
-    let frame = Frame::Reply { id: 1, payload: payload.clone() };
+    let frame = Frame::Reply {
+        id: 1,
+        payload: payload.clone(),
+    };
     let mut head = BytesMut::new();
-    let detached = frame.encode_head(&mut head).expect("large payload is detached");
+    let detached = frame
+        .encode_head(&mut head)
+        .expect("large payload is detached");
     assert_eq!(detached.as_ptr(), payload.as_ptr());
     assert_eq!(frame_len(&head), Some(head.len() + payload.len()));
 }
