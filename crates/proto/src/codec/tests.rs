@@ -258,3 +258,22 @@ fn large_payload_is_detached_not_copied() {
     assert_eq!(detached.as_ptr(), payload.as_ptr());
     assert_eq!(frame_len(&head), Some(head.len() + payload.len()));
 }
+
+#[test]
+fn the_example_in_protocol_md_is_exact() {
+    let call = Frame::Call(Call {
+        id: 1,
+        timeout_ms: 30_000,
+        instance: 0,
+        service: ServiceName::parse("demo").unwrap(),
+        method: MethodName::parse("echo").unwrap(),
+        payload: Bytes::from_static(&[0xc0]),
+    });
+    let mut buf = BytesMut::new();
+    call.encode(&mut buf);
+    let expected: &[u8] = &[
+        0x1c, 0, 0, 0, 0x06, 1, 0, 0, 0, 0x30, 0x75, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, b'd', b'e',
+        b'm', b'o', 4, b'e', b'c', b'h', b'o', 0xc0,
+    ];
+    assert_eq!(&buf[..], expected);
+}
