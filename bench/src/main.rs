@@ -68,6 +68,9 @@ fn main() -> anyhow::Result<()> {
             let repeats = repeats.unwrap_or(if quick { 3 } else { 5 }).max(3);
             let rows = workloads::run_all(quick, repeats)?;
             stats::print_table(&rows);
+            if cfg!(debug_assertions) {
+                println!("\n(debug build: these numbers only show that every case runs; measure with --release)");
+            }
             std::fs::write(&out, serde_json::to_string_pretty(&rows)?)?;
             println!("\nrows written to {}", out.display());
             check_complete(&rows)
