@@ -45,6 +45,9 @@ enum Command {
     Up(cmd::up::Args),
     Call(cmd::call::CallArgs),
     Notify(cmd::call::NotifyArgs),
+    Broadcast(cmd::call::BroadcastArgs),
+    Pub(cmd::topics::PubArgs),
+    Sub(cmd::topics::SubArgs),
     Respond(cmd::respond::Args),
     Ls(cmd::ls::Args),
 }
@@ -72,6 +75,9 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd::up::run(args),
         Command::Call(args) => cmd::client_runtime(cmd::call::call(args)),
         Command::Notify(args) => cmd::client_runtime(cmd::call::notify(args)),
+        Command::Broadcast(args) => cmd::client_runtime(cmd::call::broadcast(args)),
+        Command::Pub(args) => cmd::client_runtime(cmd::topics::publish(args)),
+        Command::Sub(args) => cmd::client_runtime(cmd::topics::subscribe(args)),
         Command::Respond(args) => cmd::client_runtime(cmd::respond::run(args)),
         Command::Ls(args) => cmd::client_runtime(cmd::ls::run(args)),
     };

@@ -141,8 +141,8 @@ fn ls_shows_instances_as_text_and_json() {
         .output()
         .unwrap();
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(json[0]["service"], "inventory.eu");
-    assert_eq!(json[0]["instances"][0]["methods"][0], "reserve");
+    assert_eq!(json["services"][0]["service"], "inventory.eu");
+    assert_eq!(json["services"][0]["instances"][0]["methods"][0], "reserve");
 
     let out = daemon.cli(&["ls", "nothing.here"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -1,5 +1,9 @@
 //! [`Bus`]: the handle applications hold. Cheap to clone; every clone shares
-//! one connection, and any number of calls are multiplexed on it.
+//! one connection, and any number of requests are multiplexed on it.
+//!
+//! This module owns connecting and the plumbing every request shares:
+//! waiting for a live connection, ids, the in-flight bound, deadlines. The
+//! operations themselves live in `calls.rs`, `topics.rs` and `discovery.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,78 +11,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use switchboard_proto::sys::{self, DaemonInfo, RegistryEvent, ServiceInfo};
-use switchboard_proto::{
-    Call, Frame, InstanceId, MethodName, NameError, Notify, ServiceName, Target,
-};
+use switchboard_proto::{Frame, InstanceId, NameError, ServiceName};
 use switchboard_transport::{default_endpoint, Endpoint};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use crate::connection::{self, lock, Link, Shared, Waiter, WireError};
+use crate::connection::{self, Link, Shared, Waiter, WireError};
 use crate::service::{ServiceBuilder, ServiceState};
 use crate::{CallError, ConnectError};
 
-/// Deadline of a call when none is given.
+/// Deadline of a request when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Bytes a `Call` frame adds around its payload and names.
-const CALL_OVERHEAD: usize = 1 + 4 + 4 + 8 + 1 + 1;
-
-/// Options of one call.
-#[derive(Debug, Clone, Copy)]
-pub struct CallOptions {
-    /// The reply or an error comes back within this time.
-    pub timeout: Duration,
-    /// Send to this instance instead of letting the daemon choose.
-    pub instance: Option<InstanceId>,
-}
-
-impl Default for CallOptions {
-    fn default() -> Self {
-        Self {
-            timeout: DEFAULT_TIMEOUT,
-            instance: None,
-        }
-    }
-}
-
-impl CallOptions {
-    pub fn timeout(timeout: Duration) -> Self {
-        Self {
-            timeout,
-            ..Self::default()
-        }
-    }
-}
-
-/// Anything that names a call target: `"billing.charge"` or a parsed [`Target`].
-pub trait IntoTarget {
-    fn into_target(self) -> Result<Target, NameError>;
-}
-
-impl IntoTarget for &str {
-    fn into_target(self) -> Result<Target, NameError> {
-        Target::parse(self)
-    }
-}
-
-impl IntoTarget for &String {
-    fn into_target(self) -> Result<Target, NameError> {
-        Target::parse(self)
-    }
-}
-
-impl IntoTarget for Target {
-    fn into_target(self) -> Result<Target, NameError> {
-        Ok(self)
-    }
-}
-
-impl IntoTarget for &Target {
-    fn into_target(self) -> Result<Target, NameError> {
-        Ok(self.clone())
-    }
-}
 
 /// Closes the connection when the last `Bus` clone is dropped.
 struct Owner(Arc<Shared>);
@@ -109,7 +51,7 @@ impl Drop for Owner {
 /// ```
 #[derive(Clone)]
 pub struct Bus {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     _owner: Option<Arc<Owner>>,
 }
 
@@ -151,10 +93,6 @@ impl Bus {
         }
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// The endpoint this bus connects to.
     pub fn endpoint(&self) -> &Endpoint {
         &self.shared.endpoint
@@ -170,127 +108,12 @@ impl Bus {
         self.shared.closed.cancel();
     }
 
-    /// Calls `target` with `payload` and waits up to [`DEFAULT_TIMEOUT`].
-    pub async fn call(
-        &self,
-        target: impl IntoTarget,
-        payload: impl Into<Bytes>,
-    ) -> Result<Bytes, CallError> {
-        self.call_with(target, payload, CallOptions::default())
-            .await
-    }
-
-    /// Calls `target` with `payload` under `options`.
-    pub async fn call_with(
-        &self,
-        target: impl IntoTarget,
-        payload: impl Into<Bytes>,
-        options: CallOptions,
-    ) -> Result<Bytes, CallError> {
-        let Target { service, method } = target.into_target()?;
-        let payload = payload.into();
-        let deadline = Instant::now() + options.timeout;
-        let instance = options.instance.unwrap_or(0);
-        let check = |link: &Link| check_size(link, &service, &method, &payload);
-        let frame = |id, _: &Link| {
-            Frame::Call(Call {
-                id,
-                timeout_ms: remaining_ms(deadline),
-                instance,
-                service: service.clone(),
-                method: method.clone(),
-                payload: payload.clone(),
-            })
-        };
-        self.round_trip(deadline, options.timeout, true, check, frame, Waiter::Reply)
-            .await
-    }
-
-    /// Calls `target` with a MessagePack-encoded `request` and decodes the reply.
-    pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        target: impl IntoTarget,
-        request: &Req,
-    ) -> Result<Resp, CallError> {
-        let reply = self.call(target, encode(request)?).await?;
-        decode(&reply)
-    }
-
-    /// Sends a one-way notification to `target` (no reply, no error from
-    /// the callee; an unknown target is dropped by the daemon).
-    pub async fn notify(
-        &self,
-        target: impl IntoTarget,
-        payload: impl Into<Bytes>,
-    ) -> Result<(), CallError> {
-        let Target { service, method } = target.into_target()?;
-        let payload = payload.into();
-        let deadline = Instant::now() + DEFAULT_TIMEOUT;
-        loop {
-            let link = self.wait_link(deadline, DEFAULT_TIMEOUT).await?;
-            check_size(&link, &service, &method, &payload)?;
-            let frame = Frame::Notify(Notify {
-                instance: 0,
-                service: service.clone(),
-                method: method.clone(),
-                payload: payload.clone(),
-            });
-            if link.outbox.push(&frame).is_ok() {
-                return Ok(());
-            }
-            tokio::task::yield_now().await;
-        }
-    }
-
     /// Starts declaring a service to serve from this connection.
     pub fn serve(&self, service: &str) -> Result<ServiceBuilder, NameError> {
         Ok(ServiceBuilder::new(
             self.clone(),
             ServiceName::parse(service)?,
         ))
-    }
-
-    /// Every registered service with its instances and methods.
-    pub async fn services(&self) -> Result<Vec<ServiceInfo>, CallError> {
-        let target = format!("{}.{}", sys::REGISTRY_SERVICE, sys::REGISTRY_LIST);
-        let reply = self.call(&target, Bytes::new()).await?;
-        sys::decode(&reply).map_err(|err| CallError::Decode(err.to_string()))
-    }
-
-    /// Facts about the daemon (version, pid, counts).
-    pub async fn daemon_info(&self) -> Result<DaemonInfo, CallError> {
-        let target = format!("{}.{}", sys::DAEMON_SERVICE, sys::DAEMON_INFO);
-        let reply = self.call(&target, Bytes::new()).await?;
-        sys::decode(&reply).map_err(|err| CallError::Decode(err.to_string()))
-    }
-
-    /// A stream of registry changes (instances up and down) from now on.
-    /// Events beyond `capacity` unread are dropped (and logged).
-    pub async fn watch(&self, capacity: usize) -> Result<mpsc::Receiver<RegistryEvent>, CallError> {
-        let deadline = Instant::now() + DEFAULT_TIMEOUT;
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        // The watch is known by the id of the request that opened it.
-        let frame = |req, _: &Link| {
-            lock(&self.shared.watches).insert(req, tx.clone());
-            Frame::Watch { req }
-        };
-        let result = self
-            .round_trip(
-                deadline,
-                DEFAULT_TIMEOUT,
-                false,
-                |_| Ok(()),
-                frame,
-                Waiter::Reply,
-            )
-            .await;
-        match result {
-            Ok(_) => Ok(rx),
-            Err(err) => {
-                lock(&self.shared.watches).retain(|_, sender| !sender.same_channel(&tx));
-                Err(err)
-            }
-        }
     }
 
     /// Registers a service's state with the daemon; used at start and after
@@ -308,8 +131,15 @@ impl Bus {
 
     /// Unregisters an instance.
     pub(crate) async fn unregister(&self, instance: InstanceId) -> Result<(), CallError> {
+        self.control(|req| Frame::Unregister { req, instance })
+            .await
+            .map(drop)
+    }
+
+    /// A control request answered by `Reply` or `Error`.
+    pub(crate) async fn control(&self, frame: impl Fn(u32) -> Frame) -> Result<Bytes, CallError> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
-        let frame = |req, _: &Link| Frame::Unregister { req, instance };
+        let frame = |req, _: &Link| frame(req);
         self.round_trip(
             deadline,
             DEFAULT_TIMEOUT,
@@ -318,12 +148,11 @@ impl Bus {
             frame,
             Waiter::Reply,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Waits for a live connection, up to `deadline`.
-    async fn wait_link(
+    pub(crate) async fn wait_link(
         &self,
         deadline: Instant,
         timeout: Duration,
@@ -343,24 +172,25 @@ impl Bus {
         }
     }
 
-    /// Sends a request built for a fresh id and waits for its answer.
+    /// Queues a request built for a fresh id, with its waiter registered.
     ///
     /// A request that could not be queued (the connection died first) is
     /// retried on the next connection; once queued it is never resent, so a
     /// lost connection yields `ConnectionLost`, not a duplicate.
-    async fn round_trip<T>(
+    pub(crate) async fn send_request(
         &self,
         deadline: Instant,
         timeout: Duration,
         counts_inflight: bool,
         check: impl Fn(&Link) -> Result<(), CallError>,
         frame: impl Fn(u32, &Link) -> Frame,
-        waiter: impl Fn(oneshot::Sender<Result<T, WireError>>) -> Waiter,
-    ) -> Result<T, CallError> {
+        waiter: Waiter,
+    ) -> Result<Sent, CallError> {
+        let mut waiter = Some(waiter);
         loop {
             let link = self.wait_link(deadline, timeout).await?;
             check(&link)?;
-            let _permit = if counts_inflight {
+            let permit = if counts_inflight {
                 let acquire = link.inflight.clone().acquire_owned();
                 match tokio::time::timeout_at(deadline.into(), acquire).await {
                     Ok(Ok(permit)) => Some(permit),
@@ -371,45 +201,65 @@ impl Bus {
                 None
             };
             let id = self.shared.next_id();
-            let (tx, rx) = oneshot::channel();
-            lock(&self.shared.waiters).insert(id, waiter(tx));
-            if link.outbox.push(&frame(id, &link)).is_err() {
-                lock(&self.shared.waiters).remove(&id);
-                tokio::task::yield_now().await;
-                continue;
-            }
-            return match tokio::time::timeout_at(deadline.into(), rx).await {
-                Ok(Ok(Ok(value))) => Ok(value),
-                Ok(Ok(Err((code, message)))) => Err(CallError::from_wire(code, message, timeout)),
-                Ok(Err(_)) if self.shared.closed.is_cancelled() => Err(CallError::Closed),
-                Ok(Err(_)) => Err(CallError::ConnectionLost),
-                Err(_) => {
-                    lock(&self.shared.waiters).remove(&id);
-                    Err(CallError::Timeout(timeout))
-                }
+            let Some(entry) = waiter.take() else {
+                return Err(CallError::ConnectionLost);
             };
+            connection::lock(&self.shared.waiters).insert(id, entry);
+            if link.outbox.push(&frame(id, &link)).is_ok() {
+                return Ok(Sent {
+                    id,
+                    _permit: permit,
+                });
+            }
+            // The link died before the frame was queued: take the waiter
+            // back and try the next connection.
+            waiter = connection::lock(&self.shared.waiters).remove(&id);
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Sends a request and waits for its single answer.
+    pub(crate) async fn round_trip<T>(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+        counts_inflight: bool,
+        check: impl Fn(&Link) -> Result<(), CallError>,
+        frame: impl Fn(u32, &Link) -> Frame,
+        waiter: impl FnOnce(oneshot::Sender<Result<T, WireError>>) -> Waiter,
+    ) -> Result<T, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .send_request(deadline, timeout, counts_inflight, check, frame, waiter(tx))
+            .await?;
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err((code, message)))) => Err(CallError::from_wire(code, message, timeout)),
+            Ok(Err(_)) => Err(self.lost()),
+            Err(_) => {
+                connection::lock(&self.shared.waiters).remove(&sent.id);
+                Err(CallError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// The error for a waiter dropped without an answer.
+    pub(crate) fn lost(&self) -> CallError {
+        if self.shared.closed.is_cancelled() {
+            CallError::Closed
+        } else {
+            CallError::ConnectionLost
         }
     }
 }
 
-fn check_size(
-    link: &Link,
-    service: &ServiceName,
-    method: &MethodName,
-    payload: &Bytes,
-) -> Result<(), CallError> {
-    let size = CALL_OVERHEAD + service.as_bytes().len() + method.as_bytes().len() + payload.len();
-    if size > link.max_frame as usize {
-        return Err(CallError::PayloadTooLarge(format!(
-            "payload of {} bytes does not fit the daemon's maximum frame of {} bytes",
-            payload.len(),
-            link.max_frame
-        )));
-    }
-    Ok(())
+/// A queued request: its id, and its place among the calls in flight.
+pub(crate) struct Sent {
+    pub id: u32,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
-fn remaining_ms(deadline: Instant) -> u32 {
+pub(crate) fn remaining_ms(deadline: Instant) -> u32 {
     let left = deadline
         .saturating_duration_since(Instant::now())
         .as_millis();
@@ -427,7 +277,8 @@ fn default_client_name() -> String {
         .unwrap_or_else(|| "client".to_owned())
 }
 
-/// Encodes a value as a MessagePack map (the bus's payload convention).
+/// Encodes a value as MessagePack, maps keyed by field name (the bus's
+/// payload convention, and what the CLI's JSON becomes).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CallError> {
     rmp_serde::to_vec_named(value)
         .map(Bytes::from)

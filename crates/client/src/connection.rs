@@ -22,8 +22,10 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::calls::Gathering;
 use crate::service::ServiceState;
-use crate::ConnectError;
+use crate::topics::{Inbox, Item, Message};
+use crate::{CallError, ConnectError};
 
 /// Bytes queued to the daemon before `Outbox::is_congested` says so.
 const CONGESTED_AT: usize = 4 * 1024 * 1024;
@@ -43,6 +45,8 @@ pub(crate) enum Waiter {
         Arc<ServiceState>,
         oneshot::Sender<Result<InstanceId, WireError>>,
     ),
+    /// A broadcast: answers arrive per instance until all are in.
+    Broadcast(Arc<Mutex<Gathering>>),
 }
 
 /// The live connection, as callers use it.
@@ -66,6 +70,8 @@ pub(crate) struct Shared {
     /// Instance id (this connection's) → the service serving it.
     pub instances: Mutex<HashMap<InstanceId, Arc<ServiceState>>>,
     pub watches: Mutex<HashMap<u32, mpsc::Sender<RegistryEvent>>>,
+    /// Subscription id → where its messages go.
+    pub subscriptions: Mutex<HashMap<u32, Arc<Inbox>>>,
     pub closed: CancellationToken,
 }
 
@@ -88,6 +94,7 @@ impl Shared {
             services: Mutex::new(Vec::new()),
             instances: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
         }
     }
@@ -223,7 +230,7 @@ async fn reconnect(shared: &Shared) -> Option<Connected> {
     }
 }
 
-/// After a reconnect: register every service and watch again.
+/// After a reconnect: register every service, watch and subscription again.
 async fn restore(shared: Arc<Shared>) {
     let bus = crate::Bus::from_shared(shared.clone());
     let services = lock(&shared.services).clone();
@@ -233,9 +240,19 @@ async fn restore(shared: Arc<Shared>) {
         }
     }
     let watches: Vec<u32> = lock(&shared.watches).keys().copied().collect();
-    if let Some(link) = shared.link.borrow().clone() {
+    let subscriptions: Vec<Arc<Inbox>> = lock(&shared.subscriptions).values().cloned().collect();
+    let link = shared.link.borrow().clone();
+    if let Some(link) = link {
         for req in watches {
             let _ = link.outbox.push(&Frame::Watch { req });
+        }
+        for inbox in subscriptions {
+            let req = shared.next_id();
+            let _ = link.outbox.push(&Frame::Subscribe {
+                req,
+                sid: inbox.sid,
+                pattern: inbox.pattern.clone(),
+            });
         }
     }
 }
@@ -287,6 +304,41 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
                 }
             }
         }
+        Frame::Message(m) => {
+            let inbox = lock(&shared.subscriptions).get(&m.sid).cloned();
+            if let Some(inbox) = inbox {
+                inbox.push(Item::Message(Message {
+                    topic: m.topic,
+                    payload: m.payload,
+                    headers: m.headers,
+                    publisher: m.publisher,
+                    retained: m.retained,
+                }));
+            }
+        }
+        Frame::Lagged { sid, missed } => {
+            if let Some(inbox) = lock(&shared.subscriptions).get(&sid) {
+                inbox.push(Item::Lagged(missed));
+            }
+        }
+        Frame::BroadcastStart { id, instances } => {
+            gather(shared, id, |g| g.start(instances));
+        }
+        Frame::BroadcastResult {
+            id,
+            instance,
+            code,
+            payload,
+        } => {
+            let result = match code {
+                None => Ok(payload),
+                Some(code) => {
+                    let message = String::from_utf8_lossy(&payload).into_owned();
+                    Err(CallError::from_wire(code, message, Duration::ZERO))
+                }
+            };
+            gather(shared, id, |g| g.result(instance, result));
+        }
         Frame::Goodbye { code, message } => {
             tracing::info!("the daemon says goodbye ({}): {message}", code.name());
         }
@@ -300,11 +352,28 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
     Ok(())
 }
 
+/// Feeds a broadcast's gathering; forgets it once complete.
+fn gather(shared: &Shared, id: u32, step: impl FnOnce(&mut Gathering) -> bool) {
+    let mut waiters = lock(&shared.waiters);
+    let Some(Waiter::Broadcast(gathering)) = waiters.get(&id) else {
+        return;
+    };
+    let complete = step(&mut lock(gathering));
+    if complete {
+        waiters.remove(&id);
+    }
+}
+
 fn answer(shared: &Shared, id: u32, result: Result<Bytes, WireError>, instance: InstanceId) {
     let Some(waiter) = lock(&shared.waiters).remove(&id) else {
         return;
     };
     match waiter {
+        Waiter::Broadcast(gathering) => {
+            if let Err(error) = result {
+                lock(&gathering).fail(error);
+            }
+        }
         Waiter::Reply(tx) => {
             let _ = tx.send(result);
         }

@@ -15,16 +15,29 @@
 #![forbid(unsafe_code)]
 
 mod bus;
+mod calls;
 mod connection;
+mod discovery;
 mod error;
 mod service;
+mod topics;
 
-pub use bus::{decode, encode, Bus, CallOptions, IntoTarget, DEFAULT_TIMEOUT};
+pub use bus::{decode, encode, Bus, DEFAULT_TIMEOUT};
 pub use bytes::Bytes;
+pub use calls::{BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};
 pub use service::{
     HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED,
 };
-pub use switchboard_proto::sys::{DaemonInfo, InstanceInfo, RegistryEvent, ServiceInfo};
-pub use switchboard_proto::{Caller, InstanceId, MethodName, ServiceName, Target};
+pub use switchboard_proto::sys::{
+    DaemonInfo, InstanceInfo, RegistryEvent, ServiceInfo, SubscriptionInfo, TopicsInfo,
+};
+pub use switchboard_proto::{
+    Caller, HeaderError, Headers, InstanceId, MethodName, ServiceName, Target, Topic, TopicError,
+    TopicPattern,
+};
 pub use switchboard_transport::{default_endpoint, default_socket_path, Endpoint};
+pub use topics::{
+    Item, Message, PublishError, PublishOptions, SubscribeError, Subscription,
+    DEFAULT_SUBSCRIPTION_CAPACITY,
+};

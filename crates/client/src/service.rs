@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use switchboard_proto::{Caller, ErrorCode, Frame, InstanceId, MethodName, NameError, ServiceName};
+use switchboard_proto::{
+    Caller, ErrorCode, Frame, Headers, InstanceId, MethodName, MethodSpec, NameError, ServiceName,
+};
 use switchboard_transport::Outbox;
 use tokio::sync::Semaphore;
 
@@ -27,6 +29,12 @@ pub type HandlerResult = Result<Bytes, Reject>;
 type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type Handler = Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>;
 
+/// A method as registered: its handler and its signature text.
+struct Method {
+    handler: Handler,
+    signature: String,
+}
+
 /// Handlers running at once, per service, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 /// Requests waiting for a handler slot before callers get `Overloaded`.
@@ -37,6 +45,8 @@ pub const DEFAULT_QUEUED: usize = 4096;
 pub struct Request {
     pub method: MethodName,
     pub payload: Bytes,
+    /// Headers the caller attached.
+    pub headers: Headers,
     /// Who sent it, as the daemon verified it.
     pub caller: Caller,
     /// The instance (of this service) it was routed to.
@@ -63,7 +73,7 @@ impl Request {
 pub struct ServiceBuilder {
     bus: Bus,
     name: ServiceName,
-    handlers: Vec<(Result<MethodName, NameError>, Handler)>,
+    handlers: Vec<(Result<MethodName, NameError>, Method)>,
     max_concurrency: usize,
     max_queued: usize,
 }
@@ -80,13 +90,32 @@ impl ServiceBuilder {
     }
 
     /// Serves `method` with `handler`.
-    pub fn method<F, Fut>(mut self, method: &str, handler: F) -> Self
+    pub fn method<F, Fut>(self, method: &str, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.method_with_signature(method, "", handler)
+    }
+
+    /// Serves `method` with `handler`, registering a human-readable
+    /// signature (shown by `switchboard ls SERVICE`).
+    pub fn method_with_signature<F, Fut>(
+        mut self,
+        method: &str,
+        signature: &str,
+        handler: F,
+    ) -> Self
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
-        self.handlers.push((MethodName::parse(method), handler));
+        let method_spec = Method {
+            handler,
+            signature: signature.to_owned(),
+        };
+        self.handlers.push((MethodName::parse(method), method_spec));
         self
     }
 
@@ -124,7 +153,7 @@ impl ServiceBuilder {
             .register_state(state.clone())
             .await
             .map_err(RegisterError::Refused)?;
-        lock(&self.bus.shared().services).push(state.clone());
+        lock(&self.bus.shared.services).push(state.clone());
         Ok(Service {
             bus: self.bus,
             state,
@@ -150,7 +179,7 @@ impl Service {
 
     /// Stops serving: the daemon forgets this instance.
     pub async fn stop(self) -> Result<(), CallError> {
-        let shared = self.bus.shared();
+        let shared = &self.bus.shared;
         lock(&shared.services).retain(|s| !Arc::ptr_eq(s, &self.state));
         let instance = self.instance();
         lock(&shared.instances).remove(&instance);
@@ -161,7 +190,7 @@ impl Service {
 /// A service as the connection task sees it.
 pub(crate) struct ServiceState {
     name: ServiceName,
-    handlers: HashMap<MethodName, Handler>,
+    handlers: HashMap<MethodName, Method>,
     slots: Arc<Semaphore>,
     admitted: AtomicUsize,
     max_admitted: usize,
@@ -178,8 +207,15 @@ impl ServiceState {
     }
 
     pub fn register_frame(&self, req: u32) -> Frame {
-        let mut methods: Vec<MethodName> = self.handlers.keys().cloned().collect();
-        methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let mut methods: Vec<MethodSpec> = self
+            .handlers
+            .iter()
+            .map(|(name, method)| MethodSpec {
+                name: name.clone(),
+                signature: method.signature.clone(),
+            })
+            .collect();
+        methods.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         Frame::Register {
             req,
             service: self.name.clone(),
@@ -194,7 +230,11 @@ impl ServiceState {
             id: request.id,
             max_frame: link.max_frame,
         };
-        let Some(handler) = self.handlers.get(&request.method).cloned() else {
+        let Some(handler) = self
+            .handlers
+            .get(&request.method)
+            .map(|m| m.handler.clone())
+        else {
             let message = format!("service {} has no method {}", self.name, request.method);
             return answer.error(ErrorCode::NoSuchMethod, message);
         };
@@ -211,6 +251,7 @@ impl ServiceState {
         let request = Request {
             method: request.method,
             payload: request.payload,
+            headers: request.headers,
             caller: request.caller,
             instance: request.instance,
             deadline,

@@ -4,7 +4,9 @@
 //! Must stay cheap and side-effect free: it runs under the router lock.
 
 use bytes::Bytes;
-use switchboard_proto::sys::{self, DaemonInfo, InstanceInfo, ServiceInfo};
+use switchboard_proto::sys::{
+    self, DaemonInfo, InstanceInfo, ServiceInfo, SubscriptionInfo, TopicsInfo,
+};
 use switchboard_proto::{ErrorCode, MethodName, ServiceName};
 
 use crate::router::Router;
@@ -19,7 +21,8 @@ pub fn call(
     let reply = match (service.as_str(), method.as_str()) {
         (sys::REGISTRY_SERVICE, sys::REGISTRY_LIST) => sys::encode(&list(router)),
         (sys::DAEMON_SERVICE, sys::DAEMON_INFO) => sys::encode(&info(router)),
-        (sys::REGISTRY_SERVICE | sys::DAEMON_SERVICE, _) => {
+        (sys::TOPICS_SERVICE, sys::TOPICS_LIST) => sys::encode(&topics(router)),
+        (sys::REGISTRY_SERVICE | sys::DAEMON_SERVICE | sys::TOPICS_SERVICE, _) => {
             return Err((
                 ErrorCode::NoSuchMethod,
                 format!("service {service} has no method {method}"),
@@ -48,7 +51,16 @@ fn list(router: &Router) -> Vec<ServiceInfo> {
                     let session = router.sessions().get(&instance.session);
                     InstanceInfo {
                         instance: id,
-                        methods: instance.methods.iter().map(ToString::to_string).collect(),
+                        methods: instance
+                            .methods
+                            .iter()
+                            .map(|m| m.name.to_string())
+                            .collect(),
+                        signatures: instance
+                            .methods
+                            .iter()
+                            .map(|m| m.signature.clone())
+                            .collect(),
                         client: session.map(|s| s.client_name.clone()).unwrap_or_default(),
                         pid: session.map(|s| s.caller.pid).filter(|pid| *pid != 0),
                         outstanding: instance.outstanding,
@@ -58,6 +70,29 @@ fn list(router: &Router) -> Vec<ServiceInfo> {
                 .collect(),
         })
         .collect()
+}
+
+fn topics(router: &Router) -> TopicsInfo {
+    let mut subscriptions: Vec<SubscriptionInfo> = router
+        .topics()
+        .all()
+        .map(|(_, sub)| {
+            let session = router.sessions().get(&sub.session);
+            SubscriptionInfo {
+                pattern: sub.pattern.to_string(),
+                client: session.map(|s| s.client_name.clone()).unwrap_or_default(),
+                pid: session.map(|s| s.caller.pid).filter(|pid| *pid != 0),
+                delivered: sub.delivered,
+                missed: sub.missed,
+                backlog: u32::try_from(sub.backlog.len()).unwrap_or(u32::MAX),
+            }
+        })
+        .collect();
+    subscriptions.sort_by(|a, b| (&a.pattern, &a.client).cmp(&(&b.pattern, &b.client)));
+    TopicsInfo {
+        subscriptions,
+        retained_topics: u32::try_from(router.topics().retained_count()).unwrap_or(u32::MAX),
+    }
 }
 
 fn info(router: &Router) -> DaemonInfo {

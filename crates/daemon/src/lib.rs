@@ -49,6 +49,13 @@ pub struct Limits {
     pub slow_consumer: Duration,
     /// How long a new connection has to send its `Hello`.
     pub handshake_timeout: Duration,
+    /// Most subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Messages a subscription keeps for a congested subscriber before the
+    /// oldest are dropped (and counted).
+    pub subscription_backlog: usize,
+    /// Most topics that keep a retained value.
+    pub max_retained: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +67,9 @@ impl Default for Limits {
             congested_at: 4 * 1024 * 1024,
             slow_consumer: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            max_subscriptions: 10_000,
+            subscription_backlog: 8192,
+            max_retained: 10_000,
         }
     }
 }

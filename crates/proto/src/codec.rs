@@ -4,8 +4,14 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::frame::{kind, Call, Caller, Frame, Hello, Notify, Request, Welcome};
-use crate::{ErrorCode, MethodName, NameError, ServiceName};
+use crate::frame::{
+    kind, Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, Request,
+    Welcome,
+};
+use crate::{
+    ErrorCode, HeaderError, Headers, MethodName, NameError, ServiceName, Topic, TopicError,
+    TopicPattern,
+};
 
 /// Size of the length prefix in front of every frame.
 pub const LEN_PREFIX: usize = 4;
@@ -32,11 +38,21 @@ pub enum DecodeError {
         kind: &'static str,
         field: &'static str,
     },
-    #[error("{kind} frame field `{field}`: {source}")]
+    #[error("{kind} frame field `{field}`: {why}")]
     BadName {
         kind: &'static str,
         field: &'static str,
-        source: NameError,
+        why: String,
+    },
+    #[error("{kind} frame field `{field}` must be 0 or 1")]
+    BadFlag {
+        kind: &'static str,
+        field: &'static str,
+    },
+    #[error("{kind} frame headers: {source}")]
+    BadHeaders {
+        kind: &'static str,
+        source: HeaderError,
     },
 }
 
@@ -98,6 +114,16 @@ impl Fields {
         self.need(1, field)?;
         Ok(self.body.get_u8())
     }
+    fn flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(DecodeError::BadFlag {
+                kind: self.kind,
+                field,
+            }),
+        }
+    }
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         self.need(2, field)?;
         Ok(self.body.get_u16_le())
@@ -118,21 +144,29 @@ impl Fields {
         let n = self.u8(field)? as usize;
         self.bytes(n, field)
     }
-    fn service(&mut self, field: &'static str) -> Result<ServiceName, DecodeError> {
+    fn named<T, E: Into<NameOrTopic>>(
+        &mut self,
+        field: &'static str,
+        parse: impl FnOnce(Bytes) -> Result<T, E>,
+    ) -> Result<T, DecodeError> {
         let bytes = self.name_bytes(field)?;
-        ServiceName::from_bytes(bytes).map_err(|source| DecodeError::BadName {
+        parse(bytes).map_err(|err| DecodeError::BadName {
             kind: self.kind,
             field,
-            source,
+            why: err.into().0,
         })
     }
+    fn service(&mut self, field: &'static str) -> Result<ServiceName, DecodeError> {
+        self.named(field, ServiceName::from_bytes)
+    }
     fn method(&mut self, field: &'static str) -> Result<MethodName, DecodeError> {
-        let bytes = self.name_bytes(field)?;
-        MethodName::from_bytes(bytes).map_err(|source| DecodeError::BadName {
-            kind: self.kind,
-            field,
-            source,
-        })
+        self.named(field, MethodName::from_bytes)
+    }
+    fn topic(&mut self, field: &'static str) -> Result<Topic, DecodeError> {
+        self.named(field, Topic::from_bytes)
+    }
+    fn pattern(&mut self, field: &'static str) -> Result<TopicPattern, DecodeError> {
+        self.named(field, TopicPattern::from_bytes)
     }
     fn text(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let n = self.u16(field)? as usize;
@@ -142,14 +176,30 @@ impl Fields {
             field,
         })
     }
+    fn headers(&mut self) -> Result<Headers, DecodeError> {
+        let (headers, used) =
+            Headers::parse_prefix(&self.body).map_err(|source| DecodeError::BadHeaders {
+                kind: self.kind,
+                source,
+            })?;
+        self.body.advance(used);
+        Ok(headers)
+    }
+    fn caller(&mut self, prefix: &'static [&'static str; 3]) -> Result<Caller, DecodeError> {
+        Ok(Caller {
+            session: self.u64(prefix[0])?,
+            uid: self.u32(prefix[1])?,
+            pid: self.u32(prefix[2])?,
+        })
+    }
     /// Everything left: the payload.
     fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.body)
     }
     /// For frames without a payload: nothing may follow the last field.
-    fn end(self) -> Result<(), DecodeError> {
+    fn end<T>(self, frame: T) -> Result<T, DecodeError> {
         match self.body.remaining() {
-            0 => Ok(()),
+            0 => Ok(frame),
             extra => Err(DecodeError::TrailingBytes {
                 kind: self.kind,
                 extra,
@@ -158,28 +208,27 @@ impl Fields {
     }
 }
 
-fn kind_name(kind: u8) -> Option<&'static str> {
-    Some(match kind {
-        kind::HELLO => "Hello",
-        kind::WELCOME => "Welcome",
-        kind::REGISTER => "Register",
-        kind::REGISTERED => "Registered",
-        kind::UNREGISTER => "Unregister",
-        kind::CALL => "Call",
-        kind::NOTIFY => "Notify",
-        kind::REQUEST => "Request",
-        kind::REPLY => "Reply",
-        kind::ERROR => "Error",
-        kind::WATCH => "Watch",
-        kind::EVENT => "Event",
-        kind::GOODBYE => "Goodbye",
-        _ => return None,
-    })
+/// A name or topic error, as text for [`DecodeError::BadName`].
+struct NameOrTopic(String);
+
+impl From<NameError> for NameOrTopic {
+    fn from(err: NameError) -> Self {
+        Self(err.to_string())
+    }
 }
+
+impl From<TopicError> for NameOrTopic {
+    fn from(err: TopicError) -> Self {
+        Self(err.to_string())
+    }
+}
+
+const CALLER: [&str; 3] = ["caller.session", "caller.uid", "caller.pid"];
+const PUBLISHER: [&str; 3] = ["publisher.session", "publisher.uid", "publisher.pid"];
 
 fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
     let kind_byte = body.get_u8(); // len ≥ 1 was checked by the caller
-    let name = kind_name(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
+    let name = kind::name(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;
     let mut f = Fields { body, kind: name };
     let frame = match kind_byte {
         kind::HELLO => {
@@ -188,8 +237,7 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
                 features: f.u32("features")?,
                 client_name: f.text("client_name")?,
             };
-            f.end()?;
-            Frame::Hello(hello)
+            f.end(Frame::Hello(hello))?
         }
         kind::WELCOME => {
             let welcome = Welcome {
@@ -199,42 +247,41 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
                 max_frame: f.u32("max_frame")?,
                 max_inflight: f.u32("max_inflight")?,
             };
-            f.end()?;
-            Frame::Welcome(welcome)
+            f.end(Frame::Welcome(welcome))?
         }
         kind::REGISTER => {
             let req = f.u32("req")?;
             let service = f.service("service")?;
             let count = f.u16("method_count")?;
-            // Each method takes at least 2 bytes, so `count` is bounded by
+            // Each method takes at least 4 bytes, so `count` is bounded by
             // the frame size before anything is reserved for it.
-            f.need(count as usize * 2, "methods")?;
+            f.need(count as usize * 4, "methods")?;
             let mut methods = Vec::with_capacity(count as usize);
             for _ in 0..count {
-                methods.push(f.method("methods")?);
+                methods.push(MethodSpec {
+                    name: f.method("methods")?,
+                    signature: f.text("signature")?,
+                });
             }
-            f.end()?;
-            Frame::Register {
+            f.end(Frame::Register {
                 req,
                 service,
                 methods,
-            }
+            })?
         }
         kind::REGISTERED => {
             let frame = Frame::Registered {
                 req: f.u32("req")?,
                 instance: f.u64("instance")?,
             };
-            f.end()?;
-            frame
+            f.end(frame)?
         }
         kind::UNREGISTER => {
             let frame = Frame::Unregister {
                 req: f.u32("req")?,
                 instance: f.u64("instance")?,
             };
-            f.end()?;
-            frame
+            f.end(frame)?
         }
         kind::CALL => Frame::Call(Call {
             id: f.u32("id")?,
@@ -242,24 +289,24 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             instance: f.u64("instance")?,
             service: f.service("service")?,
             method: f.method("method")?,
+            headers: f.headers()?,
             payload: f.rest(),
         }),
         kind::NOTIFY => Frame::Notify(Notify {
+            all: f.flag("all")?,
             instance: f.u64("instance")?,
             service: f.service("service")?,
             method: f.method("method")?,
+            headers: f.headers()?,
             payload: f.rest(),
         }),
         kind::REQUEST => Frame::Request(Request {
             id: f.u32("id")?,
             timeout_ms: f.u32("timeout_ms")?,
             instance: f.u64("instance")?,
-            caller: Caller {
-                session: f.u64("caller.session")?,
-                uid: f.u32("caller.uid")?,
-                pid: f.u32("caller.pid")?,
-            },
+            caller: f.caller(&CALLER)?,
             method: f.method("method")?,
+            headers: f.headers()?,
             payload: f.rest(),
         }),
         kind::REPLY => Frame::Reply {
@@ -272,13 +319,11 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
                 code: ErrorCode::from_u16(f.u16("code")?),
                 message: f.text("message")?,
             };
-            f.end()?;
-            frame
+            f.end(frame)?
         }
         kind::WATCH => {
             let frame = Frame::Watch { req: f.u32("req")? };
-            f.end()?;
-            frame
+            f.end(frame)?
         }
         kind::EVENT => Frame::Event {
             req: f.u32("req")?,
@@ -289,8 +334,70 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
                 code: ErrorCode::from_u16(f.u16("code")?),
                 message: f.text("message")?,
             };
-            f.end()?;
-            frame
+            f.end(frame)?
+        }
+        kind::BROADCAST => Frame::Broadcast(Broadcast {
+            id: f.u32("id")?,
+            timeout_ms: f.u32("timeout_ms")?,
+            service: f.service("service")?,
+            method: f.method("method")?,
+            headers: f.headers()?,
+            payload: f.rest(),
+        }),
+        kind::BROADCAST_START => {
+            let id = f.u32("id")?;
+            let count = f.u16("instance_count")? as usize;
+            f.need(count * 8, "instances")?;
+            let mut instances = Vec::with_capacity(count);
+            for _ in 0..count {
+                instances.push(f.u64("instances")?);
+            }
+            f.end(Frame::BroadcastStart { id, instances })?
+        }
+        kind::BROADCAST_RESULT => Frame::BroadcastResult {
+            id: f.u32("id")?,
+            instance: f.u64("instance")?,
+            code: match f.u16("code")? {
+                0 => None,
+                code => Some(ErrorCode::from_u16(code)),
+            },
+            payload: f.rest(),
+        },
+        kind::SUBSCRIBE => {
+            let frame = Frame::Subscribe {
+                req: f.u32("req")?,
+                sid: f.u32("sid")?,
+                pattern: f.pattern("pattern")?,
+            };
+            f.end(frame)?
+        }
+        kind::UNSUBSCRIBE => {
+            let frame = Frame::Unsubscribe {
+                req: f.u32("req")?,
+                sid: f.u32("sid")?,
+            };
+            f.end(frame)?
+        }
+        kind::PUBLISH => Frame::Publish(Publish {
+            retain: f.flag("retain")?,
+            topic: f.topic("topic")?,
+            headers: f.headers()?,
+            payload: f.rest(),
+        }),
+        kind::MESSAGE => Frame::Message(Message {
+            sid: f.u32("sid")?,
+            retained: f.flag("retained")?,
+            publisher: f.caller(&PUBLISHER)?,
+            topic: f.topic("topic")?,
+            headers: f.headers()?,
+            payload: f.rest(),
+        }),
+        kind::LAGGED => {
+            let frame = Frame::Lagged {
+                sid: f.u32("sid")?,
+                missed: f.u64("missed")?,
+            };
+            f.end(frame)?
         }
         other => return Err(DecodeError::UnknownKind(other)),
     };

@@ -1,18 +1,14 @@
-//! The frames of the protocol and how each is laid out.
+//! The frames of the protocol.
 //!
 //! Every frame is `len:u32le kind:u8 body`, where `len` counts the bytes after
-//! itself. Integers are little-endian; a `name` is `u8 length + ASCII`, a
-//! `text` is `u16 length + UTF-8`; a `payload` is whatever remains of the
-//! frame, so it needs no length of its own. `docs/protocol.md` is the
-//! normative description; this file is its implementation.
+//! itself. `docs/protocol.md` is the normative description of each body;
+//! `encode.rs` and `codec.rs` implement it.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::{ErrorCode, InstanceId, MethodName, ServiceName, SessionId};
-
-/// Payloads larger than this travel as their own buffer (one more `iovec`)
-/// instead of being copied behind the header.
-pub(crate) const INLINE_PAYLOAD: usize = 512;
+use crate::{
+    ErrorCode, Headers, InstanceId, MethodName, ServiceName, SessionId, Topic, TopicPattern,
+};
 
 /// Frame kind bytes. Stable wire values.
 pub(crate) mod kind {
@@ -29,6 +25,42 @@ pub(crate) mod kind {
     pub const WATCH: u8 = 11;
     pub const EVENT: u8 = 12;
     pub const GOODBYE: u8 = 13;
+    pub const BROADCAST: u8 = 14;
+    pub const BROADCAST_START: u8 = 15;
+    pub const BROADCAST_RESULT: u8 = 16;
+    pub const SUBSCRIBE: u8 = 17;
+    pub const UNSUBSCRIBE: u8 = 18;
+    pub const PUBLISH: u8 = 19;
+    pub const MESSAGE: u8 = 20;
+    pub const LAGGED: u8 = 21;
+
+    /// The name of a kind byte, for errors.
+    pub fn name(kind: u8) -> Option<&'static str> {
+        Some(match kind {
+            HELLO => "Hello",
+            WELCOME => "Welcome",
+            REGISTER => "Register",
+            REGISTERED => "Registered",
+            UNREGISTER => "Unregister",
+            CALL => "Call",
+            NOTIFY => "Notify",
+            REQUEST => "Request",
+            REPLY => "Reply",
+            ERROR => "Error",
+            WATCH => "Watch",
+            EVENT => "Event",
+            GOODBYE => "Goodbye",
+            BROADCAST => "Broadcast",
+            BROADCAST_START => "BroadcastStart",
+            BROADCAST_RESULT => "BroadcastResult",
+            SUBSCRIBE => "Subscribe",
+            UNSUBSCRIBE => "Unsubscribe",
+            PUBLISH => "Publish",
+            MESSAGE => "Message",
+            LAGGED => "Lagged",
+            _ => return None,
+        })
+    }
 }
 
 /// Client → daemon, first frame of every connection.
@@ -53,10 +85,18 @@ pub struct Welcome {
     pub max_inflight: u32,
 }
 
+/// One method of a registration: its name, and a human-readable signature
+/// (`charge(account: String, cents: u64) -> Receipt`; may be empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodSpec {
+    pub name: MethodName,
+    pub signature: String,
+}
+
 /// Client → daemon: call `service.method` and expect a reply or an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
-    /// Chosen by the caller, non-zero, unique among its calls in flight.
+    /// Chosen by the caller, non-zero, unique among its requests in flight.
     pub id: u32,
     /// Relative deadline in milliseconds.
     pub timeout_ms: u32,
@@ -64,19 +104,23 @@ pub struct Call {
     pub instance: InstanceId,
     pub service: ServiceName,
     pub method: MethodName,
+    pub headers: Headers,
     pub payload: Bytes,
 }
 
 /// Client → daemon: one-way message to `service.method`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notify {
+    /// To every instance (one-way broadcast) instead of one.
+    pub all: bool,
     pub instance: InstanceId,
     pub service: ServiceName,
     pub method: MethodName,
+    pub headers: Headers,
     pub payload: Bytes,
 }
 
-/// Who sent a request, as the daemon verified it.
+/// Who sent a request or a message, as the daemon verified it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Caller {
     pub session: SessionId,
@@ -97,6 +141,41 @@ pub struct Request {
     pub instance: InstanceId,
     pub caller: Caller,
     pub method: MethodName,
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
+/// Client → daemon: call `service.method` on every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broadcast {
+    pub id: u32,
+    pub timeout_ms: u32,
+    pub service: ServiceName,
+    pub method: MethodName,
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
+/// Client → daemon: publish on a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// Keep as the topic's last value for future subscribers (an empty
+    /// payload with `retain` clears it).
+    pub retain: bool,
+    pub topic: Topic,
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
+/// Daemon → subscriber: a message matching subscription `sid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub sid: u32,
+    /// A retained value replayed at subscription, not a live publication.
+    pub retained: bool,
+    pub publisher: Caller,
+    pub topic: Topic,
+    pub headers: Headers,
     pub payload: Bytes,
 }
 
@@ -109,7 +188,7 @@ pub enum Frame {
     Register {
         req: u32,
         service: ServiceName,
-        methods: Vec<MethodName>,
+        methods: Vec<MethodSpec>,
     },
     Registered {
         req: u32,
@@ -147,38 +226,72 @@ pub enum Frame {
         code: ErrorCode,
         message: String,
     },
-}
-
-fn put_name(dst: &mut BytesMut, name: &[u8]) {
-    // Names are validated to at most 128 bytes, so the cast cannot truncate.
-    dst.put_u8(name.len() as u8);
-    dst.put_slice(name);
-}
-
-fn put_text(dst: &mut BytesMut, text: &str) {
-    let bytes = text.as_bytes();
-    let len = bytes.len().min(u16::MAX as usize);
-    dst.put_u16_le(len as u16);
-    dst.put_slice(&bytes[..len]);
+    Broadcast(Broadcast),
+    /// Daemon → caller: the instances a broadcast went to; exactly one
+    /// `BroadcastResult` per instance follows.
+    BroadcastStart {
+        id: u32,
+        instances: Vec<InstanceId>,
+    },
+    /// Daemon → caller: one instance's answer. `code` None = success and the
+    /// payload is the reply; otherwise the payload is the error message.
+    BroadcastResult {
+        id: u32,
+        instance: InstanceId,
+        code: Option<ErrorCode>,
+        payload: Bytes,
+    },
+    /// Client → daemon: deliver messages matching `pattern` as `sid`
+    /// (chosen by the client); answered by `Reply` or `Error`.
+    Subscribe {
+        req: u32,
+        sid: u32,
+        pattern: TopicPattern,
+    },
+    Unsubscribe {
+        req: u32,
+        sid: u32,
+    },
+    Publish(Publish),
+    Message(Message),
+    /// `missed` messages of subscription `sid` were dropped because the
+    /// subscriber did not keep up (daemon → client, and client → daemon to
+    /// report drops in the client's own buffer).
+    Lagged {
+        sid: u32,
+        missed: u64,
+    },
 }
 
 impl Frame {
     /// A short name of the frame's kind, for logs and errors.
     pub fn kind_name(&self) -> &'static str {
+        kind::name(self.kind()).unwrap_or("?")
+    }
+
+    pub(crate) fn kind(&self) -> u8 {
         match self {
-            Frame::Hello(_) => "Hello",
-            Frame::Welcome(_) => "Welcome",
-            Frame::Register { .. } => "Register",
-            Frame::Registered { .. } => "Registered",
-            Frame::Unregister { .. } => "Unregister",
-            Frame::Call(_) => "Call",
-            Frame::Notify(_) => "Notify",
-            Frame::Request(_) => "Request",
-            Frame::Reply { .. } => "Reply",
-            Frame::Error { .. } => "Error",
-            Frame::Watch { .. } => "Watch",
-            Frame::Event { .. } => "Event",
-            Frame::Goodbye { .. } => "Goodbye",
+            Frame::Hello(_) => kind::HELLO,
+            Frame::Welcome(_) => kind::WELCOME,
+            Frame::Register { .. } => kind::REGISTER,
+            Frame::Registered { .. } => kind::REGISTERED,
+            Frame::Unregister { .. } => kind::UNREGISTER,
+            Frame::Call(_) => kind::CALL,
+            Frame::Notify(_) => kind::NOTIFY,
+            Frame::Request(_) => kind::REQUEST,
+            Frame::Reply { .. } => kind::REPLY,
+            Frame::Error { .. } => kind::ERROR,
+            Frame::Watch { .. } => kind::WATCH,
+            Frame::Event { .. } => kind::EVENT,
+            Frame::Goodbye { .. } => kind::GOODBYE,
+            Frame::Broadcast(_) => kind::BROADCAST,
+            Frame::BroadcastStart { .. } => kind::BROADCAST_START,
+            Frame::BroadcastResult { .. } => kind::BROADCAST_RESULT,
+            Frame::Subscribe { .. } => kind::SUBSCRIBE,
+            Frame::Unsubscribe { .. } => kind::UNSUBSCRIBE,
+            Frame::Publish(_) => kind::PUBLISH,
+            Frame::Message(_) => kind::MESSAGE,
+            Frame::Lagged { .. } => kind::LAGGED,
         }
     }
 
@@ -188,132 +301,13 @@ impl Frame {
             Frame::Call(c) => Some(&c.payload),
             Frame::Notify(n) => Some(&n.payload),
             Frame::Request(r) => Some(&r.payload),
-            Frame::Reply { payload, .. } | Frame::Event { payload, .. } => Some(payload),
+            Frame::Broadcast(b) => Some(&b.payload),
+            Frame::Publish(p) => Some(&p.payload),
+            Frame::Message(m) => Some(&m.payload),
+            Frame::Reply { payload, .. }
+            | Frame::Event { payload, .. }
+            | Frame::BroadcastResult { payload, .. } => Some(payload),
             _ => None,
-        }
-    }
-
-    /// Appends the whole frame to `dst`.
-    pub fn encode(&self, dst: &mut BytesMut) {
-        if let Some(payload) = self.encode_head(dst) {
-            dst.put_slice(&payload);
-        }
-    }
-
-    /// Appends the frame to `dst`, except a large payload, which is returned
-    /// so the caller can hand it to `writev` without copying. The length
-    /// prefix written already counts it.
-    pub fn encode_head(&self, dst: &mut BytesMut) -> Option<Bytes> {
-        let start = dst.len();
-        dst.put_u32_le(0); // patched below
-        self.put_fields(dst);
-        let payload = self.payload();
-        let payload_len = payload.map_or(0, Bytes::len);
-        let detached = match payload {
-            Some(p) if p.len() > INLINE_PAYLOAD => Some(p.clone()),
-            Some(p) => {
-                dst.put_slice(p);
-                None
-            }
-            None => None,
-        };
-        let inline_len = dst.len() - start - crate::LEN_PREFIX;
-        let total = inline_len + detached.as_ref().map_or(0, |_| payload_len);
-        // A frame over u32::MAX cannot be built from validated parts plus a
-        // payload the sender checked against max_frame; saturate defensively
-        // so the receiver rejects it as too large rather than misparses.
-        let total = u32::try_from(total).unwrap_or(u32::MAX);
-        dst[start..start + 4].copy_from_slice(&total.to_le_bytes());
-        detached
-    }
-
-    fn put_fields(&self, dst: &mut BytesMut) {
-        match self {
-            Frame::Hello(h) => {
-                dst.put_u8(kind::HELLO);
-                dst.put_u16_le(h.version);
-                dst.put_u32_le(h.features);
-                put_text(dst, &h.client_name);
-            }
-            Frame::Welcome(w) => {
-                dst.put_u8(kind::WELCOME);
-                dst.put_u16_le(w.version);
-                dst.put_u32_le(w.features);
-                dst.put_u64_le(w.session);
-                dst.put_u32_le(w.max_frame);
-                dst.put_u32_le(w.max_inflight);
-            }
-            Frame::Register {
-                req,
-                service,
-                methods,
-            } => {
-                dst.put_u8(kind::REGISTER);
-                dst.put_u32_le(*req);
-                put_name(dst, service.as_bytes());
-                let count = methods.len().min(u16::MAX as usize);
-                dst.put_u16_le(count as u16);
-                for method in &methods[..count] {
-                    put_name(dst, method.as_bytes());
-                }
-            }
-            Frame::Registered { req, instance } => {
-                dst.put_u8(kind::REGISTERED);
-                dst.put_u32_le(*req);
-                dst.put_u64_le(*instance);
-            }
-            Frame::Unregister { req, instance } => {
-                dst.put_u8(kind::UNREGISTER);
-                dst.put_u32_le(*req);
-                dst.put_u64_le(*instance);
-            }
-            Frame::Call(c) => {
-                dst.put_u8(kind::CALL);
-                dst.put_u32_le(c.id);
-                dst.put_u32_le(c.timeout_ms);
-                dst.put_u64_le(c.instance);
-                put_name(dst, c.service.as_bytes());
-                put_name(dst, c.method.as_bytes());
-            }
-            Frame::Notify(n) => {
-                dst.put_u8(kind::NOTIFY);
-                dst.put_u64_le(n.instance);
-                put_name(dst, n.service.as_bytes());
-                put_name(dst, n.method.as_bytes());
-            }
-            Frame::Request(r) => {
-                dst.put_u8(kind::REQUEST);
-                dst.put_u32_le(r.id);
-                dst.put_u32_le(r.timeout_ms);
-                dst.put_u64_le(r.instance);
-                dst.put_u64_le(r.caller.session);
-                dst.put_u32_le(r.caller.uid);
-                dst.put_u32_le(r.caller.pid);
-                put_name(dst, r.method.as_bytes());
-            }
-            Frame::Reply { id, .. } => {
-                dst.put_u8(kind::REPLY);
-                dst.put_u32_le(*id);
-            }
-            Frame::Error { id, code, message } => {
-                dst.put_u8(kind::ERROR);
-                dst.put_u32_le(*id);
-                dst.put_u16_le(code.to_u16());
-                put_text(dst, message);
-            }
-            Frame::Watch { req } => {
-                dst.put_u8(kind::WATCH);
-                dst.put_u32_le(*req);
-            }
-            Frame::Event { req, .. } => {
-                dst.put_u8(kind::EVENT);
-                dst.put_u32_le(*req);
-            }
-            Frame::Goodbye { code, message } => {
-                dst.put_u8(kind::GOODBYE);
-                dst.put_u16_le(code.to_u16());
-                put_text(dst, message);
-            }
         }
     }
 }

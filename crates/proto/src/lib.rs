@@ -24,15 +24,22 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod encode;
 mod error;
 mod frame;
+mod headers;
 mod names;
 pub mod sys;
+mod topic;
 
 pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
 pub use error::ErrorCode;
-pub use frame::{Call, Caller, Frame, Hello, Notify, Request, Welcome};
+pub use frame::{
+    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, Request, Welcome,
+};
+pub use headers::{HeaderError, HeaderIter, Headers};
 pub use names::{MethodName, NameError, ServiceName, Target};
+pub use topic::{Topic, TopicError, TopicPattern};
 
 /// The protocol version this crate speaks. A daemon refuses a client whose
 /// major version differs.

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 pub const REGISTRY_SERVICE: &str = "$sys.registry";
 /// `$sys.registry.list`: no arguments; replies `Vec<ServiceInfo>` sorted by name.
 pub const REGISTRY_LIST: &str = "list";
+/// `$sys.topics` — subscriptions and retained values.
+pub const TOPICS_SERVICE: &str = "$sys.topics";
+/// `$sys.topics.list`: no arguments; replies [`TopicsInfo`].
+pub const TOPICS_LIST: &str = "list";
 /// `$sys.daemon` — facts about the daemon itself.
 pub const DAEMON_SERVICE: &str = "$sys.daemon";
 /// `$sys.daemon.info`: no arguments; replies [`DaemonInfo`].
@@ -25,6 +29,9 @@ pub struct ServiceInfo {
 pub struct InstanceInfo {
     pub instance: u64,
     pub methods: Vec<String>,
+    /// Human-readable signatures, in the order of `methods` (may be empty).
+    #[serde(default)]
+    pub signatures: Vec<String>,
     /// The client name given in the handshake.
     pub client: String,
     /// The serving process, when known from the socket's credentials.
@@ -33,6 +40,26 @@ pub struct InstanceInfo {
     pub outstanding: u32,
     /// Calls and notifications delivered to it so far.
     pub delivered: u64,
+}
+
+/// Reply of `$sys.topics.list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicsInfo {
+    pub subscriptions: Vec<SubscriptionInfo>,
+    pub retained_topics: u32,
+}
+
+/// One subscription, with its delivery counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionInfo {
+    pub pattern: String,
+    pub client: String,
+    pub pid: Option<u32>,
+    pub delivered: u64,
+    /// Messages the subscriber missed because it did not keep up.
+    pub missed: u64,
+    /// Messages waiting in the daemon for the subscriber to read.
+    pub backlog: u32,
 }
 
 /// A change in the registry, sent to watchers as an `Event` payload.

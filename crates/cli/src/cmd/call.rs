@@ -1,12 +1,39 @@
-//! `switchboard call` and `switchboard notify`.
+//! `switchboard call`, `notify` and `broadcast`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use switchboard::{CallError, CallOptions, InstanceId, Target};
 
-use crate::cmd::{connect, Usage};
+use crate::cmd::{connect, parse_header, Usage};
 use crate::{json, output, parse_duration, Connection};
+
+/// The arguments and headers of a request.
+#[derive(clap::Args)]
+pub struct Body {
+    /// The arguments, as JSON (default: null).
+    payload: Option<String>,
+    /// A header the receiver sees, KEY=VALUE (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "KEY=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+}
+
+impl Body {
+    fn options(&self, timeout: Duration) -> anyhow::Result<(bytes::Bytes, CallOptions)> {
+        let payload =
+            json::payload_from_arg(self.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
+        let headers = switchboard::Headers::from_pairs(self.headers.iter().map(|(k, v)| (k, v)))
+            .map_err(|e| Usage(e.to_string()))?;
+        Ok((
+            payload,
+            CallOptions {
+                timeout,
+                instance: None,
+                headers,
+            },
+        ))
+    }
+}
 
 /// Call SERVICE.METHOD and print the reply as JSON.
 ///
@@ -20,8 +47,8 @@ use crate::{json, output, parse_duration, Connection};
 pub struct CallArgs {
     /// The method to call, e.g. billing.charge or inventory.eu.reserve.
     target: Target,
-    /// The arguments, as JSON (default: null).
-    payload: Option<String>,
+    #[command(flatten)]
+    body: Body,
     /// How long to wait for the reply.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
@@ -42,20 +69,46 @@ pub struct CallArgs {
 pub struct NotifyArgs {
     /// The method to notify.
     target: Target,
-    /// The message, as JSON (default: null).
-    payload: Option<String>,
+    #[command(flatten)]
+    body: Body,
+    /// Notify every instance instead of one.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+/// Call SERVICE.METHOD on every instance and print one line per instance.
+///
+/// Each line is the instance's reply or its error (timeout, instance_gone,
+/// rejected...); a last line on stderr says whether every instance answered.
+/// Exits 1 if any instance failed. --oneway sends a notification to every
+/// instance instead and waits for nothing.
+///
+/// Example: switchboard broadcast worker.recycle '{"reason":"deploy"}' --timeout 5s
+#[derive(clap::Args)]
+pub struct BroadcastArgs {
+    /// The method to call on every instance.
+    target: Target,
+    #[command(flatten)]
+    body: Body,
+    /// How long to wait for the answers.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Notify every instance; no answers.
+    #[arg(long)]
+    oneway: bool,
+    /// One JSON object per line: {"instance":N,"reply":...} or {"instance":N,"error":KIND,"message":TEXT}.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     connection: Connection,
 }
 
 pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
-    let payload =
-        json::payload_from_arg(args.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
+    let (payload, mut options) = args.body.options(args.timeout)?;
+    options.instance = args.instance;
     let bus = connect(&args.connection, "switchboard-call").await?;
-    let options = CallOptions {
-        timeout: args.timeout,
-        instance: args.instance,
-    };
     match bus.call_with(&args.target, payload, options).await {
         Ok(reply) => {
             output::line(json::from_msgpack(&reply)?)?;
@@ -70,13 +123,61 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
-    let payload =
-        json::payload_from_arg(args.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
+    let (payload, options) = args.body.options(switchboard::DEFAULT_TIMEOUT)?;
     let bus = connect(&args.connection, "switchboard-notify").await?;
-    bus.notify(&args.target, payload).await?;
+    bus.notify_with(&args.target, payload, options, args.all)
+        .await?;
     // Wait until the daemon has read it: a round trip on the same connection.
     bus.daemon_info().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
+    let (payload, options) = args.body.options(args.timeout)?;
+    let bus = connect(&args.connection, "switchboard-broadcast").await?;
+    if args.oneway {
+        bus.notify_with(&args.target, payload, options, true)
+            .await?;
+        bus.daemon_info().await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = bus.broadcast(&args.target, payload, options).await?;
+    let mut failed = 0;
+    for reply in &outcome.replies {
+        let line = match (&reply.result, args.json) {
+            (Ok(bytes), true) => {
+                serde_json::json!({ "instance": reply.instance, "reply": json::from_msgpack(bytes)? }).to_string()
+            }
+            (Ok(bytes), false) => format!("instance {}: {}", reply.instance, json::from_msgpack(bytes)?),
+            (Err(err), true) => {
+                let mut value = error_json(err);
+                value["instance"] = reply.instance.into();
+                value.to_string()
+            }
+            (Err(err), false) => format!("instance {}: error ({}): {err}", reply.instance, err.kind()),
+        };
+        failed += usize::from(reply.result.is_err());
+        output::line(line)?;
+    }
+    let total = outcome.replies.len();
+    if outcome.complete {
+        eprintln!("all {total} instances answered ({failed} with an error)");
+    } else {
+        let missing = outcome
+            .replies
+            .iter()
+            .filter(|r| matches!(r.result, Err(CallError::Timeout(_))))
+            .count();
+        eprintln!(
+            "{} of {total} instances answered before the deadline",
+            total - missing
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `{"error": KIND, "message": TEXT}` for scripts.

@@ -1,21 +1,23 @@
-//! `switchboard ls`: what is registered, and changes as they happen.
+//! `switchboard ls`: what is registered and subscribed, and changes as they happen.
 
 use std::process::ExitCode;
 
-use switchboard::ServiceInfo;
+use switchboard::{ServiceInfo, TopicsInfo};
 
 use crate::cmd::connect;
 use crate::{output, Connection};
 
-/// List services, their instances and methods.
+/// List services (instances, methods) and subscriptions (with counters).
 ///
-/// With SERVICE, only that service. With --watch, print instances coming up
-/// and going down as they happen (after the current list).
+/// With SERVICE, only that service, with its method signatures. MISSED
+/// counts messages a subscriber lost because it did not keep up. With
+/// --watch, print instances coming up and going down as they happen.
 #[derive(clap::Args)]
 pub struct Args {
     /// Only this service.
     service: Option<String>,
-    /// Print JSON (one document; with --watch, one event per line).
+    /// Print JSON: {"services": [...], "subscriptions": [...], "retained_topics": N};
+    /// with --watch, then one event per line.
     #[arg(long)]
     json: bool,
     /// Keep running and print registry changes.
@@ -33,6 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None
     };
     let mut services = bus.services().await?;
+    let topics = bus.topics().await?;
     if let Some(only) = &args.service {
         services.retain(|s| &s.service == only);
         if services.is_empty() && !args.watch {
@@ -40,9 +43,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        output::line(serde_json::to_string_pretty(&services)?)?;
+        let document = serde_json::json!({
+            "services": services,
+            "subscriptions": if args.service.is_some() { Vec::new() } else { topics.subscriptions.clone() },
+            "retained_topics": topics.retained_topics,
+        });
+        output::line(serde_json::to_string_pretty(&document)?)?;
+    } else if args.service.is_some() {
+        print_signatures(&services)?;
     } else {
-        print_table(&services)?;
+        print_services(&services)?;
+        print_subscriptions(&topics)?;
     }
     let Some(events) = events.as_mut() else {
         return Ok(ExitCode::SUCCESS);
@@ -71,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     anyhow::bail!("the connection to the daemon closed")
 }
 
-fn print_table(services: &[ServiceInfo]) -> anyhow::Result<()> {
+fn print_services(services: &[ServiceInfo]) -> anyhow::Result<()> {
     if services.is_empty() {
         return output::line("no services registered");
     }
@@ -99,6 +110,62 @@ fn print_table(services: &[ServiceInfo]) -> anyhow::Result<()> {
                 i.methods.join(", ")
             ))?;
         }
+    }
+    Ok(())
+}
+
+/// One service in detail: each method with its signature, then instances.
+fn print_signatures(services: &[ServiceInfo]) -> anyhow::Result<()> {
+    for service in services {
+        output::line(format_args!("{}", service.service))?;
+        if let Some(first) = service.instances.first() {
+            for (index, method) in first.methods.iter().enumerate() {
+                let signature = first.signatures.get(index).filter(|s| !s.is_empty());
+                output::line(format_args!(
+                    "  {}",
+                    signature.map_or(method.as_str(), String::as_str)
+                ))?;
+            }
+        }
+        for i in &service.instances {
+            let pid = i.pid.map_or("-".to_owned(), |p| p.to_string());
+            output::line(format_args!(
+                "  instance {} pid {pid} [{}]: {} delivered, {} outstanding",
+                i.instance, i.client, i.delivered, i.outstanding
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+fn print_subscriptions(topics: &TopicsInfo) -> anyhow::Result<()> {
+    if topics.subscriptions.is_empty() {
+        return Ok(());
+    }
+    let width = topics
+        .subscriptions
+        .iter()
+        .map(|s| s.pattern.len())
+        .max()
+        .unwrap_or(12)
+        .max(12);
+    output::line("")?;
+    output::line(format_args!(
+        "{:<width$}  {:>7}  {:>10}  {:>8}  {:>7}  CLIENT",
+        "SUBSCRIPTION", "PID", "DELIVERED", "MISSED", "BACKLOG"
+    ))?;
+    for sub in &topics.subscriptions {
+        let pid = sub.pid.map_or("-".to_owned(), |p| p.to_string());
+        output::line(format_args!(
+            "{:<width$}  {pid:>7}  {:>10}  {:>8}  {:>7}  {}",
+            sub.pattern, sub.delivered, sub.missed, sub.backlog, sub.client
+        ))?;
+    }
+    if topics.retained_topics > 0 {
+        output::line(format_args!(
+            "({} topics keep a retained value)",
+            topics.retained_topics
+        ))?;
     }
     Ok(())
 }

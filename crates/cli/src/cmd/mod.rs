@@ -3,6 +3,7 @@
 pub mod call;
 pub mod ls;
 pub mod respond;
+pub mod topics;
 pub mod up;
 
 use std::future::Future;
@@ -55,4 +56,11 @@ pub async fn connect(connection: &Connection, client_name: &str) -> anyhow::Resu
         None => switchboard::default_endpoint().map_err(|err| Usage(err.to_string()))?,
     };
     Ok(Bus::connect_endpoint(endpoint, client_name.to_owned()).await?)
+}
+
+/// Parses `KEY=VALUE` for `--header`.
+pub fn parse_header(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }

@@ -2,26 +2,30 @@
 //! an `.await`.
 //!
 //! Sessions hand it decoded frames ([`Router::handle`]); it answers by
-//! pushing frames into the destination session's [`Outbox`] — the only way it
+//! pushing frames into destination sessions' [`Outbox`]es — the only way it
 //! touches a connection. It reads headers only: payloads are passed on as the
 //! same `Bytes`, never copied.
 //!
-//! Slow destinations: [`Router::handle`] returns the destination's outbox
-//! when it is congested, and the calling session waits for it to drain
-//! before reading more (backpressure), so no queue grows without bound.
+//! Slow destinations: for calls and notifications, [`Router::handle`]
+//! returns a congested destination and the sending session waits for it to
+//! drain (backpressure). For topics, the publisher never waits: messages go
+//! to the subscription's bounded backlog (see [`topics`]) and the
+//! subscriber's session pumps it ([`Router::pump`]) as its socket drains.
 
+mod calls;
 mod pending;
+mod pubsub;
 mod registry;
+pub mod topics;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_proto::sys::{self, RegistryEvent};
-use switchboard_proto::{
-    Call, Caller, ErrorCode, Frame, InstanceId, MethodName, Notify, Request, ServiceName, SessionId,
-};
+use switchboard_proto::{Caller, ErrorCode, Frame, InstanceId, MethodSpec, ServiceName, SessionId};
 use switchboard_transport::Outbox;
 use tokio_util::sync::CancellationToken;
 
@@ -29,21 +33,22 @@ use crate::Limits;
 use pending::Pending;
 pub use pending::PendingCall;
 pub use registry::{Instance, Registry};
-
-/// Bytes a `Request` frame adds around its payload, beyond the method name.
-const REQUEST_OVERHEAD: usize = 1 + 4 + 4 + 8 + 8 + 4 + 4 + 1;
+use topics::{SubId, Topics};
 
 /// A connected client, as the router sees it.
 pub struct SessionEntry {
     pub outbox: Arc<Outbox>,
     /// Ends the session's tasks (slow consumer, shutdown).
     pub kill: CancellationToken,
+    /// Set while a subscription of this session has a backlog to pump.
+    pub backlogged: Arc<AtomicBool>,
     pub client_name: String,
     pub caller: Caller,
-    /// Calls this session made that await a reply.
+    /// Calls (and broadcasts) this session made that await an answer.
     pub inflight: u32,
     /// Registry watches: request ids to send events under.
     pub watches: Vec<u32>,
+    pub subscriptions: Vec<SubId>,
 }
 
 /// A destination whose outbox is over its threshold: the session that sent
@@ -60,6 +65,11 @@ pub struct Router {
     sessions: HashMap<SessionId, SessionEntry>,
     registry: Registry,
     pending: Pending,
+    /// Broadcasts in progress: (caller, caller's id) → answers still due.
+    broadcasts: HashMap<(SessionId, u32), u32>,
+    topics: Topics,
+    /// Reused for topic matches, so publishing allocates nothing.
+    matched: Vec<SubId>,
     next_session: SessionId,
     limits: Limits,
     shutting_down: bool,
@@ -72,6 +82,9 @@ impl Router {
             sessions: HashMap::new(),
             registry: Registry::default(),
             pending: Pending::default(),
+            broadcasts: HashMap::new(),
+            topics: Topics::default(),
+            matched: Vec::new(),
             next_session: 0,
             limits,
             shutting_down: false,
@@ -84,6 +97,7 @@ impl Router {
         &mut self,
         outbox: Arc<Outbox>,
         kill: CancellationToken,
+        backlogged: Arc<AtomicBool>,
         client_name: String,
         uid: u32,
         pid: u32,
@@ -96,10 +110,12 @@ impl Router {
             SessionEntry {
                 outbox,
                 kill,
+                backlogged,
                 client_name,
                 caller,
                 inflight: 0,
                 watches: Vec::new(),
+                subscriptions: Vec::new(),
             },
         );
         session
@@ -115,8 +131,13 @@ impl Router {
         match frame {
             Frame::Call(call) => return Ok(self.call(from, call)),
             Frame::Notify(notify) => return Ok(self.notify(from, notify)),
+            Frame::Broadcast(broadcast) => return Ok(self.broadcast(from, broadcast)),
             Frame::Reply { id, payload } => self.answer(from, id, Ok(payload)),
             Frame::Error { id, code, message } => self.answer(from, id, Err((code, message))),
+            Frame::Publish(publish) => self.publish(from, publish),
+            Frame::Subscribe { req, sid, pattern } => self.subscribe(from, req, sid, pattern),
+            Frame::Unsubscribe { req, sid } => self.unsubscribe(from, req, sid),
+            Frame::Lagged { sid, missed } => self.client_lagged(from, sid, missed),
             Frame::Register {
                 req,
                 service,
@@ -141,186 +162,12 @@ impl Router {
         self.send(to, &Frame::Error { id, code, message });
     }
 
-    fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
-        let Call {
-            id,
-            timeout_ms,
-            instance,
-            service,
-            method,
-            payload,
-        } = call;
-        if self.shutting_down {
-            self.send_error(
-                from,
-                id,
-                ErrorCode::ShuttingDown,
-                "the daemon is shutting down".into(),
-            );
-            return None;
-        }
-        if service.is_reserved() {
-            match crate::admin::call(self, &service, &method, &payload) {
-                Ok(reply) => self.send(from, &Frame::Reply { id, payload: reply }),
-                Err((code, message)) => self.send_error(from, id, code, message),
-            }
-            return None;
-        }
-        let caller = self.sessions.get(&from)?;
-        if caller.inflight >= self.limits.max_inflight {
-            let message = format!(
-                "this connection already has {} calls in flight (the limit)",
-                self.limits.max_inflight
-            );
-            self.send_error(from, id, ErrorCode::Overloaded, message);
-            return None;
-        }
-        if payload.len() + REQUEST_OVERHEAD + method.as_bytes().len()
-            > self.limits.max_frame as usize
-        {
-            let message = format!(
-                "payload of {} bytes does not fit the maximum frame of {} bytes",
-                payload.len(),
-                self.limits.max_frame
-            );
-            self.send_error(from, id, ErrorCode::PayloadTooLarge, message);
-            return None;
-        }
-        let chosen = match self.registry.choose(&service, &method, instance) {
-            Ok(chosen) => chosen,
-            Err((code, message)) => {
-                self.send_error(from, id, code, message);
-                return None;
-            }
-        };
-        let caller = caller.caller;
-        let timeout = Duration::from_millis(u64::from(timeout_ms));
-        let deadline = Instant::now() + timeout;
-        let daemon_id = self.pending.insert(PendingCall {
-            caller: from,
-            caller_id: id,
-            instance: chosen,
-            deadline,
-        });
-        let callee = self.registry.get_mut(chosen)?;
-        callee.outstanding += 1;
-        callee.delivered += 1;
-        let callee_session = callee.session;
-        if let Some(session) = self.sessions.get_mut(&from) {
-            session.inflight += 1;
-        }
-        let request = Frame::Request(Request {
-            id: daemon_id,
-            timeout_ms,
-            instance: chosen,
-            caller,
-            method,
-            payload,
-        });
-        self.deliver(callee_session, &request)
-    }
-
-    fn notify(&mut self, from: SessionId, notify: Notify) -> Option<Congested> {
-        let Notify {
-            instance,
-            service,
-            method,
-            payload,
-        } = notify;
-        if self.shutting_down || service.is_reserved() {
-            return None;
-        }
-        let chosen = match self.registry.choose(&service, &method, instance) {
-            Ok(chosen) => chosen,
-            Err((_, why)) => {
-                tracing::debug!(session = from, "notification dropped: {why}");
-                return None;
-            }
-        };
-        let caller = self.sessions.get(&from)?.caller;
-        let callee = self.registry.get_mut(chosen)?;
-        callee.delivered += 1;
-        let callee_session = callee.session;
-        let request = Frame::Request(Request {
-            id: 0,
-            timeout_ms: 0,
-            instance: chosen,
-            caller,
-            method,
-            payload,
-        });
-        self.deliver(callee_session, &request)
-    }
-
-    fn deliver(&self, to: SessionId, frame: &Frame) -> Option<Congested> {
-        let session = self.sessions.get(&to)?;
-        let _ = session.outbox.push(frame);
-        session
-            .outbox
-            .is_congested()
-            .then(|| (to, session.outbox.clone()))
-    }
-
-    /// A reply or error from a callee: forward it to the caller.
-    fn answer(&mut self, from: SessionId, id: u32, result: Result<Bytes, (ErrorCode, String)>) {
-        // Only the session serving the call may answer it.
-        let owner = self
-            .pending
-            .get(id)
-            .and_then(|call| self.registry.get(call.instance))
-            .map(|instance| instance.session);
-        if owner != Some(from) {
-            tracing::debug!(
-                session = from,
-                id,
-                "answer to an unknown or expired call dropped"
-            );
-            return;
-        }
-        let Some(call) = self.finish(id) else { return };
-        let frame = match result {
-            Ok(payload) => Frame::Reply {
-                id: call.caller_id,
-                payload,
-            },
-            Err((code, message)) => Frame::Error {
-                id: call.caller_id,
-                code,
-                message,
-            },
-        };
-        self.send(call.caller, &frame);
-    }
-
-    /// Removes a pending call and its counts.
-    fn finish(&mut self, id: u32) -> Option<PendingCall> {
-        let call = self.pending.remove(id)?;
-        self.release(&call);
-        Some(call)
-    }
-
-    fn release(&mut self, call: &PendingCall) {
-        if let Some(instance) = self.registry.get_mut(call.instance) {
-            instance.outstanding = instance.outstanding.saturating_sub(1);
-        }
-        if let Some(session) = self.sessions.get_mut(&call.caller) {
-            session.inflight = session.inflight.saturating_sub(1);
-        }
-    }
-
-    fn fail_calls(&mut self, calls: Vec<PendingCall>, code: ErrorCode, why: &str) {
-        for call in calls {
-            self.release(&call);
-            self.send_error(call.caller, call.caller_id, code, why.to_owned());
-        }
-    }
-
     fn register(
         &mut self,
         from: SessionId,
         req: u32,
         service: ServiceName,
-        methods: Vec<MethodName>,
+        methods: Vec<MethodSpec>,
     ) {
         if service.is_reserved() {
             let message = format!("service name {service} is reserved for the daemon");
@@ -394,7 +241,7 @@ impl Router {
             event: event.to_owned(),
             service: i.service.to_string(),
             instance,
-            methods: i.methods.iter().map(ToString::to_string).collect(),
+            methods: i.methods.iter().map(|m| m.name.to_string()).collect(),
             client,
         }));
         for session in self.sessions.values() {
@@ -408,7 +255,7 @@ impl Router {
     }
 
     /// Forgets a connection: its instances go down (their callers learn at
-    /// once), and calls it was waiting on are dropped.
+    /// once), its subscriptions end, and calls it was waiting on are dropped.
     pub fn remove_session(&mut self, session: SessionId) {
         let (code, why) = if self.shutting_down {
             (ErrorCode::ShuttingDown, "the daemon is shutting down")
@@ -424,7 +271,11 @@ impl Router {
         for call in self.pending.drain_where(|call| call.caller == session) {
             self.release(&call);
         }
+        self.broadcasts.retain(|(caller, _), _| *caller != session);
         if let Some(entry) = self.sessions.remove(&session) {
+            for sub in entry.subscriptions {
+                self.topics.unsubscribe(sub);
+            }
             entry.outbox.close();
         }
     }
@@ -462,6 +313,10 @@ impl Router {
         &self.registry
     }
 
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
     pub fn sessions(&self) -> &HashMap<SessionId, SessionEntry> {
         &self.sessions
     }
@@ -477,4 +332,9 @@ impl Router {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// Marks or clears a session's "has backlog" flag.
+fn set_backlogged(entry: &SessionEntry, value: bool) {
+    entry.backlogged.store(value, Ordering::Release);
 }

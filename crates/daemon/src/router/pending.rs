@@ -15,6 +15,9 @@ pub struct PendingCall {
     pub caller_id: u32,
     pub instance: InstanceId,
     pub deadline: Instant,
+    /// Part of a broadcast: `caller_id` names the broadcast, and the answer
+    /// goes back as a `BroadcastResult`.
+    pub broadcast: bool,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +75,7 @@ mod tests {
             caller_id: 1,
             instance: 1,
             deadline: Instant::now(),
+            broadcast: false,
         }
     }
 

@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 
-use switchboard_proto::{ErrorCode, InstanceId, MethodName, ServiceName, SessionId};
+use switchboard_proto::{ErrorCode, InstanceId, MethodName, MethodSpec, ServiceName, SessionId};
 
 /// One instance of a service: a registration made by one connection.
 #[derive(Debug)]
 pub struct Instance {
     pub service: ServiceName,
     pub session: SessionId,
-    pub methods: Vec<MethodName>,
+    pub methods: Vec<MethodSpec>,
     /// Calls routed to it and not yet answered.
     pub outstanding: u32,
     /// Calls and notifications delivered so far.
@@ -24,7 +24,7 @@ pub struct Instance {
 
 impl Instance {
     fn serves(&self, method: &MethodName) -> bool {
-        self.methods.iter().any(|m| m == method)
+        self.methods.iter().any(|m| &m.name == method)
     }
 }
 
@@ -48,7 +48,7 @@ impl Registry {
         &mut self,
         service: ServiceName,
         session: SessionId,
-        methods: Vec<MethodName>,
+        methods: Vec<MethodSpec>,
     ) -> InstanceId {
         self.next_instance += 1;
         let id = self.next_instance;
@@ -148,6 +148,30 @@ impl Registry {
         Ok(entry.instances[slot])
     }
 
+    /// Every instance of `service` serving `method`, in registration order.
+    pub fn serving(
+        &self,
+        service: &ServiceName,
+        method: &MethodName,
+    ) -> Result<Vec<InstanceId>, (ErrorCode, String)> {
+        let entry = self.services.get(service).ok_or_else(|| {
+            (
+                ErrorCode::NoSuchService,
+                format!("no service named {service} is registered"),
+            )
+        })?;
+        let serving: Vec<InstanceId> = entry
+            .instances
+            .iter()
+            .copied()
+            .filter(|id| self.instances.get(id).is_some_and(|i| i.serves(method)))
+            .collect();
+        if serving.is_empty() {
+            return Err(no_method(service, method));
+        }
+        Ok(serving)
+    }
+
     /// All services sorted by name, each with its instances in id order.
     pub fn services(&self) -> Vec<(&ServiceName, Vec<(InstanceId, &Instance)>)> {
         let mut out: Vec<_> = self
@@ -192,12 +216,18 @@ mod tests {
     fn method(s: &str) -> MethodName {
         MethodName::parse(s).unwrap()
     }
+    fn spec(s: &str) -> MethodSpec {
+        MethodSpec {
+            name: method(s),
+            signature: String::new(),
+        }
+    }
 
     #[test]
     fn equal_instances_share_round_robin() {
         let mut reg = Registry::default();
         let ids: Vec<_> = (0..3)
-            .map(|s| reg.add(name("w"), s, vec![method("go")]))
+            .map(|s| reg.add(name("w"), s, vec![spec("go")]))
             .collect();
         let mut counts = HashMap::new();
         for _ in 0..300 {
@@ -213,8 +243,8 @@ mod tests {
     #[test]
     fn busy_instance_is_avoided() {
         let mut reg = Registry::default();
-        let a = reg.add(name("w"), 1, vec![method("go")]);
-        let b = reg.add(name("w"), 2, vec![method("go")]);
+        let a = reg.add(name("w"), 1, vec![spec("go")]);
+        let b = reg.add(name("w"), 2, vec![spec("go")]);
         reg.get_mut(a).unwrap().outstanding = 5;
         for _ in 0..10 {
             assert_eq!(reg.choose(&name("w"), &method("go"), 0), Ok(b));
@@ -224,7 +254,7 @@ mod tests {
     #[test]
     fn errors_are_typed() {
         let mut reg = Registry::default();
-        let a = reg.add(name("w"), 1, vec![method("go")]);
+        let a = reg.add(name("w"), 1, vec![spec("go")]);
         let err = |r: Result<InstanceId, (ErrorCode, String)>| r.unwrap_err().0;
         assert_eq!(
             err(reg.choose(&name("x"), &method("go"), 0)),
@@ -248,7 +278,7 @@ mod tests {
     #[test]
     fn last_instance_removes_the_service() {
         let mut reg = Registry::default();
-        let a = reg.add(name("w"), 1, vec![method("go")]);
+        let a = reg.add(name("w"), 1, vec![spec("go")]);
         assert_eq!(reg.service_count(), 1);
         assert!(reg.remove(a).is_some());
         assert_eq!(reg.service_count(), 0);
@@ -258,8 +288,8 @@ mod tests {
     #[test]
     fn only_instances_with_the_method_are_chosen() {
         let mut reg = Registry::default();
-        reg.add(name("w"), 1, vec![method("a")]);
-        let b = reg.add(name("w"), 2, vec![method("a"), method("b")]);
+        reg.add(name("w"), 1, vec![spec("a")]);
+        let b = reg.add(name("w"), 2, vec![spec("a"), spec("b")]);
         for _ in 0..5 {
             assert_eq!(reg.choose(&name("w"), &method("b"), 0), Ok(b));
         }

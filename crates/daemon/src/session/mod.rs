@@ -8,6 +8,7 @@
 
 mod handshake;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchboard_proto::{ErrorCode, Frame, SessionId};
@@ -60,12 +61,15 @@ pub async fn serve(
     let uid = cred.map_or(u32::MAX, |c| c.uid);
     let pid = cred.and_then(|c| c.pid).unwrap_or(0);
     let kill = stop.child_token();
+    let backlogged = Arc::new(AtomicBool::new(false));
     let session = {
         let mut router = lock(&router);
+        let name = hello.client_name.clone();
         let session = router.add_session(
             outbox.clone(),
             kill.clone(),
-            hello.client_name.clone(),
+            backlogged.clone(),
+            name,
             uid,
             pid,
         );
@@ -74,7 +78,14 @@ pub async fn serve(
     };
     tracing::debug!(session, %peer, client = %hello.client_name, pid, "session open");
 
-    match read_loop(session, &mut reader, &router, &limits, &kill).await {
+    let link = Link {
+        session,
+        router: &router,
+        outbox: &outbox,
+        backlogged: &backlogged,
+        kill: &kill,
+    };
+    match read_loop(&link, &mut reader, &limits).await {
         Ok(()) => tracing::debug!(session, "session closed"),
         Err(why) => {
             tracing::warn!(session, %peer, client = %hello.client_name, pid, "closing connection: {why}");
@@ -105,17 +116,28 @@ pub async fn serve(
 /// Why the reader loop ended early.
 type LoopResult = Result<(), ReadError>;
 
-async fn read_loop(
+/// What the reader loop works with.
+struct Link<'a> {
     session: SessionId,
-    reader: &mut FrameReader,
-    router: &SharedRouter,
-    limits: &Limits,
-    kill: &CancellationToken,
-) -> LoopResult {
+    router: &'a SharedRouter,
+    outbox: &'a Outbox,
+    /// Set by the router when a subscription of ours has a backlog.
+    backlogged: &'a AtomicBool,
+    kill: &'a CancellationToken,
+}
+
+async fn read_loop(link: &Link<'_>, reader: &mut FrameReader, limits: &Limits) -> LoopResult {
+    let (session, router, kill) = (link.session, link.router, link.kill);
     loop {
+        let backlogged = link.backlogged.load(Ordering::Acquire);
         let next = tokio::select! {
             biased;
             _ = kill.cancelled() => return Ok(()),
+            // Our socket drained: move waiting topic messages into it.
+            true = link.outbox.wait_uncongested(limits.slow_consumer), if backlogged => {
+                lock(router).pump(session);
+                continue;
+            }
             next = reader.next() => next?,
         };
         let Some(first) = next else { return Ok(()) };

@@ -2,7 +2,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
-use crate::{Call, Caller, Frame, Hello, Notify, Request, Welcome, DEFAULT_MAX_FRAME};
+use crate::{
+    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, Request, Welcome,
+    DEFAULT_MAX_FRAME,
+};
 
 fn service() -> impl Strategy<Value = ServiceName> {
     "[a-z][a-z0-9_-]{0,10}(\\.[a-z][a-z0-9_-]{0,8}){0,3}"
@@ -21,12 +24,30 @@ fn payload() -> impl Strategy<Value = Bytes> {
     .prop_map(Bytes::from)
 }
 
+fn headers() -> impl Strategy<Value = Headers> {
+    proptest::collection::vec(("[a-zA-Z0-9_.-]{1,12}", ".{0,20}"), 0..4)
+        .prop_map(|pairs| Headers::from_pairs(pairs).expect("strategy yields valid headers"))
+}
+
+fn topic() -> impl Strategy<Value = Topic> {
+    "[a-zA-Z0-9_-]{1,8}(\\.[a-zA-Z0-9_-]{1,8}){0,4}".prop_map(|t| Topic::parse(&t).expect("valid"))
+}
+
+fn pattern() -> impl Strategy<Value = TopicPattern> {
+    "([a-z]{1,6}|\\*)(\\.([a-z]{1,6}|\\*)){0,3}(\\.>)?"
+        .prop_map(|p| TopicPattern::parse(&p).expect("valid"))
+}
+
+fn caller() -> impl Strategy<Value = Caller> {
+    any::<(u64, u32, u32)>().prop_map(|(session, uid, pid)| Caller { session, uid, pid })
+}
+
 fn code() -> impl Strategy<Value = ErrorCode> {
     any::<u16>().prop_map(ErrorCode::from_u16)
 }
 
 fn frame() -> impl Strategy<Value = Frame> {
-    prop_oneof![
+    let control = prop_oneof![
         (any::<u16>(), any::<u32>(), ".{0,40}").prop_map(|(version, features, client_name)| {
             Frame::Hello(Hello {
                 version,
@@ -53,65 +74,20 @@ fn frame() -> impl Strategy<Value = Frame> {
         (
             any::<u32>(),
             service(),
-            proptest::collection::vec(method(), 0..5)
+            proptest::collection::vec((method(), ".{0,30}"), 0..5)
         )
             .prop_map(|(req, service, methods)| Frame::Register {
                 req,
                 service,
-                methods
+                methods: methods
+                    .into_iter()
+                    .map(|(name, signature)| MethodSpec { name, signature })
+                    .collect(),
             }),
         (any::<u32>(), any::<u64>())
             .prop_map(|(req, instance)| Frame::Registered { req, instance }),
         (any::<u32>(), any::<u64>())
             .prop_map(|(req, instance)| Frame::Unregister { req, instance }),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<u64>(),
-            service(),
-            method(),
-            payload()
-        )
-            .prop_map(|(id, timeout_ms, instance, service, method, payload)| {
-                Frame::Call(Call {
-                    id,
-                    timeout_ms,
-                    instance,
-                    service,
-                    method,
-                    payload,
-                })
-            }),
-        (any::<u64>(), service(), method(), payload()).prop_map(
-            |(instance, service, method, payload)| {
-                Frame::Notify(Notify {
-                    instance,
-                    service,
-                    method,
-                    payload,
-                })
-            }
-        ),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<u64>(),
-            any::<(u64, u32, u32)>(),
-            method(),
-            payload()
-        )
-            .prop_map(
-                |(id, timeout_ms, instance, (session, uid, pid), method, payload)| {
-                    Frame::Request(Request {
-                        id,
-                        timeout_ms,
-                        instance,
-                        caller: Caller { session, uid, pid },
-                        method,
-                        payload,
-                    })
-                }
-            ),
         (any::<u32>(), payload()).prop_map(|(id, payload)| Frame::Reply { id, payload }),
         (any::<u32>(), code(), ".{0,40}").prop_map(|(id, code, message)| Frame::Error {
             id,
@@ -121,7 +97,139 @@ fn frame() -> impl Strategy<Value = Frame> {
         any::<u32>().prop_map(|req| Frame::Watch { req }),
         (any::<u32>(), payload()).prop_map(|(req, payload)| Frame::Event { req, payload }),
         (code(), ".{0,40}").prop_map(|(code, message)| Frame::Goodbye { code, message }),
-    ]
+    ];
+    let calls = prop_oneof![
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            service(),
+            method(),
+            headers(),
+            payload()
+        )
+            .prop_map(
+                |(id, timeout_ms, instance, service, method, headers, payload)| {
+                    Frame::Call(Call {
+                        id,
+                        timeout_ms,
+                        instance,
+                        service,
+                        method,
+                        headers,
+                        payload,
+                    })
+                }
+            ),
+        (
+            any::<bool>(),
+            any::<u64>(),
+            service(),
+            method(),
+            headers(),
+            payload()
+        )
+            .prop_map(|(all, instance, service, method, headers, payload)| {
+                Frame::Notify(Notify {
+                    all,
+                    instance,
+                    service,
+                    method,
+                    headers,
+                    payload,
+                })
+            }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            caller(),
+            method(),
+            headers(),
+            payload()
+        )
+            .prop_map(
+                |(id, timeout_ms, instance, caller, method, headers, payload)| {
+                    Frame::Request(Request {
+                        id,
+                        timeout_ms,
+                        instance,
+                        caller,
+                        method,
+                        headers,
+                        payload,
+                    })
+                }
+            ),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            service(),
+            method(),
+            headers(),
+            payload()
+        )
+            .prop_map(|(id, timeout_ms, service, method, headers, payload)| {
+                Frame::Broadcast(Broadcast {
+                    id,
+                    timeout_ms,
+                    service,
+                    method,
+                    headers,
+                    payload,
+                })
+            }),
+        (any::<u32>(), proptest::collection::vec(any::<u64>(), 0..6))
+            .prop_map(|(id, instances)| Frame::BroadcastStart { id, instances }),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            proptest::option::of(1..20u16),
+            payload()
+        )
+            .prop_map(|(id, instance, code, payload)| Frame::BroadcastResult {
+                id,
+                instance,
+                code: code.map(ErrorCode::from_u16),
+                payload,
+            }),
+    ];
+    let topics =
+        prop_oneof![
+            (any::<u32>(), any::<u32>(), pattern())
+                .prop_map(|(req, sid, pattern)| Frame::Subscribe { req, sid, pattern }),
+            (any::<u32>(), any::<u32>()).prop_map(|(req, sid)| Frame::Unsubscribe { req, sid }),
+            (any::<bool>(), topic(), headers(), payload()).prop_map(
+                |(retain, topic, headers, payload)| {
+                    Frame::Publish(Publish {
+                        retain,
+                        topic,
+                        headers,
+                        payload,
+                    })
+                }
+            ),
+            (
+                any::<u32>(),
+                any::<bool>(),
+                caller(),
+                topic(),
+                headers(),
+                payload()
+            )
+                .prop_map(|(sid, retained, publisher, topic, headers, payload)| {
+                    Frame::Message(Message {
+                        sid,
+                        retained,
+                        publisher,
+                        topic,
+                        headers,
+                        payload,
+                    })
+                }),
+            (any::<u32>(), any::<u64>()).prop_map(|(sid, missed)| Frame::Lagged { sid, missed }),
+        ];
+    prop_oneof![control, calls, topics]
 }
 
 proptest! {
@@ -211,7 +319,9 @@ fn truncated_field_is_named() {
 #[test]
 fn invalid_service_name_is_named() {
     let mut buf = BytesMut::new();
-    let body: &[u8] = &[7, 0, 0, 0, 0, 0, 0, 0, 0, 3, b'B', b'A', b'D', 1, b'm'];
+    let body: &[u8] = &[
+        7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, b'B', b'A', b'D', 1, b'm', 0, 0,
+    ];
     buf.put_u32_le(body.len() as u32);
     buf.put_slice(body);
     let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
@@ -267,13 +377,49 @@ fn the_example_in_protocol_md_is_exact() {
         instance: 0,
         service: ServiceName::parse("demo").unwrap(),
         method: MethodName::parse("echo").unwrap(),
+        headers: Headers::new(),
         payload: Bytes::from_static(&[0xc0]),
     });
     let mut buf = BytesMut::new();
     call.encode(&mut buf);
     let expected: &[u8] = &[
-        0x1c, 0, 0, 0, 0x06, 1, 0, 0, 0, 0x30, 0x75, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, b'd', b'e',
-        b'm', b'o', 4, b'e', b'c', b'h', b'o', 0xc0,
+        0x1e, 0, 0, 0, 0x06, 1, 0, 0, 0, 0x30, 0x75, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, b'd', b'e',
+        b'm', b'o', 4, b'e', b'c', b'h', b'o', 0, 0, 0xc0,
     ];
     assert_eq!(&buf[..], expected);
+}
+
+#[test]
+fn flags_must_be_zero_or_one() {
+    let mut buf = BytesMut::new();
+    let body: &[u8] = &[19, 2, 1, b'a', 0, 0];
+    buf.put_u32_le(body.len() as u32);
+    buf.put_slice(body);
+    assert_eq!(
+        decode(&mut buf, DEFAULT_MAX_FRAME),
+        Err(DecodeError::BadFlag {
+            kind: "Publish",
+            field: "retain"
+        })
+    );
+}
+
+#[test]
+fn wildcard_in_a_published_topic_is_named() {
+    let mut buf = BytesMut::new();
+    let body: &[u8] = &[19, 0, 3, b'a', b'.', b'*', 0, 0];
+    buf.put_u32_le(body.len() as u32);
+    buf.put_slice(body);
+    let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::BadName {
+                kind: "Publish",
+                field: "topic",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

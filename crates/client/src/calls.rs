@@ -1,0 +1,354 @@
+//! Calls, notifications and broadcasts from the caller's side.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use switchboard_proto::{
+    Broadcast, Call, Frame, Headers, InstanceId, MethodName, NameError, Notify, ServiceName, Target,
+};
+use tokio::sync::oneshot;
+
+use crate::bus::{decode, encode, remaining_ms, DEFAULT_TIMEOUT};
+use crate::connection::{lock, Link, Waiter, WireError};
+use crate::{Bus, CallError};
+
+/// Bytes a `Call` frame adds around its payload, names and headers.
+const CALL_OVERHEAD: usize = 1 + 4 + 4 + 8 + 1 + 1;
+
+/// Options of one call, notification or broadcast.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// The answer (or an error) comes back within this time.
+    pub timeout: Duration,
+    /// Send to this instance instead of letting the daemon choose (calls).
+    pub instance: Option<InstanceId>,
+    /// Key/value headers the callee sees.
+    pub headers: Headers,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            instance: None,
+            headers: Headers::new(),
+        }
+    }
+}
+
+impl CallOptions {
+    pub fn timeout(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..Self::default()
+        }
+    }
+}
+
+/// Anything that names a call target: `"billing.charge"` or a parsed [`Target`].
+pub trait IntoTarget {
+    fn into_target(self) -> Result<Target, NameError>;
+}
+
+impl IntoTarget for &str {
+    fn into_target(self) -> Result<Target, NameError> {
+        Target::parse(self)
+    }
+}
+
+impl IntoTarget for &String {
+    fn into_target(self) -> Result<Target, NameError> {
+        Target::parse(self)
+    }
+}
+
+impl IntoTarget for Target {
+    fn into_target(self) -> Result<Target, NameError> {
+        Ok(self)
+    }
+}
+
+impl IntoTarget for &Target {
+    fn into_target(self) -> Result<Target, NameError> {
+        Ok(self.clone())
+    }
+}
+
+/// One instance's answer to a broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceReply {
+    pub instance: InstanceId,
+    pub result: Result<Bytes, CallError>,
+}
+
+/// Every answer to a broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastOutcome {
+    /// One entry per instance the broadcast went to, in registration order.
+    pub replies: Vec<InstanceReply>,
+    /// True when every instance answered (or was reported gone) before the
+    /// deadline; false when some entries are `Timeout`s filled in at it.
+    pub complete: bool,
+}
+
+/// A broadcast being gathered by the connection task.
+pub(crate) struct Gathering {
+    instances: Option<Vec<InstanceId>>,
+    replies: Vec<InstanceReply>,
+    done: Option<oneshot::Sender<Result<(), WireError>>>,
+}
+
+impl Gathering {
+    /// The daemon said which instances the broadcast went to.
+    pub fn start(&mut self, instances: Vec<InstanceId>) -> bool {
+        self.instances = Some(instances);
+        self.finish_if_complete()
+    }
+
+    /// One instance answered; returns true once all have.
+    pub fn result(&mut self, instance: InstanceId, result: Result<Bytes, CallError>) -> bool {
+        self.replies.push(InstanceReply { instance, result });
+        self.finish_if_complete()
+    }
+
+    /// The broadcast failed as a whole (no such service…).
+    pub fn fail(&mut self, error: WireError) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Err(error));
+        }
+    }
+
+    fn finish_if_complete(&mut self) -> bool {
+        let complete = self
+            .instances
+            .as_ref()
+            .is_some_and(|all| self.replies.len() >= all.len());
+        if complete {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(Ok(()));
+            }
+        }
+        complete
+    }
+}
+
+fn check_size(
+    link: &Link,
+    service: &ServiceName,
+    method: &MethodName,
+    headers: &Headers,
+    payload: &Bytes,
+) -> Result<(), CallError> {
+    let size = CALL_OVERHEAD
+        + service.as_bytes().len()
+        + method.as_bytes().len()
+        + headers.wire_len()
+        + payload.len();
+    if size > link.max_frame as usize {
+        return Err(CallError::PayloadTooLarge(format!(
+            "payload of {} bytes does not fit the daemon's maximum frame of {} bytes",
+            payload.len(),
+            link.max_frame
+        )));
+    }
+    Ok(())
+}
+
+impl Bus {
+    /// Calls `target` with `payload` and waits up to [`DEFAULT_TIMEOUT`].
+    pub async fn call(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+    ) -> Result<Bytes, CallError> {
+        self.call_with(target, payload, CallOptions::default())
+            .await
+    }
+
+    /// Calls `target` with `payload` under `options`.
+    pub async fn call_with(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+        options: CallOptions,
+    ) -> Result<Bytes, CallError> {
+        let Target { service, method } = target.into_target()?;
+        let payload = payload.into();
+        let CallOptions {
+            timeout,
+            instance,
+            headers,
+        } = options;
+        let deadline = Instant::now() + timeout;
+        let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
+        let frame = |id, _: &Link| {
+            Frame::Call(Call {
+                id,
+                timeout_ms: remaining_ms(deadline),
+                instance: instance.unwrap_or(0),
+                service: service.clone(),
+                method: method.clone(),
+                headers: headers.clone(),
+                payload: payload.clone(),
+            })
+        };
+        self.round_trip(deadline, timeout, true, check, frame, Waiter::Reply)
+            .await
+    }
+
+    /// Calls `target` with a MessagePack-encoded `request` and decodes the reply.
+    pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: impl IntoTarget,
+        request: &Req,
+    ) -> Result<Resp, CallError> {
+        let reply = self.call(target, encode(request)?).await?;
+        decode(&reply)
+    }
+
+    /// Sends a one-way notification to one instance of `target` (no reply;
+    /// an unknown target is dropped by the daemon).
+    pub async fn notify(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), CallError> {
+        self.notify_with(target, payload, CallOptions::default(), false)
+            .await
+    }
+
+    /// Sends a one-way notification to every instance of `target`.
+    pub async fn notify_all(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), CallError> {
+        self.notify_with(target, payload, CallOptions::default(), true)
+            .await
+    }
+
+    /// A notification with options; `all` sends it to every instance.
+    pub async fn notify_with(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+        options: CallOptions,
+        all: bool,
+    ) -> Result<(), CallError> {
+        let Target { service, method } = target.into_target()?;
+        let payload = payload.into();
+        let deadline = Instant::now() + options.timeout;
+        loop {
+            let link = self.wait_link(deadline, options.timeout).await?;
+            check_size(&link, &service, &method, &options.headers, &payload)?;
+            // One-way traffic has no in-flight bound: wait for room instead.
+            if link.outbox.is_congested() {
+                link.outbox.wait_uncongested(options.timeout).await;
+            }
+            let frame = Frame::Notify(Notify {
+                all,
+                instance: options.instance.unwrap_or(0),
+                service: service.clone(),
+                method: method.clone(),
+                headers: options.headers.clone(),
+                payload: payload.clone(),
+            });
+            if link.outbox.push(&frame).is_ok() {
+                return Ok(());
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Calls `target` on every instance registered now and gathers one
+    /// answer per instance. Returns at the deadline at the latest; instances
+    /// that had not answered then are reported as `Timeout`.
+    pub async fn broadcast(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+        options: CallOptions,
+    ) -> Result<BroadcastOutcome, CallError> {
+        let Target { service, method } = target.into_target()?;
+        let payload = payload.into();
+        let CallOptions {
+            timeout, headers, ..
+        } = options;
+        let deadline = Instant::now() + timeout;
+        let (done, finished) = oneshot::channel();
+        let gathering = Arc::new(Mutex::new(Gathering {
+            instances: None,
+            replies: Vec::new(),
+            done: Some(done),
+        }));
+        let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
+        let frame = |id, _: &Link| {
+            Frame::Broadcast(Broadcast {
+                id,
+                timeout_ms: remaining_ms(deadline),
+                service: service.clone(),
+                method: method.clone(),
+                headers: headers.clone(),
+                payload: payload.clone(),
+            })
+        };
+        let waiter = Waiter::Broadcast(gathering.clone());
+        let sent = self
+            .send_request(deadline, timeout, true, check, frame, waiter)
+            .await?;
+        let outcome = tokio::time::timeout_at(deadline.into(), finished).await;
+        lock(&self.shared.waiters).remove(&sent.id);
+        match outcome {
+            Ok(Ok(Err((code, message)))) => {
+                return Err(CallError::from_wire(code, message, timeout))
+            }
+            Ok(Err(_)) => return Err(self.lost()),
+            Ok(Ok(Ok(()))) | Err(_) => {}
+        }
+        let mut gathering = lock(&gathering);
+        let Some(instances) = gathering.instances.take() else {
+            return Err(CallError::Timeout(timeout));
+        };
+        let mut replies = std::mem::take(&mut gathering.replies);
+        let complete = replies.len() >= instances.len();
+        let ordered = instances
+            .iter()
+            .map(
+                |instance| match replies.iter().position(|r| r.instance == *instance) {
+                    Some(at) => replies.swap_remove(at),
+                    None => InstanceReply {
+                        instance: *instance,
+                        result: Err(CallError::Timeout(timeout)),
+                    },
+                },
+            )
+            .collect();
+        Ok(BroadcastOutcome {
+            replies: ordered,
+            complete,
+        })
+    }
+
+    /// Broadcasts a MessagePack-encoded `request` and decodes each reply.
+    pub async fn broadcast_as<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        target: impl IntoTarget,
+        request: &Req,
+        options: CallOptions,
+    ) -> Result<Vec<(InstanceId, Result<Resp, CallError>)>, CallError> {
+        let outcome = self.broadcast(target, encode(request)?, options).await?;
+        Ok(outcome
+            .replies
+            .into_iter()
+            .map(|reply| {
+                (
+                    reply.instance,
+                    reply.result.and_then(|bytes| decode(&bytes)),
+                )
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,314 @@
+//! Calls, notifications and broadcasts: choosing instances, forwarding
+//! requests, and routing every answer (or its absence) back to the caller.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchboard_proto::{
+    Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId,
+};
+
+use super::{Congested, PendingCall, Router};
+
+/// Bytes a `Request` frame adds around its payload, method and headers.
+const REQUEST_OVERHEAD: usize = 1 + 4 + 4 + 8 + 8 + 4 + 4 + 1;
+
+/// An answer as the callee (or the daemon on its behalf) gave it.
+pub(super) type Outcome = Result<Bytes, (ErrorCode, String)>;
+
+impl Router {
+    /// Refuses a call or broadcast the caller may not make now; `Err` holds
+    /// the error to send.
+    fn admit(
+        &self,
+        from: SessionId,
+        method: &MethodName,
+        headers: &Headers,
+        payload: &Bytes,
+    ) -> Result<(), (ErrorCode, String)> {
+        if self.shutting_down {
+            return Err((
+                ErrorCode::ShuttingDown,
+                "the daemon is shutting down".into(),
+            ));
+        }
+        let inflight = self.sessions.get(&from).map_or(0, |s| s.inflight);
+        if inflight >= self.limits.max_inflight {
+            let message = format!(
+                "this connection already has {} calls in flight (the limit)",
+                self.limits.max_inflight
+            );
+            return Err((ErrorCode::Overloaded, message));
+        }
+        let size = payload.len() + REQUEST_OVERHEAD + method.as_bytes().len() + headers.wire_len();
+        if size > self.limits.max_frame as usize {
+            let message = format!(
+                "payload of {} bytes does not fit the maximum frame of {} bytes",
+                payload.len(),
+                self.limits.max_frame
+            );
+            return Err((ErrorCode::PayloadTooLarge, message));
+        }
+        Ok(())
+    }
+
+    pub(super) fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
+        let Call {
+            id,
+            timeout_ms,
+            instance,
+            service,
+            method,
+            headers,
+            payload,
+        } = call;
+        if service.is_reserved() && !self.shutting_down {
+            match crate::admin::call(self, &service, &method, &payload) {
+                Ok(reply) => self.send(from, &Frame::Reply { id, payload: reply }),
+                Err((code, message)) => self.send_error(from, id, code, message),
+            }
+            return None;
+        }
+        let chosen = self
+            .admit(from, &method, &headers, &payload)
+            .and_then(|()| self.registry.choose(&service, &method, instance));
+        let chosen = match chosen {
+            Ok(chosen) => chosen,
+            Err((code, message)) => {
+                self.send_error(from, id, code, message);
+                return None;
+            }
+        };
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.inflight += 1;
+        }
+        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        let call = PendingCall {
+            caller: from,
+            caller_id: id,
+            instance: chosen,
+            deadline,
+            broadcast: false,
+        };
+        self.forward(call, timeout_ms, method, headers, payload)
+    }
+
+    /// Records a pending call and sends its `Request` to the instance.
+    fn forward(
+        &mut self,
+        call: PendingCall,
+        timeout_ms: u32,
+        method: MethodName,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Option<Congested> {
+        let caller = self.sessions.get(&call.caller)?.caller;
+        let instance = call.instance;
+        let id = self.pending.insert(call);
+        let callee = self.registry.get_mut(instance)?;
+        callee.outstanding += 1;
+        callee.delivered += 1;
+        let to = callee.session;
+        let request = Request {
+            id,
+            timeout_ms,
+            instance,
+            caller,
+            method,
+            headers,
+            payload,
+        };
+        self.deliver(to, &Frame::Request(request))
+    }
+
+    pub(super) fn notify(&mut self, from: SessionId, notify: Notify) -> Option<Congested> {
+        let Notify {
+            all,
+            instance,
+            service,
+            method,
+            headers,
+            payload,
+        } = notify;
+        if self.shutting_down || service.is_reserved() {
+            return None;
+        }
+        let targets = if all {
+            self.registry.serving(&service, &method)
+        } else {
+            self.registry
+                .choose(&service, &method, instance)
+                .map(|chosen| vec![chosen])
+        };
+        let targets = match targets {
+            Ok(targets) => targets,
+            Err((_, why)) => {
+                tracing::debug!(session = from, "notification dropped: {why}");
+                return None;
+            }
+        };
+        let caller = self.sessions.get(&from)?.caller;
+        let mut congested = None;
+        for instance in targets {
+            let Some(callee) = self.registry.get_mut(instance) else {
+                continue;
+            };
+            callee.delivered += 1;
+            let to = callee.session;
+            let request = Request {
+                id: 0,
+                timeout_ms: 0,
+                instance,
+                caller,
+                method: method.clone(),
+                headers: headers.clone(),
+                payload: payload.clone(),
+            };
+            congested = self.deliver(to, &Frame::Request(request)).or(congested);
+        }
+        congested
+    }
+
+    pub(super) fn broadcast(&mut self, from: SessionId, broadcast: Broadcast) -> Option<Congested> {
+        let Broadcast {
+            id,
+            timeout_ms,
+            service,
+            method,
+            headers,
+            payload,
+        } = broadcast;
+        let targets = self
+            .admit(from, &method, &headers, &payload)
+            .and_then(|()| self.registry.serving(&service, &method));
+        let targets = match targets {
+            Ok(targets) => targets,
+            Err((code, message)) => {
+                self.send_error(from, id, code, message);
+                return None;
+            }
+        };
+        self.send(
+            from,
+            &Frame::BroadcastStart {
+                id,
+                instances: targets.clone(),
+            },
+        );
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.inflight += 1;
+        }
+        self.broadcasts.insert((from, id), targets.len() as u32);
+        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        let mut congested = None;
+        for instance in targets {
+            let call = PendingCall {
+                caller: from,
+                caller_id: id,
+                instance,
+                deadline,
+                broadcast: true,
+            };
+            congested = self
+                .forward(
+                    call,
+                    timeout_ms,
+                    method.clone(),
+                    headers.clone(),
+                    payload.clone(),
+                )
+                .or(congested);
+        }
+        congested
+    }
+
+    pub(super) fn deliver(&self, to: SessionId, frame: &Frame) -> Option<Congested> {
+        let session = self.sessions.get(&to)?;
+        let _ = session.outbox.push(frame);
+        session
+            .outbox
+            .is_congested()
+            .then(|| (to, session.outbox.clone()))
+    }
+
+    /// A reply or error from a callee: forward it to the caller.
+    pub(super) fn answer(&mut self, from: SessionId, id: u32, outcome: Outcome) {
+        // Only the session serving the call may answer it.
+        let owner = self
+            .pending
+            .get(id)
+            .and_then(|call| self.registry.get(call.instance))
+            .map(|instance| instance.session);
+        if owner != Some(from) {
+            tracing::debug!(
+                session = from,
+                id,
+                "answer to an unknown or expired call dropped"
+            );
+            return;
+        }
+        if let Some(call) = self.pending.remove(id) {
+            self.complete(call, outcome);
+        }
+    }
+
+    /// Delivers the outcome of one pending call and releases its counts.
+    fn complete(&mut self, call: PendingCall, outcome: Outcome) {
+        if let Some(instance) = self.registry.get_mut(call.instance) {
+            instance.outstanding = instance.outstanding.saturating_sub(1);
+        }
+        if !call.broadcast {
+            self.release_inflight(call.caller);
+            let frame = match outcome {
+                Ok(payload) => Frame::Reply {
+                    id: call.caller_id,
+                    payload,
+                },
+                Err((code, message)) => Frame::Error {
+                    id: call.caller_id,
+                    code,
+                    message,
+                },
+            };
+            return self.send(call.caller, &frame);
+        }
+        let (code, payload) = match outcome {
+            Ok(payload) => (None, payload),
+            Err((code, message)) => (Some(code), Bytes::from(message)),
+        };
+        let result = Frame::BroadcastResult {
+            id: call.caller_id,
+            instance: call.instance,
+            code,
+            payload,
+        };
+        self.send(call.caller, &result);
+        let key = (call.caller, call.caller_id);
+        if let Some(remaining) = self.broadcasts.get_mut(&key) {
+            *remaining = remaining.saturating_sub(1);
+            if *remaining == 0 {
+                self.broadcasts.remove(&key);
+                self.release_inflight(call.caller);
+            }
+        }
+    }
+
+    fn release_inflight(&mut self, caller: SessionId) {
+        if let Some(session) = self.sessions.get_mut(&caller) {
+            session.inflight = session.inflight.saturating_sub(1);
+        }
+    }
+
+    /// Drops a pending call whose caller is gone.
+    pub(super) fn release(&mut self, call: &PendingCall) {
+        if let Some(instance) = self.registry.get_mut(call.instance) {
+            instance.outstanding = instance.outstanding.saturating_sub(1);
+        }
+    }
+
+    pub(super) fn fail_calls(&mut self, calls: Vec<PendingCall>, code: ErrorCode, why: &str) {
+        for call in calls {
+            self.complete(call, Err((code, why.to_owned())));
+        }
+    }
+}

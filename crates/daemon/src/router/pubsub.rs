@@ -1,0 +1,181 @@
+//! Topics on the router: subscribe, publish, and pumping backlogs.
+
+use bytes::Bytes;
+use switchboard_proto::{ErrorCode, Frame, Message, Publish, SessionId, TopicPattern};
+
+use super::topics::{self, Delivery, Retained, SubId};
+use super::{set_backlogged, Router};
+
+impl Router {
+    pub(super) fn subscribe(&mut self, from: SessionId, req: u32, sid: u32, pattern: TopicPattern) {
+        let Some(session) = self.sessions.get(&from) else {
+            return;
+        };
+        let count = session.subscriptions.len();
+        let limit = self.limits.max_subscriptions;
+        let id = match self
+            .topics
+            .subscribe(from, sid, pattern.clone(), limit, count)
+        {
+            Ok(id) => id,
+            Err(err) => return self.send_error(from, req, ErrorCode::Overloaded, err.to_string()),
+        };
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.subscriptions.push(id);
+        }
+        self.send(
+            from,
+            &Frame::Reply {
+                id: req,
+                payload: Bytes::new(),
+            },
+        );
+        // Retained values first, before any live message can follow.
+        for (topic, value) in self.topics.retained_matching(&pattern) {
+            let delivery = Delivery {
+                retained: true,
+                publisher: value.publisher,
+                topic,
+                headers: value.headers,
+                payload: value.payload,
+            };
+            self.offer(id, delivery);
+        }
+    }
+
+    pub(super) fn unsubscribe(&mut self, from: SessionId, req: u32, sid: u32) {
+        let Some(id) = self.topics.find(from, sid) else {
+            let message = format!("this connection has no subscription {sid}");
+            return self.send_error(from, req, ErrorCode::BadRequest, message);
+        };
+        self.topics.unsubscribe(id);
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.subscriptions.retain(|s| *s != id);
+        }
+        self.send(
+            from,
+            &Frame::Reply {
+                id: req,
+                payload: Bytes::new(),
+            },
+        );
+    }
+
+    /// The client dropped messages in its own buffer; count them.
+    pub(super) fn client_lagged(&mut self, from: SessionId, sid: u32, missed: u64) {
+        if let Some(sub) = self
+            .topics
+            .find(from, sid)
+            .and_then(|id| self.topics.get_mut(id))
+        {
+            sub.missed += missed;
+        }
+    }
+
+    pub(super) fn publish(&mut self, from: SessionId, publish: Publish) {
+        if self.shutting_down {
+            return;
+        }
+        let Some(publisher) = self.sessions.get(&from).map(|s| s.caller) else {
+            return;
+        };
+        let Publish {
+            retain,
+            topic,
+            headers,
+            payload,
+        } = publish;
+        if retain {
+            let value = Retained {
+                publisher,
+                headers: headers.clone(),
+                payload: payload.clone(),
+            };
+            if !self.topics.retain(&topic, value, self.limits.max_retained) {
+                tracing::warn!(
+                    %topic,
+                    "not retained: {} topics already keep a value (the limit)",
+                    self.limits.max_retained
+                );
+            }
+            if payload.is_empty() {
+                return; // clearing a retained value is not a message
+            }
+        }
+        let mut matched = std::mem::take(&mut self.matched);
+        matched.clear();
+        self.topics.matching(&topic, &mut matched);
+        for id in &matched {
+            let delivery = Delivery {
+                retained: false,
+                publisher,
+                topic: topic.clone(),
+                headers: headers.clone(),
+                payload: payload.clone(),
+            };
+            self.offer(*id, delivery);
+        }
+        self.matched = matched;
+    }
+
+    /// Sends a message to a subscription now, or keeps it in its backlog if
+    /// the connection is congested or older messages are waiting.
+    fn offer(&mut self, id: SubId, delivery: Delivery) {
+        let capacity = self.limits.subscription_backlog;
+        let Some(sub) = self.topics.get_mut(id) else {
+            return;
+        };
+        let Some(session) = self.sessions.get(&sub.session) else {
+            return;
+        };
+        if sub.backlog.is_empty() && !session.outbox.is_congested() {
+            sub.delivered += 1;
+            let _ = session.outbox.push(&message(sub.sid, delivery));
+        } else {
+            topics::enqueue(sub, delivery, capacity);
+            set_backlogged(session, true);
+        }
+    }
+
+    /// Moves a session's backlogs into its outbox while it has room,
+    /// reporting drops first. Returns whether backlog remains.
+    pub fn pump(&mut self, session: SessionId) -> bool {
+        let Some(entry) = self.sessions.get(&session) else {
+            return false;
+        };
+        let mut remaining = false;
+        for id in &entry.subscriptions {
+            let Some(sub) = self.topics.get_mut(*id) else {
+                continue;
+            };
+            if sub.unreported > 0 && !entry.outbox.is_congested() {
+                let _ = entry.outbox.push(&Frame::Lagged {
+                    sid: sub.sid,
+                    missed: sub.unreported,
+                });
+                sub.unreported = 0;
+            }
+            while !entry.outbox.is_congested() {
+                let Some(delivery) = sub.backlog.pop_front() else {
+                    break;
+                };
+                sub.delivered += 1;
+                let _ = entry.outbox.push(&message(sub.sid, delivery));
+            }
+            remaining |= !sub.backlog.is_empty() || sub.unreported > 0;
+        }
+        set_backlogged(entry, remaining);
+        remaining
+    }
+}
+
+fn message(sid: u32, d: Delivery) -> Frame {
+    Frame::Message(Message {
+        sid,
+        retained: d.retained,
+        publisher: d.publisher,
+        topic: d.topic,
+        headers: d.headers,
+        payload: d.payload,
+    })
+}
