@@ -70,6 +70,25 @@ pub fn from_msgpack(payload: &[u8]) -> anyhow::Result<Json> {
     Ok(pack_to_json(&value))
 }
 
+/// For display: the payload as JSON if it is MessagePack, else spelled as
+/// `{"$text": "..."}` (UTF-8) or `{"$binary": "<hex>"}`, so a watcher never
+/// fails on what someone else sent.
+pub fn display_payload(payload: &[u8]) -> Json {
+    match from_msgpack(payload) {
+        Ok(json) => json,
+        Err(_) => match std::str::from_utf8(payload) {
+            Ok(text) => Json::Object(Map::from_iter([(
+                "$text".to_owned(),
+                Json::String(text.to_owned()),
+            )])),
+            Err(_) => Json::Object(Map::from_iter([(
+                "$binary".to_owned(),
+                Json::String(hex(payload)),
+            )])),
+        },
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -137,5 +156,13 @@ mod tests {
         );
         assert_eq!(from_msgpack(&[]).unwrap(), Json::Null);
         assert!(payload_from_arg(Some("{bad")).is_err());
+        assert_eq!(
+            display_payload(b"plain text"),
+            serde_json::json!({"$text": "plain text"})
+        );
+        assert_eq!(
+            display_payload(&[0xa5, 0xff]),
+            serde_json::json!({"$binary": "a5ff"})
+        );
     }
 }

@@ -111,7 +111,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let bus = connect(&args.connection, "switchboard-call").await?;
     match bus.call_with(&args.target, payload, options).await {
         Ok(reply) => {
-            output::line(json::from_msgpack(&reply)?)?;
+            output::line(json::display_payload(&reply))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) if args.json => {
@@ -146,9 +146,9 @@ pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     for reply in &outcome.replies {
         let line = match (&reply.result, args.json) {
             (Ok(bytes), true) => {
-                serde_json::json!({ "instance": reply.instance, "reply": json::from_msgpack(bytes)? }).to_string()
+                serde_json::json!({ "instance": reply.instance, "reply": json::display_payload(bytes) }).to_string()
             }
-            (Ok(bytes), false) => format!("instance {}: {}", reply.instance, json::from_msgpack(bytes)?),
+            (Ok(bytes), false) => format!("instance {}: {}", reply.instance, json::display_payload(bytes)),
             (Err(err), true) => {
                 let mut value = error_json(err);
                 value["instance"] = reply.instance.into();

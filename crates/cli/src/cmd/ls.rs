@@ -139,6 +139,12 @@ fn print_signatures(services: &[ServiceInfo]) -> anyhow::Result<()> {
 }
 
 fn print_subscriptions(topics: &TopicsInfo) -> anyhow::Result<()> {
+    if topics.retained_topics > 0 {
+        output::line(format_args!(
+            "({} topics keep a retained value)",
+            topics.retained_topics
+        ))?;
+    }
     if topics.subscriptions.is_empty() {
         return Ok(());
     }
@@ -159,12 +165,6 @@ fn print_subscriptions(topics: &TopicsInfo) -> anyhow::Result<()> {
         output::line(format_args!(
             "{:<width$}  {pid:>7}  {:>10}  {:>8}  {:>7}  {}",
             sub.pattern, sub.delivered, sub.missed, sub.backlog, sub.client
-        ))?;
-    }
-    if topics.retained_topics > 0 {
-        output::line(format_args!(
-            "({} topics keep a retained value)",
-            topics.retained_topics
         ))?;
     }
     Ok(())

@@ -91,7 +91,7 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
             Item::Lagged(missed) => output::line(format_args!("lagged {missed}"))?,
             Item::Message(message) => {
                 received += 1;
-                let payload = json::from_msgpack(&message.payload)?;
+                let payload = json::display_payload(&message.payload);
                 if args.json {
                     let headers: serde_json::Map<String, serde_json::Value> = message
                         .headers

@@ -19,7 +19,6 @@ mod registry;
 pub mod topics;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,15 +32,15 @@ use crate::Limits;
 use pending::Pending;
 pub use pending::PendingCall;
 pub use registry::{Instance, Registry};
-use topics::{SubId, Topics};
+use topics::{BacklogSignal, SubId, Topics};
 
 /// A connected client, as the router sees it.
 pub struct SessionEntry {
     pub outbox: Arc<Outbox>,
     /// Ends the session's tasks (slow consumer, shutdown).
     pub kill: CancellationToken,
-    /// Set while a subscription of this session has a backlog to pump.
-    pub backlogged: Arc<AtomicBool>,
+    /// Raised while a subscription of this session has a backlog to pump.
+    pub backlog: Arc<BacklogSignal>,
     pub client_name: String,
     pub caller: Caller,
     /// Calls (and broadcasts) this session made that await an answer.
@@ -97,7 +96,7 @@ impl Router {
         &mut self,
         outbox: Arc<Outbox>,
         kill: CancellationToken,
-        backlogged: Arc<AtomicBool>,
+        backlog: Arc<BacklogSignal>,
         client_name: String,
         uid: u32,
         pid: u32,
@@ -110,7 +109,7 @@ impl Router {
             SessionEntry {
                 outbox,
                 kill,
-                backlogged,
+                backlog,
                 client_name,
                 caller,
                 inflight: 0,
@@ -332,9 +331,4 @@ impl Router {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
-}
-
-/// Marks or clears a session's "has backlog" flag.
-fn set_backlogged(entry: &SessionEntry, value: bool) {
-    entry.backlogged.store(value, Ordering::Release);
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use switchboard_proto::{ErrorCode, Frame, Message, Publish, SessionId, TopicPattern};
 
 use super::topics::{self, Delivery, Retained, SubId};
-use super::{set_backlogged, Router};
+use super::Router;
 
 impl Router {
     pub(super) fn subscribe(&mut self, from: SessionId, req: u32, sid: u32, pattern: TopicPattern) {
@@ -133,7 +133,7 @@ impl Router {
             let _ = session.outbox.push(&message(sub.sid, delivery));
         } else {
             topics::enqueue(sub, delivery, capacity);
-            set_backlogged(session, true);
+            session.backlog.raise();
         }
     }
 
@@ -164,7 +164,9 @@ impl Router {
             }
             remaining |= !sub.backlog.is_empty() || sub.unreported > 0;
         }
-        set_backlogged(entry, remaining);
+        if !remaining {
+            entry.backlog.clear();
+        }
         remaining
     }
 }

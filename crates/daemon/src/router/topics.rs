@@ -9,9 +9,44 @@
 //! frames.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use switchboard_proto::{Caller, Headers, SessionId, Topic, TopicPattern};
+use tokio::sync::Notify;
+
+/// Tells a session that one of its subscriptions has a backlog to pump.
+///
+/// The session may be blocked reading its own socket when a publisher on
+/// another connection fills its backlog, so raising the flag also wakes it.
+#[derive(Debug, Default)]
+pub struct BacklogSignal {
+    flag: AtomicBool,
+    wake: Notify,
+}
+
+impl BacklogSignal {
+    /// Raises the flag, waking the session if it was not raised yet.
+    pub fn raise(&self) {
+        if !self.flag.swap(true, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    pub fn clear(&self) {
+        self.flag.store(false, Ordering::Release);
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the flag is raised (at once if it was raised since the
+    /// last wait).
+    pub async fn raised(&self) {
+        self.wake.notified().await;
+    }
+}
 
 /// Global id of a subscription (the client's `sid` is only unique per connection).
 pub type SubId = u64;

@@ -8,13 +8,13 @@
 
 mod handshake;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchboard_proto::{ErrorCode, Frame, SessionId};
 use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, Stream};
 use tokio_util::sync::CancellationToken;
 
+use crate::router::topics::BacklogSignal;
 use crate::router::Router;
 use crate::Limits;
 
@@ -61,14 +61,14 @@ pub async fn serve(
     let uid = cred.map_or(u32::MAX, |c| c.uid);
     let pid = cred.and_then(|c| c.pid).unwrap_or(0);
     let kill = stop.child_token();
-    let backlogged = Arc::new(AtomicBool::new(false));
+    let backlog = Arc::new(BacklogSignal::default());
     let session = {
         let mut router = lock(&router);
         let name = hello.client_name.clone();
         let session = router.add_session(
             outbox.clone(),
             kill.clone(),
-            backlogged.clone(),
+            backlog.clone(),
             name,
             uid,
             pid,
@@ -82,7 +82,7 @@ pub async fn serve(
         session,
         router: &router,
         outbox: &outbox,
-        backlogged: &backlogged,
+        backlog: &backlog,
         kill: &kill,
     };
     match read_loop(&link, &mut reader, &limits).await {
@@ -121,18 +121,20 @@ struct Link<'a> {
     session: SessionId,
     router: &'a SharedRouter,
     outbox: &'a Outbox,
-    /// Set by the router when a subscription of ours has a backlog.
-    backlogged: &'a AtomicBool,
+    /// Raised by the router when a subscription of ours has a backlog.
+    backlog: &'a BacklogSignal,
     kill: &'a CancellationToken,
 }
 
 async fn read_loop(link: &Link<'_>, reader: &mut FrameReader, limits: &Limits) -> LoopResult {
     let (session, router, kill) = (link.session, link.router, link.kill);
     loop {
-        let backlogged = link.backlogged.load(Ordering::Acquire);
+        let backlogged = link.backlog.is_raised();
         let next = tokio::select! {
             biased;
             _ = kill.cancelled() => return Ok(()),
+            // A publisher elsewhere gave us a backlog: look again.
+            () = link.backlog.raised(), if !backlogged => continue,
             // Our socket drained: move waiting topic messages into it.
             true = link.outbox.wait_uncongested(limits.slow_consumer), if backlogged => {
                 lock(router).pump(session);
