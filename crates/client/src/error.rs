@@ -51,6 +51,8 @@ pub enum CallError {
     Overloaded(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("arguments do not fit the contract: {0}")]
+    BadArguments(String),
     #[error("invalid target: {0}")]
     InvalidTarget(#[from] NameError),
     #[error("the connection to the daemon was lost before the reply came")]
@@ -80,6 +82,7 @@ impl CallError {
             ErrorCode::PermissionDenied => Self::PermissionDenied(message),
             ErrorCode::Overloaded => Self::Overloaded(message),
             ErrorCode::BadRequest => Self::BadRequest(message),
+            ErrorCode::BadArguments => Self::BadArguments(message),
             code => Self::Other { code, message },
         }
     }
@@ -99,6 +102,7 @@ impl CallError {
             Self::PermissionDenied(_) => "permission_denied",
             Self::Overloaded(_) => "overloaded",
             Self::BadRequest(_) => "bad_request",
+            Self::BadArguments(_) => "bad_arguments",
             Self::InvalidTarget(_) => "invalid_target",
             Self::ConnectionLost => "connection_lost",
             Self::Closed => "closed",
@@ -121,13 +125,37 @@ pub enum RegisterError {
 }
 
 /// What a handler returns to refuse a request; the caller receives
-/// [`CallError::Rejected`] with this message.
+/// [`CallError::Rejected`] with this message (or [`CallError::BadArguments`]
+/// for [`Reject::bad_arguments`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Reject(pub String);
+#[error("{message}")]
+pub struct Reject {
+    pub message: String,
+    /// The arguments, not the request's meaning, were wrong.
+    pub bad_arguments: bool,
+}
 
 impl Reject {
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self {
+            message: message.into(),
+            bad_arguments: false,
+        }
+    }
+
+    /// The arguments did not fit (a contract mismatch).
+    pub fn bad_arguments(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            bad_arguments: true,
+        }
+    }
+
+    pub(crate) fn code(&self) -> ErrorCode {
+        if self.bad_arguments {
+            ErrorCode::BadArguments
+        } else {
+            ErrorCode::Rejected
+        }
     }
 }

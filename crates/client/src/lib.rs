@@ -14,6 +14,9 @@
 //! [`decode`], [`Bus::call_as`]), which is what the CLI's JSON maps to.
 #![forbid(unsafe_code)]
 
+#[doc(hidden)]
+#[path = "contract.rs"]
+pub mod __private;
 mod bus;
 mod calls;
 mod connection;
@@ -24,11 +27,68 @@ mod topics;
 
 pub use bus::{decode, encode, Bus, DEFAULT_TIMEOUT};
 pub use bytes::Bytes;
+
 pub use calls::{BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};
 pub use service::{
     HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED,
 };
+/// Declares a service contract on a trait: a typed client and a server
+/// adapter are generated from it.
+///
+/// Arguments and results are serde types and travel as MessagePack, the
+/// arguments as a map keyed by argument name — so the CLI's
+/// `switchboard call billing.charge '{"account":"a","cents":5}'` reaches a
+/// typed server. Methods marked `#[oneway]` become notifications. The
+/// service name is the trait's name in snake_case unless given with
+/// `#[contract(service = "...")]`. For trait `Billing` the macro generates
+/// `BillingClient` (one async method per contract method, plus
+/// `<method>_broadcast` for calls and `<method>_all` for one-way methods)
+/// and `BillingServer::builder(&bus, implementation)`.
+///
+/// Arguments that do not fit are answered with [`CallError::BadArguments`]
+/// naming the method and the argument; an unknown method with
+/// [`CallError::NoSuchMethod`].
+///
+/// ```no_run
+/// use serde::{Deserialize, Serialize};
+/// use switchboard::{contract, Bus, Reject};
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct Receipt { pub id: u64, pub cents: u64 }
+///
+/// #[contract(service = "billing")]
+/// pub trait Billing {
+///     /// Charges an account.
+///     async fn charge(&self, account: String, cents: u64) -> Result<Receipt, Reject>;
+///     /// Writes an audit note; nobody waits for it.
+///     #[oneway]
+///     async fn audit(&self, note: String);
+/// }
+///
+/// struct Ledger;
+///
+/// impl Billing for Ledger {
+///     async fn charge(&self, account: String, cents: u64) -> Result<Receipt, Reject> {
+///         if account.is_empty() {
+///             return Err(Reject::new("no account"));
+///         }
+///         Ok(Receipt { id: 1, cents })
+///     }
+///     async fn audit(&self, note: String) {
+///         println!("audit: {note}");
+///     }
+/// }
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let bus = Bus::connect_default().await?;
+/// let _server = BillingServer::builder(&bus, Ledger).start().await?;
+/// let billing = BillingClient::new(&bus);
+/// let receipt = billing.charge("acct-1".into(), 5).await?;
+/// billing.audit(format!("charged {}", receipt.cents)).await?;
+/// # Ok(()) }
+/// ```
+pub use switchboard_macros::contract;
 pub use switchboard_proto::sys::{
     DaemonInfo, InstanceInfo, RegistryEvent, ServiceInfo, SubscriptionInfo, TopicsInfo,
 };

@@ -72,7 +72,7 @@ impl Request {
 /// Declares a service; see [`Bus::serve`].
 pub struct ServiceBuilder {
     bus: Bus,
-    name: ServiceName,
+    name: Result<ServiceName, NameError>,
     handlers: Vec<(Result<MethodName, NameError>, Method)>,
     max_concurrency: usize,
     max_queued: usize,
@@ -80,6 +80,17 @@ pub struct ServiceBuilder {
 
 impl ServiceBuilder {
     pub(crate) fn new(bus: Bus, name: ServiceName) -> Self {
+        Self::named(bus, Ok(name))
+    }
+
+    /// A builder for a contract's server adapter; an invalid name is
+    /// reported by [`ServiceBuilder::start`].
+    #[doc(hidden)]
+    pub fn for_contract(bus: &Bus, service: &str) -> Self {
+        Self::named(bus.clone(), ServiceName::parse(service))
+    }
+
+    fn named(bus: Bus, name: Result<ServiceName, NameError>) -> Self {
         Self {
             bus,
             name,
@@ -134,15 +145,16 @@ impl ServiceBuilder {
     /// Registers the service; it is served until [`Service::stop`] or the
     /// bus closes, and registered again after every reconnect.
     pub async fn start(self) -> Result<Service, RegisterError> {
+        let name = self.name?;
         let mut handlers = HashMap::new();
         for (method, handler) in self.handlers {
             handlers.insert(method?, handler);
         }
         if handlers.is_empty() {
-            return Err(RegisterError::NoMethods(self.name.to_string()));
+            return Err(RegisterError::NoMethods(name.to_string()));
         }
         let state = Arc::new(ServiceState {
-            name: self.name,
+            name,
             handlers,
             slots: Arc::new(Semaphore::new(self.max_concurrency)),
             admitted: AtomicUsize::new(0),
@@ -310,7 +322,7 @@ impl Answer {
                     payload,
                 });
             }
-            Err(Reject(message)) => self.error(ErrorCode::Rejected, message),
+            Err(reject) => self.error(reject.code(), reject.message),
         }
     }
 }

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     UnsupportedVersion,
     /// The connection broke the protocol (garbage, bad frame order).
     ProtocolViolation,
+    /// The arguments do not fit the callee's contract; the message names
+    /// the method and the argument.
+    BadArguments,
     /// A code this version does not know.
     Other(u16),
 }
@@ -54,6 +57,7 @@ impl ErrorCode {
             Self::NoSuchInstance => 11,
             Self::UnsupportedVersion => 12,
             Self::ProtocolViolation => 13,
+            Self::BadArguments => 14,
             Self::Other(code) => code,
         }
     }
@@ -74,6 +78,7 @@ impl ErrorCode {
             11 => Self::NoSuchInstance,
             12 => Self::UnsupportedVersion,
             13 => Self::ProtocolViolation,
+            14 => Self::BadArguments,
             other => Self::Other(other),
         }
     }
@@ -94,6 +99,7 @@ impl ErrorCode {
             Self::NoSuchInstance => "no_such_instance",
             Self::UnsupportedVersion => "unsupported_version",
             Self::ProtocolViolation => "protocol_violation",
+            Self::BadArguments => "bad_arguments",
             Self::Other(_) => "other",
         }
     }
