@@ -27,8 +27,9 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// One measurement of one case.
-#[derive(Debug, Clone, Copy, Default)]
+/// One measurement of one case. Latencies are NaN for cases that measure
+/// only a rate.
+#[derive(Debug, Clone, Copy)]
 pub struct Sample {
     pub p50_us: f64,
     pub p99_us: f64,
@@ -37,6 +38,15 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A rate-only sample.
+    pub fn rate(rate: f64) -> Self {
+        Self {
+            p50_us: f64::NAN,
+            p99_us: f64::NAN,
+            rate,
+        }
+    }
+
     pub fn latency(mut samples: Vec<Duration>) -> Self {
         samples.sort_unstable();
         let total: Duration = samples.iter().sum();
@@ -63,6 +73,8 @@ pub struct Row {
     pub baseline: Option<String>,
     pub ratio: Option<f64>,
     pub ratio_of: Option<&'static str>,
+    /// Messages published but not received, in percent (pub/sub).
+    pub lost_pct: Option<f64>,
 }
 
 impl Row {
@@ -81,6 +93,7 @@ impl Row {
             baseline: None,
             ratio: None,
             ratio_of: None,
+            lost_pct: None,
         }
     }
 }
@@ -88,20 +101,28 @@ impl Row {
 /// Prints the table.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<10} {:<34} {:>9} {:>9} {:>12}  ratio (switchboard / baseline)",
+        "{:<8} {:<44} {:>9} {:>9} {:>12}  ratio (switchboard / baseline), loss",
         "group", "case", "p50 µs", "p99 µs", "rate /s"
     );
     for row in rows {
-        let ratio = match (&row.baseline, row.ratio, row.ratio_of) {
-            (Some(base), Some(ratio), Some(of)) => format!("{ratio:.2}× {of} of {base}"),
+        let ratio = match (&row.baseline, row.ratio, row.ratio_of, row.lost_pct) {
+            (Some(base), Some(ratio), Some(of), _) => format!("{ratio:.2}× {of} of {base}"),
+            (_, _, _, Some(lost)) => format!("lost {lost:.2} %"),
             _ => String::new(),
         };
+        let us = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.1}")
+            } else {
+                "-".to_owned()
+            }
+        };
         println!(
-            "{:<10} {:<34} {:>9.1} {:>9.1} {:>12.0}  {}",
+            "{:<8} {:<44} {:>9} {:>9} {:>12.0}  {}",
             row.group,
             format!("{} [{}]", row.case, row.system),
-            row.p50_us,
-            row.p99_us,
+            us(row.p50_us),
+            us(row.p99_us),
             row.rate_per_s,
             ratio
         );

@@ -20,6 +20,10 @@ const IN_FLIGHT: usize = 64;
 struct Counts {
     latency_samples: usize,
     throughput_calls: usize,
+    /// Messages delivered in total per pub/sub throughput run.
+    pubsub_messages: u64,
+    /// Paced messages per fan-out latency run.
+    fanout_messages: u64,
 }
 
 /// Everything the workloads talk to, started once per run.
@@ -86,17 +90,84 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
+/// Samples gathered per case across repeats, in first-seen order.
+#[derive(Default)]
+struct Collected {
+    cases: Vec<(&'static str, String, &'static str, Vec<Sample>, Vec<f64>)>,
+}
+
+impl Collected {
+    fn add(
+        &mut self,
+        group: &'static str,
+        case: String,
+        system: &'static str,
+        sample: Sample,
+        lost_pct: Option<f64>,
+    ) {
+        let at = match self.cases.iter().position(|c| c.1 == case && c.2 == system) {
+            Some(at) => at,
+            None => {
+                self.cases
+                    .push((group, case, system, Vec::new(), Vec::new()));
+                self.cases.len() - 1
+            }
+        };
+        self.cases[at].3.push(sample);
+        if let Some(lost) = lost_pct {
+            self.cases[at].4.push(lost);
+        }
+    }
+
+    fn rows(self) -> Vec<Row> {
+        let mut rows: Vec<Row> = self
+            .cases
+            .into_iter()
+            .map(|(group, case, system, samples, mut lost)| {
+                let mut row = Row::from_samples(group, &case, system, &samples);
+                if !lost.is_empty() {
+                    row.lost_pct = Some(crate::stats::median(&mut lost));
+                }
+                row
+            })
+            .collect();
+        // Calls are judged against the raw relay of the same payload size.
+        for size in SIZES {
+            let s = size_name(size);
+            let relay = rows
+                .iter()
+                .find(|r| r.case == format!("two-hop relay {s}"))
+                .map(|r| (r.case.clone(), r.p50_us));
+            if let (Some((name, p50)), Some(call)) = (
+                relay,
+                rows.iter_mut()
+                    .find(|r| r.case == format!("call round trip {s}")),
+            ) {
+                call.ratio = Some(call.p50_us / p50);
+                call.baseline = Some(name);
+                call.ratio_of = Some("p50");
+            }
+        }
+        rows
+    }
+}
+
 /// Runs every case `repeats` times and returns the table rows.
-pub fn run_all(quick: bool, repeats: usize) -> anyhow::Result<Vec<Row>> {
+pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Result<Vec<Row>> {
+    let wanted = |group: &str| only.is_none_or(|only| group.contains(only));
     let counts = if quick {
         Counts {
             latency_samples: 2_000,
             throughput_calls: 20_000,
+            pubsub_messages: 50_000,
+            fanout_messages: 200,
         }
     } else {
         Counts {
             latency_samples: 20_000,
             throughput_calls: 200_000,
+            pubsub_messages: 1_000_000,
+            fanout_messages: 1_000,
         }
     };
     let setup = Setup::start()?;
@@ -105,68 +176,73 @@ pub fn run_all(quick: bool, repeats: usize) -> anyhow::Result<Vec<Row>> {
         .build()?;
     let bus = runtime.block_on(Bus::connect(&setup.bus_addr))?;
 
-    let mut raw = [Vec::new(), Vec::new()];
-    let mut relay = [Vec::new(), Vec::new()];
-    let mut call = [Vec::new(), Vec::new()];
-    let mut throughput = [Vec::new(), Vec::new()];
+    let mut collected = Collected::default();
     for repeat in 0..repeats {
         eprintln!("repeat {}/{repeats}", repeat + 1);
-        for (i, size) in SIZES.iter().enumerate() {
-            raw[i].push(raw_round_trips(
-                &setup.raw_echo[i],
-                *size,
-                counts.latency_samples,
-            )?);
-            relay[i].push(raw_round_trips(
-                &setup.relay[i],
-                *size,
-                counts.latency_samples,
-            )?);
-            // From a task, as a service issues calls (calling straight from
-            // `block_on` adds one zero-timeout epoll_wait per call).
-            let task = runtime.spawn(call_latency(bus.clone(), *size, counts.latency_samples));
-            call[i].push(runtime.block_on(task)??);
-            throughput[i].push(runtime.block_on(call_throughput(
-                &bus,
-                *size,
-                counts.throughput_calls,
-            ))?);
+        for (i, size) in SIZES.iter().copied().enumerate() {
+            let s = size_name(size);
+            if wanted("limit") {
+                let raw = raw_round_trips(&setup.raw_echo[i], size, counts.latency_samples)?;
+                collected.add(
+                    "limit",
+                    format!("unix ping-pong {s}"),
+                    "raw socket",
+                    raw,
+                    None,
+                );
+                let relay = raw_round_trips(&setup.relay[i], size, counts.latency_samples)?;
+                collected.add(
+                    "limit",
+                    format!("two-hop relay {s}"),
+                    "raw socket",
+                    relay,
+                    None,
+                );
+            }
+            if wanted("call") {
+                // From a task, as a service issues calls (calling straight from
+                // `block_on` adds one zero-timeout epoll_wait per call).
+                let task = runtime.spawn(call_latency(bus.clone(), size, counts.latency_samples));
+                collected.add(
+                    "call",
+                    format!("call round trip {s}"),
+                    "switchboard",
+                    runtime.block_on(task)??,
+                    None,
+                );
+                let tput =
+                    runtime.block_on(call_throughput(&bus, size, counts.throughput_calls))?;
+                collected.add(
+                    "call",
+                    format!("calls, {IN_FLIGHT} in flight {s}"),
+                    "switchboard",
+                    tput,
+                    None,
+                );
+            }
+            if wanted("pubsub") {
+                for subscribers in [1, 4] {
+                    let messages = counts.pubsub_messages / subscribers as u64;
+                    let result =
+                        crate::pubsub::run(&setup.bus_addr, subscribers, messages, size, 0)?;
+                    let lost = 100.0 * (result.published - result.received) as f64
+                        / result.published as f64;
+                    let case = format!("pub/sub 1 → {subscribers} {s}, received");
+                    collected.add("pubsub", case, "switchboard", result.sample, Some(lost));
+                }
+                let fanout =
+                    crate::pubsub::run(&setup.bus_addr, 4, counts.fanout_messages, size, 1000)?;
+                collected.add(
+                    "pubsub",
+                    format!("fan-out latency 1 → 4 {s}"),
+                    "switchboard",
+                    fanout.sample,
+                    None,
+                );
+            }
         }
     }
-
-    let mut rows = Vec::new();
-    for (i, size) in SIZES.iter().enumerate() {
-        let s = size_name(*size);
-        let raw_row = Row::from_samples(
-            "limit",
-            &format!("unix ping-pong {s}"),
-            "raw socket",
-            &raw[i],
-        );
-        let relay_row = Row::from_samples(
-            "limit",
-            &format!("two-hop relay {s}"),
-            "raw socket",
-            &relay[i],
-        );
-        let mut call_row = Row::from_samples(
-            "call",
-            &format!("call round trip {s}"),
-            "switchboard",
-            &call[i],
-        );
-        call_row.baseline = Some(relay_row.case.clone());
-        call_row.ratio = Some(call_row.p50_us / relay_row.p50_us);
-        call_row.ratio_of = Some("p50");
-        let tput_row = Row::from_samples(
-            "call",
-            &format!("calls, {IN_FLIGHT} in flight {s}"),
-            "switchboard",
-            &throughput[i],
-        );
-        rows.extend([raw_row, relay_row, call_row, tput_row]);
-    }
-    Ok(rows)
+    Ok(collected.rows())
 }
 
 /// Sequential round trips of `size`-byte messages through a raw socket path.

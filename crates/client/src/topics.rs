@@ -82,6 +82,10 @@ struct Queue {
     /// Dropped here and not yet shown to the application.
     dropped: u64,
     closed: bool,
+    /// The application is parked waiting for an item: only then is a
+    /// wake-up needed (a `Notify` per message would cost more than the
+    /// message at millions per second).
+    waiting: bool,
 }
 
 /// The receiving end the connection task fills.
@@ -115,12 +119,17 @@ impl Inbox {
             }
         }
         queue.items.push_back(item);
-        drop(queue);
-        self.ready.notify_one();
+        if std::mem::take(&mut queue.waiting) {
+            drop(queue);
+            self.ready.notify_one();
+        }
     }
 
     pub fn close(&self) {
-        lock(&self.queue).closed = true;
+        let mut queue = lock(&self.queue);
+        queue.closed = true;
+        queue.waiting = false;
+        drop(queue);
         self.ready.notify_one();
     }
 }
@@ -135,21 +144,19 @@ impl Subscription {
     /// The next message or lag notice; `None` once the bus is closed.
     pub async fn next(&mut self) -> Option<Item> {
         loop {
+            if let Some(item) = self.try_next() {
+                return Some(item);
+            }
             let ready = self.inbox.ready.notified();
             {
                 let mut queue = lock(&self.inbox.queue);
-                if queue.dropped > 0 {
-                    let dropped = std::mem::take(&mut queue.dropped);
-                    drop(queue);
-                    self.report_drops(dropped);
-                    return Some(Item::Lagged(dropped));
-                }
-                if let Some(item) = queue.items.pop_front() {
-                    return Some(item);
+                if !queue.items.is_empty() || queue.dropped > 0 {
+                    continue;
                 }
                 if queue.closed {
                     return None;
                 }
+                queue.waiting = true;
             }
             ready.await;
         }

@@ -105,15 +105,25 @@ impl Router {
         let mut matched = std::mem::take(&mut self.matched);
         matched.clear();
         self.topics.matching(&topic, &mut matched);
-        for id in &matched {
-            let delivery = Delivery {
-                retained: false,
-                publisher,
-                topic: topic.clone(),
-                headers: headers.clone(),
-                payload: payload.clone(),
+        // Clone for all but the last subscriber, which takes the original:
+        // reference counting is the main per-message cost here.
+        let mut message = Some(Delivery {
+            retained: false,
+            publisher,
+            topic,
+            headers,
+            payload,
+        });
+        let last = matched.len().saturating_sub(1);
+        for (index, id) in matched.iter().enumerate() {
+            let delivery = if index == last {
+                message.take()
+            } else {
+                message.clone()
             };
-            self.offer(*id, delivery);
+            if let Some(delivery) = delivery {
+                self.offer(*id, delivery);
+            }
         }
         self.matched = matched;
     }
