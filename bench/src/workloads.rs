@@ -90,43 +90,59 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
+/// One case's samples across repeats.
+struct Case {
+    group: &'static str,
+    name: String,
+    system: &'static str,
+    samples: Vec<Sample>,
+    lost_pct: Vec<f64>,
+}
+
 /// Samples gathered per case across repeats, in first-seen order.
 #[derive(Default)]
 struct Collected {
-    cases: Vec<(&'static str, String, &'static str, Vec<Sample>, Vec<f64>)>,
+    cases: Vec<Case>,
 }
 
 impl Collected {
     fn add(
         &mut self,
         group: &'static str,
-        case: String,
+        name: String,
         system: &'static str,
         sample: Sample,
         lost_pct: Option<f64>,
     ) {
-        let at = match self.cases.iter().position(|c| c.1 == case && c.2 == system) {
+        let at = match self
+            .cases
+            .iter()
+            .position(|c| c.name == name && c.system == system)
+        {
             Some(at) => at,
             None => {
-                self.cases
-                    .push((group, case, system, Vec::new(), Vec::new()));
+                self.cases.push(Case {
+                    group,
+                    name,
+                    system,
+                    samples: Vec::new(),
+                    lost_pct: Vec::new(),
+                });
                 self.cases.len() - 1
             }
         };
-        self.cases[at].3.push(sample);
-        if let Some(lost) = lost_pct {
-            self.cases[at].4.push(lost);
-        }
+        self.cases[at].samples.push(sample);
+        self.cases[at].lost_pct.extend(lost_pct);
     }
 
     fn rows(self) -> Vec<Row> {
         let mut rows: Vec<Row> = self
             .cases
             .into_iter()
-            .map(|(group, case, system, samples, mut lost)| {
-                let mut row = Row::from_samples(group, &case, system, &samples);
-                if !lost.is_empty() {
-                    row.lost_pct = Some(crate::stats::median(&mut lost));
+            .map(|mut case| {
+                let mut row = Row::from_samples(case.group, &case.name, case.system, &case.samples);
+                if !case.lost_pct.is_empty() {
+                    row.lost_pct = Some(crate::stats::median(&mut case.lost_pct));
                 }
                 row
             })
