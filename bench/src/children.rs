@@ -97,9 +97,7 @@ pub fn raw_relay(socket: &Path, upstream: &Path) -> anyhow::Result<()> {
 
 /// The daemon, as `switchboard up` runs it (single-threaded runtime).
 pub fn daemon(socket: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let config = switchboard_daemon::Config {
             listen: vec![switchboard::Endpoint::Unix(socket.to_owned())],
@@ -114,16 +112,11 @@ pub fn daemon(socket: &Path) -> anyhow::Result<()> {
 
 /// A Switchboard service `bench.echo` that replies with the request.
 pub fn sb_echo(addr: &str) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let bus = switchboard::Bus::connect(addr).await?;
-        let _service = bus
-            .serve("bench")?
-            .method("echo", |request| async move { Ok(request.payload) })
-            .start()
-            .await?;
+        let _service =
+            bus.serve("bench")?.method("echo", |request| async move { Ok(request.payload) }).start().await?;
         ready();
         std::future::pending::<()>().await;
         Ok(())

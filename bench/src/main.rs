@@ -17,10 +17,7 @@ use clap::{Parser, Subcommand};
 use stats::Row;
 
 #[derive(Parser)]
-#[command(
-    name = "switchboard-bench",
-    about = "Switchboard against its baselines, in one run"
-)]
+#[command(name = "switchboard-bench", about = "Switchboard against its baselines, in one run")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,27 +65,19 @@ enum Command {
         latency: bool,
     },
     #[command(hide = true)]
-    ChildSbPub {
-        addr: String,
-        count: u64,
-        size: usize,
-        gap_us: u64,
-    },
+    ChildSbPub { addr: String, count: u64, size: usize, gap_us: u64 },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::All {
-            quick,
-            repeats,
-            out,
-            only,
-        } => {
+        Command::All { quick, repeats, out, only } => {
             let repeats = repeats.unwrap_or(if quick { 3 } else { 5 }).max(3);
             let rows = workloads::run_all(quick, repeats, only.as_deref())?;
             stats::print_table(&rows);
             if cfg!(debug_assertions) {
-                println!("\n(debug build: these numbers only show that every case runs; measure with --release)");
+                println!(
+                    "\n(debug build: these numbers only show that every case runs; measure with --release)"
+                );
             }
             std::fs::write(&out, serde_json::to_string_pretty(&rows)?)?;
             println!("\nrows written to {}", out.display());
@@ -111,20 +100,11 @@ fn main() -> anyhow::Result<()> {
             children::exit_with_parent();
             children::sb_echo(&addr)
         }
-        Command::ChildSbSub {
-            addr,
-            expected,
-            latency,
-        } => {
+        Command::ChildSbSub { addr, expected, latency } => {
             children::exit_with_parent();
             pubsub::subscriber(&addr, expected, latency)
         }
-        Command::ChildSbPub {
-            addr,
-            count,
-            size,
-            gap_us,
-        } => {
+        Command::ChildSbPub { addr, count, size, gap_us } => {
             children::exit_with_parent();
             pubsub::publisher(&addr, count, size, gap_us)
         }

@@ -42,9 +42,7 @@ pub struct SubReport {
 /// Child: subscribe, say ready, receive until `expected` are accounted for
 /// or the stream goes idle, then print a JSON report.
 pub fn subscriber(addr: &str, expected: u64, latency: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let bus = Bus::connect(addr).await?;
         let pattern = TopicPattern::parse(TOPIC)?;
@@ -62,9 +60,7 @@ pub fn subscriber(addr: &str, expected: u64, latency: bool) -> anyhow::Result<()
                             .payload
                             .get(..8)
                             .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-                        report
-                            .latencies_ns
-                            .push(report.last_ns.saturating_sub(sent));
+                        report.latencies_ns.push(report.last_ns.saturating_sub(sent));
                     }
                 }
                 Ok(Some(Item::Lagged(n))) => report.missed += n,
@@ -80,9 +76,7 @@ pub fn subscriber(addr: &str, expected: u64, latency: bool) -> anyhow::Result<()
 /// messages of `size` bytes (paced `gap_us` apart if non-zero), print the
 /// start time.
 pub fn publisher(addr: &str, count: u64, size: usize, gap_us: u64) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let bus = Bus::connect(addr).await?;
         println!("ready");
@@ -101,8 +95,7 @@ pub fn publisher(addr: &str, count: u64, size: usize, gap_us: u64) -> anyhow::Re
             } else {
                 filler.clone()
             };
-            bus.publish_with(topic.clone(), payload, options.clone())
-                .await?;
+            bus.publish_with(topic.clone(), payload, options.clone()).await?;
             if gap_us > 0 {
                 tokio::time::sleep(Duration::from_micros(gap_us)).await;
             }
@@ -149,12 +142,7 @@ pub fn run(
     let latency = paced_gap_us > 0;
     let mut subs = Vec::new();
     for _ in 0..subscribers {
-        let args = vec![
-            "child-sb-sub".into(),
-            addr.into(),
-            count.to_string(),
-            latency.to_string(),
-        ];
+        let args = vec!["child-sb-sub".into(), addr.into(), count.to_string(), latency.to_string()];
         subs.push(spawn_child(&args)?);
     }
     let pub_args = vec![
@@ -165,11 +153,7 @@ pub fn run(
         paced_gap_us.to_string(),
     ];
     let (mut publisher, mut pub_out) = spawn_child(&pub_args)?;
-    publisher
-        .stdin
-        .take()
-        .context("publisher stdin")?
-        .write_all(b"go\n")?;
+    publisher.stdin.take().context("publisher stdin")?.write_all(b"go\n")?;
     let mut start = String::new();
     pub_out.read_line(&mut start)?;
     let start: u64 = start.trim().parse().context("publisher start time")?;
@@ -188,15 +172,7 @@ pub fn run(
         latencies.extend(report.latencies_ns.into_iter().map(Duration::from_nanos));
     }
     let elapsed = Duration::from_nanos(last.saturating_sub(start)).max(Duration::from_micros(1));
-    let mut sample = if latency {
-        Sample::latency(latencies)
-    } else {
-        Sample::rate(0.0)
-    };
+    let mut sample = if latency { Sample::latency(latencies) } else { Sample::rate(0.0) };
     sample.rate = received as f64 / elapsed.as_secs_f64();
-    Ok(PubSubResult {
-        sample,
-        published: count * subscribers as u64,
-        received,
-    })
+    Ok(PubSubResult { sample, published: count * subscribers as u64, received })
 }

@@ -40,22 +40,14 @@ pub struct Sample {
 impl Sample {
     /// A rate-only sample.
     pub fn rate(rate: f64) -> Self {
-        Self {
-            p50_us: f64::NAN,
-            p99_us: f64::NAN,
-            rate,
-        }
+        Self { p50_us: f64::NAN, p99_us: f64::NAN, rate }
     }
 
     pub fn latency(mut samples: Vec<Duration>) -> Self {
         samples.sort_unstable();
         let total: Duration = samples.iter().sum();
         let rate = samples.len() as f64 / total.as_secs_f64().max(1e-9);
-        Self {
-            p50_us: percentile_us(&samples, 50.0),
-            p99_us: percentile_us(&samples, 99.0),
-            rate,
-        }
+        Self { p50_us: percentile_us(&samples, 50.0), p99_us: percentile_us(&samples, 99.0), rate }
     }
 }
 

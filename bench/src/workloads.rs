@@ -55,28 +55,14 @@ impl Setup {
         for (i, size) in SIZES.iter().enumerate() {
             raw_echo[i] = dir.join(format!("echo-{size}.sock"));
             relay[i] = dir.join(format!("relay-{size}.sock"));
-            kids.push(children::spawn(&[
-                "child-raw-echo",
-                path(&raw_echo[i]),
-                &size.to_string(),
-            ])?);
-            kids.push(children::spawn(&[
-                "child-raw-relay",
-                path(&relay[i]),
-                path(&raw_echo[i]),
-            ])?);
+            kids.push(children::spawn(&["child-raw-echo", path(&raw_echo[i]), &size.to_string()])?);
+            kids.push(children::spawn(&["child-raw-relay", path(&relay[i]), path(&raw_echo[i])])?);
         }
         let bus_socket = dir.join("bus.sock");
         kids.push(children::spawn(&["child-daemon", path(&bus_socket)])?);
         let bus_addr = format!("unix:{}", bus_socket.display());
         kids.push(children::spawn(&["child-sb-echo", &bus_addr])?);
-        Ok(Self {
-            dir,
-            _children: kids,
-            raw_echo,
-            relay,
-            bus_addr,
-        })
+        Ok(Self { dir, _children: kids, raw_echo, relay, bus_addr })
     }
 }
 
@@ -114,20 +100,10 @@ impl Collected {
         sample: Sample,
         lost_pct: Option<f64>,
     ) {
-        let at = match self
-            .cases
-            .iter()
-            .position(|c| c.name == name && c.system == system)
-        {
+        let at = match self.cases.iter().position(|c| c.name == name && c.system == system) {
             Some(at) => at,
             None => {
-                self.cases.push(Case {
-                    group,
-                    name,
-                    system,
-                    samples: Vec::new(),
-                    lost_pct: Vec::new(),
-                });
+                self.cases.push(Case { group, name, system, samples: Vec::new(), lost_pct: Vec::new() });
                 self.cases.len() - 1
             }
         };
@@ -154,11 +130,9 @@ impl Collected {
                 .iter()
                 .find(|r| r.case == format!("two-hop relay {s}"))
                 .map(|r| (r.case.clone(), r.p50_us));
-            if let (Some((name, p50)), Some(call)) = (
-                relay,
-                rows.iter_mut()
-                    .find(|r| r.case == format!("call round trip {s}")),
-            ) {
+            if let (Some((name, p50)), Some(call)) =
+                (relay, rows.iter_mut().find(|r| r.case == format!("call round trip {s}")))
+            {
                 call.ratio = Some(call.p50_us / p50);
                 call.baseline = Some(name);
                 call.ratio_of = Some("p50");
@@ -187,9 +161,7 @@ pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Resul
         }
     };
     let setup = Setup::start()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let bus = runtime.block_on(Bus::connect(&setup.bus_addr))?;
 
     let mut collected = Collected::default();
@@ -199,21 +171,9 @@ pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Resul
             let s = size_name(size);
             if wanted("limit") {
                 let raw = raw_round_trips(&setup.raw_echo[i], size, counts.latency_samples)?;
-                collected.add(
-                    "limit",
-                    format!("unix ping-pong {s}"),
-                    "raw socket",
-                    raw,
-                    None,
-                );
+                collected.add("limit", format!("unix ping-pong {s}"), "raw socket", raw, None);
                 let relay = raw_round_trips(&setup.relay[i], size, counts.latency_samples)?;
-                collected.add(
-                    "limit",
-                    format!("two-hop relay {s}"),
-                    "raw socket",
-                    relay,
-                    None,
-                );
+                collected.add("limit", format!("two-hop relay {s}"), "raw socket", relay, None);
             }
             if wanted("call") {
                 // From a task, as a service issues calls (calling straight from
@@ -226,28 +186,18 @@ pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Resul
                     runtime.block_on(task)??,
                     None,
                 );
-                let tput =
-                    runtime.block_on(call_throughput(&bus, size, counts.throughput_calls))?;
-                collected.add(
-                    "call",
-                    format!("calls, {IN_FLIGHT} in flight {s}"),
-                    "switchboard",
-                    tput,
-                    None,
-                );
+                let tput = runtime.block_on(call_throughput(&bus, size, counts.throughput_calls))?;
+                collected.add("call", format!("calls, {IN_FLIGHT} in flight {s}"), "switchboard", tput, None);
             }
             if wanted("pubsub") {
                 for subscribers in [1, 4] {
                     let messages = counts.pubsub_messages / subscribers as u64;
-                    let result =
-                        crate::pubsub::run(&setup.bus_addr, subscribers, messages, size, 0)?;
-                    let lost = 100.0 * (result.published - result.received) as f64
-                        / result.published as f64;
+                    let result = crate::pubsub::run(&setup.bus_addr, subscribers, messages, size, 0)?;
+                    let lost = 100.0 * (result.published - result.received) as f64 / result.published as f64;
                     let case = format!("pub/sub 1 → {subscribers} {s}, received");
                     collected.add("pubsub", case, "switchboard", result.sample, Some(lost));
                 }
-                let fanout =
-                    crate::pubsub::run(&setup.bus_addr, 4, counts.fanout_messages, size, 1000)?;
+                let fanout = crate::pubsub::run(&setup.bus_addr, 4, counts.fanout_messages, size, 1000)?;
                 collected.add(
                     "pubsub",
                     format!("fan-out latency 1 → 4 {s}"),
@@ -263,8 +213,7 @@ pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Resul
 
 /// Sequential round trips of `size`-byte messages through a raw socket path.
 fn raw_round_trips(socket: &Path, size: usize, samples: usize) -> anyhow::Result<Sample> {
-    let mut stream =
-        UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
+    let mut stream = UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
     let message = vec![7u8; size];
     let mut reply = vec![0u8; size];
     let mut times = Vec::with_capacity(samples);
@@ -338,16 +287,11 @@ async fn call_throughput(bus: &Bus, size: usize, total: usize) -> anyhow::Result
 
 /// Sequential calls against an already running daemon and echo service.
 pub fn profile(addr: &str, count: usize) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let sample = runtime.block_on(async {
         let bus = Bus::connect(addr).await?;
         tokio::spawn(call_latency(bus, 16, count)).await?
     })?;
-    println!(
-        "{count} calls: p50 {:.1} µs, p99 {:.1} µs",
-        sample.p50_us, sample.p99_us
-    );
+    println!("{count} calls: p50 {:.1} µs, p99 {:.1} µs", sample.p50_us, sample.p99_us);
     Ok(())
 }

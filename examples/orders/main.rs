@@ -54,10 +54,7 @@ struct Stock {
 impl Inventory for Stock {
     async fn reserve(&self, order: u64, item: String, qty: u32) -> Result<u32, Reject> {
         let result = {
-            let mut items = self
-                .items
-                .lock()
-                .map_err(|_| Reject::new("inventory state poisoned"))?;
+            let mut items = self.items.lock().map_err(|_| Reject::new("inventory state poisoned"))?;
             let left = items.get(&item).copied().unwrap_or(0);
             if left >= qty {
                 items.insert(item.clone(), left - qty);
@@ -67,35 +64,14 @@ impl Inventory for Stock {
             }
         };
         let (topic, outcome) = match result {
-            Ok(left) => (
-                "inventory.reserved",
-                Outcome {
-                    order,
-                    item,
-                    qty,
-                    left,
-                    reason: None,
-                },
-            ),
+            Ok(left) => ("inventory.reserved", Outcome { order, item, qty, left, reason: None }),
             Err(left) => {
                 let reason = format!("only {left} {item} left");
-                (
-                    "inventory.rejected",
-                    Outcome {
-                        order,
-                        item,
-                        qty,
-                        left,
-                        reason: Some(reason),
-                    },
-                )
+                ("inventory.rejected", Outcome { order, item, qty, left, reason: Some(reason) })
             }
         };
         let payload = switchboard::encode(&outcome).map_err(|e| Reject::new(e.to_string()))?;
-        self.bus
-            .publish(topic, payload)
-            .await
-            .map_err(|e| Reject::new(e.to_string()))?;
+        self.bus.publish(topic, payload).await.map_err(|e| Reject::new(e.to_string()))?;
         match outcome.reason {
             None => Ok(outcome.left),
             Some(reason) => Err(Reject::new(reason)),
@@ -103,20 +79,14 @@ impl Inventory for Stock {
     }
 
     async fn stock(&self, item: String) -> Result<u32, Reject> {
-        let items = self
-            .items
-            .lock()
-            .map_err(|_| Reject::new("inventory state poisoned"))?;
+        let items = self.items.lock().map_err(|_| Reject::new("inventory state poisoned"))?;
         Ok(items.get(&item).copied().unwrap_or(0))
     }
 }
 
 async fn inventory(bus: &Bus) -> anyhow::Result<switchboard::Service> {
     let items = HashMap::from([("apple".to_owned(), 10), ("pear".to_owned(), 3)]);
-    let stock = Stock {
-        bus: bus.clone(),
-        items: Mutex::new(items),
-    };
+    let stock = Stock { bus: bus.clone(), items: Mutex::new(items) };
     Ok(InventoryServer::builder(bus, stock).start().await?)
 }
 
@@ -135,24 +105,16 @@ async fn fulfilment(bus: Bus, mut orders: switchboard::Subscription) -> anyhow::
 }
 
 /// Logs every outcome; stops after `count` if given.
-async fn notifier(
-    mut outcomes: switchboard::Subscription,
-    count: Option<usize>,
-) -> anyhow::Result<()> {
+async fn notifier(mut outcomes: switchboard::Subscription, count: Option<usize>) -> anyhow::Result<()> {
     let mut seen = 0;
     while count.is_none_or(|n| seen < n) {
-        let Some(item) = outcomes.next().await else {
-            anyhow::bail!("the connection to the daemon closed")
-        };
+        let Some(item) = outcomes.next().await else { anyhow::bail!("the connection to the daemon closed") };
         let Item::Message(message) = item else {
             continue;
         };
         let o: Outcome = switchboard::decode(&message.payload)?;
         match o.reason {
-            None => println!(
-                "order {}: reserved {} {} ({} left)",
-                o.order, o.qty, o.item, o.left
-            ),
+            None => println!("order {}: reserved {} {} ({} left)", o.order, o.qty, o.item, o.left),
             Some(reason) => println!("order {}: rejected: {reason}", o.order),
         }
         seen += 1;
@@ -163,23 +125,15 @@ async fn notifier(
 async fn shop(bus: &Bus) -> anyhow::Result<usize> {
     let orders = [("apple", 2), ("pear", 2), ("pear", 2), ("apple", 1)];
     for (id, (item, qty)) in orders.iter().enumerate() {
-        let order = Order {
-            id: id as u64 + 1,
-            item: (*item).to_owned(),
-            qty: *qty,
-        };
-        bus.publish("orders.created", switchboard::encode(&order)?)
-            .await?;
+        let order = Order { id: id as u64 + 1, item: (*item).to_owned(), qty: *qty };
+        bus.publish("orders.created", switchboard::encode(&order)?).await?;
     }
     Ok(orders.len())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let role = switchboard_examples::role(
-        USAGE,
-        &["demo", "inventory", "fulfilment", "notifier", "shop"],
-    );
+    let role = switchboard_examples::role(USAGE, &["demo", "inventory", "fulfilment", "notifier", "shop"]);
     let bus = switchboard_examples::connect(&format!("orders-{role}")).await?;
     match role.as_str() {
         "inventory" => {

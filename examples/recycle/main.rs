@@ -52,47 +52,30 @@ fn start_loop(jobs: Arc<AtomicU64>) -> JoinHandle<()> {
 impl WorkLoop {
     fn new(name: &str) -> Self {
         let jobs = Arc::new(AtomicU64::new(0));
-        Self {
-            name: name.to_owned(),
-            current: Mutex::new((1, jobs.clone(), start_loop(jobs))),
-        }
+        Self { name: name.to_owned(), current: Mutex::new((1, jobs.clone(), start_loop(jobs))) }
     }
 }
 
 impl Worker for WorkLoop {
     async fn recycle(&self, reason: String) -> Result<Recycled, Reject> {
         let jobs = Arc::new(AtomicU64::new(0));
-        let mut current = self
-            .current
-            .lock()
-            .map_err(|_| Reject::new("worker state poisoned"))?;
+        let mut current = self.current.lock().map_err(|_| Reject::new("worker state poisoned"))?;
         current.2.abort();
         let done = current.1.load(Ordering::Relaxed);
         *current = (current.0 + 1, jobs.clone(), start_loop(jobs));
-        println!(
-            "worker {}: recycled ({reason}); generation {}",
-            self.name, current.0
-        );
-        Ok(Recycled {
-            worker: self.name.clone(),
-            generation: current.0,
-            jobs_done: done,
-        })
+        println!("worker {}: recycled ({reason}); generation {}", self.name, current.0);
+        Ok(Recycled { worker: self.name.clone(), generation: current.0, jobs_done: done })
     }
 }
 
 async fn worker(name: &str) -> anyhow::Result<switchboard::Service> {
     let bus = switchboard_examples::connect(&format!("worker-{name}")).await?;
-    Ok(WorkerServer::builder(&bus, WorkLoop::new(name))
-        .start()
-        .await?)
+    Ok(WorkerServer::builder(&bus, WorkLoop::new(name)).start().await?)
 }
 
 async fn controller(bus: &Bus) -> anyhow::Result<()> {
     let client = WorkerClient::new(bus).with_timeout(Duration::from_secs(5));
-    let answers = client
-        .recycle_broadcast("new configuration".to_owned())
-        .await?;
+    let answers = client.recycle_broadcast("new configuration".to_owned()).await?;
     let total = answers.len();
     let mut recycled = 0;
     for (instance, answer) in answers {
@@ -115,16 +98,12 @@ async fn controller(bus: &Bus) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     match switchboard_examples::role(USAGE, &["demo", "worker", "controller"]).as_str() {
         "worker" => {
-            let name = std::env::args()
-                .nth(2)
-                .unwrap_or_else(|| std::process::id().to_string());
+            let name = std::env::args().nth(2).unwrap_or_else(|| std::process::id().to_string());
             let _service = worker(&name).await?;
             println!("worker {name} serving worker.recycle (Ctrl-C to stop)");
             switchboard_examples::until_interrupted().await;
         }
-        "controller" => {
-            controller(&switchboard_examples::connect("recycle-controller").await?).await?
-        }
+        "controller" => controller(&switchboard_examples::connect("recycle-controller").await?).await?,
         _ => {
             let mut workers = Vec::new();
             for name in ["w1", "w2", "w3"] {

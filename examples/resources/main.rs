@@ -41,16 +41,12 @@ fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
 
 /// Reads /proc (Linux).
 fn read_snapshot() -> Result<Snapshot, Reject> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo")
-        .map_err(|e| Reject::new(format!("/proc/meminfo: {e}")))?;
-    let loadavg = std::fs::read_to_string("/proc/loadavg")
-        .map_err(|e| Reject::new(format!("/proc/loadavg: {e}")))?;
-    let mut loads = loadavg
-        .split_whitespace()
-        .map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
-    let taken_at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let meminfo =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| Reject::new(format!("/proc/meminfo: {e}")))?;
+    let loadavg =
+        std::fs::read_to_string("/proc/loadavg").map_err(|e| Reject::new(format!("/proc/loadavg: {e}")))?;
+    let mut loads = loadavg.split_whitespace().map(|v| v.parse::<f64>().unwrap_or(f64::NAN));
+    let taken_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     Ok(Snapshot {
         mem_total_kib: meminfo_kib(&meminfo, "MemTotal:").unwrap_or(0),
         mem_available_kib: meminfo_kib(&meminfo, "MemAvailable:").unwrap_or(0),
@@ -87,15 +83,8 @@ async fn monitor(
             let Ok(payload) = switchboard::encode(&snapshot) else {
                 continue;
             };
-            let options = PublishOptions {
-                retain: true,
-                ..Default::default()
-            };
-            if publisher
-                .publish_with(topic.clone(), payload, options)
-                .await
-                .is_err()
-            {
+            let options = PublishOptions { retain: true, ..Default::default() };
+            if publisher.publish_with(topic.clone(), payload, options).await.is_err() {
                 return;
             }
         }
@@ -138,9 +127,7 @@ async fn main() -> anyhow::Result<()> {
     match role.as_str() {
         "monitor" => {
             let _running = monitor(&bus, Duration::from_secs(1)).await?;
-            println!(
-                "publishing {TOPIC} every second and serving resources.current (Ctrl-C to stop)"
-            );
+            println!("publishing {TOPIC} every second and serving resources.current (Ctrl-C to stop)");
             switchboard_examples::until_interrupted().await;
         }
         "watch" => watch(&bus, None).await?,

@@ -7,13 +7,9 @@ use switchboard::Bus;
 /// Connects to `$SWITCHBOARD_ADDR` or the default socket, naming the client.
 pub async fn connect(name: &str) -> anyhow::Result<Bus> {
     let endpoint = switchboard::default_endpoint()?;
-    Bus::connect_endpoint(endpoint, name.to_owned())
-        .await
-        .map_err(|err| {
-            anyhow::anyhow!(
-                "{err}\nstart the daemon first: cargo run --release -p switchboard-cli -- up"
-            )
-        })
+    Bus::connect_endpoint(endpoint, name.to_owned()).await.map_err(|err| {
+        anyhow::anyhow!("{err}\nstart the daemon first: cargo run --release -p switchboard-cli -- up")
+    })
 }
 
 /// The first argument, or `demo`; prints usage and exits 2 when unknown.

@@ -9,10 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 /// The `switchboard` binary: built by `cargo test --workspace` into the same
 /// directory as the example binaries.
 fn daemon_binary() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_BIN_EXE_recycle"))
-        .parent()
-        .unwrap()
-        .to_owned();
+    let dir = PathBuf::from(env!("CARGO_BIN_EXE_recycle")).parent().unwrap().to_owned();
     let binary = dir.join("switchboard");
     assert!(
         binary.exists(),
@@ -39,28 +36,13 @@ impl Daemon {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        assert!(
-            lines.any(|l| l.unwrap().contains("ready")),
-            "daemon did not start"
-        );
-        Self {
-            child,
-            addr,
-            _dir: dir,
-        }
+        assert!(lines.any(|l| l.unwrap().contains("ready")), "daemon did not start");
+        Self { child, addr, _dir: dir }
     }
 
     fn run(&self, binary: &str, args: &[&str]) -> Output {
-        let output = Command::new(binary)
-            .args(args)
-            .env("SWITCHBOARD_ADDR", &self.addr)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{binary} {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = Command::new(binary).args(args).env("SWITCHBOARD_ADDR", &self.addr).output().unwrap();
+        assert!(output.status.success(), "{binary} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         output
     }
 
@@ -96,20 +78,15 @@ fn recycle_demo_recycles_every_worker() {
     let text = stdout(&daemon.run(env!("CARGO_BIN_EXE_recycle"), &[]));
     assert!(text.contains("3 of 3 workers recycled"), "{text}");
     for name in ["w1", "w2", "w3"] {
-        assert!(
-            text.contains(&format!("worker {name} recycled: generation 2")),
-            "{text}"
-        );
+        assert!(text.contains(&format!("worker {name} recycled: generation 2")), "{text}");
     }
 }
 
 #[test]
 fn recycle_across_processes() {
     let daemon = Daemon::start();
-    let mut workers: Vec<Child> = ["a", "b"]
-        .iter()
-        .map(|n| daemon.spawn(env!("CARGO_BIN_EXE_recycle"), &["worker", n]))
-        .collect();
+    let mut workers: Vec<Child> =
+        ["a", "b"].iter().map(|n| daemon.spawn(env!("CARGO_BIN_EXE_recycle"), &["worker", n])).collect();
     let text = stdout(&daemon.run(env!("CARGO_BIN_EXE_recycle"), &["controller"]));
     for worker in &mut workers {
         let _ = worker.kill();
@@ -144,10 +121,7 @@ fn orders_demo_runs_the_event_chain() {
 
 #[test]
 fn an_unknown_role_is_a_usage_error() {
-    let output = Command::new(env!("CARGO_BIN_EXE_orders"))
-        .arg("dance")
-        .output()
-        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_orders")).arg("dance").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage: orders"));
 }

@@ -16,8 +16,9 @@ const MAX_DEPTH: usize = 256;
 pub fn payload_from_arg(arg: Option<&str>) -> anyhow::Result<Bytes> {
     let json: Json = match arg {
         None => Json::Null,
-        Some(text) => serde_json::from_str(text)
-            .with_context(|| format!("the payload is not valid JSON: {text}"))?,
+        Some(text) => {
+            serde_json::from_str(text).with_context(|| format!("the payload is not valid JSON: {text}"))?
+        }
     };
     Ok(to_msgpack(&json))
 }
@@ -44,11 +45,9 @@ fn json_to_pack(json: &Json) -> Pack {
         }
         Json::String(s) => Pack::from(s.as_str()),
         Json::Array(items) => Pack::Array(items.iter().map(json_to_pack).collect()),
-        Json::Object(map) => Pack::Map(
-            map.iter()
-                .map(|(k, v)| (Pack::from(k.as_str()), json_to_pack(v)))
-                .collect(),
-        ),
+        Json::Object(map) => {
+            Pack::Map(map.iter().map(|(k, v)| (Pack::from(k.as_str()), json_to_pack(v))).collect())
+        }
     }
 }
 
@@ -62,10 +61,7 @@ pub fn from_msgpack(payload: &[u8]) -> anyhow::Result<Json> {
     let value = rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH)
         .context("the payload is not MessagePack")?;
     if !rest.is_empty() {
-        bail!(
-            "the payload has {} bytes after its MessagePack value",
-            rest.len()
-        );
+        bail!("the payload has {} bytes after its MessagePack value", rest.len());
     }
     Ok(pack_to_json(&value))
 }
@@ -77,14 +73,8 @@ pub fn display_payload(payload: &[u8]) -> Json {
     match from_msgpack(payload) {
         Ok(json) => json,
         Err(_) => match std::str::from_utf8(payload) {
-            Ok(text) => Json::Object(Map::from_iter([(
-                "$text".to_owned(),
-                Json::String(text.to_owned()),
-            )])),
-            Err(_) => Json::Object(Map::from_iter([(
-                "$binary".to_owned(),
-                Json::String(hex(payload)),
-            )])),
+            Ok(text) => Json::Object(Map::from_iter([("$text".to_owned(), Json::String(text.to_owned()))])),
+            Err(_) => Json::Object(Map::from_iter([("$binary".to_owned(), Json::String(hex(payload)))])),
         },
     }
 }
@@ -97,18 +87,13 @@ fn pack_to_json(value: &Pack) -> Json {
     match value {
         Pack::Nil => Json::Null,
         Pack::Boolean(b) => Json::Bool(*b),
-        Pack::Integer(i) => i
-            .as_i64()
-            .map(Json::from)
-            .or_else(|| i.as_u64().map(Json::from))
-            .unwrap_or(Json::Null),
+        Pack::Integer(i) => {
+            i.as_i64().map(Json::from).or_else(|| i.as_u64().map(Json::from)).unwrap_or(Json::Null)
+        }
         Pack::F32(f) => Number::from_f64(f64::from(*f)).map_or(Json::Null, Json::Number),
         Pack::F64(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Pack::String(s) => Json::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        Pack::Binary(b) => Json::Object(Map::from_iter([(
-            "$binary".to_owned(),
-            Json::String(hex(b)),
-        )])),
+        Pack::Binary(b) => Json::Object(Map::from_iter([("$binary".to_owned(), Json::String(hex(b)))])),
         Pack::Array(items) => Json::Array(items.iter().map(pack_to_json).collect()),
         Pack::Map(entries) => Json::Object(
             entries
@@ -135,12 +120,7 @@ mod tests {
 
     #[test]
     fn json_round_trips_through_msgpack() {
-        for text in [
-            r#"{"hi":1}"#,
-            "null",
-            "[1,-2,3.5,\"x\",true,{\"a\":[]}]",
-            "18446744073709551615",
-        ] {
+        for text in [r#"{"hi":1}"#, "null", "[1,-2,3.5,\"x\",true,{\"a\":[]}]", "18446744073709551615"] {
             let json: Json = serde_json::from_str(text).unwrap();
             assert_eq!(from_msgpack(&to_msgpack(&json)).unwrap(), json, "{text}");
         }
@@ -150,19 +130,10 @@ mod tests {
     fn non_msgpack_is_refused_and_binary_has_a_spelling() {
         assert!(from_msgpack(&[0xa5, b'a']).is_err(), "a truncated string");
         assert!(from_msgpack(&[0x01, 0x02]).is_err());
-        assert_eq!(
-            from_msgpack(&[0xc4, 2, 0xab, 0xcd]).unwrap(),
-            serde_json::json!({"$binary": "abcd"})
-        );
+        assert_eq!(from_msgpack(&[0xc4, 2, 0xab, 0xcd]).unwrap(), serde_json::json!({"$binary": "abcd"}));
         assert_eq!(from_msgpack(&[]).unwrap(), Json::Null);
         assert!(payload_from_arg(Some("{bad")).is_err());
-        assert_eq!(
-            display_payload(b"plain text"),
-            serde_json::json!({"$text": "plain text"})
-        );
-        assert_eq!(
-            display_payload(&[0xa5, 0xff]),
-            serde_json::json!({"$binary": "a5ff"})
-        );
+        assert_eq!(display_payload(b"plain text"), serde_json::json!({"$text": "plain text"}));
+        assert_eq!(display_payload(&[0xa5, 0xff]), serde_json::json!({"$binary": "a5ff"}));
     }
 }

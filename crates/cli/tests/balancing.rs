@@ -12,9 +12,8 @@ use support::{Daemon, Guard};
 #[tokio::test]
 async fn three_instances_share_3000_calls() {
     let daemon = Daemon::start();
-    let _instances: Vec<Guard> = (0..3)
-        .map(|_| Guard(daemon.responder(&["lb.work", "--echo", "-q"])))
-        .collect();
+    let _instances: Vec<Guard> =
+        (0..3).map(|_| Guard(daemon.responder(&["lb.work", "--echo", "-q"]))).collect();
     let bus = daemon.bus().await;
     let mut tasks = Vec::new();
     for worker in 0..16 {
@@ -41,10 +40,7 @@ async fn three_instances_share_3000_calls() {
     assert_eq!(shares.len(), 3);
     assert_eq!(shares.iter().sum::<u64>(), 3000);
     for share in shares {
-        assert!(
-            (750..=1260).contains(&share),
-            "share {share} outside 25%..42% of 3000"
-        );
+        assert!((750..=1260).contains(&share), "share {share} outside 25%..42% of 3000");
     }
 }
 
@@ -98,18 +94,11 @@ async fn notifications_arrive_without_replies() {
         .unwrap();
     let sender = daemon.bus().await;
     for i in 0..100 {
-        sender
-            .notify("cache.invalidate", format!("key{i}"))
-            .await
-            .unwrap();
+        sender.notify("cache.invalidate", format!("key{i}")).await.unwrap();
     }
     // A notification to nobody is dropped, not an error for the sender.
     sender.notify("nobody.listens", "x").await.unwrap();
-    assert!(
-        support::eventually(Duration::from_secs(5), || seen.load(Ordering::SeqCst)
-            == 100)
-        .await
-    );
+    assert!(support::eventually(Duration::from_secs(5), || seen.load(Ordering::SeqCst) == 100).await);
 }
 
 #[tokio::test]

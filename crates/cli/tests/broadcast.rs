@@ -38,29 +38,16 @@ async fn an_instance_killed_mid_broadcast_is_reported_gone_and_the_rest_answer()
     let took = started.elapsed();
     killer.await.unwrap();
     assert_eq!(outcome.replies.len(), 3);
-    assert!(
-        outcome.complete,
-        "every instance answered or was reported gone"
-    );
-    let ok: Vec<_> = outcome
-        .replies
-        .iter()
-        .filter(|r| r.result.is_ok())
-        .collect();
-    let gone: Vec<_> = outcome
-        .replies
-        .iter()
-        .filter(|r| matches!(r.result, Err(CallError::InstanceGone(_))))
-        .collect();
+    assert!(outcome.complete, "every instance answered or was reported gone");
+    let ok: Vec<_> = outcome.replies.iter().filter(|r| r.result.is_ok()).collect();
+    let gone: Vec<_> =
+        outcome.replies.iter().filter(|r| matches!(r.result, Err(CallError::InstanceGone(_)))).collect();
     assert_eq!((ok.len(), gone.len()), (2, 1), "{:?}", outcome.replies);
     for reply in ok {
         let text: String = switchboard::decode(reply.result.as_ref().unwrap()).unwrap();
         assert_eq!(text, "recycled");
     }
-    assert!(
-        took < Duration::from_secs(5),
-        "returned after {took:?}, long before the 10 s deadline"
-    );
+    assert!(took < Duration::from_secs(5), "returned after {took:?}, long before the 10 s deadline");
 }
 
 #[tokio::test]
@@ -71,44 +58,23 @@ async fn a_late_instance_is_a_timeout_entry_and_the_call_returns_at_the_deadline
     let bus = daemon.bus().await;
     let started = Instant::now();
     let deadline = Duration::from_millis(400);
-    let outcome = bus
-        .broadcast("worker.ping", "", CallOptions::timeout(deadline))
-        .await
-        .unwrap();
+    let outcome = bus.broadcast("worker.ping", "", CallOptions::timeout(deadline)).await.unwrap();
     let took = started.elapsed();
     assert!(!outcome.complete);
     assert_eq!(outcome.replies.len(), 2);
     assert!(outcome.replies.iter().any(|r| r.result.is_ok()));
-    assert!(outcome
-        .replies
-        .iter()
-        .any(|r| r.result == Err(CallError::Timeout(deadline))));
-    assert!(
-        took >= deadline && took < Duration::from_secs(2),
-        "{took:?}"
-    );
+    assert!(outcome.replies.iter().any(|r| r.result == Err(CallError::Timeout(deadline))));
+    assert!(took >= deadline && took < Duration::from_secs(2), "{took:?}");
 }
 
 #[tokio::test]
 async fn broadcast_errors_are_typed() {
     let daemon = Daemon::start();
     let bus = daemon.bus().await;
-    let err = bus
-        .broadcast("nobody.home", "", CallOptions::default())
-        .await
-        .unwrap_err();
+    let err = bus.broadcast("nobody.home", "", CallOptions::default()).await.unwrap_err();
     assert!(matches!(err, CallError::NoSuchService(_)), "{err:?}");
-    let _svc = bus
-        .serve("w")
-        .unwrap()
-        .method("a", |r| async move { Ok(r.payload) })
-        .start()
-        .await
-        .unwrap();
-    let err = bus
-        .broadcast("w.b", "", CallOptions::default())
-        .await
-        .unwrap_err();
+    let _svc = bus.serve("w").unwrap().method("a", |r| async move { Ok(r.payload) }).start().await.unwrap();
+    let err = bus.broadcast("w.b", "", CallOptions::default()).await.unwrap_err();
     assert!(matches!(err, CallError::NoSuchMethod(_)), "{err:?}");
 }
 
@@ -147,15 +113,10 @@ fn cli_prints_one_line_per_instance() {
     let daemon = Daemon::start();
     let _a = Guard(daemon.responder(&["svc.status", "--reply", r#"{"ok":true}"#, "-q"]));
     let _b = Guard(daemon.responder(&["svc.status", "--exec", "echo broken >&2; exit 1", "-q"]));
-    let out = daemon
-        .cli(&["broadcast", "svc.status", "--json"])
-        .output()
-        .unwrap();
+    let out = daemon.cli(&["broadcast", "svc.status", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "one instance failed");
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["reply"], serde_json::json!({"ok": true}));
     assert_eq!(lines[1]["error"], "rejected");

@@ -22,12 +22,7 @@ pub struct Receipt {
 #[contract(service = "billing")]
 pub trait Billing {
     /// Charges an account.
-    async fn charge(
-        &self,
-        account: String,
-        cents: u64,
-        note: Option<String>,
-    ) -> Result<Receipt, Reject>;
+    async fn charge(&self, account: String, cents: u64, note: Option<String>) -> Result<Receipt, Reject>;
     /// How many charges so far.
     async fn count(&self) -> Result<u64, Reject>;
     /// Fire-and-forget audit line.
@@ -42,21 +37,12 @@ struct Ledger {
 }
 
 impl Billing for Ledger {
-    async fn charge(
-        &self,
-        account: String,
-        cents: u64,
-        note: Option<String>,
-    ) -> Result<Receipt, Reject> {
+    async fn charge(&self, account: String, cents: u64, note: Option<String>) -> Result<Receipt, Reject> {
         if account == "frozen" {
             return Err(Reject::new("account frozen is frozen"));
         }
         self.charges.fetch_add(1, Ordering::SeqCst);
-        Ok(Receipt {
-            account,
-            cents,
-            note,
-        })
+        Ok(Receipt { account, cents, note })
     }
 
     async fn count(&self) -> Result<u64, Reject> {
@@ -73,107 +59,53 @@ async fn typed_client_and_typed_server_round_trip() {
     let daemon = Daemon::start();
     let server_bus = daemon.bus().await;
     let audits = Arc::new(AtomicU64::new(0));
-    let ledger = Ledger {
-        audits: audits.clone(),
-        ..Default::default()
-    };
-    let _server = BillingServer::builder(&server_bus, ledger)
-        .start()
-        .await
-        .unwrap();
+    let ledger = Ledger { audits: audits.clone(), ..Default::default() };
+    let _server = BillingServer::builder(&server_bus, ledger).start().await.unwrap();
 
     let bus = daemon.bus().await;
     let billing = BillingClient::new(&bus).with_timeout(Duration::from_secs(5));
-    let receipt = billing
-        .charge("acct-1".into(), 500, Some("coffee".into()))
-        .await
-        .unwrap();
-    assert_eq!(
-        receipt,
-        Receipt {
-            account: "acct-1".into(),
-            cents: 500,
-            note: Some("coffee".into())
-        }
-    );
-    assert_eq!(
-        billing.charge("acct-2".into(), 1, None).await.unwrap().note,
-        None
-    );
+    let receipt = billing.charge("acct-1".into(), 500, Some("coffee".into())).await.unwrap();
+    assert_eq!(receipt, Receipt { account: "acct-1".into(), cents: 500, note: Some("coffee".into()) });
+    assert_eq!(billing.charge("acct-2".into(), 1, None).await.unwrap().note, None);
     assert_eq!(billing.count().await.unwrap(), 2);
     assert_eq!(
         billing.charge("frozen".into(), 1, None).await,
         Err(CallError::Rejected("account frozen is frozen".into()))
     );
     billing.audit("charged twice".into()).await.unwrap();
-    assert!(
-        support::eventually(Duration::from_secs(5), || audits.load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    assert!(support::eventually(Duration::from_secs(5), || audits.load(Ordering::SeqCst) == 1).await);
 
     // Broadcast through the contract: one typed result per instance.
-    let _second = BillingServer::builder(&server_bus, Ledger::default())
-        .start()
-        .await
-        .unwrap();
+    let _second = BillingServer::builder(&server_bus, Ledger::default()).start().await.unwrap();
     let counts = billing.count_broadcast().await.unwrap();
     let mut values: Vec<u64> = counts.into_iter().map(|(_, r)| r.unwrap()).collect();
     values.sort_unstable();
     assert_eq!(values.len(), 2);
-    assert_eq!(
-        values.iter().sum::<u64>(),
-        2,
-        "both instances answered: {values:?}"
-    );
+    assert_eq!(values.iter().sum::<u64>(), 2, "both instances answered: {values:?}");
 }
 
 #[tokio::test]
 async fn json_from_the_cli_reaches_a_typed_server_and_mismatches_are_named() {
     let daemon = Daemon::start();
     let server_bus = daemon.bus().await;
-    let _server = BillingServer::builder(&server_bus, Ledger::default())
-        .start()
-        .await
-        .unwrap();
+    let _server = BillingServer::builder(&server_bus, Ledger::default()).start().await.unwrap();
     let cli = |args: &[&str]| {
         let mut cmd = daemon.cli(args);
         // Off the runtime thread: this process serves the calls.
-        async move {
-            tokio::task::spawn_blocking(move || cmd.output())
-                .await
-                .unwrap()
-                .unwrap()
-        }
+        async move { tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap() }
     };
 
     let out = cli(&["call", "billing.charge", r#"{"account":"a","cents":5}"#]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        reply,
-        serde_json::json!({"account": "a", "cents": 5, "note": null})
-    );
+    assert_eq!(reply, serde_json::json!({"account": "a", "cents": 5, "note": null}));
 
     // A field of the wrong type: a typed error naming the method and the field.
-    let out = cli(&[
-        "call",
-        "billing.charge",
-        r#"{"account":"a","cents":"five"}"#,
-        "--json",
-    ])
-    .await;
+    let out = cli(&["call", "billing.charge", r#"{"account":"a","cents":"five"}"#, "--json"]).await;
     let error: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(error["error"], "bad_arguments");
     let message = error["message"].as_str().unwrap();
-    assert!(
-        message.contains("`cents`") && message.contains("charge"),
-        "{message}"
-    );
+    assert!(message.contains("`cents`") && message.contains("charge"), "{message}");
 
     // A missing field, and arguments that are not a map.
     let out = cli(&["call", "billing.charge", r#"{"cents":5}"#, "--json"]).await;
@@ -189,10 +121,7 @@ async fn json_from_the_cli_reaches_a_typed_server_and_mismatches_are_named() {
     // The contract's methods and argument names are visible.
     let out = cli(&["ls", "billing"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("charge(account: String, cents: u64, note: Option<String>) -> Receipt"),
-        "{text}"
-    );
+    assert!(text.contains("charge(account: String, cents: u64, note: Option<String>) -> Receipt"), "{text}");
     assert!(text.contains("audit(line: String) [one-way]"), "{text}");
 }
 
@@ -204,15 +133,10 @@ async fn a_typed_client_meeting_the_wrong_server_gets_a_decode_error() {
     let _impostor = bus
         .serve("billing")
         .unwrap()
-        .method("count", |_| async {
-            Ok(switchboard::encode("not a number").unwrap())
-        })
+        .method("count", |_| async { Ok(switchboard::encode("not a number").unwrap()) })
         .start()
         .await
         .unwrap();
     let err = BillingClient::new(&bus).count().await.unwrap_err();
-    assert!(
-        matches!(&err, CallError::Decode(m) if m.contains("reply of count")),
-        "{err:?}"
-    );
+    assert!(matches!(&err, CallError::Decode(m) if m.contains("reply of count")), "{err:?}");
 }

@@ -13,20 +13,11 @@ use switchboard::{CallError, CallOptions};
 #[test]
 fn a_second_daemon_on_the_same_socket_names_the_first() {
     let daemon = Daemon::start();
-    let output = std::process::Command::new(BIN)
-        .args(["up", "--listen", &daemon.addr])
-        .output()
-        .unwrap();
+    let output = std::process::Command::new(BIN).args(["up", "--listen", &daemon.addr]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(&daemon.socket.display().to_string()),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("pid {}", daemon.pid())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&daemon.socket.display().to_string()), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", daemon.pid())), "{stderr}");
     // The first one is untouched.
     assert!(daemon.socket.exists());
 }
@@ -35,25 +26,17 @@ fn a_second_daemon_on_the_same_socket_names_the_first() {
 fn sigterm_exits_zero_and_removes_the_socket() {
     let mut daemon = Daemon::start();
     daemon.signal(Signal::TERM);
-    let status = daemon
-        .wait_exit(Duration::from_secs(5))
-        .expect("exits within 5 s");
+    let status = daemon.wait_exit(Duration::from_secs(5)).expect("exits within 5 s");
     assert!(status.success(), "{status:?}");
     assert!(!daemon.socket.exists(), "socket left behind");
-    assert!(
-        !daemon.socket.with_extension("sock.lock").exists(),
-        "lock file left behind"
-    );
+    assert!(!daemon.socket.with_extension("sock.lock").exists(), "lock file left behind");
 }
 
 #[test]
 fn sigint_works_too() {
     let mut daemon = Daemon::start();
     daemon.signal(Signal::INT);
-    assert!(daemon
-        .wait_exit(Duration::from_secs(5))
-        .expect("exits")
-        .success());
+    assert!(daemon.wait_exit(Duration::from_secs(5)).expect("exits").success());
 }
 
 #[test]
@@ -63,25 +46,15 @@ fn a_stale_socket_from_a_crash_is_replaced() {
     daemon.wait_exit(Duration::from_secs(5)).expect("killed");
     assert!(daemon.socket.exists(), "kill -9 leaves the socket behind");
     daemon.restart();
-    assert!(
-        daemon.log().contains("replacing a stale socket"),
-        "{}",
-        daemon.log()
-    );
+    assert!(daemon.log().contains("replacing a stale socket"), "{}", daemon.log());
     let out = daemon.cli(&["ls"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
 fn plain_tcp_off_loopback_is_refused_at_startup() {
-    let output = std::process::Command::new(BIN)
-        .args(["up", "--listen", "tcp://0.0.0.0:0"])
-        .output()
-        .unwrap();
+    let output =
+        std::process::Command::new(BIN).args(["up", "--listen", "tcp://0.0.0.0:0"]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("only loopback"), "{stderr}");
@@ -90,45 +63,23 @@ fn plain_tcp_off_loopback_is_refused_at_startup() {
 #[tokio::test]
 async fn tcp_loopback_endpoint_serves_calls() {
     // Find a free port by binding then releasing it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let daemon = Daemon::start_with(&["--listen", &format!("tcp://127.0.0.1:{port}")]);
-    let tcp = switchboard::Bus::connect(&format!("tcp://127.0.0.1:{port}"))
-        .await
-        .unwrap();
+    let tcp = switchboard::Bus::connect(&format!("tcp://127.0.0.1:{port}")).await.unwrap();
     let unix = daemon.bus().await;
-    let _svc = unix
-        .serve("demo")
-        .unwrap()
-        .method("echo", |r| async move { Ok(r.payload) })
-        .start()
-        .await
-        .unwrap();
-    assert_eq!(
-        &tcp.call("demo.echo", "over tcp").await.unwrap()[..],
-        b"over tcp"
-    );
+    let _svc =
+        unix.serve("demo").unwrap().method("echo", |r| async move { Ok(r.payload) }).start().await.unwrap();
+    assert_eq!(&tcp.call("demo.echo", "over tcp").await.unwrap()[..], b"over tcp");
 }
 
 #[tokio::test]
 async fn clients_reconnect_and_register_again_after_a_daemon_restart() {
     let mut daemon = Daemon::start();
     let server = daemon.bus().await;
-    let _svc = server
-        .serve("demo")
-        .unwrap()
-        .method("echo", |r| async move { Ok(r.payload) })
-        .start()
-        .await
-        .unwrap();
+    let _svc =
+        server.serve("demo").unwrap().method("echo", |r| async move { Ok(r.payload) }).start().await.unwrap();
     let client = daemon.bus().await;
-    assert_eq!(
-        &client.call("demo.echo", "before").await.unwrap()[..],
-        b"before"
-    );
+    assert_eq!(&client.call("demo.echo", "before").await.unwrap()[..], b"before");
 
     daemon.signal(Signal::KILL);
     daemon.wait_exit(Duration::from_secs(5)).expect("killed");
@@ -137,13 +88,7 @@ async fn clients_reconnect_and_register_again_after_a_daemon_restart() {
     // Both sides come back by themselves; the service is registered again.
     let mut reply = Err(CallError::ConnectionLost);
     for _ in 0..100 {
-        reply = client
-            .call_with(
-                "demo.echo",
-                "after",
-                CallOptions::timeout(Duration::from_secs(5)),
-            )
-            .await;
+        reply = client.call_with("demo.echo", "after", CallOptions::timeout(Duration::from_secs(5))).await;
         if reply.is_ok() {
             break;
         }
@@ -166,21 +111,12 @@ async fn watch_reports_instances_up_and_down() {
         .await
         .unwrap();
     let instance = svc.instance();
-    let up = tokio::time::timeout(Duration::from_secs(5), events.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (up.event.as_str(), up.service.as_str(), up.instance),
-        ("up", "inventory.eu", instance)
-    );
+    let up = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!((up.event.as_str(), up.service.as_str(), up.instance), ("up", "inventory.eu", instance));
     assert_eq!(up.methods, vec!["reserve"]);
     drop(svc);
     server.close();
-    let down = tokio::time::timeout(Duration::from_secs(5), events.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let down = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
     assert_eq!((down.event.as_str(), down.instance), ("down", instance));
 }
 
@@ -211,8 +147,5 @@ async fn discovery_lists_services_instances_and_methods() {
     assert_eq!(services[0].instances[0].methods, vec!["charge", "refund"]);
     assert_eq!(services[0].instances[0].pid, Some(std::process::id()));
     let info = bus.daemon_info().await.unwrap();
-    assert_eq!(
-        (info.pid, info.services, info.instances),
-        (daemon.pid(), 1, 2)
-    );
+    assert_eq!((info.pid, info.services, info.instances), (daemon.pid(), 1, 2));
 }

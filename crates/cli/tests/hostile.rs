@@ -13,21 +13,15 @@ use switchboard_proto::{Frame, Hello, PROTOCOL_VERSION};
 
 fn hello_bytes() -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
-    Frame::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        features: 0,
-        client_name: "hostile".into(),
-    })
-    .encode(&mut buf);
+    Frame::Hello(Hello { version: PROTOCOL_VERSION, features: 0, client_name: "hostile".into() })
+        .encode(&mut buf);
     buf.to_vec()
 }
 
 /// Sends `bytes` and returns whether the daemon closed the connection.
 fn daemon_closes_after(daemon: &Daemon, bytes: &[u8]) -> bool {
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(8)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
     stream.write_all(bytes).unwrap();
     let mut sink = Vec::new();
     // read_to_end returns once the daemon closes its side.
@@ -45,19 +39,11 @@ async fn still_serves(daemon: &Daemon, bus: &switchboard::Bus) {
 async fn garbage_truncated_and_huge_frames_close_only_that_connection() {
     let daemon = Daemon::start();
     let bus = daemon.bus().await;
-    let _svc = bus
-        .serve("demo")
-        .unwrap()
-        .method("echo", |r| async move { Ok(r.payload) })
-        .start()
-        .await
-        .unwrap();
+    let _svc =
+        bus.serve("demo").unwrap().method("echo", |r| async move { Ok(r.payload) }).start().await.unwrap();
 
     // 1. Garbage before any handshake.
-    assert!(daemon_closes_after(
-        &daemon,
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    ));
+    assert!(daemon_closes_after(&daemon, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
     still_serves(&daemon, &bus).await;
 
     // 2. Garbage after a valid handshake: an unknown frame kind.
@@ -80,9 +66,7 @@ async fn garbage_truncated_and_huge_frames_close_only_that_connection() {
         stream.write_all(&bytes).unwrap();
         stream.shutdown(std::net::Shutdown::Write).unwrap();
         let mut sink = Vec::new();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(8)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
         assert!(stream.read_to_end(&mut sink).is_ok());
     }
     // 5. A truncated field inside a whole frame.
@@ -110,23 +94,14 @@ async fn garbage_truncated_and_huge_frames_close_only_that_connection() {
 async fn wrong_protocol_version_is_refused_with_a_reason() {
     let daemon = Daemon::start();
     let mut buf = bytes::BytesMut::new();
-    Frame::Hello(Hello {
-        version: 99,
-        features: 0,
-        client_name: "future".into(),
-    })
-    .encode(&mut buf);
+    Frame::Hello(Hello { version: 99, features: 0, client_name: "future".into() }).encode(&mut buf);
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     stream.write_all(&buf).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(8)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply).unwrap();
     let mut reply = bytes::BytesMut::from(&reply[..]);
-    let frame = switchboard_proto::decode(&mut reply, 1 << 20)
-        .unwrap()
-        .unwrap();
+    let frame = switchboard_proto::decode(&mut reply, 1 << 20).unwrap().unwrap();
     assert!(
         matches!(&frame, Frame::Goodbye { code: switchboard_proto::ErrorCode::UnsupportedVersion, message } if message.contains("99")),
         "{frame:?}"
@@ -137,9 +112,7 @@ async fn wrong_protocol_version_is_refused_with_a_reason() {
 async fn a_client_that_never_says_hello_is_dropped() {
     let daemon = Daemon::start();
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     let started = std::time::Instant::now();
     let mut sink = Vec::new();
     assert!(stream.read_to_end(&mut sink).is_ok());

@@ -68,10 +68,7 @@ impl Bus {
 
     /// Connects to `endpoint`, naming this client `client_name` (shown by
     /// `switchboard ls`).
-    pub async fn connect_endpoint(
-        endpoint: Endpoint,
-        client_name: String,
-    ) -> Result<Self, ConnectError> {
+    pub async fn connect_endpoint(endpoint: Endpoint, client_name: String) -> Result<Self, ConnectError> {
         let conn = connection::connect(&endpoint, &client_name).await?;
         let shared = Arc::new(Shared::new(endpoint, client_name));
         tokio::spawn(connection::run(shared.clone(), conn));
@@ -79,18 +76,12 @@ impl Bus {
         let mut link = shared.link.subscribe();
         let _ = link.wait_for(Option::is_some).await;
         let owner = Arc::new(Owner(shared.clone()));
-        Ok(Self {
-            shared,
-            _owner: Some(owner),
-        })
+        Ok(Self { shared, _owner: Some(owner) })
     }
 
     /// A handle for the connection task's own use; does not keep it alive.
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            _owner: None,
-        }
+        Self { shared, _owner: None }
     }
 
     /// The endpoint this bus connects to.
@@ -110,45 +101,28 @@ impl Bus {
 
     /// Starts declaring a service to serve from this connection.
     pub fn serve(&self, service: &str) -> Result<ServiceBuilder, NameError> {
-        Ok(ServiceBuilder::new(
-            self.clone(),
-            ServiceName::parse(service)?,
-        ))
+        Ok(ServiceBuilder::new(self.clone(), ServiceName::parse(service)?))
     }
 
     /// Registers a service's state with the daemon; used at start and after
     /// a reconnect.
-    pub(crate) async fn register_state(
-        &self,
-        state: Arc<ServiceState>,
-    ) -> Result<InstanceId, CallError> {
+    pub(crate) async fn register_state(&self, state: Arc<ServiceState>) -> Result<InstanceId, CallError> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let frame = |req, _: &Link| state.register_frame(req);
         let waiter = |tx| Waiter::Register(state.clone(), tx);
-        self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, waiter)
-            .await
+        self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, waiter).await
     }
 
     /// Unregisters an instance.
     pub(crate) async fn unregister(&self, instance: InstanceId) -> Result<(), CallError> {
-        self.control(|req| Frame::Unregister { req, instance })
-            .await
-            .map(drop)
+        self.control(|req| Frame::Unregister { req, instance }).await.map(drop)
     }
 
     /// A control request answered by `Reply` or `Error`.
     pub(crate) async fn control(&self, frame: impl Fn(u32) -> Frame) -> Result<Bytes, CallError> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let frame = |req, _: &Link| frame(req);
-        self.round_trip(
-            deadline,
-            DEFAULT_TIMEOUT,
-            false,
-            |_| Ok(()),
-            frame,
-            Waiter::Reply,
-        )
-        .await
+        self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, Waiter::Reply).await
     }
 
     /// Waits for a live connection, up to `deadline`.
@@ -206,10 +180,7 @@ impl Bus {
             };
             connection::lock(&self.shared.waiters).insert(id, entry);
             if link.outbox.push(&frame(id, &link)).is_ok() {
-                return Ok(Sent {
-                    id,
-                    _permit: permit,
-                });
+                return Ok(Sent { id, _permit: permit });
             }
             // The link died before the frame was queued: take the waiter
             // back and try the next connection.
@@ -229,9 +200,7 @@ impl Bus {
         waiter: impl FnOnce(oneshot::Sender<Result<T, WireError>>) -> Waiter,
     ) -> Result<T, CallError> {
         let (tx, rx) = oneshot::channel();
-        let sent = self
-            .send_request(deadline, timeout, counts_inflight, check, frame, waiter(tx))
-            .await?;
+        let sent = self.send_request(deadline, timeout, counts_inflight, check, frame, waiter(tx)).await?;
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err((code, message)))) => Err(CallError::from_wire(code, message, timeout)),
@@ -260,9 +229,7 @@ pub(crate) struct Sent {
 }
 
 pub(crate) fn remaining_ms(deadline: Instant) -> u32 {
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis();
+    let left = deadline.saturating_duration_since(Instant::now()).as_millis();
     u32::try_from(left).unwrap_or(u32::MAX).max(1)
 }
 
@@ -270,9 +237,7 @@ fn default_client_name() -> String {
     std::env::args()
         .next()
         .and_then(|arg0| {
-            std::path::Path::new(&arg0)
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
+            std::path::Path::new(&arg0).file_name().map(|name| name.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "client".to_owned())
 }
@@ -280,9 +245,7 @@ fn default_client_name() -> String {
 /// Encodes a value as MessagePack, maps keyed by field name (the bus's
 /// payload convention, and what the CLI's JSON becomes).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CallError> {
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
-        .map_err(|err| CallError::Encode(err.to_string()))
+    rmp_serde::to_vec_named(value).map(Bytes::from).map_err(|err| CallError::Encode(err.to_string()))
 }
 
 /// Decodes a MessagePack payload.

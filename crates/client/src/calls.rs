@@ -31,20 +31,13 @@ pub struct CallOptions {
 
 impl Default for CallOptions {
     fn default() -> Self {
-        Self {
-            timeout: DEFAULT_TIMEOUT,
-            instance: None,
-            headers: Headers::new(),
-        }
+        Self { timeout: DEFAULT_TIMEOUT, instance: None, headers: Headers::new() }
     }
 }
 
 impl CallOptions {
     pub fn timeout(timeout: Duration) -> Self {
-        Self {
-            timeout,
-            ..Self::default()
-        }
+        Self { timeout, ..Self::default() }
     }
 }
 
@@ -122,10 +115,7 @@ impl Gathering {
     }
 
     fn finish_if_complete(&mut self) -> bool {
-        let complete = self
-            .instances
-            .as_ref()
-            .is_some_and(|all| self.replies.len() >= all.len());
+        let complete = self.instances.as_ref().is_some_and(|all| self.replies.len() >= all.len());
         if complete {
             if let Some(done) = self.done.take() {
                 let _ = done.send(Ok(()));
@@ -159,13 +149,8 @@ fn check_size(
 
 impl Bus {
     /// Calls `target` with `payload` and waits up to [`DEFAULT_TIMEOUT`].
-    pub async fn call(
-        &self,
-        target: impl IntoTarget,
-        payload: impl Into<Bytes>,
-    ) -> Result<Bytes, CallError> {
-        self.call_with(target, payload, CallOptions::default())
-            .await
+    pub async fn call(&self, target: impl IntoTarget, payload: impl Into<Bytes>) -> Result<Bytes, CallError> {
+        self.call_with(target, payload, CallOptions::default()).await
     }
 
     /// Calls `target` with `payload` under `options`.
@@ -177,11 +162,7 @@ impl Bus {
     ) -> Result<Bytes, CallError> {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
-        let CallOptions {
-            timeout,
-            instance,
-            headers,
-        } = options;
+        let CallOptions { timeout, instance, headers } = options;
         let deadline = Instant::now() + timeout;
         let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
         let frame = |id, _: &Link| {
@@ -195,8 +176,7 @@ impl Bus {
                 payload: payload.clone(),
             })
         };
-        self.round_trip(deadline, timeout, true, check, frame, Waiter::Reply)
-            .await
+        self.round_trip(deadline, timeout, true, check, frame, Waiter::Reply).await
     }
 
     /// Calls `target` with a MessagePack-encoded `request` and decodes the reply.
@@ -211,13 +191,8 @@ impl Bus {
 
     /// Sends a one-way notification to one instance of `target` (no reply;
     /// an unknown target is dropped by the daemon).
-    pub async fn notify(
-        &self,
-        target: impl IntoTarget,
-        payload: impl Into<Bytes>,
-    ) -> Result<(), CallError> {
-        self.notify_with(target, payload, CallOptions::default(), false)
-            .await
+    pub async fn notify(&self, target: impl IntoTarget, payload: impl Into<Bytes>) -> Result<(), CallError> {
+        self.notify_with(target, payload, CallOptions::default(), false).await
     }
 
     /// Sends a one-way notification to every instance of `target`.
@@ -226,8 +201,7 @@ impl Bus {
         target: impl IntoTarget,
         payload: impl Into<Bytes>,
     ) -> Result<(), CallError> {
-        self.notify_with(target, payload, CallOptions::default(), true)
-            .await
+        self.notify_with(target, payload, CallOptions::default(), true).await
     }
 
     /// A notification with options; `all` sends it to every instance.
@@ -274,16 +248,11 @@ impl Bus {
     ) -> Result<BroadcastOutcome, CallError> {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
-        let CallOptions {
-            timeout, headers, ..
-        } = options;
+        let CallOptions { timeout, headers, .. } = options;
         let deadline = Instant::now() + timeout;
         let (done, finished) = oneshot::channel();
-        let gathering = Arc::new(Mutex::new(Gathering {
-            instances: None,
-            replies: Vec::new(),
-            done: Some(done),
-        }));
+        let gathering =
+            Arc::new(Mutex::new(Gathering { instances: None, replies: Vec::new(), done: Some(done) }));
         let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
         let frame = |id, _: &Link| {
             Frame::Broadcast(Broadcast {
@@ -296,15 +265,11 @@ impl Bus {
             })
         };
         let waiter = Waiter::Broadcast(gathering.clone());
-        let sent = self
-            .send_request(deadline, timeout, true, check, frame, waiter)
-            .await?;
+        let sent = self.send_request(deadline, timeout, true, check, frame, waiter).await?;
         let outcome = tokio::time::timeout_at(deadline.into(), finished).await;
         lock(&self.shared.waiters).remove(&sent.id);
         match outcome {
-            Ok(Ok(Err((code, message)))) => {
-                return Err(CallError::from_wire(code, message, timeout))
-            }
+            Ok(Ok(Err((code, message)))) => return Err(CallError::from_wire(code, message, timeout)),
             Ok(Err(_)) => return Err(self.lost()),
             Ok(Ok(Ok(()))) | Err(_) => {}
         }
@@ -316,20 +281,12 @@ impl Bus {
         let complete = replies.len() >= instances.len();
         let ordered = instances
             .iter()
-            .map(
-                |instance| match replies.iter().position(|r| r.instance == *instance) {
-                    Some(at) => replies.swap_remove(at),
-                    None => InstanceReply {
-                        instance: *instance,
-                        result: Err(CallError::Timeout(timeout)),
-                    },
-                },
-            )
+            .map(|instance| match replies.iter().position(|r| r.instance == *instance) {
+                Some(at) => replies.swap_remove(at),
+                None => InstanceReply { instance: *instance, result: Err(CallError::Timeout(timeout)) },
+            })
             .collect();
-        Ok(BroadcastOutcome {
-            replies: ordered,
-            complete,
-        })
+        Ok(BroadcastOutcome { replies: ordered, complete })
     }
 
     /// Broadcasts a MessagePack-encoded `request` and decodes each reply.
@@ -343,12 +300,7 @@ impl Bus {
         Ok(outcome
             .replies
             .into_iter()
-            .map(|reply| {
-                (
-                    reply.instance,
-                    reply.result.and_then(|bytes| decode(&bytes)),
-                )
-            })
+            .map(|reply| (reply.instance, reply.result.and_then(|bytes| decode(&bytes))))
             .collect())
     }
 }

@@ -41,10 +41,7 @@ pub(crate) enum Waiter {
     Reply(oneshot::Sender<Result<Bytes, WireError>>),
     /// A registration: the reader maps the instance to its service *before*
     /// waking the registrant, so no request for it can arrive unmapped.
-    Register(
-        Arc<ServiceState>,
-        oneshot::Sender<Result<InstanceId, WireError>>,
-    ),
+    Register(Arc<ServiceState>, oneshot::Sender<Result<InstanceId, WireError>>),
     /// A broadcast: answers arrive per instance until all are in.
     Broadcast(Arc<Mutex<Gathering>>),
 }
@@ -78,9 +75,7 @@ pub(crate) struct Shared {
 /// Locks a mutex whose data stays consistent even if a holder panicked
 /// (every update is one insert or remove).
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -118,20 +113,11 @@ pub(crate) struct Connected {
 }
 
 /// Connects and performs the handshake.
-pub(crate) async fn connect(
-    endpoint: &Endpoint,
-    client_name: &str,
-) -> Result<Connected, ConnectError> {
+pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Connected, ConnectError> {
     let stream = Stream::connect(endpoint)
         .await
-        .map_err(|source| ConnectError::Unreachable {
-            endpoint: endpoint.clone(),
-            source,
-        })?;
-    let unreachable = |source| ConnectError::Unreachable {
-        endpoint: endpoint.clone(),
-        source,
-    };
+        .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?;
+    let unreachable = |source| ConnectError::Unreachable { endpoint: endpoint.clone(), source };
     let (read, write) = stream.into_split().map_err(unreachable)?;
     let mut reader = FrameReader::new(read, DEFAULT_MAX_FRAME);
     let outbox = Arc::new(Outbox::new(CONGESTED_AT));
@@ -139,16 +125,9 @@ pub(crate) async fn connect(
         let outbox = outbox.clone();
         tokio::spawn(async move { run_writer(&outbox, write).await })
     };
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        features: 0,
-        client_name: client_name.to_owned(),
-    };
+    let hello = Hello { version: PROTOCOL_VERSION, features: 0, client_name: client_name.to_owned() };
     let _ = outbox.push(&Frame::Hello(hello));
-    let handshake_failed = |why: String| ConnectError::Handshake {
-        endpoint: endpoint.clone(),
-        why,
-    };
+    let handshake_failed = |why: String| ConnectError::Handshake { endpoint: endpoint.clone(), why };
     let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
         .await
         .map_err(|_| handshake_failed(format!("no answer within {HANDSHAKE_TIMEOUT:?}")))?
@@ -156,18 +135,9 @@ pub(crate) async fn connect(
     let welcome = match answer {
         Some(Frame::Welcome(welcome)) => welcome,
         Some(Frame::Goodbye { code, message }) => {
-            return Err(ConnectError::Refused {
-                endpoint: endpoint.clone(),
-                code,
-                message,
-            })
+            return Err(ConnectError::Refused { endpoint: endpoint.clone(), code, message })
         }
-        Some(other) => {
-            return Err(handshake_failed(format!(
-                "expected Welcome, got {}",
-                other.kind_name()
-            )))
-        }
+        Some(other) => return Err(handshake_failed(format!("expected Welcome, got {}", other.kind_name()))),
         None => return Err(handshake_failed("the daemon closed the connection".into())),
     };
     reader.set_max_frame(welcome.max_frame);
@@ -177,11 +147,7 @@ pub(crate) async fn connect(
         session: welcome.session,
         inflight: Arc::new(Semaphore::new(welcome.max_inflight.max(1) as usize)),
     });
-    Ok(Connected {
-        link,
-        reader,
-        writer,
-    })
+    Ok(Connected { link, reader, writer })
 }
 
 /// Runs the connection until the bus is closed, reconnecting as needed.
@@ -248,11 +214,8 @@ async fn restore(shared: Arc<Shared>) {
         }
         for inbox in subscriptions {
             let req = shared.next_id();
-            let _ = link.outbox.push(&Frame::Subscribe {
-                req,
-                sid: inbox.sid,
-                pattern: inbox.pattern.clone(),
-            });
+            let _ =
+                link.outbox.push(&Frame::Subscribe { req, sid: inbox.sid, pattern: inbox.pattern.clone() });
         }
     }
 }
@@ -324,12 +287,7 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
         Frame::BroadcastStart { id, instances } => {
             gather(shared, id, |g| g.start(instances));
         }
-        Frame::BroadcastResult {
-            id,
-            instance,
-            code,
-            payload,
-        } => {
+        Frame::BroadcastResult { id, instance, code, payload } => {
             let result = match code {
                 None => Ok(payload),
                 Some(code) => {
@@ -342,12 +300,7 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
         Frame::Goodbye { code, message } => {
             tracing::info!("the daemon says goodbye ({}): {message}", code.name());
         }
-        other => {
-            return Err(format!(
-                "unexpected {} frame from the daemon",
-                other.kind_name()
-            ))
-        }
+        other => return Err(format!("unexpected {} frame from the daemon", other.kind_name())),
     }
     Ok(())
 }

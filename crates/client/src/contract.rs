@@ -39,10 +39,7 @@ impl Args {
     pub fn parse(payload: &[u8], method: &'static str) -> Result<Self, Reject> {
         let bad = |why: String| Reject::bad_arguments(format!("arguments of {method}: {why}"));
         if payload.is_empty() {
-            return Ok(Self {
-                method,
-                fields: Vec::new(),
-            });
+            return Ok(Self { method, fields: Vec::new() });
         }
         let mut rest = payload;
         let value = rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH)
@@ -78,9 +75,8 @@ impl Args {
                     Reject::bad_arguments(format!("argument `{name}` of {method} ({kind}): {err}"))
                 })
             }
-            None => rmpv::ext::from_value(Value::Nil).map_err(|_| {
-                Reject::bad_arguments(format!("argument `{name}` of {method} is missing"))
-            }),
+            None => rmpv::ext::from_value(Value::Nil)
+                .map_err(|_| Reject::bad_arguments(format!("argument `{name}` of {method} is missing"))),
         }
     }
 }
@@ -94,8 +90,7 @@ pub fn encode_reply<T: Serialize>(value: &T, method: &str) -> Result<Bytes, Reje
 
 /// Decodes a reply into the contract's result type.
 pub fn decode_reply<T: DeserializeOwned>(reply: &[u8], method: &str) -> Result<T, CallError> {
-    rmp_serde::from_slice(reply)
-        .map_err(|err| CallError::Decode(format!("reply of {method}: {err}")))
+    rmp_serde::from_slice(reply).map_err(|err| CallError::Decode(format!("reply of {method}: {err}")))
 }
 
 #[cfg(test)]
@@ -120,10 +115,7 @@ mod tests {
 
     #[test]
     fn arguments_are_taken_by_name() {
-        let bytes = args_of(&Charge {
-            account: "a".into(),
-            cents: 5,
-        });
+        let bytes = args_of(&Charge { account: "a".into(), cents: 5 });
         let mut args = Args::parse(&bytes, "charge").unwrap();
         assert_eq!(args.take::<u64>("cents").unwrap(), 5);
         assert_eq!(args.take::<String>("account").unwrap(), "a");
@@ -132,24 +124,13 @@ mod tests {
 
     #[test]
     fn mismatches_name_the_method_and_the_argument() {
-        let bytes = args_of(&WrongType {
-            account: "a".into(),
-            cents: "five".into(),
-        });
+        let bytes = args_of(&WrongType { account: "a".into(), cents: "five".into() });
         let mut args = Args::parse(&bytes, "charge").unwrap();
         let err = args.take::<u64>("cents").unwrap_err();
         assert!(err.bad_arguments);
-        assert!(
-            err.message.contains("`cents`") && err.message.contains("charge"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("`cents`") && err.message.contains("charge"), "{}", err.message);
         let err = args.take::<String>("missing").unwrap_err();
-        assert!(
-            err.message.contains("`missing` of charge is missing"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("`missing` of charge is missing"), "{}", err.message);
         let not_a_map = args_of(&[1, 2]);
         let err = Args::parse(&not_a_map, "charge").err().unwrap();
         assert!(

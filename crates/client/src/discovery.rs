@@ -18,16 +18,13 @@ impl Bus {
         service: &str,
         method: &str,
     ) -> Result<T, CallError> {
-        let reply = self
-            .call(&format!("{service}.{method}"), Bytes::new())
-            .await?;
+        let reply = self.call(&format!("{service}.{method}"), Bytes::new()).await?;
         sys::decode(&reply).map_err(|err| CallError::Decode(err.to_string()))
     }
 
     /// Every registered service with its instances and methods.
     pub async fn services(&self) -> Result<Vec<ServiceInfo>, CallError> {
-        self.sys_call(sys::REGISTRY_SERVICE, sys::REGISTRY_LIST)
-            .await
+        self.sys_call(sys::REGISTRY_SERVICE, sys::REGISTRY_LIST).await
     }
 
     /// Every subscription with its delivered and missed counts.
@@ -50,16 +47,8 @@ impl Bus {
             lock(&self.shared.watches).insert(req, tx.clone());
             Frame::Watch { req }
         };
-        let result = self
-            .round_trip(
-                deadline,
-                DEFAULT_TIMEOUT,
-                false,
-                |_| Ok(()),
-                frame,
-                Waiter::Reply,
-            )
-            .await;
+        let result =
+            self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, Waiter::Reply).await;
         match result {
             Ok(_) => Ok(rx),
             Err(err) => {

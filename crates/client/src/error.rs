@@ -12,18 +12,11 @@ pub enum ConnectError {
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
     #[error("no switchboard daemon at {endpoint}: {source} (is `switchboard up` running?)")]
-    Unreachable {
-        endpoint: Endpoint,
-        source: std::io::Error,
-    },
+    Unreachable { endpoint: Endpoint, source: std::io::Error },
     #[error("handshake with {endpoint} failed: {why}")]
     Handshake { endpoint: Endpoint, why: String },
     #[error("the daemon at {endpoint} refused the connection ({}): {message}", code.name())]
-    Refused {
-        endpoint: Endpoint,
-        code: ErrorCode,
-        message: String,
-    },
+    Refused { endpoint: Endpoint, code: ErrorCode, message: String },
 }
 
 /// Why a call (or any request answered by the daemon) failed.
@@ -137,18 +130,12 @@ pub struct Reject {
 
 impl Reject {
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            bad_arguments: false,
-        }
+        Self { message: message.into(), bad_arguments: false }
     }
 
     /// The arguments did not fit (a contract mismatch).
     pub fn bad_arguments(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            bad_arguments: true,
-        }
+        Self { message: message.into(), bad_arguments: true }
     }
 
     pub(crate) fn code(&self) -> ErrorCode {

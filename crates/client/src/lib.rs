@@ -30,9 +30,7 @@ pub use bytes::Bytes;
 
 pub use calls::{BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};
-pub use service::{
-    HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED,
-};
+pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED};
 /// Declares a service contract on a trait: a typed client and a server
 /// adapter are generated from it.
 ///
@@ -98,6 +96,5 @@ pub use switchboard_proto::{
 };
 pub use switchboard_transport::{default_endpoint, default_socket_path, Endpoint};
 pub use topics::{
-    Item, Message, PublishError, PublishOptions, SubscribeError, Subscription,
-    DEFAULT_SUBSCRIPTION_CAPACITY,
+    Item, Message, PublishError, PublishOptions, SubscribeError, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,
 };

@@ -63,9 +63,8 @@ impl Request {
 
     /// Decodes the MessagePack payload, rejecting the call if it does not fit `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Reject> {
-        rmp_serde::from_slice(&self.payload).map_err(|err| {
-            Reject::new(format!("cannot decode arguments of {}: {err}", self.method))
-        })
+        rmp_serde::from_slice(&self.payload)
+            .map_err(|err| Reject::new(format!("cannot decode arguments of {}: {err}", self.method)))
     }
 }
 
@@ -111,21 +110,13 @@ impl ServiceBuilder {
 
     /// Serves `method` with `handler`, registering a human-readable
     /// signature (shown by `switchboard ls SERVICE`).
-    pub fn method_with_signature<F, Fut>(
-        mut self,
-        method: &str,
-        signature: &str,
-        handler: F,
-    ) -> Self
+    pub fn method_with_signature<F, Fut>(mut self, method: &str, signature: &str, handler: F) -> Self
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
-        let method_spec = Method {
-            handler,
-            signature: signature.to_owned(),
-        };
+        let method_spec = Method { handler, signature: signature.to_owned() };
         self.handlers.push((MethodName::parse(method), method_spec));
         self
     }
@@ -161,15 +152,9 @@ impl ServiceBuilder {
             max_admitted: self.max_concurrency + self.max_queued,
             instance: AtomicU64::new(0),
         });
-        self.bus
-            .register_state(state.clone())
-            .await
-            .map_err(RegisterError::Refused)?;
+        self.bus.register_state(state.clone()).await.map_err(RegisterError::Refused)?;
         lock(&self.bus.shared.services).push(state.clone());
-        Ok(Service {
-            bus: self.bus,
-            state,
-        })
+        Ok(Service { bus: self.bus, state })
     }
 }
 
@@ -222,44 +207,26 @@ impl ServiceState {
         let mut methods: Vec<MethodSpec> = self
             .handlers
             .iter()
-            .map(|(name, method)| MethodSpec {
-                name: name.clone(),
-                signature: method.signature.clone(),
-            })
+            .map(|(name, method)| MethodSpec { name: name.clone(), signature: method.signature.clone() })
             .collect();
         methods.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
-        Frame::Register {
-            req,
-            service: self.name.clone(),
-            methods,
-        }
+        Frame::Register { req, service: self.name.clone(), methods }
     }
 
     /// Runs the handler for `request` on its own task.
     pub fn dispatch(self: &Arc<Self>, request: switchboard_proto::Request, link: &Arc<Link>) {
-        let mut answer = Answer {
-            outbox: link.outbox.clone(),
-            id: request.id,
-            max_frame: link.max_frame,
-        };
-        let Some(handler) = self
-            .handlers
-            .get(&request.method)
-            .map(|m| m.handler.clone())
-        else {
+        let mut answer = Answer { outbox: link.outbox.clone(), id: request.id, max_frame: link.max_frame };
+        let Some(handler) = self.handlers.get(&request.method).map(|m| m.handler.clone()) else {
             let message = format!("service {} has no method {}", self.name, request.method);
             return answer.error(ErrorCode::NoSuchMethod, message);
         };
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.max_admitted {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
-            let message = format!(
-                "service {} has {} requests waiting",
-                self.name, self.max_admitted
-            );
+            let message = format!("service {} has {} requests waiting", self.name, self.max_admitted);
             return answer.error(ErrorCode::Overloaded, message);
         }
-        let deadline = (request.id != 0)
-            .then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
+        let deadline =
+            (request.id != 0).then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
         let request = Request {
             method: request.method,
             payload: request.payload,
@@ -268,10 +235,7 @@ impl ServiceState {
             instance: request.instance,
             deadline,
         };
-        let guard = Admitted {
-            state: self.clone(),
-            answer: Some(answer),
-        };
+        let guard = Admitted { state: self.clone(), answer: Some(answer) };
         tokio::spawn(async move {
             let mut guard = guard;
             let Ok(_slot) = guard.state.slots.clone().acquire_owned().await else {
@@ -295,11 +259,7 @@ struct Answer {
 impl Answer {
     fn error(&mut self, code: ErrorCode, message: String) {
         if self.id != 0 {
-            let _ = self.outbox.push(&Frame::Error {
-                id: self.id,
-                code,
-                message,
-            });
+            let _ = self.outbox.push(&Frame::Error { id: self.id, code, message });
         }
     }
 
@@ -317,10 +277,7 @@ impl Answer {
                 self.error(ErrorCode::PayloadTooLarge, message);
             }
             Ok(payload) => {
-                let _ = self.outbox.push(&Frame::Reply {
-                    id: self.id,
-                    payload,
-                });
+                let _ = self.outbox.push(&Frame::Reply { id: self.id, payload });
             }
             Err(reject) => self.error(reject.code(), reject.message),
         }
@@ -338,10 +295,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         self.state.admitted.fetch_sub(1, Ordering::AcqRel);
         if let Some(mut answer) = self.answer.take() {
-            answer.error(
-                ErrorCode::Rejected,
-                "the handler panicked or was cancelled".into(),
-            );
+            answer.error(ErrorCode::Rejected, "the handler panicked or was cancelled".into());
         }
     }
 }

@@ -181,10 +181,7 @@ impl Subscription {
 
     fn report_drops(&self, missed: u64) {
         if let Some(link) = self.bus.shared.link.borrow().as_ref() {
-            let _ = link.outbox.push(&Frame::Lagged {
-                sid: self.inbox.sid,
-                missed,
-            });
+            let _ = link.outbox.push(&Frame::Lagged { sid: self.inbox.sid, missed });
         }
     }
 
@@ -193,10 +190,7 @@ impl Subscription {
         let sid = self.inbox.sid;
         lock(&self.bus.shared.subscriptions).remove(&sid);
         self.inbox.close();
-        self.bus
-            .control(|req| Frame::Unsubscribe { req, sid })
-            .await
-            .map(drop)
+        self.bus.control(|req| Frame::Unsubscribe { req, sid }).await.map(drop)
     }
 }
 
@@ -218,13 +212,8 @@ static NEXT_SID: AtomicU32 = AtomicU32::new(1);
 impl Bus {
     /// Publishes `payload` on `topic`. Waits only while this connection's
     /// send queue is congested; never for subscribers.
-    pub async fn publish(
-        &self,
-        topic: &str,
-        payload: impl Into<Bytes>,
-    ) -> Result<(), PublishError> {
-        self.publish_with(Topic::parse(topic)?, payload, PublishOptions::default())
-            .await
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), PublishError> {
+        self.publish_with(Topic::parse(topic)?, payload, PublishOptions::default()).await
     }
 
     /// Publishes with options (retain, headers).
@@ -235,21 +224,14 @@ impl Bus {
         options: PublishOptions,
     ) -> Result<(), PublishError> {
         let payload = payload.into();
-        let frame = Frame::Publish(Publish {
-            retain: options.retain,
-            topic,
-            headers: options.headers,
-            payload,
-        });
+        let frame =
+            Frame::Publish(Publish { retain: options.retain, topic, headers: options.headers, payload });
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         loop {
-            let link =
-                self.wait_link(deadline, DEFAULT_TIMEOUT)
-                    .await
-                    .map_err(|err| match err {
-                        CallError::Closed => PublishError::Closed,
-                        _ => PublishError::Timeout(DEFAULT_TIMEOUT),
-                    })?;
+            let link = self.wait_link(deadline, DEFAULT_TIMEOUT).await.map_err(|err| match err {
+                CallError::Closed => PublishError::Closed,
+                _ => PublishError::Timeout(DEFAULT_TIMEOUT),
+            })?;
             check_publish(&link, &frame)?;
             if link.outbox.is_congested() {
                 link.outbox.wait_uncongested(DEFAULT_TIMEOUT).await;
@@ -264,8 +246,7 @@ impl Bus {
     /// Subscribes to `pattern` (`*` = one token, `>` = the rest) with the
     /// default queue capacity.
     pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, SubscribeError> {
-        self.subscribe_with(TopicPattern::parse(pattern)?, DEFAULT_SUBSCRIPTION_CAPACITY)
-            .await
+        self.subscribe_with(TopicPattern::parse(pattern)?, DEFAULT_SUBSCRIPTION_CAPACITY).await
     }
 
     /// Subscribes with a queue of `capacity` messages. Retained values of
@@ -278,17 +259,10 @@ impl Bus {
         let sid = NEXT_SID.fetch_add(1, Ordering::Relaxed);
         let inbox = Arc::new(Inbox::new(sid, pattern.clone(), capacity));
         lock(&self.shared.subscriptions).insert(sid, inbox.clone());
-        let subscription = Subscription {
-            bus: self.clone(),
-            inbox,
-        };
-        self.control(|req| Frame::Subscribe {
-            req,
-            sid,
-            pattern: pattern.clone(),
-        })
-        .await
-        .map_err(SubscribeError::Refused)?;
+        let subscription = Subscription { bus: self.clone(), inbox };
+        self.control(|req| Frame::Subscribe { req, sid, pattern: pattern.clone() })
+            .await
+            .map_err(SubscribeError::Refused)?;
         Ok(subscription)
     }
 }
@@ -299,10 +273,7 @@ fn check_publish(link: &Link, frame: &Frame) -> Result<(), PublishError> {
     };
     let size = 1 + 1 + 1 + p.topic.as_bytes().len() + p.headers.wire_len() + p.payload.len();
     if size > link.max_frame as usize {
-        return Err(PublishError::PayloadTooLarge {
-            size: p.payload.len(),
-            max: link.max_frame,
-        });
+        return Err(PublishError::PayloadTooLarge { size: p.payload.len(), max: link.max_frame });
     }
     Ok(())
 }

@@ -4,9 +4,7 @@
 //! Must stay cheap and side-effect free: it runs under the router lock.
 
 use bytes::Bytes;
-use switchboard_proto::sys::{
-    self, DaemonInfo, InstanceInfo, ServiceInfo, SubscriptionInfo, TopicsInfo,
-};
+use switchboard_proto::sys::{self, DaemonInfo, InstanceInfo, ServiceInfo, SubscriptionInfo, TopicsInfo};
 use switchboard_proto::{ErrorCode, MethodName, ServiceName};
 
 use crate::router::Router;
@@ -23,17 +21,9 @@ pub fn call(
         (sys::DAEMON_SERVICE, sys::DAEMON_INFO) => sys::encode(&info(router)),
         (sys::TOPICS_SERVICE, sys::TOPICS_LIST) => sys::encode(&topics(router)),
         (sys::REGISTRY_SERVICE | sys::DAEMON_SERVICE | sys::TOPICS_SERVICE, _) => {
-            return Err((
-                ErrorCode::NoSuchMethod,
-                format!("service {service} has no method {method}"),
-            ))
+            return Err((ErrorCode::NoSuchMethod, format!("service {service} has no method {method}")))
         }
-        _ => {
-            return Err((
-                ErrorCode::NoSuchService,
-                format!("no service named {service} is registered"),
-            ))
-        }
+        _ => return Err((ErrorCode::NoSuchService, format!("no service named {service} is registered"))),
     };
     Ok(Bytes::from(reply))
 }
@@ -51,16 +41,8 @@ fn list(router: &Router) -> Vec<ServiceInfo> {
                     let session = router.sessions().get(&instance.session);
                     InstanceInfo {
                         instance: id,
-                        methods: instance
-                            .methods
-                            .iter()
-                            .map(|m| m.name.to_string())
-                            .collect(),
-                        signatures: instance
-                            .methods
-                            .iter()
-                            .map(|m| m.signature.clone())
-                            .collect(),
+                        methods: instance.methods.iter().map(|m| m.name.to_string()).collect(),
+                        signatures: instance.methods.iter().map(|m| m.signature.clone()).collect(),
                         client: session.map(|s| s.client_name.clone()).unwrap_or_default(),
                         pid: session.map(|s| s.caller.pid).filter(|pid| *pid != 0),
                         outstanding: instance.outstanding,

@@ -99,11 +99,10 @@ pub enum DaemonError {
     #[error("another switchboard daemon{} is already listening on {}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), socket.display())]
     AlreadyRunning { socket: PathBuf, pid: Option<u32> },
     #[error("cannot listen on {endpoint}: {source}")]
-    Listen {
-        endpoint: Endpoint,
-        source: io::Error,
-    },
-    #[error("refusing plain TCP on {endpoint}: without TLS only loopback addresses (127.0.0.1, ::1) are allowed")]
+    Listen { endpoint: Endpoint, source: io::Error },
+    #[error(
+        "refusing plain TCP on {endpoint}: without TLS only loopback addresses (127.0.0.1, ::1) are allowed"
+    )]
     NotLoopback { endpoint: Endpoint },
     #[error("unsafe socket directory {}: {why}", dir.display())]
     SocketDir { dir: PathBuf, why: String },
@@ -118,11 +117,7 @@ pub struct Daemon {
 impl Daemon {
     /// Binds every configured endpoint.
     pub async fn bind(config: Config) -> Result<Self, DaemonError> {
-        let listeners = listen::bind(&config.listen)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let listeners = listen::bind(&config.listen).await?.into_iter().map(Arc::new).collect();
         Ok(Self { listeners, config })
     }
 
@@ -165,14 +160,8 @@ impl Daemon {
         session::lock(&router).shut_down();
         stop_sessions.cancel();
         sessions.close();
-        if tokio::time::timeout(self.config.shutdown_grace, sessions.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "some connections did not close within {:?}",
-                self.config.shutdown_grace
-            );
+        if tokio::time::timeout(self.config.shutdown_grace, sessions.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within {:?}", self.config.shutdown_grace);
         }
         let _ = sweeper.await;
     }

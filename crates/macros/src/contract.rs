@@ -23,8 +23,8 @@ use quote::{format_ident, quote};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::{
-    Error, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Meta, Pat, PathArguments, ReturnType,
-    Token, TraitItem, TraitItemFn, Type,
+    Error, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Meta, Pat, PathArguments, ReturnType, Token,
+    TraitItem, TraitItemFn, Type,
 };
 
 /// One method of the contract, as the generators need it.
@@ -42,10 +42,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
     let mut contract: ItemTrait = syn::parse2(item)?;
     let service = service_name(attr, &contract.ident)?;
     if !contract.generics.params.is_empty() {
-        return Err(Error::new_spanned(
-            &contract.generics,
-            "a contract trait cannot be generic",
-        ));
+        return Err(Error::new_spanned(&contract.generics, "a contract trait cannot be generic"));
     }
     let mut methods = Vec::new();
     for item in &mut contract.items {
@@ -66,26 +63,13 @@ fn service_name(attr: TokenStream, trait_name: &Ident) -> syn::Result<String> {
     let mut service = None;
     for meta in metas {
         let Meta::NameValue(nv) = &meta else {
-            return Err(Error::new_spanned(
-                meta,
-                "unknown option; expected service = \"name\"",
-            ));
+            return Err(Error::new_spanned(meta, "unknown option; expected service = \"name\""));
         };
         if !nv.path.is_ident("service") {
-            return Err(Error::new_spanned(
-                &nv.path,
-                "unknown option; expected service = \"name\"",
-            ));
+            return Err(Error::new_spanned(&nv.path, "unknown option; expected service = \"name\""));
         }
-        let syn::Expr::Lit(syn::ExprLit {
-            lit: syn::Lit::Str(name),
-            ..
-        }) = &nv.value
-        else {
-            return Err(Error::new_spanned(
-                &nv.value,
-                "service = \"name\" takes a string",
-            ));
+        let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(name), .. }) = &nv.value else {
+            return Err(Error::new_spanned(&nv.value, "service = \"name\" takes a string"));
         };
         service = Some(name.value());
     }
@@ -113,31 +97,18 @@ fn parse_method(item: &mut TraitItemFn) -> syn::Result<Method> {
         return Err(Error::new_spanned(sig, "contract methods are `async fn`"));
     }
     if !sig.generics.params.is_empty() {
-        return Err(Error::new_spanned(
-            &sig.generics,
-            "contract methods cannot be generic",
-        ));
+        return Err(Error::new_spanned(&sig.generics, "contract methods cannot be generic"));
     }
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
         Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() => {}
-        _ => {
-            return Err(Error::new_spanned(
-                sig,
-                "contract methods take `&self` first",
-            ))
-        }
+        _ => return Err(Error::new_spanned(sig, "contract methods take `&self` first")),
     }
     let mut args = Vec::new();
     for input in inputs {
-        let FnArg::Typed(typed) = input else {
-            unreachable!("only the first argument can be self")
-        };
+        let FnArg::Typed(typed) = input else { unreachable!("only the first argument can be self") };
         let Pat::Ident(ident) = &*typed.pat else {
-            return Err(Error::new_spanned(
-                &typed.pat,
-                "arguments must be plain names",
-            ));
+            return Err(Error::new_spanned(&typed.pat, "arguments must be plain names"));
         };
         args.push((ident.ident.clone(), (*typed.ty).clone()));
     }
@@ -152,21 +123,16 @@ fn parse_method(item: &mut TraitItemFn) -> syn::Result<Method> {
                 "a #[oneway] method returns nothing: its caller gets no reply",
             ))
         }
-        (ReturnType::Default, false) => return Err(Error::new_spanned(
-            &item.sig,
-            "a call returns Result<T, switchboard::Reject>; mark it #[oneway] if it needs no reply",
-        )),
+        (ReturnType::Default, false) => {
+            return Err(Error::new_spanned(
+                &item.sig,
+                "a call returns Result<T, switchboard::Reject>; mark it #[oneway] if it needs no reply",
+            ))
+        }
     };
     let name = item.sig.ident.clone();
     let signature = signature(&name, &args, output.as_ref());
-    Ok(Method {
-        item: item.clone(),
-        name,
-        args,
-        oneway,
-        output,
-        signature,
-    })
+    Ok(Method { item: item.clone(), name, args, oneway, output, signature })
 }
 
 /// `T` from `Result<T, Reject>` (any path ending in `Result` with two arguments).
@@ -202,10 +168,7 @@ fn tokens_text(tokens: impl quote::ToTokens) -> String {
 }
 
 fn signature(name: &Ident, args: &[(Ident, Type)], output: Option<&Type>) -> String {
-    let args: Vec<String> = args
-        .iter()
-        .map(|(n, t)| format!("{n}: {}", tokens_text(t)))
-        .collect();
+    let args: Vec<String> = args.iter().map(|(n, t)| format!("{n}: {}", tokens_text(t))).collect();
     match output {
         Some(ty) => format!("{name}({}) -> {}", args.join(", "), tokens_text(ty)),
         None => format!("{name}({}) [one-way]", args.join(", ")),
@@ -229,11 +192,7 @@ fn rewrite_trait(contract: &mut ItemTrait, methods: &[Method]) {
 }
 
 fn args_struct(contract: &Ident, method: &Method) -> (Ident, TokenStream) {
-    let name = format_ident!(
-        "__{}{}Args",
-        contract,
-        method.name.to_string().replace('_', "")
-    );
+    let name = format_ident!("__{}{}Args", contract, method.name.to_string().replace('_', ""));
     let fields = method.args.iter().map(|(n, t)| quote! { #n: &'a #t });
     let tokens = quote! {
         #[derive(::switchboard::__private::serde::Serialize)]
@@ -454,44 +413,24 @@ mod tests {
             signature(&format_ident!("charge"), &args, Some(&ok)),
             "charge(account: String, items: Vec<u64>) -> Option<Receipt>"
         );
-        assert_eq!(
-            signature(&format_ident!("audit"), &args[..1], None),
-            "audit(account: String) [one-way]"
-        );
+        assert_eq!(signature(&format_ident!("audit"), &args[..1], None), "audit(account: String) [one-way]");
     }
 
     #[test]
     fn misuse_is_a_clear_compile_error() {
         let cases = [
-            (
-                quote! { trait T { fn sync(&self) -> Result<u8, Reject>; } },
-                "async fn",
-            ),
-            (
-                quote! { trait T { async fn by_value(self) -> Result<u8, Reject>; } },
-                "&self",
-            ),
-            (
-                quote! { trait T { async fn no_result(&self) -> u8; } },
-                "Result<T",
-            ),
-            (
-                quote! { trait T { async fn no_reply(&self); } },
-                "#[oneway]",
-            ),
+            (quote! { trait T { fn sync(&self) -> Result<u8, Reject>; } }, "async fn"),
+            (quote! { trait T { async fn by_value(self) -> Result<u8, Reject>; } }, "&self"),
+            (quote! { trait T { async fn no_result(&self) -> u8; } }, "Result<T"),
+            (quote! { trait T { async fn no_reply(&self); } }, "#[oneway]"),
             (
                 quote! { trait T { #[oneway] async fn replies(&self) -> Result<u8, Reject>; } },
                 "returns nothing",
             ),
-            (
-                quote! { trait T<X> { async fn f(&self) -> Result<u8, Reject>; } },
-                "generic",
-            ),
+            (quote! { trait T<X> { async fn f(&self) -> Result<u8, Reject>; } }, "generic"),
         ];
         for (input, expected) in cases {
-            let err = expand(TokenStream::new(), input)
-                .expect_err("must fail")
-                .to_string();
+            let err = expand(TokenStream::new(), input).expect_err("must fail").to_string();
             assert!(err.contains(expected), "{err} should mention {expected}");
         }
     }

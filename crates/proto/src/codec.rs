@@ -5,12 +5,10 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{
-    kind, Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, Request,
-    Welcome,
+    kind, Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, Request, Welcome,
 };
 use crate::{
-    ErrorCode, HeaderError, Headers, MethodName, NameError, ServiceName, Topic, TopicError,
-    TopicPattern,
+    ErrorCode, HeaderError, Headers, MethodName, NameError, ServiceName, Topic, TopicError, TopicPattern,
 };
 
 /// Size of the length prefix in front of every frame.
@@ -27,33 +25,17 @@ pub enum DecodeError {
     #[error("unknown frame kind {0}")]
     UnknownKind(u8),
     #[error("{kind} frame truncated in field `{field}`")]
-    Truncated {
-        kind: &'static str,
-        field: &'static str,
-    },
+    Truncated { kind: &'static str, field: &'static str },
     #[error("{kind} frame has {extra} unexpected trailing bytes")]
     TrailingBytes { kind: &'static str, extra: usize },
     #[error("{kind} frame field `{field}` is not valid UTF-8")]
-    BadUtf8 {
-        kind: &'static str,
-        field: &'static str,
-    },
+    BadUtf8 { kind: &'static str, field: &'static str },
     #[error("{kind} frame field `{field}`: {why}")]
-    BadName {
-        kind: &'static str,
-        field: &'static str,
-        why: String,
-    },
+    BadName { kind: &'static str, field: &'static str, why: String },
     #[error("{kind} frame field `{field}` must be 0 or 1")]
-    BadFlag {
-        kind: &'static str,
-        field: &'static str,
-    },
+    BadFlag { kind: &'static str, field: &'static str },
     #[error("{kind} frame headers: {source}")]
-    BadHeaders {
-        kind: &'static str,
-        source: HeaderError,
-    },
+    BadHeaders { kind: &'static str, source: HeaderError },
 }
 
 /// Takes one frame off the front of `buf`.
@@ -68,10 +50,7 @@ pub fn decode(buf: &mut BytesMut, max_frame: u32) -> Result<Option<Frame>, Decod
     };
     let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
     if len > max_frame {
-        return Err(DecodeError::TooLarge {
-            len,
-            max: max_frame,
-        });
+        return Err(DecodeError::TooLarge { len, max: max_frame });
     }
     if len == 0 {
         return Err(DecodeError::Empty);
@@ -103,10 +82,7 @@ struct Fields {
 impl Fields {
     fn need(&self, n: usize, field: &'static str) -> Result<(), DecodeError> {
         if self.body.remaining() < n {
-            return Err(DecodeError::Truncated {
-                kind: self.kind,
-                field,
-            });
+            return Err(DecodeError::Truncated { kind: self.kind, field });
         }
         Ok(())
     }
@@ -118,10 +94,7 @@ impl Fields {
         match self.u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(DecodeError::BadFlag {
-                kind: self.kind,
-                field,
-            }),
+            _ => Err(DecodeError::BadFlag { kind: self.kind, field }),
         }
     }
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
@@ -150,11 +123,7 @@ impl Fields {
         parse: impl FnOnce(Bytes) -> Result<T, E>,
     ) -> Result<T, DecodeError> {
         let bytes = self.name_bytes(field)?;
-        parse(bytes).map_err(|err| DecodeError::BadName {
-            kind: self.kind,
-            field,
-            why: err.into().0,
-        })
+        parse(bytes).map_err(|err| DecodeError::BadName { kind: self.kind, field, why: err.into().0 })
     }
     fn service(&mut self, field: &'static str) -> Result<ServiceName, DecodeError> {
         self.named(field, ServiceName::from_bytes)
@@ -171,26 +140,16 @@ impl Fields {
     fn text(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let n = self.u16(field)? as usize;
         let bytes = self.bytes(n, field)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::BadUtf8 {
-            kind: self.kind,
-            field,
-        })
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::BadUtf8 { kind: self.kind, field })
     }
     fn headers(&mut self) -> Result<Headers, DecodeError> {
-        let (headers, used) =
-            Headers::parse_prefix(&self.body).map_err(|source| DecodeError::BadHeaders {
-                kind: self.kind,
-                source,
-            })?;
+        let (headers, used) = Headers::parse_prefix(&self.body)
+            .map_err(|source| DecodeError::BadHeaders { kind: self.kind, source })?;
         self.body.advance(used);
         Ok(headers)
     }
     fn caller(&mut self, prefix: &'static [&'static str; 3]) -> Result<Caller, DecodeError> {
-        Ok(Caller {
-            session: self.u64(prefix[0])?,
-            uid: self.u32(prefix[1])?,
-            pid: self.u32(prefix[2])?,
-        })
+        Ok(Caller { session: self.u64(prefix[0])?, uid: self.u32(prefix[1])?, pid: self.u32(prefix[2])? })
     }
     /// Everything left: the payload.
     fn rest(&mut self) -> Bytes {
@@ -200,10 +159,7 @@ impl Fields {
     fn end<T>(self, frame: T) -> Result<T, DecodeError> {
         match self.body.remaining() {
             0 => Ok(frame),
-            extra => Err(DecodeError::TrailingBytes {
-                kind: self.kind,
-                extra,
-            }),
+            extra => Err(DecodeError::TrailingBytes { kind: self.kind, extra }),
         }
     }
 }
@@ -258,29 +214,16 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             f.need(count as usize * 4, "methods")?;
             let mut methods = Vec::with_capacity(count as usize);
             for _ in 0..count {
-                methods.push(MethodSpec {
-                    name: f.method("methods")?,
-                    signature: f.text("signature")?,
-                });
+                methods.push(MethodSpec { name: f.method("methods")?, signature: f.text("signature")? });
             }
-            f.end(Frame::Register {
-                req,
-                service,
-                methods,
-            })?
+            f.end(Frame::Register { req, service, methods })?
         }
         kind::REGISTERED => {
-            let frame = Frame::Registered {
-                req: f.u32("req")?,
-                instance: f.u64("instance")?,
-            };
+            let frame = Frame::Registered { req: f.u32("req")?, instance: f.u64("instance")? };
             f.end(frame)?
         }
         kind::UNREGISTER => {
-            let frame = Frame::Unregister {
-                req: f.u32("req")?,
-                instance: f.u64("instance")?,
-            };
+            let frame = Frame::Unregister { req: f.u32("req")?, instance: f.u64("instance")? };
             f.end(frame)?
         }
         kind::CALL => Frame::Call(Call {
@@ -309,10 +252,7 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             headers: f.headers()?,
             payload: f.rest(),
         }),
-        kind::REPLY => Frame::Reply {
-            id: f.u32("id")?,
-            payload: f.rest(),
-        },
+        kind::REPLY => Frame::Reply { id: f.u32("id")?, payload: f.rest() },
         kind::ERROR => {
             let frame = Frame::Error {
                 id: f.u32("id")?,
@@ -325,15 +265,10 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             let frame = Frame::Watch { req: f.u32("req")? };
             f.end(frame)?
         }
-        kind::EVENT => Frame::Event {
-            req: f.u32("req")?,
-            payload: f.rest(),
-        },
+        kind::EVENT => Frame::Event { req: f.u32("req")?, payload: f.rest() },
         kind::GOODBYE => {
-            let frame = Frame::Goodbye {
-                code: ErrorCode::from_u16(f.u16("code")?),
-                message: f.text("message")?,
-            };
+            let frame =
+                Frame::Goodbye { code: ErrorCode::from_u16(f.u16("code")?), message: f.text("message")? };
             f.end(frame)?
         }
         kind::BROADCAST => Frame::Broadcast(Broadcast {
@@ -364,18 +299,12 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             payload: f.rest(),
         },
         kind::SUBSCRIBE => {
-            let frame = Frame::Subscribe {
-                req: f.u32("req")?,
-                sid: f.u32("sid")?,
-                pattern: f.pattern("pattern")?,
-            };
+            let frame =
+                Frame::Subscribe { req: f.u32("req")?, sid: f.u32("sid")?, pattern: f.pattern("pattern")? };
             f.end(frame)?
         }
         kind::UNSUBSCRIBE => {
-            let frame = Frame::Unsubscribe {
-                req: f.u32("req")?,
-                sid: f.u32("sid")?,
-            };
+            let frame = Frame::Unsubscribe { req: f.u32("req")?, sid: f.u32("sid")? };
             f.end(frame)?
         }
         kind::PUBLISH => Frame::Publish(Publish {
@@ -393,10 +322,7 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             payload: f.rest(),
         }),
         kind::LAGGED => {
-            let frame = Frame::Lagged {
-                sid: f.u32("sid")?,
-                missed: f.u64("missed")?,
-            };
+            let frame = Frame::Lagged { sid: f.u32("sid")?, missed: f.u64("missed")? };
             f.end(frame)?
         }
         other => return Err(DecodeError::UnknownKind(other)),

@@ -75,11 +75,7 @@ impl Frame {
                 dst.put_u32_le(w.max_frame);
                 dst.put_u32_le(w.max_inflight);
             }
-            Frame::Register {
-                req,
-                service,
-                methods,
-            } => {
+            Frame::Register { req, service, methods } => {
                 dst.put_u32_le(*req);
                 put_name(dst, service.as_bytes());
                 let count = methods.len().min(u16::MAX as usize);
@@ -143,9 +139,7 @@ impl Frame {
                     dst.put_u64_le(*instance);
                 }
             }
-            Frame::BroadcastResult {
-                id, instance, code, ..
-            } => {
+            Frame::BroadcastResult { id, instance, code, .. } => {
                 dst.put_u32_le(*id);
                 dst.put_u64_le(*instance);
                 dst.put_u16_le(code.map_or(0, |c| c.to_u16()));

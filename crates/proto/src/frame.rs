@@ -6,9 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::{
-    ErrorCode, Headers, InstanceId, MethodName, ServiceName, SessionId, Topic, TopicPattern,
-};
+use crate::{ErrorCode, Headers, InstanceId, MethodName, ServiceName, SessionId, Topic, TopicPattern};
 
 /// Frame kind bytes. Stable wire values.
 pub(crate) mod kind {

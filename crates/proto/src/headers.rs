@@ -34,9 +34,7 @@ pub struct Headers(Bytes);
 fn key_ok(key: &[u8]) -> bool {
     !key.is_empty()
         && key.len() <= MAX_HEADER_KEY
-        && key
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && key.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl Headers {
@@ -89,35 +87,23 @@ impl Headers {
         let mut at = 2;
         for _ in 0..count {
             let key_len = usize::from(*bytes.get(at).ok_or(malformed("truncated key"))?);
-            let key = bytes
-                .get(at + 1..at + 1 + key_len)
-                .ok_or(malformed("truncated key"))?;
+            let key = bytes.get(at + 1..at + 1 + key_len).ok_or(malformed("truncated key"))?;
             if !key_ok(key) {
-                return Err(HeaderError::BadKey(
-                    String::from_utf8_lossy(key).into_owned(),
-                ));
+                return Err(HeaderError::BadKey(String::from_utf8_lossy(key).into_owned()));
             }
             at += 1 + key_len;
             let len = bytes.get(at..at + 2).ok_or(malformed("truncated value"))?;
             let value_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
             if value_len > MAX_HEADER_VALUE {
-                return Err(HeaderError::ValueTooLong(
-                    String::from_utf8_lossy(key).into_owned(),
-                ));
+                return Err(HeaderError::ValueTooLong(String::from_utf8_lossy(key).into_owned()));
             }
-            let value = bytes
-                .get(at + 2..at + 2 + value_len)
-                .ok_or(malformed("truncated value"))?;
+            let value = bytes.get(at + 2..at + 2 + value_len).ok_or(malformed("truncated value"))?;
             if std::str::from_utf8(value).is_err() {
                 return Err(malformed("value is not UTF-8"));
             }
             at += 2 + value_len;
         }
-        let block = if count == 0 {
-            Self::new()
-        } else {
-            Self(bytes.slice(..at))
-        };
+        let block = if count == 0 { Self::new() } else { Self(bytes.slice(..at)) };
         Ok((block, at))
     }
 
@@ -141,10 +127,7 @@ impl Headers {
 
     /// The pairs, in order.
     pub fn iter(&self) -> HeaderIter<'_> {
-        HeaderIter {
-            bytes: &self.0,
-            at: 2,
-        }
+        HeaderIter { bytes: &self.0, at: 2 }
     }
 
     /// The first value of `key`.
@@ -171,10 +154,7 @@ impl<'a> Iterator for HeaderIter<'a> {
         let value_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
         let value = self.bytes.get(self.at + 2..self.at + 2 + value_len)?;
         self.at += 2 + value_len;
-        Some((
-            std::str::from_utf8(key).ok()?,
-            std::str::from_utf8(value).ok()?,
-        ))
+        Some((std::str::from_utf8(key).ok()?, std::str::from_utf8(value).ok()?))
     }
 }
 
@@ -211,15 +191,9 @@ mod tests {
 
     #[test]
     fn bad_input_is_named() {
-        assert_eq!(
-            Headers::from_pairs([("bad key", "x")]),
-            Err(HeaderError::BadKey("bad key".into()))
-        );
+        assert_eq!(Headers::from_pairs([("bad key", "x")]), Err(HeaderError::BadKey("bad key".into())));
         let long = "x".repeat(MAX_HEADER_VALUE + 1);
-        assert!(matches!(
-            Headers::from_pairs([("k", long.as_str())]),
-            Err(HeaderError::ValueTooLong(_))
-        ));
+        assert!(matches!(Headers::from_pairs([("k", long.as_str())]), Err(HeaderError::ValueTooLong(_))));
         let truncated = Bytes::from_static(&[1, 0, 3, b'a']);
         assert!(Headers::parse_prefix(&truncated).is_err());
     }

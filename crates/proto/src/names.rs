@@ -47,18 +47,12 @@ fn lossy(bytes: &[u8]) -> String {
 }
 
 fn check_service(bytes: &[u8]) -> Result<(), NameError> {
-    let bad = |why| NameError::InvalidService {
-        name: lossy(bytes),
-        why,
-    };
+    let bad = |why| NameError::InvalidService { name: lossy(bytes), why };
     if bytes.is_empty() {
         return Err(NameError::Empty);
     }
     if bytes.len() > MAX_SERVICE_NAME {
-        return Err(NameError::TooLong {
-            name: lossy(bytes),
-            max: MAX_SERVICE_NAME,
-        });
+        return Err(NameError::TooLong { name: lossy(bytes), max: MAX_SERVICE_NAME });
     }
     for (index, token) in bytes.split(|b| *b == b'.').enumerate() {
         let token = match token {
@@ -71,38 +65,24 @@ fn check_service(bytes: &[u8]) -> Result<(), NameError> {
             Some(b'a'..=b'z') => {}
             Some(_) => return Err(bad("each token must start with a lowercase letter")),
         }
-        if !token
-            .iter()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
-        {
-            return Err(bad(
-                "only lowercase letters, digits, `_`, `-` and `.` are allowed",
-            ));
+        if !token.iter().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-')) {
+            return Err(bad("only lowercase letters, digits, `_`, `-` and `.` are allowed"));
         }
     }
     Ok(())
 }
 
 fn check_method(bytes: &[u8]) -> Result<(), NameError> {
-    let bad = |why| NameError::InvalidMethod {
-        name: lossy(bytes),
-        why,
-    };
+    let bad = |why| NameError::InvalidMethod { name: lossy(bytes), why };
     match bytes.first() {
         None => return Err(NameError::Empty),
         Some(b) if b.is_ascii_alphabetic() || *b == b'_' => {}
         Some(_) => return Err(bad("must start with a letter or `_`")),
     }
     if bytes.len() > MAX_METHOD_NAME {
-        return Err(NameError::TooLong {
-            name: lossy(bytes),
-            max: MAX_METHOD_NAME,
-        });
+        return Err(NameError::TooLong { name: lossy(bytes), max: MAX_METHOD_NAME });
     }
-    if !bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-    {
+    if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') {
         return Err(bad("only letters, digits and `_` are allowed"));
     }
     Ok(())
@@ -197,13 +177,9 @@ pub struct Target {
 impl Target {
     /// Parses `SERVICE.METHOD`.
     pub fn parse(target: &str) -> Result<Self, NameError> {
-        let (service, method) = target
-            .rsplit_once('.')
-            .ok_or_else(|| NameError::InvalidTarget(target.to_owned()))?;
-        Ok(Self {
-            service: ServiceName::parse(service)?,
-            method: MethodName::parse(method)?,
-        })
+        let (service, method) =
+            target.rsplit_once('.').ok_or_else(|| NameError::InvalidTarget(target.to_owned()))?;
+        Ok(Self { service: ServiceName::parse(service)?, method: MethodName::parse(method)? })
     }
 }
 
@@ -229,13 +205,8 @@ mod tests {
         for ok in ["billing", "inventory.eu", "a1.b_2.c-3", "$sys.registry"] {
             assert!(ServiceName::parse(ok).is_ok(), "{ok} should be valid");
         }
-        for bad in [
-            "", "Billing", "1abc", "a..b", ".a", "a.", "a b", "a.$b", "é", "a/b",
-        ] {
-            assert!(
-                ServiceName::parse(bad).is_err(),
-                "{bad:?} should be invalid"
-            );
+        for bad in ["", "Billing", "1abc", "a..b", ".a", "a.", "a b", "a.$b", "é", "a/b"] {
+            assert!(ServiceName::parse(bad).is_err(), "{bad:?} should be invalid");
         }
         assert!(ServiceName::parse(&"a".repeat(MAX_SERVICE_NAME + 1)).is_err());
     }

@@ -27,17 +27,12 @@ pub enum TopicError {
 }
 
 fn check(bytes: &[u8], pattern: bool) -> Result<(), TopicError> {
-    let bad = |why| TopicError::Invalid {
-        name: String::from_utf8_lossy(bytes).into_owned(),
-        why,
-    };
+    let bad = |why| TopicError::Invalid { name: String::from_utf8_lossy(bytes).into_owned(), why };
     if bytes.is_empty() {
         return Err(TopicError::Empty);
     }
     if bytes.len() > MAX_TOPIC {
-        return Err(TopicError::TooLong(
-            String::from_utf8_lossy(bytes).into_owned(),
-        ));
+        return Err(TopicError::TooLong(String::from_utf8_lossy(bytes).into_owned()));
     }
     let count = bytes.split(|b| *b == b'.').count();
     for (index, token) in bytes.split(|b| *b == b'.').enumerate() {
@@ -53,10 +48,7 @@ fn check(bytes: &[u8], pattern: bool) -> Result<(), TopicError> {
             [b'$', rest @ ..] if index == 0 && !rest.is_empty() => rest,
             other => other,
         };
-        if !body
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
-        {
+        if !body.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-') {
             return Err(bad("tokens hold only letters, digits, `_` and `-`"));
         }
     }

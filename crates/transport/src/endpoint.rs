@@ -15,9 +15,7 @@ pub enum Endpoint {
 /// Why an endpoint string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    #[error(
-        "invalid endpoint {0:?}: expected unix:PATH, tcp://HOST:PORT or an absolute socket path"
-    )]
+    #[error("invalid endpoint {0:?}: expected unix:PATH, tcp://HOST:PORT or an absolute socket path")]
     Invalid(String),
     #[error("invalid endpoint {0:?}: a TCP endpoint needs HOST:PORT with a numeric port")]
     BadTcp(String),
@@ -33,9 +31,7 @@ impl Endpoint {
             return Ok(Self::Unix(PathBuf::from(path)));
         }
         if let Some(addr) = text.strip_prefix("tcp://") {
-            let (host, port) = addr
-                .rsplit_once(':')
-                .ok_or_else(|| EndpointError::BadTcp(text.to_owned()))?;
+            let (host, port) = addr.rsplit_once(':').ok_or_else(|| EndpointError::BadTcp(text.to_owned()))?;
             if host.is_empty() || port.parse::<u16>().is_err() {
                 return Err(EndpointError::BadTcp(text.to_owned()));
             }
@@ -91,18 +87,9 @@ mod tests {
 
     #[test]
     fn parses_the_three_forms() {
-        assert_eq!(
-            Endpoint::parse("unix:/run/x.sock"),
-            Ok(Endpoint::Unix("/run/x.sock".into()))
-        );
-        assert_eq!(
-            Endpoint::parse("/run/x.sock"),
-            Ok(Endpoint::Unix("/run/x.sock".into()))
-        );
-        assert_eq!(
-            Endpoint::parse("tcp://127.0.0.1:4222"),
-            Ok(Endpoint::Tcp("127.0.0.1:4222".into()))
-        );
+        assert_eq!(Endpoint::parse("unix:/run/x.sock"), Ok(Endpoint::Unix("/run/x.sock".into())));
+        assert_eq!(Endpoint::parse("/run/x.sock"), Ok(Endpoint::Unix("/run/x.sock".into())));
+        assert_eq!(Endpoint::parse("tcp://127.0.0.1:4222"), Ok(Endpoint::Tcp("127.0.0.1:4222".into())));
         assert!(Endpoint::parse("tcp://127.0.0.1").is_err());
         assert!(Endpoint::parse("tcp://:80").is_err());
         assert!(Endpoint::parse("bus").is_err());

@@ -64,9 +64,7 @@ impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // A panic while holding this lock cannot leave the queue invalid
         // (every update is a single push or swap), so poisoning is ignored.
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues a frame. Never blocks; fails only when the outbox is closed.
@@ -175,10 +173,7 @@ async fn write_all_vectored(writer: &WriteHalf, batch: &mut Vec<Bytes>) -> io::R
         let slices: Vec<IoSlice<'_>> = batch[first..end].iter().map(|b| IoSlice::new(b)).collect();
         let mut written = writer.write_vectored(&slices).await?;
         if written == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "socket accepted no bytes",
-            ));
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
         }
         while written > 0 {
             let len = batch[first].len();
@@ -208,10 +203,7 @@ mod tests {
         let (_, client) = client.into_split().unwrap();
         let (server, _server_write) = server.into_split().unwrap();
         let frames: Vec<Frame> = (0..200u32)
-            .map(|id| Frame::Reply {
-                id,
-                payload: Bytes::from(vec![id as u8; (id as usize % 7) * 300]),
-            })
+            .map(|id| Frame::Reply { id, payload: Bytes::from(vec![id as u8; (id as usize % 7) * 300]) })
             .collect();
         for frame in &frames {
             outbox.push(frame).unwrap();
@@ -234,10 +226,7 @@ mod tests {
     #[tokio::test]
     async fn congestion_is_reported_and_cleared() {
         let outbox = std::sync::Arc::new(Outbox::new(1000));
-        let big = Frame::Reply {
-            id: 1,
-            payload: Bytes::from(vec![0u8; 2000]),
-        };
+        let big = Frame::Reply { id: 1, payload: Bytes::from(vec![0u8; 2000]) };
         outbox.push(&big).unwrap();
         assert!(outbox.is_congested());
         assert!(!outbox.wait_uncongested(Duration::from_millis(20)).await);

@@ -39,12 +39,7 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(half: ReadHalf, max_frame: u32) -> Self {
-        Self {
-            half,
-            buf: BytesMut::new(),
-            filled: 0,
-            max_frame,
-        }
+        Self { half, buf: BytesMut::new(), filled: 0, max_frame }
     }
 
     /// Changes the maximum (after the handshake negotiated one).
@@ -84,9 +79,7 @@ impl FrameReader {
                 if self.filled == 0 {
                     return Ok(None);
                 }
-                return Err(ReadError::Truncated {
-                    buffered: self.filled,
-                });
+                return Err(ReadError::Truncated { buffered: self.filled });
             }
             self.filled += read;
         }

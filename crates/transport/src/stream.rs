@@ -47,10 +47,7 @@ impl Stream {
     pub fn from_unix(stream: UnixStream) -> io::Result<Self> {
         let std = stream.into_std()?;
         std.set_nonblocking(true)?;
-        Ok(Self {
-            fd: std.into(),
-            unix: true,
-        })
+        Ok(Self { fd: std.into(), unix: true })
     }
 
     /// Takes over a tokio TCP stream, with Nagle off: frames are small and
@@ -59,10 +56,7 @@ impl Stream {
         stream.set_nodelay(true)?;
         let std = stream.into_std()?;
         std.set_nonblocking(true)?;
-        Ok(Self {
-            fd: std.into(),
-            unix: false,
-        })
+        Ok(Self { fd: std.into(), unix: false })
     }
 
     /// A connected pair of Unix sockets (for tests and in-process links).
@@ -70,16 +64,7 @@ impl Stream {
         let (a, b) = std::os::unix::net::UnixStream::pair()?;
         a.set_nonblocking(true)?;
         b.set_nonblocking(true)?;
-        Ok((
-            Self {
-                fd: a.into(),
-                unix: true,
-            },
-            Self {
-                fd: b.into(),
-                unix: true,
-            },
-        ))
+        Ok((Self { fd: a.into(), unix: true }, Self { fd: b.into(), unix: true }))
     }
 
     /// The peer's OS credentials, for Unix sockets.

@@ -20,18 +20,10 @@ pub struct Body {
 
 impl Body {
     fn options(&self, timeout: Duration) -> anyhow::Result<(bytes::Bytes, CallOptions)> {
-        let payload =
-            json::payload_from_arg(self.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
+        let payload = json::payload_from_arg(self.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
         let headers = switchboard::Headers::from_pairs(self.headers.iter().map(|(k, v)| (k, v)))
             .map_err(|e| Usage(e.to_string()))?;
-        Ok((
-            payload,
-            CallOptions {
-                timeout,
-                instance: None,
-                headers,
-            },
-        ))
+        Ok((payload, CallOptions { timeout, instance: None, headers }))
     }
 }
 
@@ -125,8 +117,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
 pub async fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
     let (payload, options) = args.body.options(switchboard::DEFAULT_TIMEOUT)?;
     let bus = connect(&args.connection, "switchboard-notify").await?;
-    bus.notify_with(&args.target, payload, options, args.all)
-        .await?;
+    bus.notify_with(&args.target, payload, options, args.all).await?;
     // Wait until the daemon has read it: a round trip on the same connection.
     bus.daemon_info().await?;
     Ok(ExitCode::SUCCESS)
@@ -136,8 +127,7 @@ pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     let (payload, options) = args.body.options(args.timeout)?;
     let bus = connect(&args.connection, "switchboard-broadcast").await?;
     if args.oneway {
-        bus.notify_with(&args.target, payload, options, true)
-            .await?;
+        bus.notify_with(&args.target, payload, options, true).await?;
         bus.daemon_info().await?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -146,7 +136,8 @@ pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     for reply in &outcome.replies {
         let line = match (&reply.result, args.json) {
             (Ok(bytes), true) => {
-                serde_json::json!({ "instance": reply.instance, "reply": json::display_payload(bytes) }).to_string()
+                serde_json::json!({ "instance": reply.instance, "reply": json::display_payload(bytes) })
+                    .to_string()
             }
             (Ok(bytes), false) => format!("instance {}: {}", reply.instance, json::display_payload(bytes)),
             (Err(err), true) => {
@@ -163,21 +154,11 @@ pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     if outcome.complete {
         eprintln!("all {total} instances answered ({failed} with an error)");
     } else {
-        let missing = outcome
-            .replies
-            .iter()
-            .filter(|r| matches!(r.result, Err(CallError::Timeout(_))))
-            .count();
-        eprintln!(
-            "{} of {total} instances answered before the deadline",
-            total - missing
-        );
+        let missing =
+            outcome.replies.iter().filter(|r| matches!(r.result, Err(CallError::Timeout(_)))).count();
+        eprintln!("{} of {total} instances answered before the deadline", total - missing);
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `{"error": KIND, "message": TEXT}` for scripts.

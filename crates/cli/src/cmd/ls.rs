@@ -29,11 +29,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bus = connect(&args.connection, "switchboard-ls").await?;
-    let mut events = if args.watch {
-        Some(bus.watch(1024).await?)
-    } else {
-        None
-    };
+    let mut events = if args.watch { Some(bus.watch(1024).await?) } else { None };
     let mut services = bus.services().await?;
     let topics = bus.topics().await?;
     if let Some(only) = &args.service {
@@ -59,11 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     while let Some(event) = events.recv().await {
-        if args
-            .service
-            .as_ref()
-            .is_some_and(|only| &event.service != only)
-        {
+        if args.service.as_ref().is_some_and(|only| &event.service != only) {
             continue;
         }
         if args.json {
@@ -86,12 +78,7 @@ fn print_services(services: &[ServiceInfo]) -> anyhow::Result<()> {
     if services.is_empty() {
         return output::line("no services registered");
     }
-    let width = services
-        .iter()
-        .map(|s| s.service.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
+    let width = services.iter().map(|s| s.service.len()).max().unwrap_or(7).max(7);
     output::line(format_args!(
         "{:<width$}  {:>8}  {:>7}  {:>11}  {:>9}  {:<20}  METHODS",
         "SERVICE", "INSTANCE", "PID", "OUTSTANDING", "DELIVERED", "CLIENT"
@@ -121,10 +108,7 @@ fn print_signatures(services: &[ServiceInfo]) -> anyhow::Result<()> {
         if let Some(first) = service.instances.first() {
             for (index, method) in first.methods.iter().enumerate() {
                 let signature = first.signatures.get(index).filter(|s| !s.is_empty());
-                output::line(format_args!(
-                    "  {}",
-                    signature.map_or(method.as_str(), String::as_str)
-                ))?;
+                output::line(format_args!("  {}", signature.map_or(method.as_str(), String::as_str)))?;
             }
         }
         for i in &service.instances {
@@ -140,21 +124,12 @@ fn print_signatures(services: &[ServiceInfo]) -> anyhow::Result<()> {
 
 fn print_subscriptions(topics: &TopicsInfo) -> anyhow::Result<()> {
     if topics.retained_topics > 0 {
-        output::line(format_args!(
-            "({} topics keep a retained value)",
-            topics.retained_topics
-        ))?;
+        output::line(format_args!("({} topics keep a retained value)", topics.retained_topics))?;
     }
     if topics.subscriptions.is_empty() {
         return Ok(());
     }
-    let width = topics
-        .subscriptions
-        .iter()
-        .map(|s| s.pattern.len())
-        .max()
-        .unwrap_or(12)
-        .max(12);
+    let width = topics.subscriptions.iter().map(|s| s.pattern.len()).max().unwrap_or(12).max(12);
     output::line("")?;
     output::line(format_args!(
         "{:<width$}  {:>7}  {:>10}  {:>8}  {:>7}  CLIENT",

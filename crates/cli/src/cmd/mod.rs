@@ -22,14 +22,8 @@ pub struct Usage(pub String);
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     let usage = err.chain().any(|cause| {
         cause.is::<Usage>()
-            || matches!(
-                cause.downcast_ref::<CallError>(),
-                Some(CallError::InvalidTarget(_))
-            )
-            || matches!(
-                cause.downcast_ref::<ConnectError>(),
-                Some(ConnectError::Endpoint(_))
-            )
+            || matches!(cause.downcast_ref::<CallError>(), Some(CallError::InvalidTarget(_)))
+            || matches!(cause.downcast_ref::<ConnectError>(), Some(ConnectError::Endpoint(_)))
     });
     if usage {
         2
@@ -40,13 +34,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// Runs a client command on a single-threaded runtime: a CLI process makes
 /// one connection and gains nothing from more threads.
-pub fn client_runtime(
-    work: impl Future<Output = anyhow::Result<ExitCode>>,
-) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(work)
+pub fn client_runtime(work: impl Future<Output = anyhow::Result<ExitCode>>) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(work)
 }
 
 /// Connects as the CLI, to `--addr` / `$SWITCHBOARD_ADDR` or the default socket.

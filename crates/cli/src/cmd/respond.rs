@@ -83,10 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         Ok(_) => "ok".to_owned(),
                         Err(reject) => format!("rejected: {reject}"),
                     };
-                    eprintln!(
-                        "{} from pid {}: {outcome}",
-                        request.method, request.caller.pid
-                    );
+                    eprintln!("{} from pid {}: {outcome}", request.method, request.caller.pid);
                 }
                 if limit.is_some_and(|n| served.fetch_add(1, Ordering::SeqCst) + 1 >= n) {
                     done.notify_one();
@@ -125,9 +122,7 @@ async fn handle(behaviour: &Behaviour, request: &Request) -> Result<Bytes, Rejec
     match behaviour {
         Behaviour::Echo => Ok(request.payload.clone()),
         Behaviour::Reply(reply) => Ok(reply.clone()),
-        Behaviour::Exec(cmd) => exec(cmd, request)
-            .await
-            .map_err(|err| Reject::new(format!("{err:#}"))),
+        Behaviour::Exec(cmd) => exec(cmd, request).await.map_err(|err| Reject::new(format!("{err:#}"))),
     }
 }
 
@@ -150,37 +145,25 @@ async fn exec(cmd: &str, request: &Request) -> anyhow::Result<Bytes> {
         // A command that ignores its input may close stdin early; that is fine.
         let _ = stdin.write_all(format!("{input}\n").as_bytes()).await;
     }
-    let left = request.deadline.map_or(Duration::from_secs(3600), |d| {
-        d.saturating_duration_since(Instant::now())
-    });
+    let left =
+        request.deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
     let output = tokio::time::timeout(left, child.wait_with_output())
         .await
         .map_err(|_| anyhow::anyhow!("{cmd:?} did not finish before the caller's deadline"))??;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        let status = output
-            .status
-            .code()
-            .map_or("a signal".to_owned(), |c| format!("status {c}"));
+        let status = output.status.code().map_or("a signal".to_owned(), |c| format!("status {c}"));
         anyhow::bail!(
             "{cmd:?} exited with {status}{}",
-            if stderr.is_empty() {
-                String::new()
-            } else {
-                format!(": {stderr}")
-            }
+            if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
         );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let reply: serde_json::Value = if stdout.trim().is_empty() {
         serde_json::Value::Null
     } else {
-        serde_json::from_str(stdout.trim()).with_context(|| {
-            format!(
-                "{cmd:?} printed something that is not JSON: {}",
-                stdout.trim()
-            )
-        })?
+        serde_json::from_str(stdout.trim())
+            .with_context(|| format!("{cmd:?} printed something that is not JSON: {}", stdout.trim()))?
     };
     Ok(json::to_msgpack(&reply))
 }

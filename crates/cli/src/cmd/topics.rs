@@ -64,10 +64,7 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
     let headers = switchboard::Headers::from_pairs(args.headers.iter().map(|(k, v)| (k, v)))
         .map_err(|e| Usage(e.to_string()))?;
     let bus = connect(&args.connection, "switchboard-pub").await?;
-    let options = PublishOptions {
-        retain: args.retain || args.clear,
-        headers,
-    };
+    let options = PublishOptions { retain: args.retain || args.clear, headers };
     bus.publish_with(args.topic, payload, options).await?;
     // A round trip on the same connection: the daemon has handled it.
     bus.daemon_info().await?;
@@ -76,28 +73,22 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
     let bus = connect(&args.connection, "switchboard-sub").await?;
-    let mut subscription = bus
-        .subscribe_with(args.pattern, switchboard::DEFAULT_SUBSCRIPTION_CAPACITY)
-        .await?;
+    let mut subscription =
+        bus.subscribe_with(args.pattern, switchboard::DEFAULT_SUBSCRIPTION_CAPACITY).await?;
     let mut received = 0;
     while args.count.is_none_or(|n| received < n) {
         let Some(item) = subscription.next().await else {
             anyhow::bail!("the connection to the daemon closed")
         };
         match item {
-            Item::Lagged(missed) if args.json => {
-                output::line(serde_json::json!({ "lagged": missed }))?
-            }
+            Item::Lagged(missed) if args.json => output::line(serde_json::json!({ "lagged": missed }))?,
             Item::Lagged(missed) => output::line(format_args!("lagged {missed}"))?,
             Item::Message(message) => {
                 received += 1;
                 let payload = json::display_payload(&message.payload);
                 if args.json {
-                    let headers: serde_json::Map<String, serde_json::Value> = message
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.to_owned(), v.into()))
-                        .collect();
+                    let headers: serde_json::Map<String, serde_json::Value> =
+                        message.headers.iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
                     output::line(serde_json::json!({
                         "topic": message.topic.as_str(),
                         "payload": payload,

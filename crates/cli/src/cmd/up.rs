@@ -49,14 +49,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.limits.max_inflight = args.max_inflight;
     config.limits.max_connections = args.max_connections;
     let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
     };
     let result = runtime.block_on(serve(config));
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -68,14 +63,10 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     for endpoint in daemon.endpoints() {
         output::line(format_args!("switchboard: listening on {endpoint}"))?;
     }
-    output::line(format_args!(
-        "switchboard: ready (pid {})",
-        std::process::id()
-    ))?;
+    output::line(format_args!("switchboard: ready (pid {})", std::process::id()))?;
     let shutdown = CancellationToken::new();
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let stopper = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {

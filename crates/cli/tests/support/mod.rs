@@ -33,12 +33,7 @@ impl Daemon {
         let socket = dir.path().join("bus.sock");
         let child = spawn_daemon(&socket, dir.path(), extra);
         let addr = format!("unix:{}", socket.display());
-        Self {
-            child,
-            dir,
-            socket,
-            addr,
-        }
+        Self { child, dir, socket, addr }
     }
 
     /// Starts another daemon process on the same socket and directory.
@@ -66,17 +61,13 @@ impl Daemon {
 
     /// A client library connection to this daemon.
     pub async fn bus(&self) -> Bus {
-        Bus::connect(&self.addr)
-            .await
-            .expect("connect to the test daemon")
+        Bus::connect(&self.addr).await.expect("connect to the test daemon")
     }
 
     /// A `switchboard` CLI command aimed at this daemon.
     pub fn cli(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("SWITCHBOARD_ADDR", &self.addr)
-            .env_remove("SWITCHBOARD_LOG");
+        cmd.args(args).env("SWITCHBOARD_ADDR", &self.addr).env_remove("SWITCHBOARD_LOG");
         cmd
     }
 
@@ -111,11 +102,8 @@ impl Drop for Daemon {
 }
 
 fn spawn_daemon(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("daemon.log"))
-        .expect("log file");
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("daemon.log")).expect("log file");
     let mut child = Command::new(BIN)
         .arg("up")
         .arg("--listen")
@@ -133,10 +121,7 @@ fn spawn_daemon(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
         match lines.next() {
             Some(Ok(line)) if line.contains("ready") => break,
             Some(Ok(_)) => {}
-            other => panic!(
-                "daemon did not start ({other:?}) after {:?}",
-                started.elapsed()
-            ),
+            other => panic!("daemon did not start ({other:?}) after {:?}", started.elapsed()),
         }
     }
     std::thread::spawn(move || for _ in lines {});

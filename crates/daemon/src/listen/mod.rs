@@ -26,10 +26,7 @@ pub use unix::UnixEndpoint;
 /// A bound endpoint.
 pub enum Listener {
     Unix(UnixEndpoint),
-    Tcp {
-        listener: TcpListener,
-        endpoint: Endpoint,
-    },
+    Tcp { listener: TcpListener, endpoint: Endpoint },
 }
 
 impl Listener {
@@ -69,27 +66,16 @@ pub async fn bind(endpoints: &[Endpoint]) -> Result<Vec<Listener>, DaemonError> 
 }
 
 async fn bind_tcp(endpoint: &Endpoint, addr: &str) -> Result<Listener, DaemonError> {
-    let failed = |source| DaemonError::Listen {
-        endpoint: endpoint.clone(),
-        source,
-    };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr)
-        .await
-        .map_err(failed)?
-        .collect();
+    let failed = |source| DaemonError::Listen { endpoint: endpoint.clone(), source };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr).await.map_err(failed)?.collect();
     // Without TLS a TCP socket is readable by anyone on the path, so plain
     // TCP is only ever offered on loopback.
     if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
-        return Err(DaemonError::NotLoopback {
-            endpoint: endpoint.clone(),
-        });
+        return Err(DaemonError::NotLoopback { endpoint: endpoint.clone() });
     }
     let listener = TcpListener::bind(addrs.as_slice()).await.map_err(failed)?;
     let local = listener.local_addr().map_err(failed)?;
-    Ok(Listener::Tcp {
-        listener,
-        endpoint: Endpoint::Tcp(local.to_string()),
-    })
+    Ok(Listener::Tcp { listener, endpoint: Endpoint::Tcp(local.to_string()) })
 }
 
 /// Accepts connections until `stop_accepting` fires, spawning a session per
@@ -119,8 +105,7 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
-                let (router, limits, stop) =
-                    (router.clone(), limits.clone(), stop_sessions.clone());
+                let (router, limits, stop) = (router.clone(), limits.clone(), stop_sessions.clone());
                 sessions.spawn(async move {
                     session::serve(stream, peer, router, limits, stop).await;
                     drop(permit);

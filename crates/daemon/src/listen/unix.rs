@@ -27,10 +27,7 @@ pub struct UnixEndpoint {
 impl UnixEndpoint {
     pub fn bind(path: &Path) -> Result<Self, DaemonError> {
         let endpoint = Endpoint::Unix(path.to_owned());
-        let failed = |source| DaemonError::Listen {
-            endpoint: endpoint.clone(),
-            source,
-        };
+        let failed = |source| DaemonError::Listen { endpoint: endpoint.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             prepare_dir(dir, path == default_socket_path())?;
         }
@@ -64,12 +61,7 @@ impl UnixEndpoint {
         let listener = UnixListener::bind(path).map_err(failed)?;
         // Only the owner may connect until policy (issue #7) says otherwise.
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(failed)?;
-        Ok(Self {
-            listener,
-            path: path.to_owned(),
-            lock_path,
-            _lock: lock,
-        })
+        Ok(Self { listener, path: path.to_owned(), lock_path, _lock: lock })
     }
 
     pub fn listener(&self) -> &UnixListener {
@@ -97,10 +89,7 @@ fn lock_path(socket: &Path) -> PathBuf {
 /// Creates the socket's directory (mode 0700). The default directory must
 /// be ours and private: under /tmp anyone could have made it first.
 fn prepare_dir(dir: &Path, is_default: bool) -> Result<(), DaemonError> {
-    let bad = |why: String| DaemonError::SocketDir {
-        dir: dir.to_owned(),
-        why,
-    };
+    let bad = |why: String| DaemonError::SocketDir { dir: dir.to_owned(), why };
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -110,16 +99,10 @@ fn prepare_dir(dir: &Path, is_default: bool) -> Result<(), DaemonError> {
         let meta = fs::metadata(dir).map_err(|err| bad(err.to_string()))?;
         let me = rustix::process::getuid().as_raw();
         if meta.uid() != me {
-            return Err(bad(format!(
-                "it is owned by uid {}, not by you (uid {me})",
-                meta.uid()
-            )));
+            return Err(bad(format!("it is owned by uid {}, not by you (uid {me})", meta.uid())));
         }
         if meta.mode() & 0o077 != 0 {
-            return Err(bad(format!(
-                "its mode is {:o}; it must be 700",
-                meta.mode() & 0o777
-            )));
+            return Err(bad(format!("its mode is {:o}; it must be 700", meta.mode() & 0o777)));
         }
     }
     Ok(())

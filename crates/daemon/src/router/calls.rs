@@ -4,9 +4,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_proto::{
-    Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId,
-};
+use switchboard_proto::{Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId};
 
 use super::{Congested, PendingCall, Router};
 
@@ -27,10 +25,7 @@ impl Router {
         payload: &Bytes,
     ) -> Result<(), (ErrorCode, String)> {
         if self.shutting_down {
-            return Err((
-                ErrorCode::ShuttingDown,
-                "the daemon is shutting down".into(),
-            ));
+            return Err((ErrorCode::ShuttingDown, "the daemon is shutting down".into()));
         }
         let inflight = self.sessions.get(&from).map_or(0, |s| s.inflight);
         if inflight >= self.limits.max_inflight {
@@ -53,15 +48,7 @@ impl Router {
     }
 
     pub(super) fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
-        let Call {
-            id,
-            timeout_ms,
-            instance,
-            service,
-            method,
-            headers,
-            payload,
-        } = call;
+        let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
         if service.is_reserved() && !self.shutting_down {
             match crate::admin::call(self, &service, &method, &payload) {
                 Ok(reply) => self.send(from, &Frame::Reply { id, payload: reply }),
@@ -83,13 +70,7 @@ impl Router {
             session.inflight += 1;
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-        let call = PendingCall {
-            caller: from,
-            caller_id: id,
-            instance: chosen,
-            deadline,
-            broadcast: false,
-        };
+        let call = PendingCall { caller: from, caller_id: id, instance: chosen, deadline, broadcast: false };
         self.forward(call, timeout_ms, method, headers, payload)
     }
 
@@ -109,36 +90,19 @@ impl Router {
         callee.outstanding += 1;
         callee.delivered += 1;
         let to = callee.session;
-        let request = Request {
-            id,
-            timeout_ms,
-            instance,
-            caller,
-            method,
-            headers,
-            payload,
-        };
+        let request = Request { id, timeout_ms, instance, caller, method, headers, payload };
         self.deliver(to, &Frame::Request(request))
     }
 
     pub(super) fn notify(&mut self, from: SessionId, notify: Notify) -> Option<Congested> {
-        let Notify {
-            all,
-            instance,
-            service,
-            method,
-            headers,
-            payload,
-        } = notify;
+        let Notify { all, instance, service, method, headers, payload } = notify;
         if self.shutting_down || service.is_reserved() {
             return None;
         }
         let targets = if all {
             self.registry.serving(&service, &method)
         } else {
-            self.registry
-                .choose(&service, &method, instance)
-                .map(|chosen| vec![chosen])
+            self.registry.choose(&service, &method, instance).map(|chosen| vec![chosen])
         };
         let targets = match targets {
             Ok(targets) => targets,
@@ -170,14 +134,7 @@ impl Router {
     }
 
     pub(super) fn broadcast(&mut self, from: SessionId, broadcast: Broadcast) -> Option<Congested> {
-        let Broadcast {
-            id,
-            timeout_ms,
-            service,
-            method,
-            headers,
-            payload,
-        } = broadcast;
+        let Broadcast { id, timeout_ms, service, method, headers, payload } = broadcast;
         let targets = self
             .admit(from, &method, &headers, &payload)
             .and_then(|()| self.registry.serving(&service, &method));
@@ -188,13 +145,7 @@ impl Router {
                 return None;
             }
         };
-        self.send(
-            from,
-            &Frame::BroadcastStart {
-                id,
-                instances: targets.clone(),
-            },
-        );
+        self.send(from, &Frame::BroadcastStart { id, instances: targets.clone() });
         if let Some(session) = self.sessions.get_mut(&from) {
             session.inflight += 1;
         }
@@ -202,21 +153,9 @@ impl Router {
         let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
         let mut congested = None;
         for instance in targets {
-            let call = PendingCall {
-                caller: from,
-                caller_id: id,
-                instance,
-                deadline,
-                broadcast: true,
-            };
+            let call = PendingCall { caller: from, caller_id: id, instance, deadline, broadcast: true };
             congested = self
-                .forward(
-                    call,
-                    timeout_ms,
-                    method.clone(),
-                    headers.clone(),
-                    payload.clone(),
-                )
+                .forward(call, timeout_ms, method.clone(), headers.clone(), payload.clone())
                 .or(congested);
         }
         congested
@@ -225,10 +164,7 @@ impl Router {
     pub(super) fn deliver(&self, to: SessionId, frame: &Frame) -> Option<Congested> {
         let session = self.sessions.get(&to)?;
         let _ = session.outbox.push(frame);
-        session
-            .outbox
-            .is_congested()
-            .then(|| (to, session.outbox.clone()))
+        session.outbox.is_congested().then(|| (to, session.outbox.clone()))
     }
 
     /// A reply or error from a callee: forward it to the caller.
@@ -240,11 +176,7 @@ impl Router {
             .and_then(|call| self.registry.get(call.instance))
             .map(|instance| instance.session);
         if owner != Some(from) {
-            tracing::debug!(
-                session = from,
-                id,
-                "answer to an unknown or expired call dropped"
-            );
+            tracing::debug!(session = from, id, "answer to an unknown or expired call dropped");
             return;
         }
         if let Some(call) = self.pending.remove(id) {
@@ -260,15 +192,8 @@ impl Router {
         if !call.broadcast {
             self.release_inflight(call.caller);
             let frame = match outcome {
-                Ok(payload) => Frame::Reply {
-                    id: call.caller_id,
-                    payload,
-                },
-                Err((code, message)) => Frame::Error {
-                    id: call.caller_id,
-                    code,
-                    message,
-                },
+                Ok(payload) => Frame::Reply { id: call.caller_id, payload },
+                Err((code, message)) => Frame::Error { id: call.caller_id, code, message },
             };
             return self.send(call.caller, &frame);
         }
@@ -276,12 +201,7 @@ impl Router {
             Ok(payload) => (None, payload),
             Err((code, message)) => (Some(code), Bytes::from(message)),
         };
-        let result = Frame::BroadcastResult {
-            id: call.caller_id,
-            instance: call.instance,
-            code,
-            payload,
-        };
+        let result = Frame::BroadcastResult { id: call.caller_id, instance: call.instance, code, payload };
         self.send(call.caller, &result);
         let key = (call.caller, call.caller_id);
         if let Some(remaining) = self.broadcasts.get_mut(&key) {

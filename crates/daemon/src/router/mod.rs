@@ -122,11 +122,7 @@ impl Router {
 
     /// Acts on one frame from `from`. Returns a congested destination the
     /// session should wait for before reading on.
-    pub fn handle(
-        &mut self,
-        from: SessionId,
-        frame: Frame,
-    ) -> Result<Option<Congested>, UnexpectedFrame> {
+    pub fn handle(&mut self, from: SessionId, frame: Frame) -> Result<Option<Congested>, UnexpectedFrame> {
         match frame {
             Frame::Call(call) => return Ok(self.call(from, call)),
             Frame::Notify(notify) => return Ok(self.notify(from, notify)),
@@ -137,11 +133,7 @@ impl Router {
             Frame::Subscribe { req, sid, pattern } => self.subscribe(from, req, sid, pattern),
             Frame::Unsubscribe { req, sid } => self.unsubscribe(from, req, sid),
             Frame::Lagged { sid, missed } => self.client_lagged(from, sid, missed),
-            Frame::Register {
-                req,
-                service,
-                methods,
-            } => self.register(from, req, service, methods),
+            Frame::Register { req, service, methods } => self.register(from, req, service, methods),
             Frame::Unregister { req, instance } => self.unregister(from, req, instance),
             Frame::Watch { req } => self.watch(from, req),
             other => return Err(UnexpectedFrame(other.kind_name())),
@@ -161,13 +153,7 @@ impl Router {
         self.send(to, &Frame::Error { id, code, message });
     }
 
-    fn register(
-        &mut self,
-        from: SessionId,
-        req: u32,
-        service: ServiceName,
-        methods: Vec<MethodSpec>,
-    ) {
+    fn register(&mut self, from: SessionId, req: u32, service: ServiceName, methods: Vec<MethodSpec>) {
         if service.is_reserved() {
             let message = format!("service name {service} is reserved for the daemon");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
@@ -190,18 +176,8 @@ impl Router {
                 return self.send_error(from, req, ErrorCode::NoSuchInstance, message);
             }
         }
-        self.remove_instance(
-            instance,
-            ErrorCode::InstanceGone,
-            "the instance unregistered mid-call",
-        );
-        self.send(
-            from,
-            &Frame::Reply {
-                id: req,
-                payload: Bytes::new(),
-            },
-        );
+        self.remove_instance(instance, ErrorCode::InstanceGone, "the instance unregistered mid-call");
+        self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
     }
 
     fn remove_instance(&mut self, instance: InstanceId, code: ErrorCode, why: &str) {
@@ -217,13 +193,7 @@ impl Router {
         if let Some(session) = self.sessions.get_mut(&from) {
             session.watches.push(req);
         }
-        self.send(
-            from,
-            &Frame::Reply {
-                id: req,
-                payload: Bytes::new(),
-            },
-        );
+        self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
     }
 
     /// Tells every watcher that `instance` came up or is going down.
@@ -231,11 +201,7 @@ impl Router {
         let Some(i) = self.registry.get(instance) else {
             return;
         };
-        let client = self
-            .sessions
-            .get(&i.session)
-            .map(|s| s.client_name.clone())
-            .unwrap_or_default();
+        let client = self.sessions.get(&i.session).map(|s| s.client_name.clone()).unwrap_or_default();
         let payload = Bytes::from(sys::encode(&RegistryEvent {
             event: event.to_owned(),
             service: i.service.to_string(),
@@ -245,10 +211,7 @@ impl Router {
         }));
         for session in self.sessions.values() {
             for req in &session.watches {
-                let _ = session.outbox.push(&Frame::Event {
-                    req: *req,
-                    payload: payload.clone(),
-                });
+                let _ = session.outbox.push(&Frame::Event { req: *req, payload: payload.clone() });
             }
         }
     }
@@ -259,10 +222,7 @@ impl Router {
         let (code, why) = if self.shutting_down {
             (ErrorCode::ShuttingDown, "the daemon is shutting down")
         } else {
-            (
-                ErrorCode::InstanceGone,
-                "the instance disconnected before replying",
-            )
+            (ErrorCode::InstanceGone, "the instance disconnected before replying")
         };
         for instance in self.registry.of_session(session) {
             self.remove_instance(instance, code, why);
@@ -298,10 +258,8 @@ impl Router {
         self.shutting_down = true;
         let all = self.pending.drain_where(|_| true);
         self.fail_calls(all, ErrorCode::ShuttingDown, "the daemon is shutting down");
-        let goodbye = Frame::Goodbye {
-            code: ErrorCode::ShuttingDown,
-            message: "the daemon is shutting down".into(),
-        };
+        let goodbye =
+            Frame::Goodbye { code: ErrorCode::ShuttingDown, message: "the daemon is shutting down".into() };
         for session in self.sessions.values() {
             let _ = session.outbox.push(&goodbye);
             session.outbox.close();

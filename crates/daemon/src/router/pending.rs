@@ -49,15 +49,8 @@ impl Pending {
 
     /// Removes and returns every call matching `pred`.
     pub fn drain_where(&mut self, pred: impl Fn(&PendingCall) -> bool) -> Vec<PendingCall> {
-        let ids: Vec<u32> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| pred(c))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.into_iter()
-            .filter_map(|id| self.calls.remove(&id))
-            .collect()
+        let ids: Vec<u32> = self.calls.iter().filter(|(_, c)| pred(c)).map(|(id, _)| *id).collect();
+        ids.into_iter().filter_map(|id| self.calls.remove(&id)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -70,21 +63,12 @@ mod tests {
     use super::*;
 
     fn call(caller: SessionId) -> PendingCall {
-        PendingCall {
-            caller,
-            caller_id: 1,
-            instance: 1,
-            deadline: Instant::now(),
-            broadcast: false,
-        }
+        PendingCall { caller, caller_id: 1, instance: 1, deadline: Instant::now(), broadcast: false }
     }
 
     #[test]
     fn ids_are_unique_and_never_zero() {
-        let mut pending = Pending {
-            next_id: u32::MAX - 1,
-            ..Default::default()
-        };
+        let mut pending = Pending { next_id: u32::MAX - 1, ..Default::default() };
         let a = pending.insert(call(1));
         let b = pending.insert(call(1));
         assert_eq!((a, b), (u32::MAX, 1));

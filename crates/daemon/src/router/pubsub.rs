@@ -13,23 +13,20 @@ impl Router {
         };
         let count = session.subscriptions.len();
         let limit = self.limits.max_subscriptions;
-        let id = match self
-            .topics
-            .subscribe(from, sid, pattern.clone(), limit, count)
-        {
+        let id = match self.topics.subscribe(from, sid, pattern.clone(), limit, count) {
             Ok(id) => id,
-            Err(err) => return self.send_error(from, req, ErrorCode::Overloaded, err.to_string()),
+            Err(err) => {
+                let code = match err {
+                    topics::SubscribeError::DuplicateSid(_) => ErrorCode::BadRequest,
+                    topics::SubscribeError::TooMany(_) => ErrorCode::Overloaded,
+                };
+                return self.send_error(from, req, code, err.to_string());
+            }
         };
         if let Some(session) = self.sessions.get_mut(&from) {
             session.subscriptions.push(id);
         }
-        self.send(
-            from,
-            &Frame::Reply {
-                id: req,
-                payload: Bytes::new(),
-            },
-        );
+        self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
         // Retained values first, before any live message can follow.
         for (topic, value) in self.topics.retained_matching(&pattern) {
             let delivery = Delivery {
@@ -52,22 +49,12 @@ impl Router {
         if let Some(session) = self.sessions.get_mut(&from) {
             session.subscriptions.retain(|s| *s != id);
         }
-        self.send(
-            from,
-            &Frame::Reply {
-                id: req,
-                payload: Bytes::new(),
-            },
-        );
+        self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
     }
 
     /// The client dropped messages in its own buffer; count them.
     pub(super) fn client_lagged(&mut self, from: SessionId, sid: u32, missed: u64) {
-        if let Some(sub) = self
-            .topics
-            .find(from, sid)
-            .and_then(|id| self.topics.get_mut(id))
-        {
+        if let Some(sub) = self.topics.find(from, sid).and_then(|id| self.topics.get_mut(id)) {
             sub.missed += missed;
         }
     }
@@ -79,18 +66,9 @@ impl Router {
         let Some(publisher) = self.sessions.get(&from).map(|s| s.caller) else {
             return;
         };
-        let Publish {
-            retain,
-            topic,
-            headers,
-            payload,
-        } = publish;
+        let Publish { retain, topic, headers, payload } = publish;
         if retain {
-            let value = Retained {
-                publisher,
-                headers: headers.clone(),
-                payload: payload.clone(),
-            };
+            let value = Retained { publisher, headers: headers.clone(), payload: payload.clone() };
             if !self.topics.retain(&topic, value, self.limits.max_retained) {
                 tracing::warn!(
                     %topic,
@@ -107,20 +85,10 @@ impl Router {
         self.topics.matching(&topic, &mut matched);
         // Clone for all but the last subscriber, which takes the original:
         // reference counting is the main per-message cost here.
-        let mut message = Some(Delivery {
-            retained: false,
-            publisher,
-            topic,
-            headers,
-            payload,
-        });
+        let mut message = Some(Delivery { retained: false, publisher, topic, headers, payload });
         let last = matched.len().saturating_sub(1);
         for (index, id) in matched.iter().enumerate() {
-            let delivery = if index == last {
-                message.take()
-            } else {
-                message.clone()
-            };
+            let delivery = if index == last { message.take() } else { message.clone() };
             if let Some(delivery) = delivery {
                 self.offer(*id, delivery);
             }
@@ -159,10 +127,7 @@ impl Router {
                 continue;
             };
             if sub.unreported > 0 && !entry.outbox.is_congested() {
-                let _ = entry.outbox.push(&Frame::Lagged {
-                    sid: sub.sid,
-                    missed: sub.unreported,
-                });
+                let _ = entry.outbox.push(&Frame::Lagged { sid: sub.sid, missed: sub.unreported });
                 sub.unreported = 0;
             }
             while !entry.outbox.is_congested() {

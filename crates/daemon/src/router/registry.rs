@@ -44,29 +44,11 @@ pub struct Registry {
 
 impl Registry {
     /// Adds an instance and returns its id (never 0).
-    pub fn add(
-        &mut self,
-        service: ServiceName,
-        session: SessionId,
-        methods: Vec<MethodSpec>,
-    ) -> InstanceId {
+    pub fn add(&mut self, service: ServiceName, session: SessionId, methods: Vec<MethodSpec>) -> InstanceId {
         self.next_instance += 1;
         let id = self.next_instance;
-        self.services
-            .entry(service.clone())
-            .or_default()
-            .instances
-            .push(id);
-        self.instances.insert(
-            id,
-            Instance {
-                service,
-                session,
-                methods,
-                outstanding: 0,
-                delivered: 0,
-            },
-        );
+        self.services.entry(service.clone()).or_default().instances.push(id);
+        self.instances.insert(id, Instance { service, session, methods, outstanding: 0, delivered: 0 });
         id
     }
 
@@ -92,12 +74,8 @@ impl Registry {
 
     /// Instances registered by one connection.
     pub fn of_session(&self, session: SessionId) -> Vec<InstanceId> {
-        let mut ids: Vec<InstanceId> = self
-            .instances
-            .iter()
-            .filter(|(_, i)| i.session == session)
-            .map(|(id, _)| *id)
-            .collect();
+        let mut ids: Vec<InstanceId> =
+            self.instances.iter().filter(|(_, i)| i.session == session).map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids
     }
@@ -114,18 +92,13 @@ impl Registry {
             return match self.instances.get(&wanted) {
                 Some(i) if &i.service == service && i.serves(method) => Ok(wanted),
                 Some(i) if &i.service == service => Err(no_method(service, method)),
-                _ => Err((
-                    ErrorCode::NoSuchInstance,
-                    format!("service {service} has no instance {wanted}"),
-                )),
+                _ => Err((ErrorCode::NoSuchInstance, format!("service {service} has no instance {wanted}"))),
             };
         }
-        let entry = self.services.get_mut(service).ok_or_else(|| {
-            (
-                ErrorCode::NoSuchService,
-                format!("no service named {service} is registered"),
-            )
-        })?;
+        let entry = self
+            .services
+            .get_mut(service)
+            .ok_or_else(|| (ErrorCode::NoSuchService, format!("no service named {service} is registered")))?;
         let count = entry.instances.len();
         let mut best: Option<(usize, u32)> = None;
         for step in 0..count {
@@ -154,12 +127,10 @@ impl Registry {
         service: &ServiceName,
         method: &MethodName,
     ) -> Result<Vec<InstanceId>, (ErrorCode, String)> {
-        let entry = self.services.get(service).ok_or_else(|| {
-            (
-                ErrorCode::NoSuchService,
-                format!("no service named {service} is registered"),
-            )
-        })?;
+        let entry = self
+            .services
+            .get(service)
+            .ok_or_else(|| (ErrorCode::NoSuchService, format!("no service named {service} is registered")))?;
         let serving: Vec<InstanceId> = entry
             .instances
             .iter()
@@ -200,10 +171,7 @@ impl Registry {
 }
 
 fn no_method(service: &ServiceName, method: &MethodName) -> (ErrorCode, String) {
-    (
-        ErrorCode::NoSuchMethod,
-        format!("service {service} has no method {method}"),
-    )
+    (ErrorCode::NoSuchMethod, format!("service {service} has no method {method}"))
 }
 
 #[cfg(test)]
@@ -217,23 +185,16 @@ mod tests {
         MethodName::parse(s).unwrap()
     }
     fn spec(s: &str) -> MethodSpec {
-        MethodSpec {
-            name: method(s),
-            signature: String::new(),
-        }
+        MethodSpec { name: method(s), signature: String::new() }
     }
 
     #[test]
     fn equal_instances_share_round_robin() {
         let mut reg = Registry::default();
-        let ids: Vec<_> = (0..3)
-            .map(|s| reg.add(name("w"), s, vec![spec("go")]))
-            .collect();
+        let ids: Vec<_> = (0..3).map(|s| reg.add(name("w"), s, vec![spec("go")])).collect();
         let mut counts = HashMap::new();
         for _ in 0..300 {
-            *counts
-                .entry(reg.choose(&name("w"), &method("go"), 0).unwrap())
-                .or_insert(0) += 1;
+            *counts.entry(reg.choose(&name("w"), &method("go"), 0).unwrap()).or_insert(0) += 1;
         }
         for id in ids {
             assert_eq!(counts[&id], 100);
@@ -256,22 +217,10 @@ mod tests {
         let mut reg = Registry::default();
         let a = reg.add(name("w"), 1, vec![spec("go")]);
         let err = |r: Result<InstanceId, (ErrorCode, String)>| r.unwrap_err().0;
-        assert_eq!(
-            err(reg.choose(&name("x"), &method("go"), 0)),
-            ErrorCode::NoSuchService
-        );
-        assert_eq!(
-            err(reg.choose(&name("w"), &method("stop"), 0)),
-            ErrorCode::NoSuchMethod
-        );
-        assert_eq!(
-            err(reg.choose(&name("w"), &method("go"), 99)),
-            ErrorCode::NoSuchInstance
-        );
-        assert_eq!(
-            err(reg.choose(&name("w"), &method("stop"), a)),
-            ErrorCode::NoSuchMethod
-        );
+        assert_eq!(err(reg.choose(&name("x"), &method("go"), 0)), ErrorCode::NoSuchService);
+        assert_eq!(err(reg.choose(&name("w"), &method("stop"), 0)), ErrorCode::NoSuchMethod);
+        assert_eq!(err(reg.choose(&name("w"), &method("go"), 99)), ErrorCode::NoSuchInstance);
+        assert_eq!(err(reg.choose(&name("w"), &method("stop"), a)), ErrorCode::NoSuchMethod);
         assert_eq!(reg.choose(&name("w"), &method("go"), a), Ok(a));
     }
 

@@ -97,10 +97,7 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty()
-            && self.star.is_none()
-            && self.here.is_empty()
-            && self.rest.is_empty()
+        self.children.is_empty() && self.star.is_none() && self.here.is_empty() && self.rest.is_empty()
     }
 
     fn collect(&self, tokens: &[&[u8]], out: &mut Vec<SubId>) {
@@ -164,12 +161,7 @@ impl Topics {
                     break;
                 }
                 b"*" => node = node.star.get_or_insert_with(Box::default),
-                literal => {
-                    node = node
-                        .children
-                        .entry(Bytes::copy_from_slice(literal))
-                        .or_default()
-                }
+                literal => node = node.children.entry(Bytes::copy_from_slice(literal)).or_default(),
             }
             if index + 1 == tokens.len() {
                 node.here.push(id);
@@ -316,11 +308,7 @@ mod tests {
         let ids = patterns
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                topics
-                    .subscribe(1, i as u32, TopicPattern::parse(p).unwrap(), 100, i)
-                    .unwrap()
-            })
+            .map(|(i, p)| topics.subscribe(1, i as u32, TopicPattern::parse(p).unwrap(), 100, i).unwrap())
             .collect();
         (topics, ids)
     }
@@ -334,12 +322,8 @@ mod tests {
 
     #[test]
     fn trie_agrees_with_the_pattern_rule() {
-        let patterns = [
-            "a.b", "a.*", "a.>", "*.b", ">", "*", "a.*.c", "a.b.>", "x.y.z",
-        ];
-        let topics_to_try = [
-            "a", "a.b", "a.c", "b.b", "a.b.c", "a.x.c", "a.b.c.d", "x.y.z", "x.y",
-        ];
+        let patterns = ["a.b", "a.*", "a.>", "*.b", ">", "*", "a.*.c", "a.b.>", "x.y.z"];
+        let topics_to_try = ["a", "a.b", "a.c", "b.b", "a.b.c", "a.x.c", "a.b.c.d", "x.y.z", "x.y"];
         let (topics, ids) = subscribed(&patterns);
         for t in topics_to_try {
             let expected: Vec<SubId> = patterns
@@ -367,14 +351,8 @@ mod tests {
         let mut topics = Topics::default();
         let p = TopicPattern::parse("a").unwrap();
         topics.subscribe(1, 7, p.clone(), 2, 0).unwrap();
-        assert_eq!(
-            topics.subscribe(1, 7, p.clone(), 2, 1),
-            Err(SubscribeError::DuplicateSid(7))
-        );
-        assert_eq!(
-            topics.subscribe(1, 8, p, 2, 2),
-            Err(SubscribeError::TooMany(2))
-        );
+        assert_eq!(topics.subscribe(1, 7, p.clone(), 2, 1), Err(SubscribeError::DuplicateSid(7)));
+        assert_eq!(topics.subscribe(1, 8, p, 2, 2), Err(SubscribeError::TooMany(2)));
     }
 
     #[test]

@@ -10,16 +10,9 @@ use crate::Limits;
 pub const MAX_HELLO: u32 = 64 * 1024;
 
 /// Waits for a valid `Hello`; answers and explains a refusal with `Goodbye`.
-pub async fn accept(
-    reader: &mut FrameReader,
-    outbox: &Outbox,
-    limits: &Limits,
-) -> Result<Hello, String> {
+pub async fn accept(reader: &mut FrameReader, outbox: &Outbox, limits: &Limits) -> Result<Hello, String> {
     let refuse = |code: ErrorCode, message: String| {
-        let _ = outbox.push(&Frame::Goodbye {
-            code,
-            message: message.clone(),
-        });
+        let _ = outbox.push(&Frame::Goodbye { code, message: message.clone() });
         message
     };
     let first = match tokio::time::timeout(limits.handshake_timeout, reader.next()).await {
@@ -42,10 +35,7 @@ pub async fn accept(
         )),
         other => Err(refuse(
             ErrorCode::ProtocolViolation,
-            format!(
-                "expected Hello as the first frame, got {}",
-                other.kind_name()
-            ),
+            format!("expected Hello as the first frame, got {}", other.kind_name()),
         )),
     }
 }

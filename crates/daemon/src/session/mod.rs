@@ -24,9 +24,7 @@ pub type SharedRouter = Arc<Mutex<Router>>;
 /// Locks the router. Every update is completed before the lock is released,
 /// so a panic elsewhere cannot leave it half-changed: poisoning is ignored.
 pub fn lock(router: &SharedRouter) -> MutexGuard<'_, Router> {
-    router
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    router.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Serves one accepted connection until it ends.
@@ -65,26 +63,13 @@ pub async fn serve(
     let session = {
         let mut router = lock(&router);
         let name = hello.client_name.clone();
-        let session = router.add_session(
-            outbox.clone(),
-            kill.clone(),
-            backlog.clone(),
-            name,
-            uid,
-            pid,
-        );
+        let session = router.add_session(outbox.clone(), kill.clone(), backlog.clone(), name, uid, pid);
         let _ = outbox.push(&handshake::welcome(session, &limits));
         session
     };
     tracing::debug!(session, %peer, client = %hello.client_name, pid, "session open");
 
-    let link = Link {
-        session,
-        router: &router,
-        outbox: &outbox,
-        backlog: &backlog,
-        kill: &kill,
-    };
+    let link = Link { session, router: &router, outbox: &outbox, backlog: &backlog, kill: &kill };
     match read_loop(&link, &mut reader, &limits).await {
         Ok(()) => tracing::debug!(session, "session closed"),
         Err(why) => {
@@ -95,20 +80,14 @@ pub async fn serve(
                 }
                 _ => ErrorCode::ProtocolViolation,
             };
-            let _ = outbox.push(&Frame::Goodbye {
-                code,
-                message: why.to_string(),
-            });
+            let _ = outbox.push(&Frame::Goodbye { code, message: why.to_string() });
         }
     }
     lock(&router).remove_session(session);
     outbox.close();
     // A peer that stopped reading must not hold the session open forever.
     let abort = writer.abort_handle();
-    if tokio::time::timeout(limits.handshake_timeout, writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(limits.handshake_timeout, writer).await.is_err() {
         abort.abort();
     }
 }

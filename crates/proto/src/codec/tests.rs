@@ -34,8 +34,7 @@ fn topic() -> impl Strategy<Value = Topic> {
 }
 
 fn pattern() -> impl Strategy<Value = TopicPattern> {
-    "([a-z]{1,6}|\\*)(\\.([a-z]{1,6}|\\*)){0,3}(\\.>)?"
-        .prop_map(|p| TopicPattern::parse(&p).expect("valid"))
+    "([a-z]{1,6}|\\*)(\\.([a-z]{1,6}|\\*)){0,3}(\\.>)?".prop_map(|p| TopicPattern::parse(&p).expect("valid"))
 }
 
 fn caller() -> impl Strategy<Value = Caller> {
@@ -49,186 +48,80 @@ fn code() -> impl Strategy<Value = ErrorCode> {
 fn frame() -> impl Strategy<Value = Frame> {
     let control = prop_oneof![
         (any::<u16>(), any::<u32>(), ".{0,40}").prop_map(|(version, features, client_name)| {
-            Frame::Hello(Hello {
-                version,
-                features,
-                client_name,
-            })
+            Frame::Hello(Hello { version, features, client_name })
         }),
-        (
-            any::<u16>(),
-            any::<u32>(),
-            any::<u64>(),
-            any::<u32>(),
-            any::<u32>()
-        )
-            .prop_map(|(version, features, session, max_frame, max_inflight)| {
-                Frame::Welcome(Welcome {
-                    version,
-                    features,
-                    session,
-                    max_frame,
-                    max_inflight,
-                })
-            }),
-        (
-            any::<u32>(),
-            service(),
-            proptest::collection::vec((method(), ".{0,30}"), 0..5)
-        )
-            .prop_map(|(req, service, methods)| Frame::Register {
+        (any::<u16>(), any::<u32>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
+            |(version, features, session, max_frame, max_inflight)| {
+                Frame::Welcome(Welcome { version, features, session, max_frame, max_inflight })
+            }
+        ),
+        (any::<u32>(), service(), proptest::collection::vec((method(), ".{0,30}"), 0..5)).prop_map(
+            |(req, service, methods)| Frame::Register {
                 req,
                 service,
                 methods: methods
                     .into_iter()
                     .map(|(name, signature)| MethodSpec { name, signature })
                     .collect(),
-            }),
-        (any::<u32>(), any::<u64>())
-            .prop_map(|(req, instance)| Frame::Registered { req, instance }),
-        (any::<u32>(), any::<u64>())
-            .prop_map(|(req, instance)| Frame::Unregister { req, instance }),
+            }
+        ),
+        (any::<u32>(), any::<u64>()).prop_map(|(req, instance)| Frame::Registered { req, instance }),
+        (any::<u32>(), any::<u64>()).prop_map(|(req, instance)| Frame::Unregister { req, instance }),
         (any::<u32>(), payload()).prop_map(|(id, payload)| Frame::Reply { id, payload }),
-        (any::<u32>(), code(), ".{0,40}").prop_map(|(id, code, message)| Frame::Error {
-            id,
-            code,
-            message
-        }),
+        (any::<u32>(), code(), ".{0,40}").prop_map(|(id, code, message)| Frame::Error { id, code, message }),
         any::<u32>().prop_map(|req| Frame::Watch { req }),
         (any::<u32>(), payload()).prop_map(|(req, payload)| Frame::Event { req, payload }),
         (code(), ".{0,40}").prop_map(|(code, message)| Frame::Goodbye { code, message }),
     ];
     let calls = prop_oneof![
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<u64>(),
-            service(),
-            method(),
-            headers(),
-            payload()
-        )
-            .prop_map(
-                |(id, timeout_ms, instance, service, method, headers, payload)| {
-                    Frame::Call(Call {
-                        id,
-                        timeout_ms,
-                        instance,
-                        service,
-                        method,
-                        headers,
-                        payload,
-                    })
-                }
-            ),
-        (
-            any::<bool>(),
-            any::<u64>(),
-            service(),
-            method(),
-            headers(),
-            payload()
-        )
-            .prop_map(|(all, instance, service, method, headers, payload)| {
-                Frame::Notify(Notify {
-                    all,
-                    instance,
-                    service,
-                    method,
-                    headers,
-                    payload,
-                })
-            }),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<u64>(),
-            caller(),
-            method(),
-            headers(),
-            payload()
-        )
-            .prop_map(
-                |(id, timeout_ms, instance, caller, method, headers, payload)| {
-                    Frame::Request(Request {
-                        id,
-                        timeout_ms,
-                        instance,
-                        caller,
-                        method,
-                        headers,
-                        payload,
-                    })
-                }
-            ),
-        (
-            any::<u32>(),
-            any::<u32>(),
-            service(),
-            method(),
-            headers(),
-            payload()
-        )
-            .prop_map(|(id, timeout_ms, service, method, headers, payload)| {
-                Frame::Broadcast(Broadcast {
-                    id,
-                    timeout_ms,
-                    service,
-                    method,
-                    headers,
-                    payload,
-                })
-            }),
+        (any::<u32>(), any::<u32>(), any::<u64>(), service(), method(), headers(), payload()).prop_map(
+            |(id, timeout_ms, instance, service, method, headers, payload)| {
+                Frame::Call(Call { id, timeout_ms, instance, service, method, headers, payload })
+            }
+        ),
+        (any::<bool>(), any::<u64>(), service(), method(), headers(), payload()).prop_map(
+            |(all, instance, service, method, headers, payload)| {
+                Frame::Notify(Notify { all, instance, service, method, headers, payload })
+            }
+        ),
+        (any::<u32>(), any::<u32>(), any::<u64>(), caller(), method(), headers(), payload()).prop_map(
+            |(id, timeout_ms, instance, caller, method, headers, payload)| {
+                Frame::Request(Request { id, timeout_ms, instance, caller, method, headers, payload })
+            }
+        ),
+        (any::<u32>(), any::<u32>(), service(), method(), headers(), payload()).prop_map(
+            |(id, timeout_ms, service, method, headers, payload)| {
+                Frame::Broadcast(Broadcast { id, timeout_ms, service, method, headers, payload })
+            }
+        ),
         (any::<u32>(), proptest::collection::vec(any::<u64>(), 0..6))
             .prop_map(|(id, instances)| Frame::BroadcastStart { id, instances }),
-        (
-            any::<u32>(),
-            any::<u64>(),
-            proptest::option::of(1..20u16),
-            payload()
-        )
-            .prop_map(|(id, instance, code, payload)| Frame::BroadcastResult {
+        (any::<u32>(), any::<u64>(), proptest::option::of(1..20u16), payload()).prop_map(
+            |(id, instance, code, payload)| Frame::BroadcastResult {
                 id,
                 instance,
                 code: code.map(ErrorCode::from_u16),
                 payload,
-            }),
+            }
+        ),
     ];
-    let topics =
-        prop_oneof![
-            (any::<u32>(), any::<u32>(), pattern())
-                .prop_map(|(req, sid, pattern)| Frame::Subscribe { req, sid, pattern }),
-            (any::<u32>(), any::<u32>()).prop_map(|(req, sid)| Frame::Unsubscribe { req, sid }),
-            (any::<bool>(), topic(), headers(), payload()).prop_map(
-                |(retain, topic, headers, payload)| {
-                    Frame::Publish(Publish {
-                        retain,
-                        topic,
-                        headers,
-                        payload,
-                    })
-                }
-            ),
-            (
-                any::<u32>(),
-                any::<bool>(),
-                caller(),
-                topic(),
-                headers(),
-                payload()
-            )
-                .prop_map(|(sid, retained, publisher, topic, headers, payload)| {
-                    Frame::Message(Message {
-                        sid,
-                        retained,
-                        publisher,
-                        topic,
-                        headers,
-                        payload,
-                    })
-                }),
-            (any::<u32>(), any::<u64>()).prop_map(|(sid, missed)| Frame::Lagged { sid, missed }),
-        ];
+    let topics = prop_oneof![
+        (any::<u32>(), any::<u32>(), pattern()).prop_map(|(req, sid, pattern)| Frame::Subscribe {
+            req,
+            sid,
+            pattern
+        }),
+        (any::<u32>(), any::<u32>()).prop_map(|(req, sid)| Frame::Unsubscribe { req, sid }),
+        (any::<bool>(), topic(), headers(), payload()).prop_map(|(retain, topic, headers, payload)| {
+            Frame::Publish(Publish { retain, topic, headers, payload })
+        }),
+        (any::<u32>(), any::<bool>(), caller(), topic(), headers(), payload()).prop_map(
+            |(sid, retained, publisher, topic, headers, payload)| {
+                Frame::Message(Message { sid, retained, publisher, topic, headers, payload })
+            }
+        ),
+        (any::<u32>(), any::<u64>()).prop_map(|(sid, missed)| Frame::Lagged { sid, missed }),
+    ];
     prop_oneof![control, calls, topics]
 }
 
@@ -292,10 +185,7 @@ fn oversized_length_is_refused_before_the_body_arrives() {
     buf.put_u32_le(u32::MAX); // announces 4 GiB
     assert_eq!(
         decode(&mut buf, DEFAULT_MAX_FRAME),
-        Err(DecodeError::TooLarge {
-            len: u32::MAX,
-            max: DEFAULT_MAX_FRAME
-        })
+        Err(DecodeError::TooLarge { len: u32::MAX, max: DEFAULT_MAX_FRAME })
     );
 }
 
@@ -306,36 +196,18 @@ fn truncated_field_is_named() {
     buf.put_u8(6); // Call
     buf.put_u16_le(1); // half of `id`
     let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
-    assert_eq!(
-        err,
-        DecodeError::Truncated {
-            kind: "Call",
-            field: "id"
-        }
-    );
+    assert_eq!(err, DecodeError::Truncated { kind: "Call", field: "id" });
     assert_eq!(err.to_string(), "Call frame truncated in field `id`");
 }
 
 #[test]
 fn invalid_service_name_is_named() {
     let mut buf = BytesMut::new();
-    let body: &[u8] = &[
-        7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, b'B', b'A', b'D', 1, b'm', 0, 0,
-    ];
+    let body: &[u8] = &[7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, b'B', b'A', b'D', 1, b'm', 0, 0];
     buf.put_u32_le(body.len() as u32);
     buf.put_slice(body);
     let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::BadName {
-                kind: "Notify",
-                field: "service",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DecodeError::BadName { kind: "Notify", field: "service", .. }), "{err}");
 }
 
 #[test]
@@ -345,26 +217,15 @@ fn unknown_kind_and_empty_and_trailing() {
     let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
     assert_eq!(decode(&mut buf, 64), Err(DecodeError::Empty));
     let mut buf = BytesMut::from(&[6, 0, 0, 0, 11, 1, 0, 0, 0, 9][..]);
-    assert_eq!(
-        decode(&mut buf, 64),
-        Err(DecodeError::TrailingBytes {
-            kind: "Watch",
-            extra: 1
-        })
-    );
+    assert_eq!(decode(&mut buf, 64), Err(DecodeError::TrailingBytes { kind: "Watch", extra: 1 }));
 }
 
 #[test]
 fn large_payload_is_detached_not_copied() {
     let payload = Bytes::from(vec![7u8; 4096]);
-    let frame = Frame::Reply {
-        id: 1,
-        payload: payload.clone(),
-    };
+    let frame = Frame::Reply { id: 1, payload: payload.clone() };
     let mut head = BytesMut::new();
-    let detached = frame
-        .encode_head(&mut head)
-        .expect("large payload is detached");
+    let detached = frame.encode_head(&mut head).expect("large payload is detached");
     assert_eq!(detached.as_ptr(), payload.as_ptr());
     assert_eq!(frame_len(&head), Some(head.len() + payload.len()));
 }
@@ -383,8 +244,8 @@ fn the_example_in_protocol_md_is_exact() {
     let mut buf = BytesMut::new();
     call.encode(&mut buf);
     let expected: &[u8] = &[
-        0x1e, 0, 0, 0, 0x06, 1, 0, 0, 0, 0x30, 0x75, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, b'd', b'e',
-        b'm', b'o', 4, b'e', b'c', b'h', b'o', 0, 0, 0xc0,
+        0x1e, 0, 0, 0, 0x06, 1, 0, 0, 0, 0x30, 0x75, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, b'd', b'e', b'm', b'o',
+        4, b'e', b'c', b'h', b'o', 0, 0, 0xc0,
     ];
     assert_eq!(&buf[..], expected);
 }
@@ -397,10 +258,7 @@ fn flags_must_be_zero_or_one() {
     buf.put_slice(body);
     assert_eq!(
         decode(&mut buf, DEFAULT_MAX_FRAME),
-        Err(DecodeError::BadFlag {
-            kind: "Publish",
-            field: "retain"
-        })
+        Err(DecodeError::BadFlag { kind: "Publish", field: "retain" })
     );
 }
 
@@ -411,15 +269,5 @@ fn wildcard_in_a_published_topic_is_named() {
     buf.put_u32_le(body.len() as u32);
     buf.put_slice(body);
     let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DecodeError::BadName {
-                kind: "Publish",
-                field: "topic",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DecodeError::BadName { kind: "Publish", field: "topic", .. }), "{err}");
 }
