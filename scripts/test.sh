@@ -18,10 +18,14 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "tests (unit, property, end-to-end against the real daemon binary)"
-cargo test --workspace --locked
-
-step "benchmark smoke run (--quick: every case runs and yields numbers; no speed asserted)"
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
+
+step "tests (unit, property, end-to-end against the real daemon binary)"
+cargo test --workspace --locked 2>&1 | tee "$out/test.log"
+
+step "benchmark smoke run (--quick: every case runs and yields numbers; no speed asserted)"
 cargo run --locked -p switchboard-bench -- all --quick --out "$out/bench.json"
+
+# One total for the whole run (cargo prints a line per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out/test.log"
