@@ -31,6 +31,7 @@ mod headers;
 mod names;
 pub mod sys;
 mod topic;
+mod validated;
 
 pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
 pub use error::ErrorCode;

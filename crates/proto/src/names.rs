@@ -4,9 +4,7 @@
 //! Names are ASCII and share the frame's buffer (`Bytes`), so decoding a call
 //! copies no name and allocates nothing.
 
-use std::borrow::Borrow;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 
@@ -88,75 +86,8 @@ fn check_method(bytes: &[u8]) -> Result<(), NameError> {
     Ok(())
 }
 
-macro_rules! name_type {
-    ($ty:ident, $check:ident) => {
-        impl $ty {
-            /// Validates `bytes` (shared, not copied) as a name.
-            pub fn from_bytes(bytes: Bytes) -> Result<Self, NameError> {
-                $check(&bytes)?;
-                Ok(Self(bytes))
-            }
-
-            /// Validates a string as a name.
-            pub fn parse(name: &str) -> Result<Self, NameError> {
-                Self::from_bytes(Bytes::copy_from_slice(name.as_bytes()))
-            }
-
-            /// The name as text.
-            pub fn as_str(&self) -> &str {
-                // Validation admitted ASCII only, so this never falls back.
-                std::str::from_utf8(&self.0).unwrap_or_default()
-            }
-
-            /// The name's bytes, as they travel on the wire.
-            pub fn as_bytes(&self) -> &Bytes {
-                &self.0
-            }
-        }
-
-        impl std::str::FromStr for $ty {
-            type Err = NameError;
-            fn from_str(name: &str) -> Result<Self, NameError> {
-                Self::parse(name)
-            }
-        }
-
-        impl PartialEq for $ty {
-            fn eq(&self, other: &Self) -> bool {
-                self.0 == other.0
-            }
-        }
-        impl Eq for $ty {}
-
-        // Hash as `str` so maps keyed by the name can be searched with `&str`.
-        impl Hash for $ty {
-            fn hash<H: Hasher>(&self, state: &mut H) {
-                self.as_str().hash(state)
-            }
-        }
-
-        impl Borrow<str> for $ty {
-            fn borrow(&self) -> &str {
-                self.as_str()
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl fmt::Debug for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", self.as_str())
-            }
-        }
-    };
-}
-
-name_type!(ServiceName, check_service);
-name_type!(MethodName, check_method);
+crate::validated::validated_name!(ServiceName, NameError, check_service);
+crate::validated::validated_name!(MethodName, NameError, check_method);
 
 impl ServiceName {
     /// Whether the name is reserved for the daemon (starts with `$`).

@@ -6,10 +6,6 @@
 //! as the last token, `>` (one or more trailing tokens). Both share the frame
 //! buffer like the other names.
 
-use std::borrow::Borrow;
-use std::fmt;
-use std::hash::{Hash, Hasher};
-
 use bytes::Bytes;
 
 /// Longest topic or pattern, in bytes.
@@ -55,73 +51,12 @@ fn check(bytes: &[u8], pattern: bool) -> Result<(), TopicError> {
     Ok(())
 }
 
-macro_rules! topic_type {
-    ($ty:ident, $pattern:expr) => {
-        impl $ty {
-            /// Validates `bytes` (shared, not copied).
-            pub fn from_bytes(bytes: Bytes) -> Result<Self, TopicError> {
-                check(&bytes, $pattern)?;
-                Ok(Self(bytes))
-            }
+fn check_topic(bytes: &[u8]) -> Result<(), TopicError> {
+    check(bytes, false)
+}
 
-            /// Validates a string.
-            pub fn parse(text: &str) -> Result<Self, TopicError> {
-                Self::from_bytes(Bytes::copy_from_slice(text.as_bytes()))
-            }
-
-            pub fn as_str(&self) -> &str {
-                // Validation admitted ASCII only.
-                std::str::from_utf8(&self.0).unwrap_or_default()
-            }
-
-            pub fn as_bytes(&self) -> &Bytes {
-                &self.0
-            }
-
-            /// The dot-separated tokens.
-            pub fn tokens(&self) -> impl Iterator<Item = &[u8]> {
-                self.0.split(|b| *b == b'.')
-            }
-        }
-
-        impl std::str::FromStr for $ty {
-            type Err = TopicError;
-            fn from_str(text: &str) -> Result<Self, TopicError> {
-                Self::parse(text)
-            }
-        }
-
-        impl PartialEq for $ty {
-            fn eq(&self, other: &Self) -> bool {
-                self.0 == other.0
-            }
-        }
-        impl Eq for $ty {}
-
-        impl Hash for $ty {
-            fn hash<H: Hasher>(&self, state: &mut H) {
-                self.as_str().hash(state)
-            }
-        }
-
-        impl Borrow<str> for $ty {
-            fn borrow(&self) -> &str {
-                self.as_str()
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl fmt::Debug for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:?}", self.as_str())
-            }
-        }
-    };
+fn check_pattern(bytes: &[u8]) -> Result<(), TopicError> {
+    check(bytes, true)
 }
 
 /// A topic messages are published on.
@@ -132,10 +67,22 @@ pub struct Topic(Bytes);
 #[derive(Clone)]
 pub struct TopicPattern(Bytes);
 
-topic_type!(Topic, false);
-topic_type!(TopicPattern, true);
+crate::validated::validated_name!(Topic, TopicError, check_topic);
+crate::validated::validated_name!(TopicPattern, TopicError, check_pattern);
+
+impl Topic {
+    /// The dot-separated tokens.
+    pub fn tokens(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.split(|b| *b == b'.')
+    }
+}
 
 impl TopicPattern {
+    /// The dot-separated tokens.
+    pub fn tokens(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.split(|b| *b == b'.')
+    }
+
     /// Whether `topic` matches this pattern.
     pub fn matches(&self, topic: &Topic) -> bool {
         let mut topic_tokens = topic.tokens();
