@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod listen;
+pub mod queues;
 pub mod router;
 pub mod session;
 

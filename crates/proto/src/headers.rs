@@ -107,6 +107,22 @@ impl Headers {
         Ok((block, at))
     }
 
+    /// Validates a block in wire form (as [`Headers::to_wire`] produced it).
+    pub fn from_wire(bytes: Bytes) -> Result<Self, HeaderError> {
+        let (headers, used) = Self::parse_prefix(&bytes)?;
+        if used != bytes.len() {
+            return Err(HeaderError::Malformed("trailing bytes"));
+        }
+        Ok(headers)
+    }
+
+    /// The wire form, for storing.
+    pub fn to_wire(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.wire_len());
+        self.encode(&mut out);
+        out.freeze()
+    }
+
     /// Appends the wire form.
     pub(crate) fn encode(&self, dst: &mut BytesMut) {
         if self.0.is_empty() {
