@@ -30,7 +30,8 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("unix:{}", dir.path().join("bus.sock").display());
         let mut child = Command::new(daemon_binary())
-            .args(["up", "--listen", &addr])
+            .args(["up", "--listen", &addr, "--data-dir"])
+            .arg(dir.path().join("data"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -88,5 +88,6 @@ fn info(router: &Router) -> DaemonInfo {
         instances: count(router.registry().instance_count()),
         calls_in_flight: count(router.calls_in_flight()),
         max_frame: router.limits().max_frame,
+        data_dir: router.data_dir().display().to_string(),
     }
 }

@@ -82,6 +82,10 @@ pub struct Config {
     pub limits: Limits,
     /// How long shutdown waits for connections to flush their goodbyes.
     pub shutdown_grace: Duration,
+    /// Where durable queues keep their data.
+    pub data_dir: PathBuf,
+    /// Whether putting to or consuming from an undeclared queue creates it.
+    pub queue_auto_create: bool,
 }
 
 impl Default for Config {
@@ -90,6 +94,25 @@ impl Default for Config {
             listen: vec![Endpoint::Unix(default_socket_path())],
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(2),
+            data_dir: default_data_dir(),
+            queue_auto_create: true,
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/switchboard`, else `~/.local/state/switchboard`; as
+/// root `/var/lib/switchboard`.
+pub fn default_data_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/switchboard");
+    }
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(state).join("switchboard");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/switchboard"),
+        None => {
+            std::env::temp_dir().join(format!("switchboard-{}-state", rustix::process::getuid().as_raw()))
         }
     }
 }
@@ -107,19 +130,42 @@ pub enum DaemonError {
     NotLoopback { endpoint: Endpoint },
     #[error("unsafe socket directory {}: {why}", dir.display())]
     SocketDir { dir: PathBuf, why: String },
+    #[error(transparent)]
+    Store(#[from] queues::store::StoreError),
 }
 
-/// A daemon whose endpoints are bound, ready to run.
+/// A daemon whose endpoints are bound and whose queue store is open.
 pub struct Daemon {
     listeners: Vec<Arc<Listener>>,
+    store: queues::store::Store,
+    recovered: queues::store::Recovered,
     config: Config,
 }
 
+/// Segment size of the queue log.
+const QUEUE_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
 impl Daemon {
-    /// Binds every configured endpoint.
+    /// Binds every configured endpoint and opens (recovers) the queue store.
     pub async fn bind(config: Config) -> Result<Self, DaemonError> {
         let listeners = listen::bind(&config.listen).await?.into_iter().map(Arc::new).collect();
-        Ok(Self { listeners, config })
+        let dir = config.data_dir.join("queues");
+        let (store, recovered) = queues::store::Store::open(&dir, QUEUE_SEGMENT_BYTES)?;
+        if !recovered.messages.is_empty() || recovered.truncated > 0 {
+            tracing::info!(
+                messages = recovered.messages.len(),
+                queues = recovered.declares.len(),
+                cut_bytes = recovered.truncated,
+                "queue store recovered from {}",
+                dir.display()
+            );
+        }
+        Ok(Self { listeners, store, recovered, config })
+    }
+
+    /// Where queue data lives.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.config.data_dir
     }
 
     /// The endpoints actually bound (a TCP port 0 shows its real port).
@@ -132,7 +178,20 @@ impl Daemon {
     /// to the grace period for them, and removes its socket files.
     pub async fn run(self, shutdown: CancellationToken) {
         let limits = self.config.limits.clone();
-        let router = Arc::new(Mutex::new(Router::new(limits.clone())));
+        let (completions_tx, mut completions) = tokio::sync::mpsc::unbounded_channel();
+        let (writer, writer_thread) = queues::writer::Writer::spawn(self.store, completions_tx);
+        let queue_state =
+            router::queues::QueueState::new(self.recovered, writer, self.config.queue_auto_create);
+        let router = Router::new(limits.clone(), self.config.data_dir.clone(), queue_state);
+        let router = Arc::new(Mutex::new(router));
+        let committer = {
+            let router = router.clone();
+            tokio::spawn(async move {
+                while let Some(completed) = completions.recv().await {
+                    session::lock(&router).queue_completed(completed);
+                }
+            })
+        };
         let stop_accepting = CancellationToken::new();
         let stop_sessions = CancellationToken::new();
         let sessions = TaskTracker::new();
@@ -165,6 +224,15 @@ impl Daemon {
             tracing::warn!("some connections did not close within {:?}", self.config.shutdown_grace);
         }
         let _ = sweeper.await;
+        // Dropping the last router handle drops the writer's sender: the
+        // writer thread finishes what it was given and ends.
+        committer.abort();
+        let _ = committer.await;
+        drop(router);
+        let join = tokio::task::spawn_blocking(move || writer_thread.join());
+        if tokio::time::timeout(self.config.shutdown_grace, join).await.is_err() {
+            tracing::warn!("the queue writer did not finish within {:?}", self.config.shutdown_grace);
+        }
     }
 }
 

@@ -5,10 +5,12 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{
-    kind, Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, Request, Welcome,
+    kind, Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, QueueDelivery,
+    QueuePut, Request, Welcome,
 };
 use crate::{
-    ErrorCode, HeaderError, Headers, MethodName, NameError, ServiceName, Topic, TopicError, TopicPattern,
+    ErrorCode, HeaderError, Headers, MethodName, NameError, QueueName, ServiceName, Topic, TopicError,
+    TopicPattern,
 };
 
 /// Size of the length prefix in front of every frame.
@@ -34,6 +36,8 @@ pub enum DecodeError {
     BadName { kind: &'static str, field: &'static str, why: String },
     #[error("{kind} frame field `{field}` must be 0 or 1")]
     BadFlag { kind: &'static str, field: &'static str },
+    #[error("{kind} frame: priority must be 0 to 9")]
+    BadPriority { kind: &'static str },
     #[error("{kind} frame headers: {source}")]
     BadHeaders { kind: &'static str, source: HeaderError },
 }
@@ -97,6 +101,12 @@ impl Fields {
             _ => Err(DecodeError::BadFlag { kind: self.kind, field }),
         }
     }
+    fn priority(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        match self.u8(field)? {
+            p @ 0..=9 => Ok(p),
+            _ => Err(DecodeError::BadPriority { kind: self.kind }),
+        }
+    }
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         self.need(2, field)?;
         Ok(self.body.get_u16_le())
@@ -130,6 +140,9 @@ impl Fields {
     }
     fn method(&mut self, field: &'static str) -> Result<MethodName, DecodeError> {
         self.named(field, MethodName::from_bytes)
+    }
+    fn queue(&mut self, field: &'static str) -> Result<QueueName, DecodeError> {
+        self.named(field, QueueName::from_bytes)
     }
     fn topic(&mut self, field: &'static str) -> Result<Topic, DecodeError> {
         self.named(field, Topic::from_bytes)
@@ -323,6 +336,46 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
         }),
         kind::LAGGED => {
             let frame = Frame::Lagged { sid: f.u32("sid")?, missed: f.u64("missed")? };
+            f.end(frame)?
+        }
+        kind::QUEUE_PUT => Frame::QueuePut(QueuePut {
+            req: f.u32("req")?,
+            priority: f.priority("priority")?,
+            ttl_ms: f.u32("ttl_ms")?,
+            queue: f.queue("queue")?,
+            dedup_id: f.text("dedup_id")?,
+            headers: f.headers()?,
+            payload: f.rest(),
+        }),
+        kind::QUEUE_CONSUME => {
+            let frame = Frame::QueueConsume {
+                req: f.u32("req")?,
+                consumer: f.u32("consumer")?,
+                prefetch: f.u32("prefetch")?,
+                queue: f.queue("queue")?,
+            };
+            f.end(frame)?
+        }
+        kind::QUEUE_CANCEL => {
+            let frame = Frame::QueueCancel { req: f.u32("req")?, consumer: f.u32("consumer")? };
+            f.end(frame)?
+        }
+        kind::QUEUE_DELIVERY => Frame::QueueDelivery(QueueDelivery {
+            consumer: f.u32("consumer")?,
+            tag: f.u64("tag")?,
+            id: f.u64("id")?,
+            attempt: f.u32("attempt")?,
+            priority: f.priority("priority")?,
+            headers: f.headers()?,
+            payload: f.rest(),
+        }),
+        kind::QUEUE_ACK => {
+            let frame = Frame::QueueAck { req: f.u32("req")?, tag: f.u64("tag")? };
+            f.end(frame)?
+        }
+        kind::QUEUE_NACK => {
+            let frame =
+                Frame::QueueNack { req: f.u32("req")?, tag: f.u64("tag")?, delay_ms: f.u32("delay_ms")? };
             f.end(frame)?
         }
         other => return Err(DecodeError::UnknownKind(other)),

@@ -169,6 +169,41 @@ impl Frame {
                 dst.put_u32_le(*sid);
                 dst.put_u64_le(*missed);
             }
+            Frame::QueuePut(p) => {
+                dst.put_u32_le(p.req);
+                dst.put_u8(p.priority);
+                dst.put_u32_le(p.ttl_ms);
+                put_name(dst, p.queue.as_bytes());
+                put_text(dst, &p.dedup_id);
+                p.headers.encode(dst);
+            }
+            Frame::QueueConsume { req, consumer, prefetch, queue } => {
+                dst.put_u32_le(*req);
+                dst.put_u32_le(*consumer);
+                dst.put_u32_le(*prefetch);
+                put_name(dst, queue.as_bytes());
+            }
+            Frame::QueueCancel { req, consumer } => {
+                dst.put_u32_le(*req);
+                dst.put_u32_le(*consumer);
+            }
+            Frame::QueueDelivery(d) => {
+                dst.put_u32_le(d.consumer);
+                dst.put_u64_le(d.tag);
+                dst.put_u64_le(d.id);
+                dst.put_u32_le(d.attempt);
+                dst.put_u8(d.priority);
+                d.headers.encode(dst);
+            }
+            Frame::QueueAck { req, tag } => {
+                dst.put_u32_le(*req);
+                dst.put_u64_le(*tag);
+            }
+            Frame::QueueNack { req, tag, delay_ms } => {
+                dst.put_u32_le(*req);
+                dst.put_u64_le(*tag);
+                dst.put_u32_le(*delay_ms);
+            }
         }
     }
 }

@@ -36,6 +36,15 @@ pub enum ErrorCode {
     /// The arguments do not fit the callee's contract; the message names
     /// the method and the argument.
     BadArguments,
+    /// The queue is at its limit and refuses new messages.
+    QueueFull,
+    /// No queue of that name (and first use may not create one).
+    NoSuchQueue,
+    /// The delivery tag is unknown or no longer valid (already acked,
+    /// returned to the queue, or its consumer is gone).
+    StaleDelivery,
+    /// The queue store failed to write; nothing was confirmed.
+    StorageFailed,
     /// A code this version does not know.
     Other(u16),
 }
@@ -58,6 +67,10 @@ impl ErrorCode {
             Self::UnsupportedVersion => 12,
             Self::ProtocolViolation => 13,
             Self::BadArguments => 14,
+            Self::QueueFull => 15,
+            Self::NoSuchQueue => 16,
+            Self::StaleDelivery => 17,
+            Self::StorageFailed => 18,
             Self::Other(code) => code,
         }
     }
@@ -79,6 +92,10 @@ impl ErrorCode {
             12 => Self::UnsupportedVersion,
             13 => Self::ProtocolViolation,
             14 => Self::BadArguments,
+            15 => Self::QueueFull,
+            16 => Self::NoSuchQueue,
+            17 => Self::StaleDelivery,
+            18 => Self::StorageFailed,
             other => Self::Other(other),
         }
     }
@@ -100,6 +117,10 @@ impl ErrorCode {
             Self::UnsupportedVersion => "unsupported_version",
             Self::ProtocolViolation => "protocol_violation",
             Self::BadArguments => "bad_arguments",
+            Self::QueueFull => "queue_full",
+            Self::NoSuchQueue => "no_such_queue",
+            Self::StaleDelivery => "stale_delivery",
+            Self::StorageFailed => "storage_failed",
             Self::Other(_) => "other",
         }
     }

@@ -6,7 +6,9 @@
 
 use bytes::Bytes;
 
-use crate::{ErrorCode, Headers, InstanceId, MethodName, ServiceName, SessionId, Topic, TopicPattern};
+use crate::{
+    ErrorCode, Headers, InstanceId, MethodName, QueueName, ServiceName, SessionId, Topic, TopicPattern,
+};
 
 /// Frame kind bytes. Stable wire values.
 pub(crate) mod kind {
@@ -31,6 +33,12 @@ pub(crate) mod kind {
     pub const PUBLISH: u8 = 19;
     pub const MESSAGE: u8 = 20;
     pub const LAGGED: u8 = 21;
+    pub const QUEUE_PUT: u8 = 22;
+    pub const QUEUE_CONSUME: u8 = 23;
+    pub const QUEUE_CANCEL: u8 = 24;
+    pub const QUEUE_DELIVERY: u8 = 25;
+    pub const QUEUE_ACK: u8 = 26;
+    pub const QUEUE_NACK: u8 = 27;
 
     /// The name of a kind byte, for errors.
     pub fn name(kind: u8) -> Option<&'static str> {
@@ -56,6 +64,12 @@ pub(crate) mod kind {
             PUBLISH => "Publish",
             MESSAGE => "Message",
             LAGGED => "Lagged",
+            QUEUE_PUT => "QueuePut",
+            QUEUE_CONSUME => "QueueConsume",
+            QUEUE_CANCEL => "QueueCancel",
+            QUEUE_DELIVERY => "QueueDelivery",
+            QUEUE_ACK => "QueueAck",
+            QUEUE_NACK => "QueueNack",
             _ => return None,
         })
     }
@@ -177,6 +191,37 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+/// Client → daemon: store a message durably; answered by `Reply` (payload:
+/// the message id, `u64le`) once it is on disk, or `Error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePut {
+    pub req: u32,
+    /// 0–9, higher first.
+    pub priority: u8,
+    /// Time to live in milliseconds; 0 = the queue's default.
+    pub ttl_ms: u32,
+    pub queue: QueueName,
+    /// Producer's id for duplicate suppression; empty = none.
+    pub dedup_id: String,
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
+/// Daemon → consumer: one delivery, to be acked or nacked by `tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDelivery {
+    pub consumer: u32,
+    /// Names this delivery (a redelivery gets a new tag).
+    pub tag: u64,
+    /// The message's id, stable across redeliveries.
+    pub id: u64,
+    /// 1 on first delivery.
+    pub attempt: u32,
+    pub priority: u8,
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
 /// One unit of the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -259,6 +304,34 @@ pub enum Frame {
         sid: u32,
         missed: u64,
     },
+    QueuePut(QueuePut),
+    /// Client → daemon: receive from `queue` with at most `prefetch`
+    /// deliveries unacknowledged; answered by `Reply` or `Error`.
+    QueueConsume {
+        req: u32,
+        consumer: u32,
+        prefetch: u32,
+        queue: QueueName,
+    },
+    /// Client → daemon: stop consumer; its unacknowledged deliveries return
+    /// to the queue. Answered by `Reply`.
+    QueueCancel {
+        req: u32,
+        consumer: u32,
+    },
+    QueueDelivery(QueueDelivery),
+    /// Client → daemon: done with a delivery; answered by `Reply` once the
+    /// acknowledgement is on disk.
+    QueueAck {
+        req: u32,
+        tag: u64,
+    },
+    /// Client → daemon: return a delivery to the queue, after `delay_ms`.
+    QueueNack {
+        req: u32,
+        tag: u64,
+        delay_ms: u32,
+    },
 }
 
 impl Frame {
@@ -290,6 +363,12 @@ impl Frame {
             Frame::Publish(_) => kind::PUBLISH,
             Frame::Message(_) => kind::MESSAGE,
             Frame::Lagged { .. } => kind::LAGGED,
+            Frame::QueuePut(_) => kind::QUEUE_PUT,
+            Frame::QueueConsume { .. } => kind::QUEUE_CONSUME,
+            Frame::QueueCancel { .. } => kind::QUEUE_CANCEL,
+            Frame::QueueDelivery(_) => kind::QUEUE_DELIVERY,
+            Frame::QueueAck { .. } => kind::QUEUE_ACK,
+            Frame::QueueNack { .. } => kind::QUEUE_NACK,
         }
     }
 
@@ -302,6 +381,8 @@ impl Frame {
             Frame::Broadcast(b) => Some(&b.payload),
             Frame::Publish(p) => Some(&p.payload),
             Frame::Message(m) => Some(&m.payload),
+            Frame::QueuePut(p) => Some(&p.payload),
+            Frame::QueueDelivery(d) => Some(&d.payload),
             Frame::Reply { payload, .. }
             | Frame::Event { payload, .. }
             | Frame::BroadcastResult { payload, .. } => Some(payload),

@@ -36,10 +36,11 @@ mod validated;
 pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
 pub use error::ErrorCode;
 pub use frame::{
-    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, Request, Welcome,
+    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, QueueDelivery, QueuePut,
+    Request, Welcome,
 };
 pub use headers::{HeaderError, HeaderIter, Headers};
-pub use names::{MethodName, NameError, ServiceName, Target};
+pub use names::{MethodName, NameError, QueueName, ServiceName, Target};
 pub use topic::{Topic, TopicError, TopicPattern};
 
 /// The protocol version this crate speaks. A daemon refuses a client whose

@@ -35,6 +35,12 @@ pub enum NameError {
 #[derive(Clone)]
 pub struct ServiceName(Bytes);
 
+/// A queue name: lowercase dotted tokens like a service name (`jobs`,
+/// `mail.outbound`), without the daemon's `$` prefix. `<name>.dlq` is the
+/// dead-letter queue of `<name>`.
+#[derive(Clone)]
+pub struct QueueName(Bytes);
+
 /// A method name such as `charge` or `get_state`: starts with a letter or
 /// `_`, then letters, digits or `_`.
 #[derive(Clone)]
@@ -70,6 +76,16 @@ fn check_service(bytes: &[u8]) -> Result<(), NameError> {
     Ok(())
 }
 
+fn check_queue(bytes: &[u8]) -> Result<(), NameError> {
+    if bytes.first() == Some(&b'$') {
+        return Err(NameError::InvalidService {
+            name: lossy(bytes),
+            why: "queue names cannot start with `$`",
+        });
+    }
+    check_service(bytes)
+}
+
 fn check_method(bytes: &[u8]) -> Result<(), NameError> {
     let bad = |why| NameError::InvalidMethod { name: lossy(bytes), why };
     match bytes.first() {
@@ -88,6 +104,19 @@ fn check_method(bytes: &[u8]) -> Result<(), NameError> {
 
 crate::validated::validated_name!(ServiceName, NameError, check_service);
 crate::validated::validated_name!(MethodName, NameError, check_method);
+crate::validated::validated_name!(QueueName, NameError, check_queue);
+
+impl QueueName {
+    /// The dead-letter queue of this queue.
+    pub fn dead_letter(&self) -> QueueName {
+        QueueName(Bytes::from(format!("{}.dlq", self.as_str())))
+    }
+
+    /// Whether this is a dead-letter queue (`….dlq`).
+    pub fn is_dead_letter(&self) -> bool {
+        self.as_str().ends_with(".dlq")
+    }
+}
 
 impl ServiceName {
     /// Whether the name is reserved for the daemon (starts with `$`).

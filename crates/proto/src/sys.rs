@@ -12,6 +12,146 @@ pub const REGISTRY_LIST: &str = "list";
 pub const TOPICS_SERVICE: &str = "$sys.topics";
 /// `$sys.topics.list`: no arguments; replies [`TopicsInfo`].
 pub const TOPICS_LIST: &str = "list";
+/// `$sys.queues` — durable queues.
+pub const QUEUES_SERVICE: &str = "$sys.queues";
+/// `$sys.queues.declare`: [`QueueDeclare`]; replies nothing once durable.
+pub const QUEUES_DECLARE: &str = "declare";
+/// `$sys.queues.list`: no arguments; replies `Vec<QueueInfo>` sorted by name.
+pub const QUEUES_LIST: &str = "list";
+/// `$sys.queues.peek`: [`QueuePeek`]; replies `Vec<PeekedMessage>` in delivery order.
+pub const QUEUES_PEEK: &str = "peek";
+/// `$sys.queues.purge`: [`QueueRef`]; replies the number of messages removed (u64).
+pub const QUEUES_PURGE: &str = "purge";
+
+/// What a queue does when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Refuse the put with `queue_full` (the default).
+    #[default]
+    Reject,
+    /// Make room by dropping the oldest message.
+    DropOldest,
+}
+
+/// A queue's settings; every field has a default, so `{}` is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueOptions {
+    pub max_messages: u64,
+    pub max_bytes: u64,
+    pub overflow: Overflow,
+    /// Deliveries before a message goes to `<name>.dlq`; 0 = unlimited.
+    pub max_attempts: u32,
+    /// How long a delivery may stay unacknowledged before it returns.
+    pub visibility_timeout_ms: u64,
+    /// How long a message id suppresses duplicates.
+    pub dedup_window_ms: u64,
+    /// Time to live of messages put without one; 0 = forever.
+    pub default_ttl_ms: u64,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            max_messages: 1_000_000,
+            max_bytes: 256 * 1024 * 1024,
+            overflow: Overflow::Reject,
+            max_attempts: 5,
+            visibility_timeout_ms: 30_000,
+            dedup_window_ms: 5 * 60_000,
+            default_ttl_ms: 0,
+        }
+    }
+}
+
+/// Argument of `$sys.queues.declare`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDeclare {
+    pub queue: String,
+    #[serde(default)]
+    pub options: QueueOptions,
+}
+
+/// Argument naming one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRef {
+    pub queue: String,
+}
+
+/// Argument of `$sys.queues.peek`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePeek {
+    pub queue: String,
+    pub count: u32,
+}
+
+/// A message seen without taking it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeekedMessage {
+    pub id: u64,
+    pub priority: u8,
+    pub attempts: u32,
+    pub put_at_ms: u64,
+    /// 0 = never expires.
+    pub expires_at_ms: u64,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes_compat")]
+    pub payload: Vec<u8>,
+}
+
+/// One queue's state and counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueInfo {
+    pub queue: String,
+    pub options: QueueOptions,
+    /// Messages waiting (ready, delayed).
+    pub depth: u64,
+    pub in_flight: u64,
+    pub bytes: u64,
+    pub consumers: u32,
+    pub put_total: u64,
+    pub acked_total: u64,
+    pub dead_lettered_total: u64,
+    pub dropped_total: u64,
+    /// Puts and acks per second over the last few seconds.
+    pub put_rate: f64,
+    pub ack_rate: f64,
+}
+
+/// MessagePack `bin` for byte vectors (serde would otherwise write arrays).
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
+}
+
 /// `$sys.daemon` — facts about the daemon itself.
 pub const DAEMON_SERVICE: &str = "$sys.daemon";
 /// `$sys.daemon.info`: no arguments; replies [`DaemonInfo`].
@@ -84,6 +224,9 @@ pub struct DaemonInfo {
     pub instances: u32,
     pub calls_in_flight: u32,
     pub max_frame: u32,
+    /// Where durable queues keep their data.
+    #[serde(default)]
+    pub data_dir: String,
 }
 
 /// Encodes a `$sys` payload as a MessagePack map.

@@ -145,8 +145,12 @@ async fn exec(cmd: &str, request: &Request) -> anyhow::Result<Bytes> {
         // A command that ignores its input may close stdin early; that is fine.
         let _ = stdin.write_all(format!("{input}\n").as_bytes()).await;
     }
-    let left =
-        request.deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
+    // The caller gives up at its deadline and reports a timeout; stopping the
+    // command a little later keeps our late answer from racing that report.
+    let grace = Duration::from_millis(250);
+    let left = request
+        .deadline
+        .map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()) + grace);
     let output = tokio::time::timeout(left, child.wait_with_output())
         .await
         .map_err(|_| anyhow::anyhow!("{cmd:?} did not finish before the caller's deadline"))??;

@@ -34,6 +34,13 @@ pub struct Args {
     /// Most client connections at once.
     #[arg(long, value_name = "N", default_value_t = switchboard_daemon::Limits::default().max_connections)]
     max_connections: usize,
+    /// Where durable queues keep their data (default: $XDG_STATE_HOME/switchboard,
+    /// ~/.local/state/switchboard, or /var/lib/switchboard as root).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Refuse puts and consumers for queues that were not declared first.
+    #[arg(long)]
+    no_auto_create_queues: bool,
     /// Worker threads. 1 (the default) routes every message on one thread,
     /// which avoids cross-core wake-ups and is fastest on small machines.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -48,6 +55,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.limits.max_frame = args.max_frame;
     config.limits.max_inflight = args.max_inflight;
     config.limits.max_connections = args.max_connections;
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    config.queue_auto_create = !args.no_auto_create_queues;
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
@@ -63,6 +74,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     for endpoint in daemon.endpoints() {
         output::line(format_args!("switchboard: listening on {endpoint}"))?;
     }
+    output::line(format_args!("switchboard: queues in {}", daemon.data_dir().join("queues").display()))?;
     output::line(format_args!("switchboard: ready (pid {})", std::process::id()))?;
     let shutdown = CancellationToken::new();
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

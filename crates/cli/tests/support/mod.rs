@@ -108,6 +108,8 @@ fn spawn_daemon(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
         .arg("up")
         .arg("--listen")
         .arg(format!("unix:{}", socket.display()))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
         .args(extra)
         .env("SWITCHBOARD_LOG", "info")
         .stdout(Stdio::piped())

@@ -49,6 +49,10 @@ impl Router {
 
     pub(super) fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
+        if service.as_str() == switchboard_proto::sys::QUEUES_SERVICE && !self.shutting_down {
+            self.queue_admin(from, id, method.as_str(), &payload);
+            return None;
+        }
         if service.is_reserved() && !self.shutting_down {
             match crate::admin::call(self, &service, &method, &payload) {
                 Ok(reply) => self.send(from, &Frame::Reply { id, payload: reply }),

@@ -15,6 +15,7 @@
 mod calls;
 mod pending;
 mod pubsub;
+pub mod queues;
 mod registry;
 pub mod topics;
 
@@ -67,25 +68,29 @@ pub struct Router {
     /// Broadcasts in progress: (caller, caller's id) → answers still due.
     broadcasts: HashMap<(SessionId, u32), u32>,
     topics: Topics,
+    queues: queues::QueueState,
     /// Reused for topic matches, so publishing allocates nothing.
     matched: Vec<SubId>,
     next_session: SessionId,
     limits: Limits,
+    data_dir: std::path::PathBuf,
     shutting_down: bool,
     started: Instant,
 }
 
 impl Router {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, data_dir: std::path::PathBuf, queues: queues::QueueState) -> Self {
         Self {
             sessions: HashMap::new(),
             registry: Registry::default(),
             pending: Pending::default(),
             broadcasts: HashMap::new(),
             topics: Topics::default(),
+            queues,
             matched: Vec::new(),
             next_session: 0,
             limits,
+            data_dir,
             shutting_down: false,
             started: Instant::now(),
         }
@@ -133,6 +138,13 @@ impl Router {
             Frame::Subscribe { req, sid, pattern } => self.subscribe(from, req, sid, pattern),
             Frame::Unsubscribe { req, sid } => self.unsubscribe(from, req, sid),
             Frame::Lagged { sid, missed } => self.client_lagged(from, sid, missed),
+            Frame::QueuePut(put) => self.queue_put(from, put),
+            Frame::QueueConsume { req, consumer, prefetch, queue } => {
+                self.queue_consume(from, req, consumer, prefetch, queue)
+            }
+            Frame::QueueCancel { req, consumer } => self.queue_cancel(from, req, consumer),
+            Frame::QueueAck { req, tag } => self.queue_ack(from, req, tag),
+            Frame::QueueNack { req, tag, delay_ms } => self.queue_nack(from, req, tag, delay_ms),
             Frame::Register { req, service, methods } => self.register(from, req, service, methods),
             Frame::Unregister { req, instance } => self.unregister(from, req, instance),
             Frame::Watch { req } => self.watch(from, req),
@@ -231,6 +243,7 @@ impl Router {
             self.release(&call);
         }
         self.broadcasts.retain(|(caller, _), _| *caller != session);
+        self.queue_session_closed(session);
         if let Some(entry) = self.sessions.remove(&session) {
             for sub in entry.subscriptions {
                 self.topics.unsubscribe(sub);
@@ -250,6 +263,7 @@ impl Router {
     pub fn expire(&mut self, now: Instant) {
         let expired = self.pending.drain_where(|call| call.deadline <= now);
         self.fail_calls(expired, ErrorCode::Timeout, "no reply before the deadline");
+        self.queue_tick(now);
     }
 
     /// Begins shutdown: new calls are refused, calls in flight are answered
@@ -284,6 +298,10 @@ impl Router {
 
     pub fn calls_in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     pub fn uptime(&self) -> Duration {

@@ -3,13 +3,17 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::{
-    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, Request, Welcome,
-    DEFAULT_MAX_FRAME,
+    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, QueueDelivery, QueuePut,
+    Request, Welcome, DEFAULT_MAX_FRAME,
 };
 
 fn service() -> impl Strategy<Value = ServiceName> {
     "[a-z][a-z0-9_-]{0,10}(\\.[a-z][a-z0-9_-]{0,8}){0,3}"
         .prop_map(|s| ServiceName::parse(&s).expect("strategy yields valid names"))
+}
+
+fn queue() -> impl Strategy<Value = QueueName> {
+    "[a-z][a-z0-9_-]{0,10}(\\.[a-z][a-z0-9_-]{0,8}){0,2}".prop_map(|s| QueueName::parse(&s).expect("valid"))
 }
 
 fn method() -> impl Strategy<Value = MethodName> {
@@ -122,7 +126,29 @@ fn frame() -> impl Strategy<Value = Frame> {
         ),
         (any::<u32>(), any::<u64>()).prop_map(|(sid, missed)| Frame::Lagged { sid, missed }),
     ];
-    prop_oneof![control, calls, topics]
+    let queues = prop_oneof![
+        (any::<u32>(), 0..10u8, any::<u32>(), queue(), ".{0,20}", headers(), payload()).prop_map(
+            |(req, priority, ttl_ms, queue, dedup_id, headers, payload)| {
+                Frame::QueuePut(QueuePut { req, priority, ttl_ms, queue, dedup_id, headers, payload })
+            }
+        ),
+        (any::<u32>(), any::<u32>(), any::<u32>(), queue()).prop_map(|(req, consumer, prefetch, queue)| {
+            Frame::QueueConsume { req, consumer, prefetch, queue }
+        }),
+        (any::<u32>(), any::<u32>()).prop_map(|(req, consumer)| Frame::QueueCancel { req, consumer }),
+        (any::<(u32, u64, u64, u32)>(), 0..10u8, headers(), payload()).prop_map(
+            |((consumer, tag, id, attempt), priority, headers, payload)| {
+                Frame::QueueDelivery(QueueDelivery { consumer, tag, id, attempt, priority, headers, payload })
+            }
+        ),
+        (any::<u32>(), any::<u64>()).prop_map(|(req, tag)| Frame::QueueAck { req, tag }),
+        (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(req, tag, delay_ms)| Frame::QueueNack {
+            req,
+            tag,
+            delay_ms
+        }),
+    ];
+    prop_oneof![control, calls, topics, queues]
 }
 
 proptest! {
@@ -270,4 +296,13 @@ fn wildcard_in_a_published_topic_is_named() {
     buf.put_slice(body);
     let err = decode(&mut buf, DEFAULT_MAX_FRAME).unwrap_err();
     assert!(matches!(err, DecodeError::BadName { kind: "Publish", field: "topic", .. }), "{err}");
+}
+
+#[test]
+fn priority_above_nine_is_refused() {
+    let mut buf = BytesMut::new();
+    let body: &[u8] = &[22, 1, 0, 0, 0, 10, 0, 0, 0, 0, 1, b'q', 0, 0, 0, 0];
+    buf.put_u32_le(body.len() as u32);
+    buf.put_slice(body);
+    assert_eq!(decode(&mut buf, DEFAULT_MAX_FRAME), Err(DecodeError::BadPriority { kind: "QueuePut" }));
 }
