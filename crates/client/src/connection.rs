@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::calls::Gathering;
+use crate::queues::ConsumerSlot;
 use crate::service::ServiceState;
 use crate::topics::{Inbox, Item, Message};
 use crate::{CallError, ConnectError};
@@ -69,6 +70,8 @@ pub(crate) struct Shared {
     pub watches: Mutex<HashMap<u32, mpsc::Sender<RegistryEvent>>>,
     /// Subscription id → where its messages go.
     pub subscriptions: Mutex<HashMap<u32, Arc<Inbox>>>,
+    /// Queue consumer id → where its deliveries go.
+    pub consumers: Mutex<HashMap<u32, Arc<ConsumerSlot>>>,
     pub closed: CancellationToken,
 }
 
@@ -90,6 +93,7 @@ impl Shared {
             instances: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
         }
     }
@@ -212,6 +216,14 @@ async fn restore(shared: Arc<Shared>) {
         for req in watches {
             let _ = link.outbox.push(&Frame::Watch { req });
         }
+        let consumers: Vec<(u32, Arc<ConsumerSlot>)> =
+            lock(&shared.consumers).iter().map(|(id, slot)| (*id, slot.clone())).collect();
+        for (consumer, slot) in consumers {
+            let req = shared.next_id();
+            let frame =
+                Frame::QueueConsume { req, consumer, prefetch: slot.prefetch, queue: slot.queue.clone() };
+            let _ = link.outbox.push(&frame);
+        }
         for inbox in subscriptions {
             let req = shared.next_id();
             let _ =
@@ -282,6 +294,16 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
         Frame::Lagged { sid, missed } => {
             if let Some(inbox) = lock(&shared.subscriptions).get(&sid) {
                 inbox.push(Item::Lagged(missed));
+            }
+        }
+        Frame::QueueDelivery(delivery) => {
+            let slot = lock(&shared.consumers).get(&delivery.consumer).cloned();
+            let tag = delivery.tag;
+            let delivered = slot.is_some_and(|slot| slot.deliveries.send(delivery).is_ok());
+            if !delivered {
+                // Nobody here wants it any more: give it back at once.
+                let req = shared.next_id();
+                let _ = link.outbox.push(&Frame::QueueNack { req, tag, delay_ms: 0 });
             }
         }
         Frame::BroadcastStart { id, instances } => {

@@ -46,6 +46,14 @@ pub enum CallError {
     BadRequest(String),
     #[error("arguments do not fit the contract: {0}")]
     BadArguments(String),
+    #[error("queue full: {0}")]
+    QueueFull(String),
+    #[error("no such queue: {0}")]
+    NoSuchQueue(String),
+    #[error("stale delivery: {0}")]
+    StaleDelivery(String),
+    #[error("storage failed: {0}")]
+    StorageFailed(String),
     #[error("invalid target: {0}")]
     InvalidTarget(#[from] NameError),
     #[error("the connection to the daemon was lost before the reply came")]
@@ -76,6 +84,10 @@ impl CallError {
             ErrorCode::Overloaded => Self::Overloaded(message),
             ErrorCode::BadRequest => Self::BadRequest(message),
             ErrorCode::BadArguments => Self::BadArguments(message),
+            ErrorCode::QueueFull => Self::QueueFull(message),
+            ErrorCode::NoSuchQueue => Self::NoSuchQueue(message),
+            ErrorCode::StaleDelivery => Self::StaleDelivery(message),
+            ErrorCode::StorageFailed => Self::StorageFailed(message),
             code => Self::Other { code, message },
         }
     }
@@ -96,6 +108,10 @@ impl CallError {
             Self::Overloaded(_) => "overloaded",
             Self::BadRequest(_) => "bad_request",
             Self::BadArguments(_) => "bad_arguments",
+            Self::QueueFull(_) => "queue_full",
+            Self::NoSuchQueue(_) => "no_such_queue",
+            Self::StaleDelivery(_) => "stale_delivery",
+            Self::StorageFailed(_) => "storage_failed",
             Self::InvalidTarget(_) => "invalid_target",
             Self::ConnectionLost => "connection_lost",
             Self::Closed => "closed",

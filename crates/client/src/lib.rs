@@ -22,6 +22,7 @@ mod calls;
 mod connection;
 mod discovery;
 mod error;
+mod queues;
 mod service;
 mod topics;
 
@@ -30,6 +31,7 @@ pub use bytes::Bytes;
 
 pub use calls::{BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};
+pub use queues::{Consumer, Delivery, PutOptions, Queue};
 pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED};
 /// Declares a service contract on a trait: a typed client and a server
 /// adapter are generated from it.
@@ -88,7 +90,8 @@ pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCU
 /// ```
 pub use switchboard_macros::contract;
 pub use switchboard_proto::sys::{
-    DaemonInfo, InstanceInfo, RegistryEvent, ServiceInfo, SubscriptionInfo, TopicsInfo,
+    DaemonInfo, InstanceInfo, Overflow, PeekedMessage, QueueInfo, QueueOptions, RegistryEvent, ServiceInfo,
+    SubscriptionInfo, TopicsInfo,
 };
 pub use switchboard_proto::{
     Caller, HeaderError, Headers, InstanceId, MethodName, ServiceName, Target, Topic, TopicError,

@@ -121,16 +121,22 @@ impl Queue {
             }
         }
         let size = size_of(message);
-        let fits = |q: &Self| {
-            (q.entries.len() as u64) < q.options.max_messages && q.bytes + size <= q.options.max_bytes
+        // Dropped messages stay counted until their removal is on disk, so
+        // what is being dropped now is discounted here.
+        let (mut freed_messages, mut freed_bytes) = (0u64, 0u64);
+        let fits = |q: &Self, freed_messages: u64, freed_bytes: u64| {
+            (q.entries.len() as u64 - freed_messages) < q.options.max_messages
+                && q.bytes - freed_bytes + size <= q.options.max_bytes
         };
         let mut dropped = Vec::new();
-        while !fits(self) {
+        while !fits(self, freed_messages, freed_bytes) {
             if self.options.overflow == Overflow::Reject {
                 return Err(self.full());
             }
             match self.oldest_waiting() {
                 Some(id) => {
+                    freed_messages += 1;
+                    freed_bytes += self.entries.get(&id).map_or(0, |e| size_of(&e.message));
                     self.park(id);
                     self.counters.dropped += 1;
                     dropped.push(id);
@@ -321,6 +327,21 @@ impl Queue {
             .map(|e| &e.message)
             .take(count)
             .collect()
+    }
+
+    /// The producer id of a message and until when it suppresses
+    /// duplicates, if it has one.
+    pub fn dedup_of(&self, id: u64) -> Option<(String, u64)> {
+        let message = &self.entries.get(&id)?.message;
+        if message.dedup_id.is_empty() {
+            return None;
+        }
+        Some((message.dedup_id.clone(), message.put_at_ms + self.options.dedup_window_ms))
+    }
+
+    /// Remembers a producer id recovered from disk for a message that is gone.
+    pub fn remember(&mut self, dedup_id: String, id: u64, until_ms: u64) {
+        self.dedup.insert(dedup_id, (id, until_ms));
     }
 
     /// Whether a delivery tag is still out with a consumer.

@@ -46,6 +46,14 @@ pub enum Record {
     Purge {
         queue: String,
     },
+    /// A message with this producer id existed (it may be gone now): a
+    /// retry with the same id until `until_ms` is a duplicate of `id`.
+    Seen {
+        queue: String,
+        dedup_id: String,
+        id: u64,
+        until_ms: u64,
+    },
 }
 
 const DECLARE: u8 = 1;
@@ -53,6 +61,7 @@ const PUT: u8 = 2;
 const ACK: u8 = 3;
 const ATTEMPT: u8 = 4;
 const PURGE: u8 = 5;
+const SEEN: u8 = 6;
 
 /// Bytes of the frame header (`len` + `crc`).
 pub const HEADER: usize = 8;
@@ -118,6 +127,13 @@ impl Record {
                 out.put_u8(PURGE);
                 put_str(out, queue);
             }
+            Record::Seen { queue, dedup_id, id, until_ms } => {
+                out.put_u8(SEEN);
+                put_str(out, queue);
+                put_str(out, dedup_id);
+                out.put_u64_le(*id);
+                out.put_u64_le(*until_ms);
+            }
         }
         let body_len = (out.len() - start - HEADER) as u32;
         let crc = crc32fast::hash(&out[start + HEADER..]);
@@ -146,7 +162,8 @@ impl Record {
             Record::Declare { queue, .. }
             | Record::Ack { queue, .. }
             | Record::Attempt { queue, .. }
-            | Record::Purge { queue } => queue,
+            | Record::Purge { queue }
+            | Record::Seen { queue, .. } => queue,
             Record::Put(m) => &m.queue,
         }
     }
@@ -205,6 +222,7 @@ fn parse(body: Bytes) -> Result<Record, RecordError> {
         ACK => Record::Ack { queue: r.string()?, id: r.u64()? },
         ATTEMPT => Record::Attempt { queue: r.string()?, id: r.u64()?, attempts: r.u32()? },
         PURGE => Record::Purge { queue: r.string()? },
+        SEEN => Record::Seen { queue: r.string()?, dedup_id: r.string()?, id: r.u64()?, until_ms: r.u64()? },
         _ => return Err(RecordError::Malformed("unknown record type")),
     };
     if r.0.has_remaining() {
@@ -239,6 +257,7 @@ mod tests {
             Record::Attempt { queue: "jobs".into(), id: 7, attempts: 2 },
             Record::Ack { queue: "jobs".into(), id: 7 },
             Record::Purge { queue: "jobs".into() },
+            Record::Seen { queue: "jobs".into(), dedup_id: "order-1".into(), id: 7, until_ms: 99 },
         ];
         let mut buf = BytesMut::new();
         for r in &records {

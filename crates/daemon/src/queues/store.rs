@@ -54,6 +54,9 @@ pub struct Recovered {
     pub messages: Vec<StoredMessage>,
     /// The first id never used.
     pub next_id: u64,
+    /// Producer ids of messages that are gone but still within their
+    /// duplicate window: (queue, producer id, message id, until ms).
+    pub seen: Vec<(String, String, u64, u64)>,
     /// Bytes cut off a torn tail, if any.
     pub truncated: u64,
 }
@@ -65,6 +68,8 @@ struct Index {
     live: HashMap<u64, (String, Location)>,
     attempts: HashMap<u64, u32>,
     declares: BTreeMap<String, Bytes>,
+    /// Producer ids to keep refusing as duplicates: (queue, id) → (message, until).
+    seen: HashMap<(String, String), (u64, u64)>,
 }
 
 /// The segment log.
@@ -126,6 +131,11 @@ impl Store {
             declares: index.declares.iter().map(|(q, o)| (q.clone(), o.clone())).collect(),
             messages: messages.into_values().collect(),
             next_id,
+            seen: index
+                .seen
+                .iter()
+                .map(|((q, d), (id, until))| (q.clone(), d.clone(), *id, *until))
+                .collect(),
             truncated,
         };
         Ok((Self { dir: dir.to_owned(), active, active_id, index, roll_at }, recovered))
@@ -218,6 +228,9 @@ impl Index {
                     self.remove(id);
                 }
             }
+            Record::Seen { queue, dedup_id, id, until_ms } => {
+                self.seen.insert((queue.clone(), dedup_id.clone()), (*id, *until_ms));
+            }
         }
     }
 
@@ -261,7 +274,8 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a new segment (headed by every declaration), then deletes
+    /// Starts a new segment (headed by every declaration and every producer
+    /// id still in its duplicate window), then deletes
     /// emptied segments and compacts sparse ones.
     fn roll(&mut self) -> io::Result<()> {
         let id = self.active_id + 1;
@@ -270,13 +284,23 @@ impl Store {
         self.active_id = id;
         self.index.segments.insert(id, Segment::default());
         sync_dir(&self.dir)?;
-        let declares: Vec<Record> = self
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.index.seen.retain(|_, (_, until)| *until > now_ms);
+        let mut head: Vec<Record> = self
             .index
             .declares
             .iter()
             .map(|(queue, options)| Record::Declare { queue: queue.clone(), options: options.clone() })
             .collect();
-        self.append(&declares)?;
+        head.extend(self.index.seen.iter().map(|((queue, dedup_id), (id, until_ms))| Record::Seen {
+            queue: queue.clone(),
+            dedup_id: dedup_id.clone(),
+            id: *id,
+            until_ms: *until_ms,
+        }));
+        self.append(&head)?;
         self.reclaim()
     }
 

@@ -62,6 +62,16 @@ fn options_bytes(options: &QueueOptions) -> Bytes {
     Bytes::from(sys::encode(options))
 }
 
+/// The records that remove a message: its Ack, and a Seen record if its
+/// producer id must keep suppressing duplicates after it is gone.
+fn removal(queue: &Queue, id: u64) -> Vec<Record> {
+    let mut records = vec![Record::Ack { queue: queue.name.clone(), id }];
+    if let Some((dedup_id, until_ms)) = queue.dedup_of(id).filter(|(_, until)| *until > now_ms()) {
+        records.push(Record::Seen { queue: queue.name.clone(), dedup_id, id, until_ms });
+    }
+    records
+}
+
 fn dead_letter_options() -> QueueOptions {
     // A dead-letter queue keeps what it gets: nothing expires or moves on.
     QueueOptions { max_attempts: 0, default_ttl_ms: 0, ..QueueOptions::default() }
@@ -81,6 +91,13 @@ impl QueueState {
                 .entry(message.queue.clone())
                 .or_insert_with(|| Queue::new(message.queue.clone(), QueueOptions::default()));
             queue.restore(message, now);
+        }
+        for (queue, dedup_id, id, until_ms) in recovered.seen {
+            if until_ms > now {
+                if let Some(queue) = queues.get_mut(&queue) {
+                    queue.remember(dedup_id, id, until_ms);
+                }
+            }
         }
         Self {
             queues,
@@ -165,7 +182,9 @@ impl Router {
                 self.submit(records, done);
             }
             Ok(Admitted::Store { dropped }) => {
-                records.extend(dropped.iter().map(|id| Record::Ack { queue: name.clone(), id: *id }));
+                for id in &dropped {
+                    records.extend(removal(q, *id));
+                }
                 records.push(Record::Put(message.clone()));
                 q.insert(message, now);
                 self.submit(records, Done::Put { session: from, req, queue: name, id, dropped });
@@ -247,8 +266,8 @@ impl Router {
         });
         match acked {
             Some((queue, id)) => {
-                let record = Record::Ack { queue: queue.clone(), id };
-                self.submit(vec![record], Done::Ack { session: from, req, queue: queue.clone(), id });
+                let records = self.queues.queues.get(&queue).map(|q| removal(q, id)).unwrap_or_default();
+                self.submit(records, Done::Ack { session: from, req, queue: queue.clone(), id });
                 self.dispatch(&queue);
             }
             None => self.send_error(from, req, ErrorCode::StaleDelivery, stale(tag)),
@@ -350,7 +369,7 @@ impl Router {
             ..message.clone()
         };
         records.push(Record::Put(dead.clone()));
-        records.push(Record::Ack { queue: from.clone(), id: message.id });
+        records.extend(self.queues.queues.get(&from).map(|q| removal(q, message.id)).unwrap_or_default());
         if let Some(dlq) = self.queues.queues.get_mut(&to) {
             dlq.insert(dead, now_ms());
         }
@@ -532,9 +551,12 @@ impl Router {
         self.existing(name)?;
         let Some(queue) = self.queues.queues.get_mut(name) else { return Ok(()) };
         let ids = queue.purge();
+        let mut records = vec![Record::Purge { queue: name.to_owned() }];
+        for id in &ids {
+            records.extend(removal(queue, *id).into_iter().skip(1));
+        }
         self.queues.tags.retain(|_, q| q != name);
-        let record = Record::Purge { queue: name.to_owned() };
-        self.submit(vec![record], Done::Purged { session: from, req, queue: name.to_owned(), ids });
+        self.submit(records, Done::Purged { session: from, req, queue: name.to_owned(), ids });
         Ok(())
     }
 

@@ -1,0 +1,257 @@
+//! Durable queues from the client's side.
+//!
+//! `put` returns only when the daemon has the message on disk. A consumer
+//! receives at most `prefetch` unacknowledged deliveries; each must be
+//! `ack`ed (returns once the acknowledgement is on disk) or `nack`ed, or it
+//! returns to the queue when its visibility timeout passes or the consumer
+//! goes away.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchboard_proto::sys::{
+    self, PeekedMessage, QueueDeclare, QueueInfo, QueueOptions, QueuePeek, QueueRef,
+};
+use switchboard_proto::{Frame, Headers, NameError, QueueName, QueuePut};
+use tokio::sync::mpsc;
+
+use crate::bus::DEFAULT_TIMEOUT;
+use crate::connection::{lock, Link, Waiter};
+use crate::{Bus, CallError};
+
+/// Bytes a `QueuePut` frame adds around its payload, name, id and headers.
+const PUT_OVERHEAD: usize = 1 + 4 + 1 + 4 + 1 + 2;
+
+/// Options of one put.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// 0–9, higher is delivered first (FIFO within a priority).
+    pub priority: u8,
+    /// After this long undelivered, the message goes to the dead-letter queue.
+    pub ttl: Option<Duration>,
+    /// Suppresses duplicates: a retried put with the same id within the
+    /// queue's window is stored once (and answered with the first id).
+    pub id: Option<String>,
+    pub headers: Headers,
+}
+
+/// A named queue on the bus.
+#[derive(Clone)]
+pub struct Queue {
+    bus: Bus,
+    name: QueueName,
+}
+
+/// Consumer ids, unique within this process.
+static NEXT_CONSUMER: AtomicU32 = AtomicU32::new(1);
+
+/// Where the connection task sends a consumer's deliveries.
+pub(crate) struct ConsumerSlot {
+    pub queue: QueueName,
+    pub prefetch: u32,
+    pub deliveries: mpsc::UnboundedSender<switchboard_proto::QueueDelivery>,
+}
+
+impl Bus {
+    /// A handle on the queue `name` (validated; nothing is sent yet).
+    pub fn queue(&self, name: &str) -> Result<Queue, NameError> {
+        Ok(Queue { bus: self.clone(), name: QueueName::parse(name)? })
+    }
+
+    /// Every queue with its depth, consumers and counters.
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, CallError> {
+        self.queue_admin(sys::QUEUES_LIST, Bytes::new()).await
+    }
+
+    async fn queue_admin<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        args: Bytes,
+    ) -> Result<T, CallError> {
+        let reply = self.call(&format!("{}.{method}", sys::QUEUES_SERVICE), args).await?;
+        if reply.is_empty() {
+            // Declare answers with nothing; decode `()` from nil.
+            return sys::decode(&[0xc0]).map_err(|err| CallError::Decode(err.to_string()));
+        }
+        sys::decode(&reply).map_err(|err| CallError::Decode(err.to_string()))
+    }
+}
+
+impl Queue {
+    pub fn name(&self) -> &QueueName {
+        &self.name
+    }
+
+    /// Creates the queue with `options`, or changes the options of an
+    /// existing one. Returns once the declaration is on disk.
+    pub async fn declare(&self, options: QueueOptions) -> Result<(), CallError> {
+        let args = QueueDeclare { queue: self.name.to_string(), options };
+        self.bus.queue_admin(sys::QUEUES_DECLARE, Bytes::from(sys::encode(&args))).await
+    }
+
+    /// Stores `payload`; returns its message id once it is on disk.
+    pub async fn put(&self, payload: impl Into<Bytes>) -> Result<u64, CallError> {
+        self.put_with(payload, PutOptions::default()).await
+    }
+
+    /// Stores `payload` with options; returns its message id once it is on disk.
+    pub async fn put_with(&self, payload: impl Into<Bytes>, options: PutOptions) -> Result<u64, CallError> {
+        let payload = payload.into();
+        if options.priority > 9 {
+            return Err(CallError::BadRequest(format!("priority {} is not 0 to 9", options.priority)));
+        }
+        let ttl_ms = options.ttl.map_or(0, |ttl| u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX).max(1));
+        let dedup_id = options.id.unwrap_or_default();
+        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        let check = |link: &Link| {
+            let size = PUT_OVERHEAD
+                + self.name.as_bytes().len()
+                + dedup_id.len()
+                + options.headers.wire_len()
+                + payload.len();
+            if size > link.max_frame as usize {
+                return Err(CallError::PayloadTooLarge(format!(
+                    "payload of {} bytes does not fit the daemon's maximum frame of {} bytes",
+                    payload.len(),
+                    link.max_frame
+                )));
+            }
+            Ok(())
+        };
+        let frame = |req, _: &Link| {
+            Frame::QueuePut(QueuePut {
+                req,
+                priority: options.priority,
+                ttl_ms,
+                queue: self.name.clone(),
+                dedup_id: dedup_id.clone(),
+                headers: options.headers.clone(),
+                payload: payload.clone(),
+            })
+        };
+        let reply = self.bus.round_trip(deadline, DEFAULT_TIMEOUT, true, check, frame, Waiter::Reply).await?;
+        let id: [u8; 8] = reply[..]
+            .try_into()
+            .map_err(|_| CallError::Decode(format!("put reply of {} bytes", reply.len())))?;
+        Ok(u64::from_le_bytes(id))
+    }
+
+    /// Stores many messages, pipelined so they share group commits. Returns
+    /// each put's outcome in order.
+    pub async fn put_batch(&self, payloads: impl IntoIterator<Item = Bytes>) -> Vec<Result<u64, CallError>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, payload) in payloads.into_iter().enumerate() {
+            let queue = self.clone();
+            tasks.spawn(async move { (index, queue.put(payload).await) });
+        }
+        let mut results: Vec<(usize, Result<u64, CallError>)> = Vec::with_capacity(tasks.len());
+        while let Some(joined) = tasks.join_next().await {
+            results.push(joined.unwrap_or_else(|_| (usize::MAX, Err(CallError::ConnectionLost))));
+        }
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+
+    /// Starts consuming with at most `prefetch` unacknowledged deliveries.
+    pub async fn consume(&self, prefetch: u32) -> Result<Consumer, CallError> {
+        let id = NEXT_CONSUMER.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let prefetch = prefetch.max(1);
+        let slot = Arc::new(ConsumerSlot { queue: self.name.clone(), prefetch, deliveries: tx });
+        lock(&self.bus.shared.consumers).insert(id, slot);
+        let consumer = Consumer { bus: self.bus.clone(), id, deliveries: rx };
+        let queue = self.name.clone();
+        self.bus
+            .control(|req| Frame::QueueConsume { req, consumer: id, prefetch, queue: queue.clone() })
+            .await?;
+        Ok(consumer)
+    }
+
+    /// Up to `count` waiting messages, in delivery order, without taking them.
+    pub async fn peek(&self, count: u32) -> Result<Vec<PeekedMessage>, CallError> {
+        let args = QueuePeek { queue: self.name.to_string(), count };
+        self.bus.queue_admin(sys::QUEUES_PEEK, Bytes::from(sys::encode(&args))).await
+    }
+
+    /// Removes every message; returns how many, once that is on disk.
+    pub async fn purge(&self) -> Result<u64, CallError> {
+        let args = QueueRef { queue: self.name.to_string() };
+        self.bus.queue_admin(sys::QUEUES_PURGE, Bytes::from(sys::encode(&args))).await
+    }
+}
+
+/// Receives deliveries; stops consuming when dropped (its unacknowledged
+/// deliveries return to the queue).
+pub struct Consumer {
+    bus: Bus,
+    id: u32,
+    deliveries: mpsc::UnboundedReceiver<switchboard_proto::QueueDelivery>,
+}
+
+impl Consumer {
+    /// The next delivery; `None` once the bus is closed.
+    pub async fn next(&mut self) -> Option<Delivery> {
+        let d = self.deliveries.recv().await?;
+        Some(Delivery {
+            bus: self.bus.clone(),
+            tag: d.tag,
+            id: d.id,
+            attempt: d.attempt,
+            priority: d.priority,
+            headers: d.headers,
+            payload: d.payload,
+        })
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        lock(&self.bus.shared.consumers).remove(&self.id);
+        if let Some(link) = self.bus.shared.link.borrow().as_ref() {
+            let req = self.bus.shared.next_id();
+            let _ = link.outbox.push(&Frame::QueueCancel { req, consumer: self.id });
+        }
+    }
+}
+
+/// One delivered message; `ack` or `nack` it.
+pub struct Delivery {
+    bus: Bus,
+    tag: u64,
+    /// The message id (stable across redeliveries).
+    pub id: u64,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    pub priority: u8,
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
+impl Delivery {
+    /// Done: the message is removed. Returns once that is on disk; a
+    /// `StaleDelivery` error means it had already returned to the queue.
+    pub async fn ack(self) -> Result<(), CallError> {
+        let tag = self.tag;
+        self.bus.control(|req| Frame::QueueAck { req, tag }).await.map(drop)
+    }
+
+    /// Not done: the message returns to the queue after `delay`.
+    pub async fn nack(self, delay: Duration) -> Result<(), CallError> {
+        let tag = self.tag;
+        let delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+        self.bus.control(|req| Frame::QueueNack { req, tag, delay_ms }).await.map(drop)
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("priority", &self.priority)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
