@@ -50,6 +50,7 @@ enum Command {
     Sub(cmd::topics::SubArgs),
     Respond(cmd::respond::Args),
     Ls(cmd::ls::Args),
+    Queue(cmd::queue::Args),
 }
 
 /// Parses durations like `500ms`, `5s`, `2m`.
@@ -73,6 +74,7 @@ fn main() -> ExitCode {
         Command::Sub(args) => cmd::client_runtime(cmd::topics::subscribe(args)),
         Command::Respond(args) => cmd::client_runtime(cmd::respond::run(args)),
         Command::Ls(args) => cmd::client_runtime(cmd::ls::run(args)),
+        Command::Queue(args) => cmd::client_runtime(cmd::queue::run(args)),
     };
     match result {
         Ok(code) => code,

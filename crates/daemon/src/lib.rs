@@ -86,6 +86,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Whether putting to or consuming from an undeclared queue creates it.
     pub queue_auto_create: bool,
+    /// Size at which the queue log starts a new segment (and reclaims space).
+    pub queue_segment_bytes: u64,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(2),
             data_dir: default_data_dir(),
             queue_auto_create: true,
+            queue_segment_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -142,15 +145,12 @@ pub struct Daemon {
     config: Config,
 }
 
-/// Segment size of the queue log.
-const QUEUE_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-
 impl Daemon {
     /// Binds every configured endpoint and opens (recovers) the queue store.
     pub async fn bind(config: Config) -> Result<Self, DaemonError> {
         let listeners = listen::bind(&config.listen).await?.into_iter().map(Arc::new).collect();
         let dir = config.data_dir.join("queues");
-        let (store, recovered) = queues::store::Store::open(&dir, QUEUE_SEGMENT_BYTES)?;
+        let (store, recovered) = queues::store::Store::open(&dir, config.queue_segment_bytes.max(4096))?;
         if !recovered.messages.is_empty() || recovered.truncated > 0 {
             tracing::info!(
                 messages = recovered.messages.len(),

@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod ls;
+pub mod queue;
 pub mod respond;
 pub mod topics;
 pub mod up;

@@ -41,6 +41,9 @@ pub struct Args {
     /// Refuse puts and consumers for queues that were not declared first.
     #[arg(long)]
     no_auto_create_queues: bool,
+    /// Queue log segment size in bytes; space is reclaimed a segment at a time.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, hide_short_help = true)]
+    queue_segment_bytes: u64,
     /// Worker threads. 1 (the default) routes every message on one thread,
     /// which avoids cross-core wake-ups and is fastest on small machines.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -59,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.data_dir = dir;
     }
     config.queue_auto_create = !args.no_auto_create_queues;
+    config.queue_segment_bytes = args.queue_segment_bytes;
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {

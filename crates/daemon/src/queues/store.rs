@@ -13,8 +13,9 @@
 //! and the store refuses to open, naming the file and offset.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -97,7 +98,8 @@ impl Store {
     /// Opens (or creates) the store in `dir`, replaying what is there.
     /// Segments roll over at `roll_at` bytes.
     pub fn open(dir: &Path, roll_at: u64) -> Result<(Self, Recovered), StoreError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        // Queue data is nobody else's business: owner-only, like the socket.
+        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
         let mut ids: Vec<u64> = fs::read_dir(dir)
             .map_err(io_err(dir))?
             .filter_map(|e| e.ok())
@@ -117,7 +119,8 @@ impl Store {
         }
         let active_id = ids.last().map_or(1, |id| *id);
         let path = segment_path(dir, active_id);
-        let active = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        let active =
+            OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io_err(&path))?;
         if ids.is_empty() {
             sync_dir(dir).map_err(io_err(dir))?;
             index.segments.insert(active_id, Segment::default());
@@ -280,7 +283,7 @@ impl Store {
     fn roll(&mut self) -> io::Result<()> {
         let id = self.active_id + 1;
         let path = segment_path(&self.dir, id);
-        self.active = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.active = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
         self.active_id = id;
         self.index.segments.insert(id, Segment::default());
         sync_dir(&self.dir)?;
