@@ -296,6 +296,29 @@ impl Queue {
         returned
     }
 
+    /// Waiting messages whose time to live has passed: they leave the
+    /// queue (to be dead-lettered by the caller).
+    pub fn take_expired(&mut self, now_ms: u64) -> Vec<StoredMessage> {
+        let expired: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.state == State::Ready && e.message.expires_at_ms != 0 && e.message.expires_at_ms <= now_ms
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut out = Vec::with_capacity(expired.len());
+        for id in expired {
+            self.park(id);
+            self.counters.dead_lettered += 1;
+            if let Some(entry) = self.entries.get(&id) {
+                out.push(entry.message.clone());
+            }
+        }
+        out.sort_by_key(|m| m.id);
+        out
+    }
+
     /// A consumer went away: its deliveries return to the queue.
     pub fn release_consumer(&mut self, consumer: ConsumerKey) -> usize {
         let tags: Vec<u64> =
@@ -474,6 +497,19 @@ mod tests {
         stored(&mut q, expiring);
         assert!(matches!(q.next(4, (1, 1), Instant::now(), 100), Some(Next::DeadLetter(_, "expired"))));
         assert_eq!(q.counters.dead_lettered, 2);
+    }
+
+    #[test]
+    fn the_sweep_takes_expired_waiting_messages() {
+        let mut q = queue(QueueOptions::default());
+        let mut short = msg(1, 0);
+        short.expires_at_ms = 50;
+        stored(&mut q, short);
+        stored(&mut q, msg(2, 0));
+        assert!(q.take_expired(49).is_empty());
+        let expired: Vec<u64> = q.take_expired(50).iter().map(|m| m.id).collect();
+        assert_eq!(expired, vec![1]);
+        assert_eq!(deliver(&mut q, 1), Some(2));
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct QueueState {
     writer: Writer<Done>,
     auto_create: bool,
     last_sweep: Instant,
+    /// Where each queue's next round-robin turn starts.
+    cursors: HashMap<String, usize>,
 }
 
 fn now_ms() -> u64 {
@@ -109,6 +111,7 @@ impl QueueState {
             writer,
             auto_create,
             last_sweep: Instant::now(),
+            cursors: HashMap::new(),
         }
     }
 
@@ -303,10 +306,11 @@ impl Router {
         let now = Instant::now();
         let now_ms = now_ms();
         let mut idle = 0;
-        let mut turn = 0;
+        let mut turn = self.queues.cursors.get(name).copied().unwrap_or(0);
         while idle < keys.len() {
             let key = keys[turn % keys.len()];
             turn += 1;
+            self.queues.cursors.insert(name.to_owned(), turn % keys.len());
             let prefetch = self.queues.consumers.get(&key).map_or(0, |c| c.prefetch) as usize;
             let Some(queue) = self.queues.queues.get_mut(name) else { return };
             if !queue.has_ready() {
@@ -458,6 +462,12 @@ impl Router {
         for name in names {
             let Some(queue) = self.queues.queues.get_mut(&name) else { continue };
             let returned = queue.tick(now, now_ms);
+            if sweep {
+                for message in queue.take_expired(now_ms) {
+                    self.dead_letter(message, "expired");
+                }
+            }
+            let Some(queue) = self.queues.queues.get_mut(&name) else { continue };
             if sweep {
                 let history = self.queues.history.entry(name.clone()).or_default();
                 history.0.push_back((now, queue.counters.put, queue.counters.acked));
