@@ -96,13 +96,12 @@ pub fn raw_relay(socket: &Path, upstream: &Path) -> anyhow::Result<()> {
 }
 
 /// The daemon, as `switchboard up` runs it (single-threaded runtime).
-pub fn daemon(socket: &Path) -> anyhow::Result<()> {
+pub fn daemon(socket: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let data_dir = socket.parent().map(|dir| dir.join("data")).unwrap_or_default();
         let config = switchboard_daemon::Config {
             listen: vec![switchboard::Endpoint::Unix(socket.to_owned())],
-            data_dir,
+            data_dir: data_dir.to_owned(),
             ..Default::default()
         };
         let daemon = switchboard_daemon::Daemon::bind(config).await?;

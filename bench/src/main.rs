@@ -7,6 +7,7 @@
 
 mod children;
 mod pubsub;
+mod queues;
 mod stats;
 mod workloads;
 
@@ -36,9 +37,13 @@ enum Command {
         /// Where to write the rows as JSON.
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
-        /// Only workload groups whose name contains this (limit, call, pubsub).
+        /// Only workload groups whose name contains this (limit, call, pubsub, queue).
         #[arg(long, value_name = "GROUP")]
         only: Option<String>,
+        /// Where the daemon keeps queue data. Must be on the disk being
+        /// judged (not a tmpfs).
+        #[arg(long, default_value = "target/bench-data")]
+        data_dir: PathBuf,
     },
     /// Sequential 16 B calls to `bench.echo` on a running daemon, for
     /// profiling (`strace -c`, `perf`) one side at a time.
@@ -54,7 +59,7 @@ enum Command {
     #[command(hide = true)]
     ChildRawRelay { socket: PathBuf, upstream: PathBuf },
     #[command(hide = true)]
-    ChildDaemon { socket: PathBuf },
+    ChildDaemon { socket: PathBuf, data_dir: PathBuf },
     #[command(hide = true)]
     ChildSbEcho { addr: String },
     #[command(hide = true)]
@@ -70,9 +75,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::All { quick, repeats, out, only } => {
+        Command::All { quick, repeats, out, only, data_dir } => {
             let repeats = repeats.unwrap_or(if quick { 3 } else { 5 }).max(3);
-            let rows = workloads::run_all(quick, repeats, only.as_deref())?;
+            let rows = workloads::run_all(quick, repeats, only.as_deref(), &data_dir)?;
             stats::print_table(&rows);
             if cfg!(debug_assertions) {
                 println!(
@@ -92,9 +97,9 @@ fn main() -> anyhow::Result<()> {
             children::exit_with_parent();
             children::raw_relay(&socket, &upstream)
         }
-        Command::ChildDaemon { socket } => {
+        Command::ChildDaemon { socket, data_dir } => {
             children::exit_with_parent();
-            children::daemon(&socket)
+            children::daemon(&socket, &data_dir)
         }
         Command::ChildSbEcho { addr } => {
             children::exit_with_parent();

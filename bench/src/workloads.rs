@@ -24,11 +24,15 @@ struct Counts {
     pubsub_messages: u64,
     /// Paced messages per fan-out latency run.
     fanout_messages: u64,
+    /// Confirmed puts per run, and messages per end-to-end run.
+    queue_puts: usize,
+    queue_e2e: usize,
 }
 
 /// Everything the workloads talk to, started once per run.
 struct Setup {
     dir: PathBuf,
+    data_dir: PathBuf,
     _children: Vec<Child>,
     raw_echo: [PathBuf; 2],
     relay: [PathBuf; 2],
@@ -46,8 +50,9 @@ fn size_name(size: usize) -> &'static str {
 }
 
 impl Setup {
-    fn start() -> anyhow::Result<Self> {
+    fn start(data_root: &Path) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+        let data_dir = data_root.join(format!("run-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut kids = Vec::new();
         let mut raw_echo = [PathBuf::new(), PathBuf::new()];
@@ -59,16 +64,17 @@ impl Setup {
             kids.push(children::spawn(&["child-raw-relay", path(&relay[i]), path(&raw_echo[i])])?);
         }
         let bus_socket = dir.join("bus.sock");
-        kids.push(children::spawn(&["child-daemon", path(&bus_socket)])?);
+        kids.push(children::spawn(&["child-daemon", path(&bus_socket), path(&data_dir)])?);
         let bus_addr = format!("unix:{}", bus_socket.display());
         kids.push(children::spawn(&["child-sb-echo", &bus_addr])?);
-        Ok(Self { dir, _children: kids, raw_echo, relay, bus_addr })
+        Ok(Self { dir, data_dir, _children: kids, raw_echo, relay, bus_addr })
     }
 }
 
 impl Drop for Setup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -123,6 +129,15 @@ impl Collected {
                 row
             })
             .collect();
+        // The queue store against redb: by rate.
+        let redb = rows.iter().find(|r| r.group == "store" && r.system == "redb").map(|r| r.rate_per_s);
+        if let (Some(redb), Some(log)) =
+            (redb, rows.iter_mut().find(|r| r.group == "store" && r.system == "segment log"))
+        {
+            log.ratio = Some(log.rate_per_s / redb);
+            log.baseline = Some("redb".into());
+            log.ratio_of = Some("rate");
+        }
         // Calls are judged against the raw relay of the same payload size.
         for size in SIZES {
             let s = size_name(size);
@@ -143,7 +158,12 @@ impl Collected {
 }
 
 /// Runs every case `repeats` times and returns the table rows.
-pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Result<Vec<Row>> {
+pub fn run_all(
+    quick: bool,
+    repeats: usize,
+    only: Option<&str>,
+    data_root: &Path,
+) -> anyhow::Result<Vec<Row>> {
     let wanted = |group: &str| only.is_none_or(|only| group.contains(only));
     let counts = if quick {
         Counts {
@@ -151,6 +171,8 @@ pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Resul
             throughput_calls: 20_000,
             pubsub_messages: 50_000,
             fanout_messages: 200,
+            queue_puts: 20_000,
+            queue_e2e: 10_000,
         }
     } else {
         Counts {
@@ -158,9 +180,17 @@ pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Resul
             throughput_calls: 200_000,
             pubsub_messages: 1_000_000,
             fanout_messages: 1_000,
+            queue_puts: 300_000,
+            queue_e2e: 100_000,
         }
     };
-    let setup = Setup::start()?;
+    let setup = Setup::start(data_root)?;
+    if crate::queues::on_tmpfs(data_root) {
+        eprintln!(
+            "warning: {} is a tmpfs: fsync costs nothing there, so queue numbers prove nothing",
+            data_root.display()
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let bus = runtime.block_on(Bus::connect(&setup.bus_addr))?;
 
@@ -206,6 +236,31 @@ pub fn run_all(quick: bool, repeats: usize, only: Option<&str>) -> anyhow::Resul
                     None,
                 );
             }
+        }
+        if wanted("queue") {
+            let probe = if quick { Duration::from_millis(200) } else { Duration::from_secs(1) };
+            let fsync = crate::queues::fsync_rate(&setup.data_dir, probe)?;
+            collected.add("queue", "disk: 4 KiB write + fdatasync".into(), "this disk", fsync, None);
+            let name = format!("bench-puts-{repeat}");
+            let puts =
+                runtime.block_on(crate::queues::confirmed_puts(&setup.bus_addr, &name, counts.queue_puts))?;
+            collected.add(
+                "queue",
+                "confirmed puts 256 B, 16 × 64 in flight".into(),
+                "switchboard",
+                puts,
+                None,
+            );
+            let name = format!("bench-e2e-{repeat}");
+            let e2e =
+                runtime.block_on(crate::queues::end_to_end(&setup.bus_addr, &name, counts.queue_e2e))?;
+            collected.add("queue", "put → consume → ack 256 B".into(), "switchboard", e2e, None);
+            // The store decision (docs/PERFORMANCE.md): same batches, same disk.
+            let records = counts.queue_puts / 10;
+            let log = crate::queues::store_segment_log(&setup.data_dir, records)?;
+            collected.add("store", "64 × 256 B per durable commit".into(), "segment log", log, None);
+            let redb = crate::queues::store_redb(&setup.data_dir, records)?;
+            collected.add("store", "64 × 256 B per durable commit".into(), "redb", redb, None);
         }
     }
     Ok(collected.rows())
