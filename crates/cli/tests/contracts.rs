@@ -140,3 +140,52 @@ async fn a_typed_client_meeting_the_wrong_server_gets_a_decode_error() {
     let err = BillingClient::new(&bus).count().await.unwrap_err();
     assert!(matches!(&err, CallError::Decode(m) if m.contains("reply of count")), "{err:?}");
 }
+
+#[contract(service = "invoices")]
+pub trait Invoices {
+    /// Sends the invoice of an order; stored until an instance takes it.
+    #[queued]
+    async fn send(&self, order: u64, email: String);
+}
+
+struct Mailer(Arc<std::sync::Mutex<Vec<(u64, String)>>>);
+
+impl Invoices for Mailer {
+    async fn send(&self, order: u64, email: String) {
+        self.0.lock().unwrap().push((order, email));
+    }
+}
+
+#[tokio::test]
+async fn queued_methods_wait_for_the_service_and_arrive_once_it_runs() {
+    let daemon = Daemon::start();
+    let bus = daemon.bus().await;
+    let invoices = InvoicesClient::new(&bus);
+    // Nobody serves `invoices` yet: the calls are stored, not lost.
+    let first = invoices.send(1, "a@example.org".into()).await.unwrap();
+    let second = invoices.send(2, "b@example.org".into()).await.unwrap();
+    assert!(second > first);
+    let mut cli = daemon.cli(&["queue", "put", "invoices.send", r#"{"order":3,"email":"c@example.org"}"#]);
+    let out = tokio::task::spawn_blocking(move || cli.output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server_bus = daemon.bus().await;
+    let _server = InvoicesServer::builder(&server_bus, Mailer(sent.clone())).start().await.unwrap();
+    assert!(support::eventually(Duration::from_secs(5), || sent.lock().unwrap().len() == 3).await);
+    let mut orders: Vec<u64> = sent.lock().unwrap().iter().map(|(o, _)| *o).collect();
+    orders.sort_unstable();
+    assert_eq!(orders, vec![1, 2, 3]);
+    // Each was acked once handled: the queue is empty.
+    let mut drained = false;
+    for _ in 0..50 {
+        let queues = bus.queues().await.unwrap();
+        let q = queues.iter().find(|q| q.queue == "invoices.send").unwrap();
+        if q.depth == 0 && q.in_flight == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(drained, "the queue still holds messages");
+}

@@ -129,6 +129,8 @@ pub enum RegisterError {
     InvalidName(#[from] NameError),
     #[error("service {0} declares no methods")]
     NoMethods(String),
+    #[error("cannot consume the queue of a queued method: {0}")]
+    Queue(CallError),
     #[error("the daemon refused the registration: {0}")]
     Refused(CallError),
 }

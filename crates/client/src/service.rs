@@ -73,6 +73,8 @@ pub struct ServiceBuilder {
     bus: Bus,
     name: Result<ServiceName, NameError>,
     handlers: Vec<(Result<MethodName, NameError>, Method)>,
+    /// Methods fed from the durable queue `<service>.<method>`.
+    queued: Vec<(String, Handler)>,
     max_concurrency: usize,
     max_queued: usize,
 }
@@ -94,6 +96,7 @@ impl ServiceBuilder {
             bus,
             name,
             handlers: Vec::new(),
+            queued: Vec::new(),
             max_concurrency: DEFAULT_CONCURRENCY,
             max_queued: DEFAULT_QUEUED,
         }
@@ -121,6 +124,21 @@ impl ServiceBuilder {
         self
     }
 
+    /// Serves `method` from the durable queue `<service>.<method>`: each
+    /// message is handed to `handler` and acked once it returns `Ok`; a
+    /// rejected message is returned to the queue (and dead-lettered after
+    /// the queue's `max_attempts`). Messages put while no instance runs wait
+    /// in the queue.
+    pub fn queued_method<F, Fut>(mut self, method: &str, handler: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
+        self.queued.push((method.to_owned(), handler));
+        self
+    }
+
     /// Most handlers running at once (default 256).
     pub fn max_concurrency(mut self, limit: usize) -> Self {
         self.max_concurrency = limit.max(1);
@@ -141,8 +159,15 @@ impl ServiceBuilder {
         for (method, handler) in self.handlers {
             handlers.insert(method?, handler);
         }
-        if handlers.is_empty() {
+        if handlers.is_empty() && self.queued.is_empty() {
             return Err(RegisterError::NoMethods(name.to_string()));
+        }
+        let mut consumers = Vec::new();
+        for (method, handler) in self.queued {
+            let queue = self.bus.queue(&format!("{name}.{method}"))?;
+            let consumer =
+                queue.consume(self.max_concurrency.min(256) as u32).await.map_err(RegisterError::Queue)?;
+            consumers.push(tokio::spawn(serve_queue(consumer, method, handler)).abort_handle());
         }
         let state = Arc::new(ServiceState {
             name,
@@ -152,9 +177,46 @@ impl ServiceBuilder {
             max_admitted: self.max_concurrency + self.max_queued,
             instance: AtomicU64::new(0),
         });
-        self.bus.register_state(state.clone()).await.map_err(RegisterError::Refused)?;
-        lock(&self.bus.shared.services).push(state.clone());
-        Ok(Service { bus: self.bus, state })
+        let registered = !state.handlers.is_empty();
+        if registered {
+            self.bus.register_state(state.clone()).await.map_err(RegisterError::Refused)?;
+            lock(&self.bus.shared.services).push(state.clone());
+        }
+        Ok(Service { bus: self.bus, state, registered, consumers })
+    }
+}
+
+/// Runs a queued method: one task per delivery (the consumer's prefetch
+/// bounds how many at once), acked when the handler succeeds.
+async fn serve_queue(mut consumer: crate::Consumer, method: String, handler: Handler) {
+    let Ok(method) = MethodName::parse(&method) else { return };
+    while let Some(delivery) = consumer.next().await {
+        let handler = handler.clone();
+        let method = method.clone();
+        tokio::spawn(async move {
+            let request = Request {
+                method,
+                payload: delivery.payload.clone(),
+                headers: delivery.headers.clone(),
+                caller: Caller::default(),
+                instance: 0,
+                deadline: None,
+            };
+            let outcome = match handler(request).await {
+                Ok(_) => delivery.ack().await,
+                Err(reject) => {
+                    tracing::warn!(
+                        id = delivery.id,
+                        attempt = delivery.attempt,
+                        "queued handler rejected: {reject}"
+                    );
+                    delivery.nack(Duration::from_millis(100)).await
+                }
+            };
+            if let Err(err) = outcome {
+                tracing::debug!("queued delivery not settled: {err}");
+            }
+        });
     }
 }
 
@@ -162,6 +224,18 @@ impl ServiceBuilder {
 pub struct Service {
     bus: Bus,
     state: Arc<ServiceState>,
+    /// Whether it has call methods registered with the daemon.
+    registered: bool,
+    /// Tasks consuming its queued methods.
+    consumers: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        for consumer in &self.consumers {
+            consumer.abort();
+        }
+    }
 }
 
 impl Service {
@@ -174,8 +248,15 @@ impl Service {
         &self.state.name
     }
 
-    /// Stops serving: the daemon forgets this instance.
+    /// Stops serving: the daemon forgets this instance, and queued methods
+    /// stop consuming (their messages wait for the next instance).
     pub async fn stop(self) -> Result<(), CallError> {
+        for consumer in &self.consumers {
+            consumer.abort();
+        }
+        if !self.registered {
+            return Ok(());
+        }
         let shared = &self.bus.shared;
         lock(&shared.services).retain(|s| !Arc::ptr_eq(s, &self.state));
         let instance = self.instance();

@@ -33,6 +33,8 @@ struct Method {
     name: Ident,
     args: Vec<(Ident, Type)>,
     oneway: bool,
+    /// Goes through the durable queue `<service>.<method>`.
+    queued: bool,
     /// `T` of `Result<T, Reject>` for calls.
     output: Option<Type>,
     signature: String,
@@ -112,8 +114,9 @@ fn parse_method(item: &mut TraitItemFn) -> syn::Result<Method> {
         };
         args.push((ident.ident.clone(), (*typed.ty).clone()));
     }
-    let oneway = item.attrs.iter().any(|a| a.path().is_ident("oneway"));
-    item.attrs.retain(|a| !a.path().is_ident("oneway"));
+    let queued = item.attrs.iter().any(|a| a.path().is_ident("queued"));
+    let oneway = queued || item.attrs.iter().any(|a| a.path().is_ident("oneway"));
+    item.attrs.retain(|a| !a.path().is_ident("oneway") && !a.path().is_ident("queued"));
     let output = match (&item.sig.output, oneway) {
         (ReturnType::Default, true) => None,
         (ReturnType::Type(_, ty), false) => Some(result_ok_type(ty)?),
@@ -131,8 +134,11 @@ fn parse_method(item: &mut TraitItemFn) -> syn::Result<Method> {
         }
     };
     let name = item.sig.ident.clone();
-    let signature = signature(&name, &args, output.as_ref());
-    Ok(Method { item: item.clone(), name, args, oneway, output, signature })
+    let mut signature = signature(&name, &args, output.as_ref());
+    if queued {
+        signature = signature.replace("[one-way]", "[queued]");
+    }
+    Ok(Method { item: item.clone(), name, args, oneway, queued, output, signature })
 }
 
 /// `T` from `Result<T, Reject>` (any path ending in `Result` with two arguments).
@@ -248,6 +254,19 @@ fn client(contract: &ItemTrait, service: &str, methods: &[Method]) -> TokenStrea
                     }).collect())
                 }
             });
+        } else if method.queued {
+            let queued_inits = method.args.iter().map(|(n, _)| quote! { #n: &#n });
+            items.push(quote! {
+                #[doc = #signature_doc]
+                #[doc = ""]
+                #[doc = "Stored in the durable queue `<service>.<method>` (so it waits while no instance runs); returns the message id once it is on disk."]
+                pub async fn #name(&self, #(#params),*) -> ::core::result::Result<u64, ::switchboard::CallError> {
+                    let args = #args_name { #(#queued_inits,)* _marker: ::core::marker::PhantomData };
+                    let payload = ::switchboard::encode(&args)?;
+                    let queue = self.bus.queue(&format!("{}.{}", self.service, #method_str))?;
+                    queue.put(payload).await
+                }
+            });
         } else {
             let all = format_ident!("{}_all", name);
             let params2 = params.clone();
@@ -347,17 +366,25 @@ fn server(contract: &ItemTrait, service: &str, methods: &[Method]) -> TokenStrea
                 ::switchboard::__private::encode_reply(&reply, #method_str)
             }
         };
+        let handler = quote! {
+            move |request: ::switchboard::Request| {
+                let implementation = implementation.clone();
+                async move {
+                    let mut args = ::switchboard::__private::Args::parse(&request.payload, #method_str)?;
+                    #(#takes)*
+                    #body
+                }
+            }
+        };
+        let register = if method.queued {
+            quote! { builder.queued_method(#method_str, #handler) }
+        } else {
+            quote! { builder.method_with_signature(#method_str, #signature, #handler) }
+        };
         quote! {
             let builder = {
                 let implementation = implementation.clone();
-                builder.method_with_signature(#method_str, #signature, move |request: ::switchboard::Request| {
-                    let implementation = implementation.clone();
-                    async move {
-                        let mut args = ::switchboard::__private::Args::parse(&request.payload, #method_str)?;
-                        #(#takes)*
-                        #body
-                    }
-                })
+                #register
             };
         }
     });
