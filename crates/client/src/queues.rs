@@ -142,16 +142,20 @@ impl Queue {
     /// each put's outcome in order.
     pub async fn put_batch(&self, payloads: impl IntoIterator<Item = Bytes>) -> Vec<Result<u64, CallError>> {
         let mut tasks = tokio::task::JoinSet::new();
+        let mut count = 0;
         for (index, payload) in payloads.into_iter().enumerate() {
             let queue = self.clone();
             tasks.spawn(async move { (index, queue.put(payload).await) });
+            count += 1;
         }
-        let mut results: Vec<(usize, Result<u64, CallError>)> = Vec::with_capacity(tasks.len());
+        let mut results: Vec<Option<Result<u64, CallError>>> = (0..count).map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
-            results.push(joined.unwrap_or_else(|_| (usize::MAX, Err(CallError::ConnectionLost))));
+            if let Ok((index, result)) = joined {
+                results[index] = Some(result);
+            }
         }
-        results.sort_by_key(|(index, _)| *index);
-        results.into_iter().map(|(_, result)| result).collect()
+        // A put whose task did not finish was not confirmed.
+        results.into_iter().map(|r| r.unwrap_or(Err(CallError::ConnectionLost))).collect()
     }
 
     /// Starts consuming with at most `prefetch` unacknowledged deliveries.
