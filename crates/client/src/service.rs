@@ -8,9 +8,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -316,7 +318,34 @@ impl ServiceState {
             instance: request.instance,
             deadline,
         };
-        let guard = Admitted { state: self.clone(), answer: Some(answer) };
+        let mut guard = Admitted { state: self.clone(), answer: Some(answer) };
+        // Fast path: with a slot free, poll the handler once right here. Most
+        // handlers finish without waiting, and then the reply leaves without
+        // a task hand-off; the rest continue on their own task.
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            let mut future = handler(request);
+            let mut cx = Context::from_waker(Waker::noop());
+            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+                Ok(Poll::Ready(result)) => {
+                    if let Some(mut answer) = guard.answer.take() {
+                        answer.result(result);
+                    }
+                }
+                // The guard answers "panicked" when it drops.
+                Err(_) => {}
+                // Spawned tasks are polled again at once, with a real waker.
+                Ok(Poll::Pending) => {
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let result = future.await;
+                        if let Some(mut answer) = guard.answer.take() {
+                            answer.result(result);
+                        }
+                    });
+                }
+            }
+            return;
+        }
         tokio::spawn(async move {
             let mut guard = guard;
             let Ok(_slot) = guard.state.slots.clone().acquire_owned().await else {
