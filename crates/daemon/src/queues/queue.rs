@@ -86,6 +86,9 @@ pub struct Queue {
     /// Ready ids by priority (index = priority), FIFO within each.
     ready: [VecDeque<u64>; 10],
     delayed: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Messages with a time to live, soonest first, so the expiry sweep
+    /// touches only what expires (entries no longer waiting are skipped).
+    expiring: BinaryHeap<Reverse<(u64, u64)>>,
     in_flight: HashMap<u64, InFlight>,
     dedup: HashMap<String, (u64, u64)>,
     bytes: u64,
@@ -104,6 +107,7 @@ impl Queue {
             entries: HashMap::new(),
             ready: Default::default(),
             delayed: BinaryHeap::new(),
+            expiring: BinaryHeap::new(),
             in_flight: HashMap::new(),
             dedup: HashMap::new(),
             bytes: 0,
@@ -157,9 +161,20 @@ impl Queue {
         }
     }
 
-    /// The oldest message waiting to be delivered (lowest id among ready).
-    fn oldest_waiting(&self) -> Option<u64> {
-        self.entries.iter().filter(|(_, e)| e.state == State::Ready).map(|(id, _)| *id).min()
+    /// The oldest message waiting to be delivered: the lowest id at the
+    /// head of the ten priority lists (heads no longer waiting are dropped).
+    fn oldest_waiting(&mut self) -> Option<u64> {
+        let mut oldest = None;
+        for priority in 0..10 {
+            while let Some(id) = self.ready[priority].front().copied() {
+                if self.entries.get(&id).is_some_and(|e| e.state == State::Ready) {
+                    oldest = oldest.min(Some(id)).or(Some(id));
+                    break;
+                }
+                self.ready[priority].pop_front();
+            }
+        }
+        oldest
     }
 
     /// Records a put (not yet deliverable).
@@ -170,6 +185,9 @@ impl Queue {
         }
         self.bytes += size_of(&message);
         self.counters.put += 1;
+        if message.expires_at_ms != 0 {
+            self.expiring.push(Reverse((message.expires_at_ms, message.id)));
+        }
         self.entries.insert(message.id, Entry { message, state: State::Pending });
     }
 
@@ -299,23 +317,31 @@ impl Queue {
     /// Waiting messages whose time to live has passed: they leave the
     /// queue (to be dead-lettered by the caller).
     pub fn take_expired(&mut self, now_ms: u64) -> Vec<StoredMessage> {
-        let expired: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| {
-                e.state == State::Ready && e.message.expires_at_ms != 0 && e.message.expires_at_ms <= now_ms
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        let mut out = Vec::with_capacity(expired.len());
-        for id in expired {
+        let mut out = Vec::new();
+        let mut later = Vec::new();
+        while let Some(Reverse((at, id))) = self.expiring.peek().copied() {
+            if at > now_ms {
+                break;
+            }
+            self.expiring.pop();
+            match self.entries.get(&id).map(|e| e.state) {
+                Some(State::Ready) => {}
+                // Still being written, or out with a consumer: look again at
+                // the next sweep (it may come back to the queue unacked).
+                Some(State::Pending) | Some(State::InFlight(_)) => {
+                    later.push(Reverse((at, id)));
+                    continue;
+                }
+                // Gone, or on its way out.
+                Some(State::Parked) | None => continue,
+            }
             self.park(id);
             self.counters.dead_lettered += 1;
             if let Some(entry) = self.entries.get(&id) {
                 out.push(entry.message.clone());
             }
         }
-        out.sort_by_key(|m| m.id);
+        self.expiring.extend(later);
         out
     }
 
@@ -510,6 +536,14 @@ mod tests {
         let expired: Vec<u64> = q.take_expired(50).iter().map(|m| m.id).collect();
         assert_eq!(expired, vec![1]);
         assert_eq!(deliver(&mut q, 1), Some(2));
+        // One that expires while out with a consumer is swept once it returns.
+        let mut out = msg(3, 0);
+        out.expires_at_ms = 60;
+        stored(&mut q, out);
+        assert_eq!(deliver(&mut q, 2), Some(3));
+        assert!(q.take_expired(70).is_empty());
+        q.nack(2, (1, 1), Duration::ZERO, Instant::now());
+        assert_eq!(q.take_expired(70).iter().map(|m| m.id).collect::<Vec<_>>(), vec![3]);
     }
 
     #[test]
