@@ -43,6 +43,40 @@ pub fn spawn(args: &[&str]) -> anyhow::Result<Child> {
     Ok(Child(child))
 }
 
+/// Runs `command` (a peer's server) as our child; says ready once
+/// `wait_port` accepts connections; kills it when the bench (our parent)
+/// dies or it exits. This is how a foreign server is tied to the bench's
+/// lifetime without `unsafe` pre-exec hooks.
+pub fn exec(command: &[String], wait_port: Option<u16>) -> anyhow::Result<()> {
+    let (program, args) = command.split_first().context("no command")?;
+    let mut server = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {program}"))?;
+    if let Some(port) = wait_port {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline || server.try_wait()?.is_some() {
+                let _ = server.kill();
+                bail!("{program} did not start listening on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    ready();
+    let parent = rustix::process::getppid();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if rustix::process::getppid() != parent || server.try_wait()?.is_some() {
+            let _ = server.kill();
+            let _ = server.wait();
+            std::process::exit(0);
+        }
+    }
+}
+
 /// Exits this process when its parent dies.
 pub fn exit_with_parent() {
     let parent = rustix::process::getppid();

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod children;
+mod peers;
 mod pubsub;
 mod queues;
 mod stats;
@@ -44,6 +45,9 @@ enum Command {
         /// judged (not a tmpfs).
         #[arg(long, default_value = "target/bench-data")]
         data_dir: PathBuf,
+        /// Fail instead of skipping a peer that is not installed.
+        #[arg(long)]
+        require_peers: bool,
     },
     /// Sequential 16 B calls to `bench.echo` on a running daemon, for
     /// profiling (`strace -c`, `perf`) one side at a time.
@@ -56,6 +60,21 @@ enum Command {
     },
     #[command(hide = true)]
     ChildRawEcho { socket: PathBuf, size: usize },
+    /// Runs a peer's server; ends it when the bench dies.
+    #[command(hide = true)]
+    ChildExec {
+        /// Say ready once this loopback port accepts connections.
+        #[arg(long)]
+        wait_port: Option<u16>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    #[command(hide = true)]
+    ChildNatsEcho { url: String },
+    #[command(hide = true)]
+    ChildNatsSub { url: String, expected: u64 },
+    #[command(hide = true)]
+    ChildNatsPub { url: String, count: u64, size: usize },
     #[command(hide = true)]
     ChildRawRelay { socket: PathBuf, upstream: PathBuf },
     #[command(hide = true)]
@@ -75,9 +94,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::All { quick, repeats, out, only, data_dir } => {
+        Command::All { quick, repeats, out, only, data_dir, require_peers } => {
             let repeats = repeats.unwrap_or(if quick { 3 } else { 5 }).max(3);
-            let rows = workloads::run_all(quick, repeats, only.as_deref(), &data_dir)?;
+            let rows = workloads::run_all(quick, repeats, only.as_deref(), &data_dir, require_peers)?;
             stats::print_table(&rows);
             if cfg!(debug_assertions) {
                 println!(
@@ -89,6 +108,22 @@ fn main() -> anyhow::Result<()> {
             check_complete(&rows)
         }
         Command::Profile { addr, count } => workloads::profile(&addr, count),
+        Command::ChildExec { wait_port, command } => {
+            children::exit_with_parent();
+            children::exec(&command, wait_port)
+        }
+        Command::ChildNatsEcho { url } => {
+            children::exit_with_parent();
+            peers::nats::echo(&url)
+        }
+        Command::ChildNatsSub { url, expected } => {
+            children::exit_with_parent();
+            peers::nats::subscriber(&url, expected)
+        }
+        Command::ChildNatsPub { url, count, size } => {
+            children::exit_with_parent();
+            peers::nats::publisher(&url, count, size)
+        }
         Command::ChildRawEcho { socket, size } => {
             children::exit_with_parent();
             children::raw_echo(&socket, size)

@@ -131,8 +131,27 @@ pub struct PubSubResult {
     pub received: u64,
 }
 
+/// Which system a pub/sub run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Switchboard,
+    Nats,
+}
+
 /// One run: `subscribers` subscriber processes, one publisher process.
 pub fn run(
+    addr: &str,
+    subscribers: usize,
+    count: u64,
+    size: usize,
+    paced_gap_us: u64,
+) -> anyhow::Result<PubSubResult> {
+    run_on(System::Switchboard, addr, subscribers, count, size, paced_gap_us)
+}
+
+/// The same run on `system` (`addr` is its address).
+pub fn run_on(
+    system: System,
     addr: &str,
     subscribers: usize,
     count: u64,
@@ -142,16 +161,26 @@ pub fn run(
     let latency = paced_gap_us > 0;
     let mut subs = Vec::new();
     for _ in 0..subscribers {
-        let args = vec!["child-sb-sub".into(), addr.into(), count.to_string(), latency.to_string()];
+        let args = match system {
+            System::Switchboard => {
+                vec!["child-sb-sub".into(), addr.into(), count.to_string(), latency.to_string()]
+            }
+            System::Nats => vec!["child-nats-sub".into(), addr.into(), count.to_string()],
+        };
         subs.push(spawn_child(&args)?);
     }
-    let pub_args = vec![
-        "child-sb-pub".into(),
-        addr.into(),
-        count.to_string(),
-        size.to_string(),
-        paced_gap_us.to_string(),
-    ];
+    let pub_args = match system {
+        System::Switchboard => {
+            vec![
+                "child-sb-pub".into(),
+                addr.into(),
+                count.to_string(),
+                size.to_string(),
+                paced_gap_us.to_string(),
+            ]
+        }
+        System::Nats => vec!["child-nats-pub".into(), addr.into(), count.to_string(), size.to_string()],
+    };
     let (mut publisher, mut pub_out) = spawn_child(&pub_args)?;
     publisher.stdin.take().context("publisher stdin")?.write_all(b"go\n")?;
     let mut start = String::new();

@@ -90,6 +90,12 @@ impl Row {
     }
 }
 
+/// Rows measuring a peer (ratio reads switchboard ÷ peer).
+#[allow(non_snake_case)]
+fn PEER_ROW(system: &str) -> bool {
+    system.starts_with("nats")
+}
+
 /// Prints the table.
 pub fn print_table(rows: &[Row]) {
     println!(
@@ -98,6 +104,10 @@ pub fn print_table(rows: &[Row]) {
     );
     for row in rows {
         let ratio = match (&row.baseline, row.ratio, row.ratio_of, row.lost_pct) {
+            (Some(base), Some(ratio), Some(of), lost) if PEER_ROW(&row.system) => {
+                let lost = lost.map(|l| format!(", lost {l:.2} %")).unwrap_or_default();
+                format!("switchboard = {ratio:.2}× {base} ({of}){lost}")
+            }
             (Some(base), Some(ratio), Some(of), _) => format!("{ratio:.2}× {of} of {base}"),
             (_, _, _, Some(lost)) => format!("lost {lost:.2} %"),
             _ => String::new(),

@@ -14,6 +14,10 @@ use switchboard::{Bus, Target};
 use crate::children::{self, Child};
 use crate::stats::{Row, Sample};
 
+/// The peers' system names, as rows carry them.
+const PEERS: [&str; 1] = ["nats"];
+const NATS_REQUEST: &str = "nats request";
+
 /// Calls kept in flight in the throughput case.
 const IN_FLIGHT: usize = 64;
 
@@ -129,6 +133,27 @@ impl Collected {
                 row
             })
             .collect();
+        // Every peer row gets Switchboard ÷ peer for the same case.
+        let switchboard: Vec<(String, f64, f64)> = rows
+            .iter()
+            .filter(|r| r.system == "switchboard")
+            .map(|r| (r.case.clone(), r.p50_us, r.rate_per_s))
+            .collect();
+        for row in rows.iter_mut().filter(|r| PEERS.iter().any(|p| r.system.starts_with(p))) {
+            let Some((_, p50, rate)) = switchboard.iter().find(|(case, _, _)| *case == row.case) else {
+                continue;
+            };
+            let by_rate =
+                row.case.contains("in flight") || row.case.contains("received") || row.case.contains("puts");
+            if by_rate {
+                row.ratio = Some(rate / row.rate_per_s);
+                row.ratio_of = Some("rate");
+            } else {
+                row.ratio = Some(p50 / row.p50_us);
+                row.ratio_of = Some("p50");
+            }
+            row.baseline = Some(row.system.clone());
+        }
         // The queue store against redb: by rate.
         let redb = rows.iter().find(|r| r.group == "store" && r.system == "redb").map(|r| r.rate_per_s);
         if let (Some(redb), Some(log)) =
@@ -163,6 +188,7 @@ pub fn run_all(
     repeats: usize,
     only: Option<&str>,
     data_root: &Path,
+    require_peers: bool,
 ) -> anyhow::Result<Vec<Row>> {
     let wanted = |group: &str| only.is_none_or(|only| group.contains(only));
     let counts = if quick {
@@ -185,6 +211,16 @@ pub fn run_all(
         }
     };
     let setup = Setup::start(data_root)?;
+    let nats = match crate::peers::find("nats-server") {
+        Some(server) => Some(crate::peers::nats::Nats::start(&server, &setup.data_dir)?),
+        None if require_peers => anyhow::bail!("nats-server is not installed: run scripts/install-peers.sh"),
+        None => {
+            eprintln!(
+                "nats-server is not installed: NATS cases skipped (scripts/install-peers.sh installs it)"
+            );
+            None
+        }
+    };
     if crate::queues::on_tmpfs(data_root) {
         eprintln!(
             "warning: {} is a tmpfs: fsync costs nothing there, so queue numbers prove nothing",
@@ -218,6 +254,20 @@ pub fn run_all(
                 );
                 let tput = runtime.block_on(call_throughput(&bus, size, counts.throughput_calls))?;
                 collected.add("call", format!("calls, {IN_FLIGHT} in flight {s}"), "switchboard", tput, None);
+                if let Some(nats) = &nats {
+                    let latency =
+                        crate::peers::nats::request_latency(&nats.url, size, counts.latency_samples)?;
+                    collected.add("call", format!("call round trip {s}"), NATS_REQUEST, latency, None);
+                    let tput =
+                        crate::peers::nats::request_throughput(&nats.url, size, counts.throughput_calls)?;
+                    collected.add(
+                        "call",
+                        format!("calls, {IN_FLIGHT} in flight {s}"),
+                        NATS_REQUEST,
+                        tput,
+                        None,
+                    );
+                }
             }
             if wanted("pubsub") {
                 for subscribers in [1, 4] {
@@ -225,7 +275,15 @@ pub fn run_all(
                     let result = crate::pubsub::run(&setup.bus_addr, subscribers, messages, size, 0)?;
                     let lost = 100.0 * (result.published - result.received) as f64 / result.published as f64;
                     let case = format!("pub/sub 1 → {subscribers} {s}, received");
-                    collected.add("pubsub", case, "switchboard", result.sample, Some(lost));
+                    collected.add("pubsub", case.clone(), "switchboard", result.sample, Some(lost));
+                    if let Some(nats) = &nats {
+                        let system = crate::pubsub::System::Nats;
+                        let result =
+                            crate::pubsub::run_on(system, &nats.url, subscribers, messages, size, 0)?;
+                        let lost =
+                            100.0 * (result.published - result.received) as f64 / result.published as f64;
+                        collected.add("pubsub", case, "nats", result.sample, Some(lost));
+                    }
                 }
                 let fanout = crate::pubsub::run(&setup.bus_addr, 4, counts.fanout_messages, size, 1000)?;
                 collected.add(
@@ -251,6 +309,11 @@ pub fn run_all(
                 puts,
                 None,
             );
+            if let Some(nats) = &nats {
+                let js = crate::peers::nats::jetstream_puts(&nats.url, counts.queue_puts)?;
+                let case = "confirmed puts 256 B, 16 × 64 in flight".to_owned();
+                collected.add("queue", case, "nats jetstream (file, default sync)", js, None);
+            }
             let name = format!("bench-e2e-{repeat}");
             let e2e =
                 runtime.block_on(crate::queues::end_to_end(&setup.bus_addr, &name, counts.queue_e2e))?;

@@ -1,0 +1,225 @@
+//! NATS: core request/reply and pub/sub, and JetStream for durable puts.
+//!
+//! Settings, named because they matter: nats-server defaults, loopback TCP;
+//! JetStream file storage with its default sync policy (the server flushes
+//! to disk periodically, not per message — so its confirmed puts are not
+//! individually on disk, unlike Switchboard's).
+
+use std::io::Write;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::children::{self, Child};
+use crate::pubsub::{now_ns, SubReport};
+use crate::stats::Sample;
+
+const ECHO: &str = "bench.echo";
+const TOPIC: &str = "bench.pubsub";
+const JS_SUBJECT: &str = "bench.js";
+
+/// A running nats-server (with JetStream) and an echo responder.
+pub struct Nats {
+    pub url: String,
+    _server: Child,
+    _echo: Child,
+}
+
+impl Nats {
+    pub fn start(server: &Path, data_dir: &Path) -> anyhow::Result<Self> {
+        let port = super::free_port()?;
+        let url = format!("nats://127.0.0.1:{port}");
+        let store = data_dir.join("nats-js");
+        std::fs::create_dir_all(&store)?;
+        let server = children::spawn(&[
+            "child-exec",
+            "--wait-port",
+            &port.to_string(),
+            "--",
+            &server.display().to_string(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-js",
+            "-sd",
+            &store.display().to_string(),
+        ])?;
+        let echo = children::spawn(&["child-nats-echo", &url])?;
+        Ok(Self { url, _server: server, _echo: echo })
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn ready() -> anyhow::Result<()> {
+    println!("ready");
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// Child: answer every request on `bench.echo` with its payload.
+pub fn echo(url: &str) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let mut requests = client.subscribe(ECHO).await?;
+        client.flush().await?;
+        ready()?;
+        while let Some(message) = requests.next().await {
+            if let Some(reply) = message.reply {
+                client.publish(reply, message.payload).await?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Sequential requests: latency.
+pub fn request_latency(url: &str, size: usize, samples: usize) -> anyhow::Result<Sample> {
+    runtime()?.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let payload = Bytes::from(vec![7u8; size]);
+        let mut times = Vec::with_capacity(samples);
+        for i in 0..samples + samples / 10 {
+            let t = Instant::now();
+            client.request(ECHO, payload.clone()).await?;
+            if i >= samples / 10 {
+                times.push(t.elapsed());
+            }
+        }
+        Ok(Sample::latency(times))
+    })
+}
+
+/// `total` requests with 64 in flight: throughput.
+pub fn request_throughput(url: &str, size: usize, total: usize) -> anyhow::Result<Sample> {
+    runtime()?.block_on(async {
+        let client = Rc::new(async_nats::connect(url).await?);
+        let payload = Bytes::from(vec![7u8; size]);
+        let local = tokio::task::LocalSet::new();
+        let per_task = total / 64;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (client, payload) = (client.clone(), payload.clone());
+            tasks.push(local.spawn_local(async move {
+                let mut latencies = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let t = Instant::now();
+                    client.request(ECHO, payload.clone()).await?;
+                    latencies.push(t.elapsed());
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        local
+            .run_until(async {
+                for task in tasks {
+                    latencies.extend(task.await??);
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
+        let count = latencies.len();
+        let mut sample = Sample::latency(latencies);
+        sample.rate = count as f64 / started.elapsed().as_secs_f64();
+        Ok(sample)
+    })
+}
+
+/// Child: subscribe with the client's default buffer, count what arrives.
+pub fn subscriber(url: &str, expected: u64) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let mut sub = client.subscribe(TOPIC).await?;
+        client.flush().await?;
+        ready()?;
+        let mut report = SubReport::default();
+        while report.received < expected {
+            match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+                Ok(Some(_)) => {
+                    report.received += 1;
+                    report.last_ns = now_ns();
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    })
+}
+
+/// Child: publish `count` messages as fast as the client allows.
+pub fn publisher(url: &str, count: u64, size: usize) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = async_nats::connect(url).await?;
+        ready()?;
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go)?;
+        let payload = Bytes::from(vec![7u8; size]);
+        let start = now_ns();
+        for _ in 0..count {
+            client.publish(TOPIC, payload.clone()).await?;
+        }
+        client.flush().await?;
+        println!("{start}");
+        Ok(())
+    })
+}
+
+/// JetStream: a file-backed stream; `total` puts from 16 producers with up
+/// to 64 acks outstanding each, counted once acknowledged.
+pub fn jetstream_puts(url: &str, total: usize) -> anyhow::Result<Sample> {
+    runtime()?.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let _ = js.delete_stream("BENCH").await;
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "BENCH".into(),
+            subjects: vec![JS_SUBJECT.into()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+        let payload = Bytes::from(vec![7u8; 256]);
+        let local = tokio::task::LocalSet::new();
+        let per_task = (total / (16 * 64)).max(1);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let js = Rc::new(async_nats::jetstream::new(async_nats::connect(url).await?));
+            for _ in 0..64 {
+                let (js, payload) = (js.clone(), payload.clone());
+                tasks.push(local.spawn_local(async move {
+                    let mut latencies = Vec::with_capacity(per_task);
+                    for _ in 0..per_task {
+                        let t = Instant::now();
+                        js.publish(JS_SUBJECT, payload.clone()).await?.await?;
+                        latencies.push(t.elapsed());
+                    }
+                    Ok::<_, anyhow::Error>(latencies)
+                }));
+            }
+        }
+        let mut latencies = Vec::new();
+        local
+            .run_until(async {
+                for task in tasks {
+                    latencies.extend(task.await??);
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
+        let count = latencies.len();
+        let mut sample = Sample::latency(latencies);
+        sample.rate = count as f64 / started.elapsed().as_secs_f64();
+        let _ = js.delete_stream("BENCH").await;
+        Ok(sample)
+    })
+}
