@@ -233,6 +233,10 @@ async fn restore(shared: Arc<Shared>) {
 }
 
 async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader) -> String {
+    // The inbox of the last message's subscription: streams of messages
+    // mostly belong to one, and subscription ids are never reused, so this
+    // saves a map lookup under a lock per message.
+    let mut last_inbox: Option<(u32, Arc<Inbox>)> = None;
     loop {
         let frame = tokio::select! {
             biased;
@@ -240,6 +244,7 @@ async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader) 
             frame = reader.next() => frame,
         };
         match frame {
+            Ok(Some(Frame::Message(m))) => deliver_message(shared, &mut last_inbox, m),
             Ok(Some(frame)) => {
                 if let Err(why) = dispatch(shared, link, frame) {
                     return why;
@@ -249,6 +254,21 @@ async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader) 
             Err(ReadError::Io(err)) => return err.to_string(),
             Err(err) => return format!("invalid data from the daemon: {err}"),
         }
+    }
+}
+
+fn deliver_message(shared: &Shared, last: &mut Option<(u32, Arc<Inbox>)>, m: switchboard_proto::Message) {
+    if last.as_ref().is_none_or(|(sid, _)| *sid != m.sid) {
+        *last = lock(&shared.subscriptions).get(&m.sid).map(|inbox| (m.sid, inbox.clone()));
+    }
+    if let Some((_, inbox)) = last {
+        inbox.push(Item::Message(Message {
+            topic: m.topic,
+            payload: m.payload,
+            headers: m.headers,
+            publisher: m.publisher,
+            retained: m.retained,
+        }));
     }
 }
 
