@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod children;
+mod load;
 mod peers;
 mod pubsub;
 mod queues;

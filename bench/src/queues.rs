@@ -55,40 +55,20 @@ pub fn on_tmpfs(dir: &Path) -> bool {
 /// `total` confirmed puts from 16 producers × 64 in flight.
 pub async fn confirmed_puts(addr: &str, queue: &str, total: usize) -> anyhow::Result<Sample> {
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
-    let per_task = (total / (PRODUCERS * IN_FLIGHT)).max(1);
-    let local = tokio::task::LocalSet::new();
-    let mut tasks = Vec::new();
-    let started = Instant::now();
+    let mut producers = Vec::with_capacity(PRODUCERS);
     for _ in 0..PRODUCERS {
-        let bus = Bus::connect(addr).await?;
-        let handle = Rc::new(bus.queue(queue)?);
-        for _ in 0..IN_FLIGHT {
-            let (handle, payload) = (handle.clone(), payload.clone());
-            tasks.push(local.spawn_local(async move {
-                let mut latencies = Vec::with_capacity(per_task);
-                for _ in 0..per_task {
-                    let t = Instant::now();
-                    handle.put(payload.clone()).await?;
-                    latencies.push(t.elapsed());
-                }
-                Ok::<_, anyhow::Error>(latencies)
-            }));
-        }
+        producers.push(Bus::connect(addr).await?.queue(queue)?);
     }
-    let mut latencies = Vec::new();
-    local
-        .run_until(async {
-            for task in tasks {
-                latencies.extend(task.await??);
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-        .await?;
-    let elapsed = started.elapsed();
-    let count = latencies.len();
-    let mut sample = Sample::latency(latencies);
-    sample.rate = count as f64 / elapsed.as_secs_f64();
-    Ok(sample)
+    let producers = Rc::new(producers);
+    let per_task = (total / (PRODUCERS * IN_FLIGHT)).max(1);
+    crate::load::closed_loop(PRODUCERS * IN_FLIGHT, per_task, move |task| {
+        let (producers, payload) = (producers.clone(), payload.clone());
+        async move {
+            producers[task % PRODUCERS].put(payload).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// `total` messages put (64 in flight) and consumed and acked by one consumer.

@@ -372,35 +372,15 @@ async fn call_latency(bus: Bus, size: usize, samples: usize) -> anyhow::Result<S
 async fn call_throughput(bus: &Bus, size: usize, total: usize) -> anyhow::Result<Sample> {
     let target = Rc::new(echo_target());
     let payload = Bytes::from(vec![7u8; size]);
-    let started = Instant::now();
-    let local = tokio::task::LocalSet::new();
-    let per_task = total / IN_FLIGHT;
-    let mut tasks = Vec::new();
-    for _ in 0..IN_FLIGHT {
+    let bus = bus.clone();
+    crate::load::closed_loop(IN_FLIGHT, total / IN_FLIGHT, move |_| {
         let (bus, target, payload) = (bus.clone(), target.clone(), payload.clone());
-        tasks.push(local.spawn_local(async move {
-            let mut latencies = Vec::with_capacity(per_task);
-            for _ in 0..per_task {
-                let t = Instant::now();
-                bus.call(&*target, payload.clone()).await?;
-                latencies.push(t.elapsed());
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut latencies = Vec::with_capacity(total);
-    local
-        .run_until(async {
-            for task in tasks {
-                latencies.extend(task.await??);
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-        .await?;
-    let elapsed = started.elapsed().max(Duration::from_micros(1));
-    let mut sample = Sample::latency(latencies);
-    sample.rate = (per_task * IN_FLIGHT) as f64 / elapsed.as_secs_f64();
-    Ok(sample)
+        async move {
+            bus.call(&*target, payload).await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 /// Sequential calls against an already running daemon and echo service.

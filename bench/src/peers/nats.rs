@@ -101,35 +101,14 @@ pub fn request_throughput(url: &str, size: usize, total: usize) -> anyhow::Resul
     runtime()?.block_on(async {
         let client = Rc::new(async_nats::connect(url).await?);
         let payload = Bytes::from(vec![7u8; size]);
-        let local = tokio::task::LocalSet::new();
-        let per_task = total / 64;
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..64 {
+        crate::load::closed_loop(64, total / 64, move |_| {
             let (client, payload) = (client.clone(), payload.clone());
-            tasks.push(local.spawn_local(async move {
-                let mut latencies = Vec::with_capacity(per_task);
-                for _ in 0..per_task {
-                    let t = Instant::now();
-                    client.request(ECHO, payload.clone()).await?;
-                    latencies.push(t.elapsed());
-                }
-                Ok::<_, anyhow::Error>(latencies)
-            }));
-        }
-        let mut latencies = Vec::new();
-        local
-            .run_until(async {
-                for task in tasks {
-                    latencies.extend(task.await??);
-                }
-                Ok::<_, anyhow::Error>(())
-            })
-            .await?;
-        let count = latencies.len();
-        let mut sample = Sample::latency(latencies);
-        sample.rate = count as f64 / started.elapsed().as_secs_f64();
-        Ok(sample)
+            async move {
+                client.request(ECHO, payload).await?;
+                Ok(())
+            }
+        })
+        .await
     })
 }
 
@@ -188,37 +167,20 @@ pub fn jetstream_puts(url: &str, total: usize) -> anyhow::Result<Sample> {
         })
         .await?;
         let payload = Bytes::from(vec![7u8; 256]);
-        let local = tokio::task::LocalSet::new();
-        let per_task = (total / (16 * 64)).max(1);
-        let started = Instant::now();
-        let mut tasks = Vec::new();
+        let mut producers = Vec::with_capacity(16);
         for _ in 0..16 {
-            let js = Rc::new(async_nats::jetstream::new(async_nats::connect(url).await?));
-            for _ in 0..64 {
-                let (js, payload) = (js.clone(), payload.clone());
-                tasks.push(local.spawn_local(async move {
-                    let mut latencies = Vec::with_capacity(per_task);
-                    for _ in 0..per_task {
-                        let t = Instant::now();
-                        js.publish(JS_SUBJECT, payload.clone()).await?.await?;
-                        latencies.push(t.elapsed());
-                    }
-                    Ok::<_, anyhow::Error>(latencies)
-                }));
-            }
+            producers.push(async_nats::jetstream::new(async_nats::connect(url).await?));
         }
-        let mut latencies = Vec::new();
-        local
-            .run_until(async {
-                for task in tasks {
-                    latencies.extend(task.await??);
-                }
-                Ok::<_, anyhow::Error>(())
-            })
-            .await?;
-        let count = latencies.len();
-        let mut sample = Sample::latency(latencies);
-        sample.rate = count as f64 / started.elapsed().as_secs_f64();
+        let producers = Rc::new(producers);
+        let per_task = (total / (16 * 64)).max(1);
+        let sample = crate::load::closed_loop(16 * 64, per_task, move |task| {
+            let (producers, payload) = (producers.clone(), payload.clone());
+            async move {
+                producers[task % 16].publish(JS_SUBJECT, payload).await?.await?;
+                Ok(())
+            }
+        })
+        .await?;
         let _ = js.delete_stream("BENCH").await;
         Ok(sample)
     })

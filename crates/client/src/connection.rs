@@ -299,18 +299,7 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
                 }
             }
         }
-        Frame::Message(m) => {
-            let inbox = lock(&shared.subscriptions).get(&m.sid).cloned();
-            if let Some(inbox) = inbox {
-                inbox.push(Item::Message(Message {
-                    topic: m.topic,
-                    payload: m.payload,
-                    headers: m.headers,
-                    publisher: m.publisher,
-                    retained: m.retained,
-                }));
-            }
-        }
+        Frame::Message(m) => deliver_message(shared, &mut None, m),
         Frame::Lagged { sid, missed } => {
             if let Some(inbox) = lock(&shared.subscriptions).get(&sid) {
                 inbox.push(Item::Lagged(missed));
