@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+/// How long a child has to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A child process, killed when dropped.
 pub struct Child(std::process::Child);
 
@@ -34,11 +37,19 @@ pub fn spawn(args: &[&str]) -> anyhow::Result<Child> {
         .spawn()
         .with_context(|| format!("starting {args:?}"))?;
     let stdout = child.stdout.take().context("child stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
+    // Read "ready" on a helper thread, so a child that hangs while starting
+    // fails the bench with its name instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
     if line.trim() != "ready" {
         let _ = child.kill();
-        bail!("{args:?} did not start (said {line:?})");
+        let _ = child.wait();
+        bail!("{args:?} did not start within {READY_TIMEOUT:?} (said {line:?})");
     }
     Ok(Child(child))
 }
