@@ -137,10 +137,15 @@ fn check_size(
         + method.as_bytes().len()
         + headers.wire_len()
         + payload.len();
+    fits(link, size, payload.len())
+}
+
+/// Whether a frame of `size` bytes carrying `payload` bytes fits the
+/// connection's maximum frame.
+pub(crate) fn fits(link: &Link, size: usize, payload: usize) -> Result<(), CallError> {
     if size > link.max_frame as usize {
         return Err(CallError::PayloadTooLarge(format!(
-            "payload of {} bytes does not fit the daemon's maximum frame of {} bytes",
-            payload.len(),
+            "payload of {payload} bytes does not fit the daemon's maximum frame of {} bytes",
             link.max_frame
         )));
     }

@@ -111,14 +111,7 @@ impl Queue {
                 + dedup_id.len()
                 + options.headers.wire_len()
                 + payload.len();
-            if size > link.max_frame as usize {
-                return Err(CallError::PayloadTooLarge(format!(
-                    "payload of {} bytes does not fit the daemon's maximum frame of {} bytes",
-                    payload.len(),
-                    link.max_frame
-                )));
-            }
-            Ok(())
+            crate::calls::fits(link, size, payload.len())
         };
         let frame = |req, _: &Link| {
             Frame::QueuePut(QueuePut {
