@@ -58,7 +58,7 @@ pub fn spawn(args: &[&str]) -> anyhow::Result<Child> {
 /// `wait_port` accepts connections; kills it when the bench (our parent)
 /// dies or it exits. This is how a foreign server is tied to the bench's
 /// lifetime without `unsafe` pre-exec hooks.
-pub fn exec(command: &[String], wait_port: Option<u16>) -> anyhow::Result<()> {
+pub fn exec(command: &[String], wait_port: Option<u16>, wait_path: Option<&Path>) -> anyhow::Result<()> {
     let (program, args) = command.split_first().context("no command")?;
     let mut server = Command::new(program)
         .args(args)
@@ -72,6 +72,16 @@ pub fn exec(command: &[String], wait_port: Option<u16>) -> anyhow::Result<()> {
             if std::time::Instant::now() > deadline || server.try_wait()?.is_some() {
                 let _ = server.kill();
                 bail!("{program} did not start listening on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if let Some(path) = wait_path {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !path.exists() {
+            if std::time::Instant::now() > deadline || server.try_wait()?.is_some() {
+                let _ = server.kill();
+                bail!("{program} did not create {}", path.display());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

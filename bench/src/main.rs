@@ -67,11 +67,16 @@ enum Command {
         /// Say ready once this loopback port accepts connections.
         #[arg(long)]
         wait_port: Option<u16>,
+        /// Say ready once this path exists (a Unix socket).
+        #[arg(long)]
+        wait_path: Option<PathBuf>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     #[command(hide = true)]
     ChildNatsEcho { url: String },
+    #[command(hide = true)]
+    ChildDbusEcho { address: String },
     #[command(hide = true)]
     ChildNatsSub { url: String, expected: u64 },
     #[command(hide = true)]
@@ -109,9 +114,13 @@ fn main() -> anyhow::Result<()> {
             check_complete(&rows)
         }
         Command::Profile { addr, count } => workloads::profile(&addr, count),
-        Command::ChildExec { wait_port, command } => {
+        Command::ChildExec { wait_port, wait_path, command } => {
             children::exit_with_parent();
-            children::exec(&command, wait_port)
+            children::exec(&command, wait_port, wait_path.as_deref())
+        }
+        Command::ChildDbusEcho { address } => {
+            children::exit_with_parent();
+            peers::dbus::echo(&address)
         }
         Command::ChildNatsEcho { url } => {
             children::exit_with_parent();

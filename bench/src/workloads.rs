@@ -15,7 +15,7 @@ use crate::children::{self, Child};
 use crate::stats::{Row, Sample};
 
 /// The peers' system names, as rows carry them.
-const PEERS: [&str; 1] = ["nats"];
+const PEERS: [&str; 2] = ["nats", "dbus"];
 const NATS_REQUEST: &str = "nats request";
 
 /// Calls kept in flight in the throughput case.
@@ -211,6 +211,16 @@ pub fn run_all(
         }
     };
     let setup = Setup::start(data_root)?;
+    let dbus = match crate::peers::find("dbus-daemon") {
+        Some(daemon) => Some(crate::peers::dbus::DBus::start(&daemon, &setup.dir.join("dbus"))?),
+        None if require_peers => anyhow::bail!("dbus-daemon is not installed: run scripts/install-peers.sh"),
+        None => {
+            eprintln!(
+                "dbus-daemon is not installed: D-Bus cases skipped (scripts/install-peers.sh installs it)"
+            );
+            None
+        }
+    };
     let nats = match crate::peers::find("nats-server") {
         Some(server) => Some(crate::peers::nats::Nats::start(&server, &setup.data_dir)?),
         None if require_peers => anyhow::bail!("nats-server is not installed: run scripts/install-peers.sh"),
@@ -254,6 +264,11 @@ pub fn run_all(
                 );
                 let tput = runtime.block_on(call_throughput(&bus, size, counts.throughput_calls))?;
                 collected.add("call", format!("calls, {IN_FLIGHT} in flight {s}"), "switchboard", tput, None);
+                if let Some(dbus) = &dbus {
+                    let samples = counts.latency_samples / 4;
+                    let latency = crate::peers::dbus::call_latency(&dbus.address, size, samples)?;
+                    collected.add("call", format!("call round trip {s}"), "dbus-daemon", latency, None);
+                }
                 if let Some(nats) = &nats {
                     let latency =
                         crate::peers::nats::request_latency(&nats.url, size, counts.latency_samples)?;

@@ -4,6 +4,7 @@
 //! `scripts/install-peers.sh`) through `child-exec`, which ends it if the
 //! bench dies; its clients are the usual Rust crates.
 
+pub mod dbus;
 pub mod nats;
 
 use std::path::PathBuf;
