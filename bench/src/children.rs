@@ -17,26 +17,46 @@ use anyhow::{bail, Context};
 /// How long a child has to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A child process, killed when dropped.
-pub struct Child(std::process::Child);
+/// A child process, stopped when dropped.
+pub struct Child {
+    process: std::process::Child,
+    /// For `child-exec`: closing it tells the child to stop its server.
+    stdin: Option<std::process::ChildStdin>,
+}
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(stdin) = self.stdin.take() {
+            // End of input: child-exec stops its server and exits.
+            drop(stdin);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if matches!(self.process.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
-/// Starts `self ARGS...` and waits for it to print `ready`.
+/// Starts `self ARGS...` and waits for it to print `ready`. A
+/// `child-exec` child also gets a pipe on its stdin, whose end stops it.
 pub fn spawn(args: &[&str]) -> anyhow::Result<Child> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let exec = args.first() == Some(&"child-exec");
+    let mut process = Command::new(exe)
         .args(args)
+        .stdin(if exec { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {args:?}"))?;
-    let stdout = child.stdout.take().context("child stdout")?;
+    let stdin = process.stdin.take();
+    let stdout = process.stdout.take().context("child stdout")?;
+    let mut child = Child { process, stdin };
     // Read "ready" on a helper thread, so a child that hangs while starting
     // fails the bench with its name instead of hanging it.
     let (tx, rx) = std::sync::mpsc::channel();
@@ -47,17 +67,17 @@ pub fn spawn(args: &[&str]) -> anyhow::Result<Child> {
     });
     let line = rx.recv_timeout(READY_TIMEOUT).unwrap_or_default();
     if line.trim() != "ready" {
-        let _ = child.kill();
-        let _ = child.wait();
+        child.stdin = None;
         bail!("{args:?} did not start within {READY_TIMEOUT:?} (said {line:?})");
     }
-    Ok(Child(child))
+    Ok(child)
 }
 
 /// Runs `command` (a peer's server) as our child; says ready once
-/// `wait_port` accepts connections; kills it when the bench (our parent)
-/// dies or it exits. This is how a foreign server is tied to the bench's
-/// lifetime without `unsafe` pre-exec hooks.
+/// `wait_port` accepts connections (or `wait_path` exists); stops it when
+/// our stdin ends — the bench closes it when done, and the kernel closes it
+/// when the bench dies, however it dies. This ties a foreign server to the
+/// bench's lifetime without `unsafe` pre-exec hooks.
 pub fn exec(command: &[String], wait_port: Option<u16>, wait_path: Option<&Path>) -> anyhow::Result<()> {
     let (program, args) = command.split_first().context("no command")?;
     let mut server = Command::new(program)
@@ -87,13 +107,20 @@ pub fn exec(command: &[String], wait_port: Option<u16>, wait_path: Option<&Path>
         }
     }
     ready();
-    let parent = rustix::process::getppid();
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
     loop {
-        std::thread::sleep(Duration::from_millis(100));
-        if rustix::process::getppid() != parent || server.try_wait()?.is_some() {
+        std::thread::sleep(Duration::from_millis(20));
+        if ended.load(std::sync::atomic::Ordering::SeqCst) || server.try_wait()?.is_some() {
             let _ = server.kill();
             let _ = server.wait();
-            std::process::exit(0);
+            return Ok(());
         }
     }
 }

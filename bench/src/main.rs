@@ -114,8 +114,8 @@ fn main() -> anyhow::Result<()> {
             check_complete(&rows)
         }
         Command::Profile { addr, count } => workloads::profile(&addr, count),
+        // Not `exit_with_parent`: exec must stop its server before it exits.
         Command::ChildExec { wait_port, wait_path, command } => {
-            children::exit_with_parent();
             children::exec(&command, wait_port, wait_path.as_deref())
         }
         Command::ChildDbusEcho { address } => {

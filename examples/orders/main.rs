@@ -99,7 +99,10 @@ async fn fulfilment(bus: Bus, mut orders: switchboard::Subscription) -> anyhow::
         };
         let order: Order = switchboard::decode(&message.payload)?;
         // A rejection is an expected outcome here; inventory announces it.
-        let _ = inventory.reserve(order.id, order.item, order.qty).await;
+        match inventory.reserve(order.id, order.item, order.qty).await {
+            Ok(_) | Err(switchboard::CallError::Rejected(_)) => {}
+            Err(err) => eprintln!("order {}: reserving stock failed: {err}", order.id),
+        }
     }
     Ok(())
 }
@@ -108,7 +111,11 @@ async fn fulfilment(bus: Bus, mut orders: switchboard::Subscription) -> anyhow::
 async fn notifier(mut outcomes: switchboard::Subscription, count: Option<usize>) -> anyhow::Result<()> {
     let mut seen = 0;
     while count.is_none_or(|n| seen < n) {
-        let Some(item) = outcomes.next().await else { anyhow::bail!("the connection to the daemon closed") };
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), outcomes.next()).await;
+        let Ok(next) = next else {
+            anyhow::bail!("no outcome within 10 s after {seen} (is fulfilment running?)")
+        };
+        let Some(item) = next else { anyhow::bail!("the connection to the daemon closed") };
         let Item::Message(message) = item else {
             continue;
         };

@@ -41,8 +41,30 @@ impl Daemon {
         Self { child, addr, _dir: dir }
     }
 
+    /// Runs an example to completion, at most 30 s (then it is killed and
+    /// the test fails with what it printed).
     fn run(&self, binary: &str, args: &[&str]) -> Output {
-        let output = Command::new(binary).args(args).env("SWITCHBOARD_ADDR", &self.addr).output().unwrap();
+        let mut child = Command::new(binary)
+            .args(args)
+            .env("SWITCHBOARD_ADDR", &self.addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let output = child.wait_with_output().unwrap();
+                panic!(
+                    "{binary} {args:?} did not finish within 30 s\nstdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
         assert!(output.status.success(), "{binary} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
         output
     }
