@@ -188,7 +188,7 @@ pub fn daemon(socket: &Path, data_dir: &Path) -> anyhow::Result<()> {
         };
         let daemon = switchboard_daemon::Daemon::bind(config).await?;
         ready();
-        daemon.run(tokio_util::sync::CancellationToken::new()).await;
+        let _ = daemon.run(tokio_util::sync::CancellationToken::new()).await;
         Ok(())
     })
 }

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use switchboard_proto::supervision as sup;
 
 /// Switchboard: start, control and connect the services of this machine.
 ///
@@ -22,6 +23,10 @@ use clap::{Parser, Subcommand};
 ///
 ///   switchboard respond demo.echo --echo
 ///   switchboard call demo.echo '{"hi":1}'
+///
+/// With `switchboard up --config FILE` the daemon also supervises services:
+/// `switchboard status`, `start`, `stop`, `restart`, `pause`, `continue`,
+/// `control`, `logs`, `reload`.
 ///
 /// Client commands find the daemon at $SWITCHBOARD_ADDR, else at the default
 /// socket ($XDG_RUNTIME_DIR/switchboard/bus.sock or /tmp/switchboard-UID/bus.sock).
@@ -51,6 +56,15 @@ enum Command {
     Respond(cmd::respond::Args),
     Ls(cmd::ls::Args),
     Queue(cmd::queue::Args),
+    Status(cmd::services::StatusArgs),
+    Start(cmd::services::LifecycleArgs),
+    Stop(cmd::services::LifecycleArgs),
+    Restart(cmd::services::LifecycleArgs),
+    Pause(cmd::services::LifecycleArgs),
+    Continue(cmd::services::LifecycleArgs),
+    Control(cmd::services::ControlArgs),
+    Logs(cmd::logs::Args),
+    Reload(cmd::services::ReloadArgs),
 }
 
 /// Parses durations like `500ms`, `5s`, `2m`.
@@ -75,6 +89,15 @@ fn main() -> ExitCode {
         Command::Respond(args) => cmd::client_runtime(cmd::respond::run(args)),
         Command::Ls(args) => cmd::client_runtime(cmd::ls::run(args)),
         Command::Queue(args) => cmd::client_runtime(cmd::queue::run(args)),
+        Command::Status(args) => cmd::client_runtime(cmd::services::status(args)),
+        Command::Start(args) => cmd::client_runtime(cmd::services::lifecycle(sup::START, args)),
+        Command::Stop(args) => cmd::client_runtime(cmd::services::lifecycle(sup::STOP, args)),
+        Command::Restart(args) => cmd::client_runtime(cmd::services::lifecycle(sup::RESTART, args)),
+        Command::Pause(args) => cmd::client_runtime(cmd::services::lifecycle(sup::PAUSE, args)),
+        Command::Continue(args) => cmd::client_runtime(cmd::services::lifecycle(sup::CONTINUE, args)),
+        Command::Control(args) => cmd::client_runtime(cmd::services::control(args)),
+        Command::Logs(args) => cmd::client_runtime(cmd::logs::run(args)),
+        Command::Reload(args) => cmd::client_runtime(cmd::services::reload(args)),
     };
     match result {
         Ok(code) => code,

@@ -127,7 +127,7 @@ mod tests {
         let bytes = args_of(&WrongType { account: "a".into(), cents: "five".into() });
         let mut args = Args::parse(&bytes, "charge").unwrap();
         let err = args.take::<u64>("cents").unwrap_err();
-        assert!(err.bad_arguments);
+        assert_eq!(err.code, switchboard_proto::ErrorCode::BadArguments);
         assert!(err.message.contains("`cents`") && err.message.contains("charge"), "{}", err.message);
         let err = args.take::<String>("missing").unwrap_err();
         assert!(err.message.contains("`missing` of charge is missing"), "{}", err.message);

@@ -54,6 +54,12 @@ pub enum CallError {
     StaleDelivery(String),
     #[error("storage failed: {0}")]
     StorageFailed(String),
+    #[error("service paused: {0}")]
+    ServicePaused(String),
+    #[error("service failed: {0}")]
+    ServiceFailed(String),
+    #[error("invalid transition: {0}")]
+    InvalidTransition(String),
     #[error("invalid target: {0}")]
     InvalidTarget(#[from] NameError),
     #[error("the connection to the daemon was lost before the reply came")]
@@ -88,6 +94,9 @@ impl CallError {
             ErrorCode::NoSuchQueue => Self::NoSuchQueue(message),
             ErrorCode::StaleDelivery => Self::StaleDelivery(message),
             ErrorCode::StorageFailed => Self::StorageFailed(message),
+            ErrorCode::ServicePaused => Self::ServicePaused(message),
+            ErrorCode::ServiceFailed => Self::ServiceFailed(message),
+            ErrorCode::InvalidTransition => Self::InvalidTransition(message),
             code => Self::Other { code, message },
         }
     }
@@ -112,6 +121,9 @@ impl CallError {
             Self::NoSuchQueue(_) => "no_such_queue",
             Self::StaleDelivery(_) => "stale_delivery",
             Self::StorageFailed(_) => "storage_failed",
+            Self::ServicePaused(_) => "service_paused",
+            Self::ServiceFailed(_) => "service_failed",
+            Self::InvalidTransition(_) => "invalid_transition",
             Self::InvalidTarget(_) => "invalid_target",
             Self::ConnectionLost => "connection_lost",
             Self::Closed => "closed",
@@ -137,30 +149,28 @@ pub enum RegisterError {
 
 /// What a handler returns to refuse a request; the caller receives
 /// [`CallError::Rejected`] with this message (or [`CallError::BadArguments`]
-/// for [`Reject::bad_arguments`]).
+/// for [`Reject::bad_arguments`], or the error of [`Reject::with_code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Reject {
     pub message: String,
-    /// The arguments, not the request's meaning, were wrong.
-    pub bad_arguments: bool,
+    /// The error code the caller receives.
+    pub code: ErrorCode,
 }
 
 impl Reject {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), bad_arguments: false }
+        Self::with_code(ErrorCode::Rejected, message)
     }
 
     /// The arguments did not fit (a contract mismatch).
     pub fn bad_arguments(message: impl Into<String>) -> Self {
-        Self { message: message.into(), bad_arguments: true }
+        Self::with_code(ErrorCode::BadArguments, message)
     }
 
-    pub(crate) fn code(&self) -> ErrorCode {
-        if self.bad_arguments {
-            ErrorCode::BadArguments
-        } else {
-            ErrorCode::Rejected
-        }
+    /// Refuses with a specific error code (a service that fronts others,
+    /// like the daemon's own `$sys.services`, passes their errors on).
+    pub fn with_code(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { message: message.into(), code }
     }
 }

@@ -389,7 +389,7 @@ impl Answer {
             Ok(payload) => {
                 let _ = self.outbox.push(&Frame::Reply { id: self.id, payload });
             }
-            Err(reject) => self.error(reject.code(), reject.message),
+            Err(reject) => self.error(reject.code, reject.message),
         }
     }
 }

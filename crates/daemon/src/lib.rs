@@ -13,13 +13,15 @@
 //! daemon.run(stop).await;
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
+// One `unsafe` block, with its SAFETY note: the supervisor's pre-exec hook.
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod listen;
 pub mod queues;
 pub mod router;
 pub mod session;
+pub mod supervisor;
 
 use std::io;
 use std::path::PathBuf;
@@ -88,6 +90,10 @@ pub struct Config {
     pub queue_auto_create: bool,
     /// Size at which the queue log starts a new segment (and reclaims space).
     pub queue_segment_bytes: u64,
+    /// The supervisor's config file (`up --config`), re-read on reload.
+    pub services_file: Option<PathBuf>,
+    /// A supervisor config given as text (`up --demo`) when there is no file.
+    pub services_text: Option<String>,
 }
 
 impl Default for Config {
@@ -99,6 +105,8 @@ impl Default for Config {
             data_dir: default_data_dir(),
             queue_auto_create: true,
             queue_segment_bytes: 64 * 1024 * 1024,
+            services_file: None,
+            services_text: None,
         }
     }
 }
@@ -135,6 +143,10 @@ pub enum DaemonError {
     SocketDir { dir: PathBuf, why: String },
     #[error(transparent)]
     Store(#[from] queues::store::StoreError),
+    #[error(transparent)]
+    Services(#[from] supervisor::ConfigError),
+    #[error(transparent)]
+    Supervisor(#[from] supervisor::SupervisorError),
 }
 
 /// A daemon whose endpoints are bound and whose queue store is open.
@@ -142,12 +154,16 @@ pub struct Daemon {
     listeners: Vec<Arc<Listener>>,
     store: queues::store::Store,
     recovered: queues::store::Recovered,
+    services: supervisor::SupervisorConfig,
+    reload: Arc<tokio::sync::Notify>,
     config: Config,
 }
 
 impl Daemon {
-    /// Binds every configured endpoint and opens (recovers) the queue store.
+    /// Reads the services config, binds every configured endpoint and opens
+    /// (recovers) the queue store.
     pub async fn bind(config: Config) -> Result<Self, DaemonError> {
+        let services = supervisor_setup(&config, Endpoint::Unix(PathBuf::new())).load()?;
         let listeners = listen::bind(&config.listen).await?.into_iter().map(Arc::new).collect();
         let dir = config.data_dir.join("queues");
         let (store, recovered) = queues::store::Store::open(&dir, config.queue_segment_bytes.max(4096))?;
@@ -160,7 +176,13 @@ impl Daemon {
                 dir.display()
             );
         }
-        Ok(Self { listeners, store, recovered, config })
+        let reload = Arc::new(tokio::sync::Notify::new());
+        Ok(Self { listeners, store, recovered, services, reload, config })
+    }
+
+    /// Notifying this re-reads the services config (what SIGHUP does).
+    pub fn reload_trigger(&self) -> Arc<tokio::sync::Notify> {
+        self.reload.clone()
     }
 
     /// Where queue data lives.
@@ -173,10 +195,11 @@ impl Daemon {
         self.listeners.iter().map(|l| l.endpoint()).collect()
     }
 
-    /// Serves until `shutdown` fires, then stops accepting, answers calls in
-    /// flight with "shutting down", says goodbye to every client, waits up
-    /// to the grace period for them, and removes its socket files.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Serves until `shutdown` fires, then stops the supervised services,
+    /// stops accepting, answers calls in flight with "shutting down", says
+    /// goodbye to every client, waits up to the grace period for them, and
+    /// removes its socket files.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
         let limits = self.config.limits.clone();
         let (completions_tx, mut completions) = tokio::sync::mpsc::unbounded_channel();
         let (writer, writer_thread) = queues::writer::Writer::spawn(self.store, completions_tx);
@@ -209,9 +232,36 @@ impl Daemon {
             )));
         }
         let sweeper = tokio::spawn(expire_calls(router.clone(), stop_sessions.clone()));
+        let mut failure = None;
+        let supervisor = match self.listeners.first() {
+            Some(first) => {
+                let setup = supervisor_setup(&self.config, first.endpoint());
+                match supervisor::Supervisor::start(setup, self.services, router.clone()).await {
+                    Ok(supervisor) => Some(supervisor),
+                    Err(err) => {
+                        failure = Some(DaemonError::from(err));
+                        shutdown.cancel();
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(supervisor) = &supervisor {
+            let (reload, trigger) = (supervisor.reload_handle(), self.reload.clone());
+            tokio::spawn(async move {
+                loop {
+                    trigger.notified().await;
+                    reload();
+                }
+            });
+        }
 
         shutdown.cancelled().await;
         tracing::info!("shutting down");
+        if let Some(supervisor) = supervisor {
+            supervisor.shutdown().await;
+        }
         stop_accepting.cancel();
         for task in accepting {
             let _ = task.await;
@@ -233,6 +283,16 @@ impl Daemon {
         if tokio::time::timeout(self.config.shutdown_grace, join).await.is_err() {
             tracing::warn!("the queue writer did not finish within {:?}", self.config.shutdown_grace);
         }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+fn supervisor_setup(config: &Config, endpoint: Endpoint) -> supervisor::Setup {
+    supervisor::Setup {
+        config: config.services_file.clone(),
+        builtin: config.services_text.clone(),
+        data_dir: config.data_dir.clone(),
+        endpoint,
     }
 }
 

@@ -45,6 +45,13 @@ pub enum ErrorCode {
     StaleDelivery,
     /// The queue store failed to write; nothing was confirmed.
     StorageFailed,
+    /// The supervised service is paused; continue it first.
+    ServicePaused,
+    /// The supervised service failed and its restart policy gave up.
+    ServiceFailed,
+    /// The control is not valid for the service in its current state (or
+    /// the service does not accept it).
+    InvalidTransition,
     /// A code this version does not know.
     Other(u16),
 }
@@ -71,6 +78,9 @@ impl ErrorCode {
             Self::NoSuchQueue => 16,
             Self::StaleDelivery => 17,
             Self::StorageFailed => 18,
+            Self::ServicePaused => 19,
+            Self::ServiceFailed => 20,
+            Self::InvalidTransition => 21,
             Self::Other(code) => code,
         }
     }
@@ -96,6 +106,9 @@ impl ErrorCode {
             16 => Self::NoSuchQueue,
             17 => Self::StaleDelivery,
             18 => Self::StorageFailed,
+            19 => Self::ServicePaused,
+            20 => Self::ServiceFailed,
+            21 => Self::InvalidTransition,
             other => Self::Other(other),
         }
     }
@@ -121,6 +134,9 @@ impl ErrorCode {
             Self::NoSuchQueue => "no_such_queue",
             Self::StaleDelivery => "stale_delivery",
             Self::StorageFailed => "storage_failed",
+            Self::ServicePaused => "service_paused",
+            Self::ServiceFailed => "service_failed",
+            Self::InvalidTransition => "invalid_transition",
             Self::Other(_) => "other",
         }
     }
@@ -132,7 +148,7 @@ mod tests {
 
     #[test]
     fn every_code_round_trips() {
-        for code in 0..=20u16 {
+        for code in 0..=24u16 {
             assert_eq!(ErrorCode::from_u16(code).to_u16(), code);
         }
     }

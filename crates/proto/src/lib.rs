@@ -29,6 +29,7 @@ mod error;
 mod frame;
 mod headers;
 mod names;
+pub mod supervision;
 pub mod sys;
 mod topic;
 mod validated;

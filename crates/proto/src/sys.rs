@@ -120,7 +120,7 @@ pub struct QueueInfo {
 }
 
 /// MessagePack `bin` for byte vectors (serde would otherwise write arrays).
-mod serde_bytes_compat {
+pub(crate) mod serde_bytes_compat {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {

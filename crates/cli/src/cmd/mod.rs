@@ -1,9 +1,12 @@
 //! One module per subcommand.
 
 pub mod call;
+pub mod demo;
+pub mod logs;
 pub mod ls;
 pub mod queue;
 pub mod respond;
+pub mod services;
 pub mod topics;
 pub mod up;
 

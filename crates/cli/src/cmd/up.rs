@@ -17,8 +17,13 @@ use crate::output;
 /// $XDG_RUNTIME_DIR/switchboard/bus.sock (else /tmp/switchboard-UID/bus.sock),
 /// and needs no config file. It refuses to start if another live daemon owns
 /// the socket, and replaces a stale socket left by a crash. SIGINT or SIGTERM
-/// stops it: calls in flight are answered "shutting down", the socket is
-/// removed, and it exits 0.
+/// stops it: supervised services are stopped (dependents first), calls in
+/// flight are answered "shutting down", the socket is removed, and it exits 0.
+///
+/// With --config FILE it also supervises the services the TOML file declares
+/// (see docs/supervisor.md); SIGHUP or `switchboard reload` re-reads the file
+/// and touches only the services that changed. --demo runs a built-in config
+/// with the example services.
 #[derive(clap::Args)]
 pub struct Args {
     /// Where to listen: unix:PATH or tcp://127.0.0.1:PORT (repeatable).
@@ -48,6 +53,12 @@ pub struct Args {
     /// which avoids cross-core wake-ups and is fastest on small machines.
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
+    /// Supervise the services declared in this TOML file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Supervise the example services (orders, resources) with a built-in config.
+    #[arg(long, conflicts_with = "config")]
+    demo: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -63,6 +74,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     config.queue_auto_create = !args.no_auto_create_queues;
     config.queue_segment_bytes = args.queue_segment_bytes;
+    config.services_file = args.config;
+    if args.demo {
+        config.services_text = Some(super::demo::config()?);
+    }
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
@@ -83,6 +98,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let reload = daemon.reload_trigger();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the services config");
+            reload.notify_one();
+        }
+    });
     let stopper = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -91,7 +114,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
         stopper.cancel();
     });
-    daemon.run(shutdown).await;
+    daemon.run(shutdown).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,11 @@ const REQUEST_OVERHEAD: usize = 1 + 4 + 4 + 8 + 8 + 4 + 4 + 1;
 /// An answer as the callee (or the daemon on its behalf) gave it.
 pub(super) type Outcome = Result<Bytes, (ErrorCode, String)>;
 
+/// Methods only the daemon's own connection may call (`__control`).
+fn is_daemon_only(method: &MethodName) -> bool {
+    method.as_str().starts_with("__")
+}
+
 impl Router {
     /// Refuses a call or broadcast the caller may not make now; `Err` holds
     /// the error to send.
@@ -26,6 +31,9 @@ impl Router {
     ) -> Result<(), (ErrorCode, String)> {
         if self.shutting_down {
             return Err((ErrorCode::ShuttingDown, "the daemon is shutting down".into()));
+        }
+        if is_daemon_only(method) && !self.is_daemon_session(from) {
+            return Err((ErrorCode::NoSuchMethod, format!("method {method} is reserved for the daemon")));
         }
         let inflight = self.sessions.get(&from).map_or(0, |s| s.inflight);
         if inflight >= self.limits.max_inflight {
@@ -48,12 +56,13 @@ impl Router {
     }
 
     pub(super) fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
+        let call = self.check_hold(from, call)?;
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
         if service.as_str() == switchboard_proto::sys::QUEUES_SERVICE && !self.shutting_down {
             self.queue_admin(from, id, method.as_str(), &payload);
             return None;
         }
-        if service.is_reserved() && !self.shutting_down {
+        if service.is_reserved() && !self.shutting_down && !self.registry.has(&service) {
             match crate::admin::call(self, &service, &method, &payload) {
                 Ok(reply) => self.send(from, &Frame::Reply { id, payload: reply }),
                 Err((code, message)) => self.send_error(from, id, code, message),
@@ -100,7 +109,8 @@ impl Router {
 
     pub(super) fn notify(&mut self, from: SessionId, notify: Notify) -> Option<Congested> {
         let Notify { all, instance, service, method, headers, payload } = notify;
-        if self.shutting_down || service.is_reserved() {
+        let reserved = service.is_reserved() && !self.registry.has(&service);
+        if self.shutting_down || reserved || (is_daemon_only(&method) && !self.is_daemon_session(from)) {
             return None;
         }
         let targets = if all {

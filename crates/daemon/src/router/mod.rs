@@ -13,6 +13,7 @@
 //! subscriber's session pumps it ([`Router::pump`]) as its socket drains.
 
 mod calls;
+mod holds;
 mod pending;
 mod pubsub;
 pub mod queues;
@@ -30,6 +31,7 @@ use switchboard_transport::Outbox;
 use tokio_util::sync::CancellationToken;
 
 use crate::Limits;
+pub use holds::Hold;
 use pending::Pending;
 pub use pending::PendingCall;
 pub use registry::{Instance, Registry};
@@ -69,6 +71,7 @@ pub struct Router {
     broadcasts: HashMap<(SessionId, u32), u32>,
     topics: Topics,
     queues: queues::QueueState,
+    holds: holds::Holds,
     /// Reused for topic matches, so publishing allocates nothing.
     matched: Vec<SubId>,
     next_session: SessionId,
@@ -87,6 +90,7 @@ impl Router {
             broadcasts: HashMap::new(),
             topics: Topics::default(),
             queues,
+            holds: holds::Holds::default(),
             matched: Vec::new(),
             next_session: 0,
             limits,
@@ -166,7 +170,7 @@ impl Router {
     }
 
     fn register(&mut self, from: SessionId, req: u32, service: ServiceName, methods: Vec<MethodSpec>) {
-        if service.is_reserved() {
+        if service.is_reserved() && !self.is_daemon_session(from) {
             let message = format!("service name {service} is reserved for the daemon");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
         }
@@ -263,6 +267,7 @@ impl Router {
     pub fn expire(&mut self, now: Instant) {
         let expired = self.pending.drain_where(|call| call.deadline <= now);
         self.fail_calls(expired, ErrorCode::Timeout, "no reply before the deadline");
+        self.expire_parked(now);
         self.queue_tick(now);
     }
 
@@ -278,6 +283,12 @@ impl Router {
             let _ = session.outbox.push(&goodbye);
             session.outbox.close();
         }
+    }
+
+    /// Whether `session` is a connection of this daemon process itself (the
+    /// supervisor), as the kernel's peer credentials say.
+    pub fn is_daemon_session(&self, session: SessionId) -> bool {
+        self.sessions.get(&session).is_some_and(|s| s.caller.pid == std::process::id())
     }
 
     pub fn registry(&self) -> &Registry {

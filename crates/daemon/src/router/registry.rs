@@ -64,6 +64,11 @@ impl Registry {
         Some(instance)
     }
 
+    /// Whether any instance of `service` is registered.
+    pub fn has(&self, service: &ServiceName) -> bool {
+        self.services.contains_key(service)
+    }
+
     pub fn get(&self, id: InstanceId) -> Option<&Instance> {
         self.instances.get(&id)
     }

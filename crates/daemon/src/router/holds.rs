@@ -1,0 +1,100 @@
+//! Calls to supervised services that cannot be served right now.
+//!
+//! The supervisor tells the router which of its services are starting,
+//! paused or failed. A call to a starting service waits here (up to its
+//! deadline) until the service is Running; a call to a paused or failed one
+//! is answered at once with a typed error. Only the daemon's own connection
+//! (the supervisor's controls) passes a hold.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use switchboard_proto::{Call, ErrorCode, Frame, ServiceName, SessionId};
+
+use super::Router;
+
+/// Why calls to a service do not go through now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Starting or restarting: calls wait for it to become Running.
+    Starting,
+    Paused,
+    Failed,
+}
+
+/// A call waiting for its service to finish starting.
+pub(super) struct Parked {
+    from: SessionId,
+    call: Call,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+pub(super) struct Holds {
+    holds: HashMap<ServiceName, Hold>,
+    parked: Vec<Parked>,
+}
+
+impl Router {
+    /// Sets (or with `None` lifts) the hold on a service. Lifting a
+    /// `Starting` hold sends the calls that waited for it.
+    pub fn set_hold(&mut self, service: &ServiceName, hold: Option<Hold>) {
+        let previous = match hold {
+            Some(hold) => self.holds.holds.insert(service.clone(), hold),
+            None => self.holds.holds.remove(service),
+        };
+        if previous == Some(Hold::Starting) && hold != Some(Hold::Starting) {
+            let (waiting, rest) =
+                std::mem::take(&mut self.holds.parked).into_iter().partition(|p| &p.call.service == service);
+            self.holds.parked = rest;
+            for Parked { from, mut call, deadline } in waiting {
+                call.timeout_ms = remaining_ms(deadline);
+                self.call(from, call);
+            }
+        }
+    }
+
+    /// Lets a call through (`Some`), or parks or refuses it (`None`).
+    pub(super) fn check_hold(&mut self, from: SessionId, call: Call) -> Option<Call> {
+        if self.holds.holds.is_empty() || self.is_daemon_session(from) {
+            return Some(call);
+        }
+        let hold = self.holds.holds.get(&call.service).copied();
+        let (code, state) = match hold {
+            None => return Some(call),
+            Some(Hold::Starting) => {
+                let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms));
+                self.holds.parked.push(Parked { from, call, deadline });
+                return None;
+            }
+            Some(Hold::Paused) => (ErrorCode::ServicePaused, "is paused; continue it first"),
+            Some(Hold::Failed) => {
+                (ErrorCode::ServiceFailed, "failed and its restart policy gave up; start it again")
+            }
+        };
+        self.send_error(from, call.id, code, format!("service {} {state}", call.service));
+        None
+    }
+
+    /// Answers parked calls whose deadline passed, and forgets those of
+    /// callers that left.
+    pub(super) fn expire_parked(&mut self, now: Instant) {
+        if self.holds.parked.is_empty() {
+            return;
+        }
+        let (expired, rest) = std::mem::take(&mut self.holds.parked)
+            .into_iter()
+            .filter(|p| self.sessions.contains_key(&p.from))
+            .partition(|p| p.deadline <= now);
+        self.holds.parked = rest;
+        for Parked { from, call, .. } in expired {
+            let message = format!("service {} was still starting at the deadline", call.service);
+            self.send(from, &Frame::Error { id: call.id, code: ErrorCode::Timeout, message });
+        }
+    }
+}
+
+fn remaining_ms(deadline: Instant) -> u32 {
+    let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+    u32::try_from(left).unwrap_or(u32::MAX).max(1)
+}

@@ -1,0 +1,494 @@
+//! The supervisor's TOML config: which services exist and how to run them.
+//!
+//! Parsing only: the file becomes validated [`ServiceSpec`]s or a
+//! [`ConfigError`] naming the service and field. Nothing here starts a process.
+//!
+//! ```toml
+//! [services.worker]
+//! command = "/usr/bin/worker"
+//! args = ["--fast"]
+//! instances = 2
+//! requires = ["db"]
+//! ready = "notify"          # started | notify | bus
+//! restart = "on-failure"    # never | on-failure | always
+//! backoff = { initial = "100ms", max = "30s", multiplier = 2.0, jitter = 0.1 }
+//! budget = { restarts = 5, window = "60s", reset_after = "30s" }
+//! health = { command = "curl -fs localhost:8080/health", interval = "5s", threshold = 3 }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_proto::{ServiceName, Target};
+
+use super::restart::{RestartMode, RestartPolicy};
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("service {service}: {message}")]
+    Invalid { service: String, message: String },
+}
+
+/// When a service starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartType {
+    /// With the daemon (and after a reload that adds it).
+    #[default]
+    Auto,
+    /// Only when asked (or needed by a service that starts).
+    Manual,
+    /// Never, not even when asked.
+    Disabled,
+}
+
+/// What makes a started instance Running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// Running as soon as it was spawned.
+    #[default]
+    Started,
+    /// Running when it sends `READY=1` to `NOTIFY_SOCKET` (systemd's Type=notify).
+    Notify,
+    /// Running when it attaches over the bus (`switchboard::service::run`).
+    Bus,
+}
+
+/// How health is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    /// `sh -c COMMAND` exits 0.
+    Command(String),
+    /// A call to `SERVICE.METHOD` replies without error.
+    Call(Target),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures that make an instance unhealthy.
+    pub threshold: u32,
+}
+
+/// cgroup v2 limits, applied where the machine lets the daemon create cgroups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// `memory.max` in bytes.
+    pub memory_max: Option<u64>,
+    /// `cpu.max` as a percentage of one CPU.
+    pub cpu_percent: Option<u32>,
+}
+
+/// One service, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSpec {
+    pub name: ServiceName,
+    pub command: String,
+    pub args: Vec<String>,
+    pub directory: Option<PathBuf>,
+    pub environment: BTreeMap<String, String>,
+    pub instances: u32,
+    pub start: StartType,
+    pub requires: Vec<String>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub run_as_root: bool,
+    pub nice: Option<i32>,
+    /// (resource name, soft = hard limit).
+    pub rlimits: BTreeMap<String, u64>,
+    pub cgroup: CgroupLimits,
+    pub start_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub ready: Readiness,
+    pub watchdog: Option<Duration>,
+    pub restart: RestartPolicy,
+    pub health: Option<HealthCheck>,
+}
+
+/// Where captured logs go and how much of them is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub max_file_bytes: u64,
+    /// Rotated files kept besides the current one.
+    pub keep_files: u32,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { max_file_bytes: 4 * 1024 * 1024, keep_files: 4 }
+    }
+}
+
+/// A whole config file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SupervisorConfig {
+    pub services: Vec<ServiceSpec>,
+    pub logs: LogSettings,
+}
+
+impl SupervisorConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|err| match err {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.to_owned(), message },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawFile = toml::from_str(text)
+            .map_err(|err| ConfigError::Syntax { path: PathBuf::new(), message: err.to_string() })?;
+        let mut services = Vec::new();
+        for (name, service) in raw.services {
+            services.push(service.validate(&name)?);
+        }
+        let known: HashMap<&str, &ServiceSpec> = services.iter().map(|s| (s.name.as_str(), s)).collect();
+        for spec in &services {
+            for dep in &spec.requires {
+                if !known.contains_key(dep.as_str()) {
+                    return Err(invalid(spec.name.as_str(), format!("requires unknown service {dep:?}")));
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(&services) {
+            return Err(invalid(&cycle[0], format!("dependency cycle: {}", cycle.join(" → "))));
+        }
+        let logs = raw.logs.unwrap_or_default();
+        let defaults = LogSettings::default();
+        Ok(Self {
+            services,
+            logs: LogSettings {
+                max_file_bytes: logs.max_file_bytes.unwrap_or(defaults.max_file_bytes).max(4096),
+                keep_files: logs.keep_files.unwrap_or(defaults.keep_files),
+            },
+        })
+    }
+}
+
+fn invalid(service: &str, message: String) -> ConfigError {
+    ConfigError::Invalid { service: service.to_owned(), message }
+}
+
+/// A dependency cycle, as the names along it, if there is one.
+fn find_cycle(services: &[ServiceSpec]) -> Option<Vec<String>> {
+    let requires: HashMap<&str, &[String]> =
+        services.iter().map(|s| (s.name.as_str(), s.requires.as_slice())).collect();
+    fn visit<'a>(
+        name: &'a str,
+        requires: &HashMap<&'a str, &'a [String]>,
+        path: &mut Vec<&'a str>,
+        done: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| *p == name) {
+            let mut cycle: Vec<String> = path[at..].iter().map(|s| (*s).to_owned()).collect();
+            cycle.push(name.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(&name) {
+            return None;
+        }
+        path.push(name);
+        for dep in requires.get(name).copied().unwrap_or_default() {
+            if let Some(cycle) = visit(dep, requires, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(name);
+        None
+    }
+    let mut done = Vec::new();
+    services.iter().find_map(|s| visit(s.name.as_str(), &requires, &mut Vec::new(), &mut done))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    services: BTreeMap<String, RawService>,
+    logs: Option<RawLogs>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    max_file_bytes: Option<u64>,
+    keep_files: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    directory: Option<PathBuf>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
+    instances: Option<u32>,
+    #[serde(default)]
+    start: StartType,
+    #[serde(default)]
+    requires: Vec<String>,
+    user: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    run_as_root: bool,
+    nice: Option<i32>,
+    #[serde(default)]
+    limits: BTreeMap<String, u64>,
+    memory_max: Option<String>,
+    cpu_max: Option<String>,
+    start_timeout: Option<String>,
+    stop_timeout: Option<String>,
+    #[serde(default)]
+    ready: Readiness,
+    watchdog: Option<String>,
+    restart: Option<String>,
+    backoff: Option<RawBackoff>,
+    budget: Option<RawBudget>,
+    health: Option<RawHealth>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackoff {
+    initial: Option<String>,
+    max: Option<String>,
+    multiplier: Option<f64>,
+    jitter: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    restarts: Option<u32>,
+    window: Option<String>,
+    reset_after: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    command: Option<String>,
+    call: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    threshold: Option<u32>,
+}
+
+/// Resource names `limits` accepts.
+pub const RLIMITS: &[&str] = &["nofile", "nproc", "core", "as", "data", "stack", "fsize", "memlock", "cpu"];
+
+impl RawService {
+    fn validate(self, name: &str) -> Result<ServiceSpec, ConfigError> {
+        let bad = |message: String| invalid(name, message);
+        let service = ServiceName::parse(name).map_err(|err| bad(format!("invalid name: {err}")))?;
+        if service.is_reserved() {
+            return Err(bad("names starting with `$` are reserved for the daemon".into()));
+        }
+        if self.command.trim().is_empty() {
+            return Err(bad("command is empty".into()));
+        }
+        let duration =
+            |field: &str, text: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+                match text {
+                    None => Ok(default),
+                    Some(text) => humantime::parse_duration(&text)
+                        .map_err(|err| bad(format!("{field} = {text:?}: {err} (try 500ms, 5s, 2m)"))),
+                }
+            };
+        for resource in self.limits.keys() {
+            if !RLIMITS.contains(&resource.as_str()) {
+                return Err(bad(format!("unknown limit {resource:?}; known: {}", RLIMITS.join(", "))));
+            }
+        }
+        let mode = match self.restart.as_deref() {
+            None | Some("on-failure") => RestartMode::OnFailure,
+            Some("never") => RestartMode::Never,
+            Some("always") => RestartMode::Always,
+            Some(other) => {
+                return Err(bad(format!("restart = {other:?}: expected never, on-failure or always")))
+            }
+        };
+        let defaults = RestartPolicy::default();
+        let backoff = self.backoff.unwrap_or_default();
+        let budget = self.budget.unwrap_or_default();
+        let multiplier = backoff.multiplier.unwrap_or(defaults.multiplier);
+        let jitter = backoff.jitter.unwrap_or(defaults.jitter);
+        if !(1.0..=100.0).contains(&multiplier) {
+            return Err(bad(format!("backoff.multiplier = {multiplier}: expected 1.0 to 100.0")));
+        }
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(bad(format!("backoff.jitter = {jitter}: expected 0.0 to 1.0")));
+        }
+        let restart = RestartPolicy {
+            mode,
+            initial: duration("backoff.initial", backoff.initial, defaults.initial)?,
+            max: duration("backoff.max", backoff.max, defaults.max)?,
+            multiplier,
+            jitter,
+            budget: budget.restarts.unwrap_or(defaults.budget),
+            window: duration("budget.window", budget.window, defaults.window)?,
+            reset_after: duration("budget.reset_after", budget.reset_after, defaults.reset_after)?,
+        };
+        let health = match self.health {
+            None => None,
+            Some(raw) => {
+                let probe = match (raw.command, raw.call) {
+                    (Some(command), None) => Probe::Command(command),
+                    (None, Some(call)) => Probe::Call(
+                        Target::parse(&call).map_err(|err| bad(format!("health.call = {call:?}: {err}")))?,
+                    ),
+                    _ => return Err(bad("health needs exactly one of `command` or `call`".into())),
+                };
+                Some(HealthCheck {
+                    probe,
+                    interval: duration("health.interval", raw.interval, Duration::from_secs(10))?,
+                    timeout: duration("health.timeout", raw.timeout, Duration::from_secs(5))?,
+                    threshold: raw.threshold.unwrap_or(3).max(1),
+                })
+            }
+        };
+        let cgroup = CgroupLimits {
+            memory_max: self.memory_max.map(|m| parse_bytes(&m).map_err(|e| bad(e))).transpose()?,
+            cpu_percent: self.cpu_max.map(|c| parse_percent(&c).map_err(|e| bad(e))).transpose()?,
+        };
+        let instances = self.instances.unwrap_or(1);
+        if !(1..=1000).contains(&instances) {
+            return Err(bad(format!("instances = {instances}: expected 1 to 1000")));
+        }
+        Ok(ServiceSpec {
+            name: service,
+            command: self.command,
+            args: self.args,
+            directory: self.directory,
+            environment: self.environment,
+            instances,
+            start: self.start,
+            requires: self.requires,
+            user: self.user,
+            group: self.group,
+            run_as_root: self.run_as_root,
+            nice: self.nice,
+            rlimits: self.limits,
+            cgroup,
+            start_timeout: duration("start_timeout", self.start_timeout, Duration::from_secs(30))?,
+            stop_timeout: duration("stop_timeout", self.stop_timeout, Duration::from_secs(10))?,
+            ready: self.ready,
+            watchdog: self.watchdog.map(|w| duration("watchdog", Some(w), Duration::ZERO)).transpose()?,
+            restart,
+            health,
+        })
+    }
+}
+
+/// `512M`, `1G`, `65536` → bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("memory_max = {text:?}: expected e.g. 512M"))?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        _ => return Err(format!("memory_max = {text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    Ok(n.saturating_mul(scale))
+}
+
+/// `50%` → 50.
+fn parse_percent(text: &str) -> Result<u32, String> {
+    text.trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("cpu_max = {text:?}: expected a percentage of one CPU, e.g. 50%"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_service_parses_with_every_field() {
+        let config = SupervisorConfig::parse(
+            r#"
+            [logs]
+            max_file_bytes = 65536
+            [services.db]
+            command = "db"
+            [services.web]
+            command = "/bin/web"
+            args = ["-v"]
+            instances = 2
+            start = "manual"
+            requires = ["db"]
+            nice = 5
+            limits = { nofile = 1024 }
+            memory_max = "64M"
+            cpu_max = "50%"
+            ready = "notify"
+            watchdog = "2s"
+            restart = "always"
+            backoff = { initial = "10ms", max = "1s", multiplier = 3.0, jitter = 0.0 }
+            budget = { restarts = 2, window = "10s", reset_after = "5s" }
+            health = { call = "web.ping", interval = "1s", threshold = 2 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.logs.max_file_bytes, 65536);
+        let web = config.services.iter().find(|s| s.name.as_str() == "web").unwrap();
+        assert_eq!((web.instances, web.start, web.ready), (2, StartType::Manual, Readiness::Notify));
+        assert_eq!(web.cgroup, CgroupLimits { memory_max: Some(64 << 20), cpu_percent: Some(50) });
+        assert_eq!(web.restart.mode, RestartMode::Always);
+        assert_eq!(web.restart.initial, Duration::from_millis(10));
+        assert_eq!(web.restart.budget, 2);
+        assert_eq!(web.watchdog, Some(Duration::from_secs(2)));
+        let health = web.health.as_ref().unwrap();
+        assert_eq!((health.threshold, health.interval), (2, Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn mistakes_name_the_service_and_the_field() {
+        let cases = [
+            ("[services.a]\ncommand = \"x\"\nrestart = \"sometimes\"", "restart = \"sometimes\""),
+            ("[services.a]\ncommand = \"x\"\nstop_timeout = \"soon\"", "stop_timeout"),
+            ("[services.a]\ncommand = \"x\"\nrequires = [\"b\"]", "unknown service \"b\""),
+            ("[services.a]\ncommand = \"x\"\nlimits = { files = 3 }", "unknown limit \"files\""),
+            ("[services.a]\ncommand = \"x\"\nhealth = { interval = \"1s\" }", "exactly one"),
+            ("[services.A]\ncommand = \"x\"", "invalid name"),
+            ("[services.a]\ncommand = \"x\"\ncolour = 1", "unknown field `colour`"),
+            ("[services.a]\ncommand = \"x\"\nmemory_max = \"3T\"", "unknown unit"),
+        ];
+        for (text, expected) in cases {
+            let err = SupervisorConfig::parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_refused_with_its_path() {
+        let text =
+            "[services.a]\ncommand=\"x\"\nrequires=[\"b\"]\n[services.b]\ncommand=\"x\"\nrequires=[\"a\"]";
+        let err = SupervisorConfig::parse(text).unwrap_err().to_string();
+        assert!(err.contains("a → b → a"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_file_is_a_valid_config() {
+        assert_eq!(SupervisorConfig::parse("").unwrap(), SupervisorConfig::default());
+    }
+}

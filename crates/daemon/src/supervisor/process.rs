@@ -1,0 +1,176 @@
+//! Starting and signalling an instance's processes.
+//!
+//! Every instance runs in its own process group, so a signal reaches the
+//! whole tree it forked; the user, group, nice level and rlimits are set in
+//! the child between fork and exec, and no-new-privileges always.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use rustix::process::{Pid, Resource, Rlimit, Signal};
+use tokio::process::{Child, Command};
+
+use super::config::ServiceSpec;
+
+/// Why an instance could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    #[error(
+        "refusing to run as root: set `user = \"...\"`, or `run_as_root = true` if it really needs root"
+    )]
+    WouldRunAsRoot,
+    #[error("cannot start {command:?}: {source}")]
+    Exec { command: String, source: std::io::Error },
+}
+
+/// The identity a service runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Resolves `user` / `group` of a spec, refusing root unless allowed.
+pub fn run_as(spec: &ServiceSpec) -> Result<Option<RunAs>, SpawnError> {
+    let user = match &spec.user {
+        Some(name) => Some(lookup_user(name).ok_or_else(|| SpawnError::UnknownUser(name.clone()))?),
+        None => None,
+    };
+    let gid = match &spec.group {
+        Some(name) => Some(lookup_group(name).ok_or_else(|| SpawnError::UnknownGroup(name.clone()))?),
+        None => user.map(|(_, gid)| gid),
+    };
+    let uid = user.map(|(uid, _)| uid).unwrap_or_else(|| rustix::process::geteuid().as_raw());
+    if uid == 0 && !spec.run_as_root {
+        return Err(SpawnError::WouldRunAsRoot);
+    }
+    Ok(match (user, gid) {
+        (None, None) => None,
+        _ => Some(RunAs { uid, gid: gid.unwrap_or_else(|| rustix::process::getegid().as_raw()) }),
+    })
+}
+
+/// Starts one instance with piped stdout/stderr in a new process group.
+pub fn spawn(spec: &ServiceSpec, env: &BTreeMap<String, String>) -> Result<Child, SpawnError> {
+    let identity = run_as(spec)?;
+    let mut command = Command::new(&spec.command);
+    command
+        .args(&spec.args)
+        .envs(&spec.environment)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(dir) = &spec.directory {
+        command.current_dir(dir);
+    }
+    if let Some(RunAs { uid, gid }) = identity {
+        // std drops supplementary groups (setgroups(0)) when it changes the
+        // uid as root, before setgid/setuid.
+        command.uid(uid).gid(gid);
+    }
+    let limits: Vec<(Resource, u64)> =
+        spec.rlimits.iter().filter_map(|(name, value)| Some((resource(name)?, *value))).collect();
+    let nice = spec.nice;
+    limit_child(&mut command, limits, nice);
+    command.spawn().map_err(|source| SpawnError::Exec { command: spec.command.clone(), source })
+}
+
+/// Applies no-new-privileges, rlimits and the nice level in the child.
+#[allow(unsafe_code)]
+fn limit_child(command: &mut Command, limits: Vec<(Resource, u64)>, nice: Option<i32>) {
+    // SAFETY: the closure runs in the forked child before exec; it only makes
+    // raw system calls through rustix (prctl, setrlimit, setpriority), which
+    // neither allocate nor take locks, so it is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::thread::set_no_new_privs(true)?;
+            for (resource, value) in &limits {
+                rustix::process::setrlimit(
+                    *resource,
+                    Rlimit { current: Some(*value), maximum: Some(*value) },
+                )?;
+            }
+            if let Some(nice) = nice {
+                rustix::process::setpriority_process(None, nice)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+fn resource(name: &str) -> Option<Resource> {
+    Some(match name {
+        "nofile" => Resource::Nofile,
+        "nproc" => Resource::Nproc,
+        "core" => Resource::Core,
+        "as" => Resource::As,
+        "data" => Resource::Data,
+        "stack" => Resource::Stack,
+        "fsize" => Resource::Fsize,
+        "memlock" => Resource::Memlock,
+        "cpu" => Resource::Cpu,
+        _ => return None,
+    })
+}
+
+/// Sends `signal` to the whole process group led by `pid`. A group that is
+/// already gone is not an error.
+pub fn signal_group(pid: u32, signal: Signal) {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else { return };
+    if let Err(err) = rustix::process::kill_process_group(pid, signal) {
+        if err != rustix::io::Errno::SRCH {
+            tracing::warn!(pid = pid.as_raw_pid(), "cannot signal process group: {err}");
+        }
+    }
+}
+
+/// `(uid, primary gid)` of a user name (or a numeric uid) from /etc/passwd.
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        let (uid, gid) = (fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?);
+        (fields.first() == Some(&name) || name.parse() == Ok(uid)).then_some((uid, gid))
+    })
+}
+
+/// The gid of a group name (or a numeric gid) from /etc/group.
+fn lookup_group(name: &str) -> Option<u32> {
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        let gid = fields.get(2)?.parse().ok()?;
+        (fields.first() == Some(&name) || name.parse() == Ok(gid)).then_some(gid)
+    })
+}
+
+/// A short description of how a process ended: `exit 3`, `signal 9`.
+pub fn describe_exit(status: &std::process::ExitStatus) -> (String, bool) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(0), _) => ("exit 0".into(), false),
+        (Some(code), _) => (format!("exit {code}"), true),
+        (None, Some(signal)) => (format!("signal {signal}"), true),
+        (None, None) => ("ended".into(), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_numeric_ids_resolve_from_the_system_files() {
+        assert_eq!(lookup_user("root"), Some((0, 0)));
+        assert_eq!(lookup_user("0"), Some((0, 0)));
+        assert_eq!(lookup_group("root"), Some(0));
+        assert_eq!(lookup_user("no-such-user-here"), None);
+    }
+}
