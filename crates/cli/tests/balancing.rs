@@ -35,7 +35,8 @@ async fn three_instances_share_3000_calls() {
     }
     assert_eq!(total, 3000);
     let services = bus.services().await.unwrap();
-    let shares: Vec<u64> = services[0].instances.iter().map(|i| i.delivered).collect();
+    let lb = services.iter().find(|s| s.service == "lb").expect("lb is registered");
+    let shares: Vec<u64> = lb.instances.iter().map(|i| i.delivered).collect();
     println!("deliveries per instance: {shares:?}");
     assert_eq!(shares.len(), 3);
     assert_eq!(shares.iter().sum::<u64>(), 3000);

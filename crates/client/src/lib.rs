@@ -23,7 +23,8 @@ mod connection;
 mod discovery;
 mod error;
 mod queues;
-mod service;
+pub mod service;
+mod supervised;
 mod topics;
 
 pub use bus::{decode, encode, Bus, DEFAULT_TIMEOUT};

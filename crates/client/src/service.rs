@@ -26,6 +26,8 @@ use tokio::sync::Semaphore;
 use crate::connection::{lock, Link};
 use crate::{Bus, CallError, RegisterError, Reject};
 
+pub use crate::supervised::{log, run, Control, ControlKind, Controls, RunError};
+
 /// What a handler returns.
 pub type HandlerResult = Result<Bytes, Reject>;
 type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
@@ -72,7 +74,7 @@ impl Request {
 
 /// Declares a service; see [`Bus::serve`].
 pub struct ServiceBuilder {
-    bus: Bus,
+    pub(crate) bus: Bus,
     name: Result<ServiceName, NameError>,
     handlers: Vec<(Result<MethodName, NameError>, Method)>,
     /// Methods fed from the durable queue `<service>.<method>`.

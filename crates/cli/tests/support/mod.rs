@@ -95,9 +95,14 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first, so a supervising daemon stops its services; SIGKILL
+    /// if it has not exited within a few seconds.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.signal(Signal::TERM);
+        if self.wait_exit(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

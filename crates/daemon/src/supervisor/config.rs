@@ -362,8 +362,8 @@ impl RawService {
             }
         };
         let cgroup = CgroupLimits {
-            memory_max: self.memory_max.map(|m| parse_bytes(&m).map_err(|e| bad(e))).transpose()?,
-            cpu_percent: self.cpu_max.map(|c| parse_percent(&c).map_err(|e| bad(e))).transpose()?,
+            memory_max: self.memory_max.map(|m| parse_bytes(&m).map_err(&bad)).transpose()?,
+            cpu_percent: self.cpu_max.map(|c| parse_percent(&c).map_err(&bad)).transpose()?,
         };
         let instances = self.instances.unwrap_or(1);
         if !(1..=1000).contains(&instances) {

@@ -82,7 +82,9 @@ pub fn spawn(spec: &ServiceSpec, env: &BTreeMap<String, String>) -> Result<Child
     command.spawn().map_err(|source| SpawnError::Exec { command: spec.command.clone(), source })
 }
 
-/// Applies no-new-privileges, rlimits and the nice level in the child.
+/// Applies no-new-privileges, the parent-death signal, rlimits and the nice
+/// level in the child (after std changed its user and group, so limits can
+/// only be lowered for a service that runs as another user).
 #[allow(unsafe_code)]
 fn limit_child(command: &mut Command, limits: Vec<(Resource, u64)>, nice: Option<i32>) {
     // SAFETY: the closure runs in the forked child before exec; it only makes
@@ -91,6 +93,9 @@ fn limit_child(command: &mut Command, limits: Vec<(Resource, u64)>, nice: Option
     unsafe {
         command.pre_exec(move || {
             rustix::thread::set_no_new_privs(true)?;
+            // If the daemon dies (kill -9), its instances die with it rather
+            // than run on unsupervised.
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
             for (resource, value) in &limits {
                 rustix::process::setrlimit(
                     *resource,

@@ -275,11 +275,11 @@ impl Runtime {
             }
             (sup::CODE_PAUSE, Ok(_)) => drop(self.transition(key, Transition::Paused)),
             (sup::CODE_CONTINUE, Ok(_)) => drop(self.transition(key, Transition::Continued)),
-            (sup::CODE_PAUSE | sup::CODE_CONTINUE, Err(why)) => {
-                if self.transition(key, Transition::ControlFailed) {
-                    let message = format!("instance {} refused: {why}", key.1);
-                    self.fail_waiters(&key.0, ErrorCode::Rejected, &message);
-                }
+            (sup::CODE_PAUSE | sup::CODE_CONTINUE, Err(why))
+                if self.transition(key, Transition::ControlFailed) =>
+            {
+                let message = format!("instance {} refused: {why}", key.1);
+                self.fail_waiters(&key.0, ErrorCode::Rejected, &message);
             }
             _ => {}
         }
