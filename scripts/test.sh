@@ -18,6 +18,9 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "test dependencies (systemd-notify, for the supervisor tests)"
+bash scripts/install-test-deps.sh
+
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 

@@ -228,8 +228,10 @@ pub(crate) struct Sent {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// Milliseconds left, rounded up: the daemon's deadline must never fall
+/// before the caller's, or a timeout would come back early.
 pub(crate) fn remaining_ms(deadline: Instant) -> u32 {
-    let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+    let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
     u32::try_from(left).unwrap_or(u32::MAX).max(1)
 }
 

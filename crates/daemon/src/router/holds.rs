@@ -95,6 +95,6 @@ impl Router {
 }
 
 fn remaining_ms(deadline: Instant) -> u32 {
-    let left = deadline.saturating_duration_since(Instant::now()).as_millis();
+    let left = deadline.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
     u32::try_from(left).unwrap_or(u32::MAX).max(1)
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests run besides Switchboard itself, from
+# the distribution's packages (Debian). Idempotent; needs root (or sudo).
+#   systemd-notify   the supervisor tests run services that report readiness
+#                    with the distribution's own systemd-notify (package systemd)
+set -euo pipefail
+
+need=()
+command -v systemd-notify >/dev/null 2>&1 || need+=(systemd)
+if [ ${#need[@]} -eq 0 ]; then
+  echo "test dependencies already installed"
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing: ${need[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+command -v systemd-notify >/dev/null
