@@ -385,3 +385,65 @@ fn a_broken_config_stops_the_daemon_from_starting_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("service a: restart = \"sometimes\""), "{stderr}");
 }
+
+#[test]
+fn limits_nice_level_and_no_new_privileges_apply_to_the_service() {
+    let s = supervise(
+        r#"
+        [services.limited]
+        command = "sh"
+        args = ["-c", "echo nofile=$(ulimit -n); grep NoNewPrivs /proc/self/status; cut -d' ' -f19 /proc/self/stat | sed 's/^/nice=/'; sleep 1000"]
+        nice = 7
+        limits = { nofile = 123 }
+        $ROOT
+        "#,
+    );
+    s.wait_state("limited", "Running", Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let wanted = ["nofile=123", "NoNewPrivs:\t1", "nice=7"];
+    loop {
+        let lines: Vec<String> =
+            s.logs("limited").into_iter().filter(|l| l.stream == "stdout").map(|l| l.line).collect();
+        if wanted.iter().all(|w| lines.iter().any(|l| l == w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_service_runs_as_its_configured_user_and_root_needs_saying_so() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: changing users needs root (CI runs this as root)");
+        return;
+    }
+    let s = supervise(
+        r#"
+        [services.unprivileged]
+        command = "sh"
+        args = ["-c", "echo uid=$(id -u) gid=$(id -g) groups=$(id -G); sleep 1000"]
+        user = "nobody"
+        [services.careless]
+        command = "sleep"
+        args = ["1000"]
+        "#,
+    );
+    s.wait_state("unprivileged", "Running", Duration::from_secs(5));
+    let nobody = std::fs::read_to_string("/etc/passwd")
+        .expect("passwd")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("nobody:x:").map(|rest| rest.split(':').take(2).collect::<Vec<_>>().join(":"))
+        })
+        .expect("a nobody user");
+    let (uid, gid) = nobody.split_once(':').expect("uid:gid");
+    let expected = format!("uid={uid} gid={gid} groups={gid}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.logs("unprivileged").iter().any(|l| l.line == expected) {
+        assert!(Instant::now() < deadline, "{:?}", s.logs("unprivileged"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let careless = s.wait_state("careless", "Failed", Duration::from_secs(5));
+    assert!(careless.last_error.contains("refusing to run as root"), "{careless:#?}");
+}
