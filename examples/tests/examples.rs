@@ -27,11 +27,16 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("unix:{}", dir.path().join("bus.sock").display());
         let mut child = Command::new(daemon_binary())
             .args(["up", "--listen", &addr, "--data-dir"])
             .arg(dir.path().join("data"))
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -85,7 +90,14 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM, so a supervising daemon stops its services; SIGKILL after 5 s.
     fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -147,4 +159,41 @@ fn an_unknown_role_is_a_usage_error() {
     let output = Command::new(env!("CARGO_BIN_EXE_orders")).arg("dance").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage: orders"));
+}
+
+#[test]
+fn up_demo_supervises_the_examples_and_the_shop_runs_on_request() {
+    let daemon = Daemon::start_with(&["--demo"]);
+    let cli = |args: &[&str]| daemon.run(daemon_binary().to_str().unwrap(), args);
+    // Every auto-start service comes up, in dependency order.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status: serde_json::Value = serde_json::from_str(&stdout(&cli(&["status", "--json"]))).unwrap();
+        let states: Vec<(String, String)> = status
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["service"].as_str().unwrap().to_owned(), s["state"].as_str().unwrap().to_owned()))
+            .collect();
+        let running = states.iter().filter(|(name, state)| name != "shop" && state == "Running").count();
+        let listening = stdout(&cli(&["ls", "--json"]));
+        if running == 5 && listening.contains("orders.created") && listening.contains("inventory.>") {
+            assert!(states.contains(&("shop".into(), "Stopped".into())), "{states:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "demo not up: {states:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(stdout(&cli(&["call", "demo.echo", "{\"hi\":1}"])).trim(), "{\"hi\":1}");
+    // The shop is manual: starting it places the orders the notifier reports.
+    cli(&["start", "shop"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let logs = stdout(&cli(&["logs", "notifier"]));
+        if logs.contains("order 3: rejected: only 1 pear left") && logs.contains("order 4: reserved 1 apple") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no outcomes in the notifier log:\n{logs}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
