@@ -24,6 +24,12 @@ pub struct Child {
     stdin: Option<std::process::ChildStdin>,
 }
 
+impl Child {
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         if let Some(stdin) = self.stdin.take() {
@@ -178,12 +184,13 @@ pub fn raw_relay(socket: &Path, upstream: &Path) -> anyhow::Result<()> {
 }
 
 /// The daemon, as `switchboard up` runs it (single-threaded runtime).
-pub fn daemon(socket: &Path, data_dir: &Path) -> anyhow::Result<()> {
+pub fn daemon(socket: &Path, data_dir: &Path, services: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let config = switchboard_daemon::Config {
             listen: vec![switchboard::Endpoint::Unix(socket.to_owned())],
             data_dir: data_dir.to_owned(),
+            services_file: services,
             ..Default::default()
         };
         let daemon = switchboard_daemon::Daemon::bind(config).await?;

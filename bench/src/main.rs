@@ -11,6 +11,7 @@ mod peers;
 mod pubsub;
 mod queues;
 mod stats;
+mod supervision;
 mod workloads;
 
 use std::path::PathBuf;
@@ -39,7 +40,8 @@ enum Command {
         /// Where to write the rows as JSON.
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
-        /// Only workload groups whose name contains this (limit, call, pubsub, queue).
+        /// Only workload groups whose name contains this (limit, call, pubsub, queue,
+        /// store, supervisor).
         #[arg(long, value_name = "GROUP")]
         only: Option<String>,
         /// Where the daemon keeps queue data. Must be on the disk being
@@ -84,7 +86,16 @@ enum Command {
     #[command(hide = true)]
     ChildRawRelay { socket: PathBuf, upstream: PathBuf },
     #[command(hide = true)]
-    ChildDaemon { socket: PathBuf, data_dir: PathBuf },
+    ChildDaemon {
+        socket: PathBuf,
+        data_dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    #[command(hide = true)]
+    ChildNotifyReady,
+    #[command(hide = true)]
+    ChildIdle,
     #[command(hide = true)]
     ChildSbEcho { addr: String },
     #[command(hide = true)]
@@ -142,10 +153,13 @@ fn main() -> anyhow::Result<()> {
             children::exit_with_parent();
             children::raw_relay(&socket, &upstream)
         }
-        Command::ChildDaemon { socket, data_dir } => {
+        Command::ChildDaemon { socket, data_dir, config } => {
             children::exit_with_parent();
-            children::daemon(&socket, &data_dir)
+            children::daemon(&socket, &data_dir, config)
         }
+        // Supervised by the daemon, which kills them when it goes.
+        Command::ChildNotifyReady => supervision::notify_ready(),
+        Command::ChildIdle => supervision::idle(),
         Command::ChildSbEcho { addr } => {
             children::exit_with_parent();
             children::sb_echo(&addr)

@@ -178,6 +178,26 @@ impl Collected {
                 call.ratio_of = Some("p50");
             }
         }
+        // The supervisor: restart against spawning directly, memory against none.
+        let raw_spawn = rows.iter().find(|r| r.system == "raw spawn").map(|r| (r.case.clone(), r.p50_us));
+        if let Some((case, p50)) = raw_spawn {
+            if let Some(row) = rows.iter_mut().find(|r| r.case == case && r.system == "switchboard") {
+                (row.ratio, row.baseline, row.ratio_of) =
+                    (Some(row.p50_us / p50), Some("raw spawn".into()), Some("p50"));
+            }
+        }
+        let bare = rows
+            .iter()
+            .find(|r| r.case.ends_with(", 0 idle services"))
+            .map(|r| (r.case.clone(), r.rate_per_s));
+        if let Some((case, none)) = bare {
+            if let Some(row) =
+                rows.iter_mut().find(|r| r.group == "supervisor" && r.case.ends_with("200 idle services"))
+            {
+                (row.ratio, row.baseline, row.ratio_of) =
+                    (Some(row.rate_per_s / none), Some(case), Some("RSS"));
+            }
+        }
         rows
     }
 }
@@ -339,6 +359,18 @@ pub fn run_all(
             collected.add("store", "64 × 256 B per durable commit".into(), "segment log", log, None);
             let redb = crate::queues::store_redb(&setup.data_dir, records)?;
             collected.add("store", "64 × 256 B per durable commit".into(), "redb", redb, None);
+        }
+        if wanted("supervisor") {
+            let restarts = if quick { 20 } else { 200 };
+            let (supervised, floor) = crate::supervision::restart_to_ready(&setup.dir, restarts)?;
+            let case = "kill -9 → new instance READY=1".to_owned();
+            collected.add("supervisor", case.clone(), "switchboard", supervised, None);
+            collected.add("supervisor", case, "raw spawn", floor, None);
+            let services = 200;
+            let (many, none) = crate::supervision::memory(&setup.dir, services)?;
+            let case = |n| format!("daemon RSS in MiB (in rate column), {n} idle services");
+            collected.add("supervisor", case(services), "switchboard", Sample::rate(many), None);
+            collected.add("supervisor", case(0), "switchboard", Sample::rate(none), None);
         }
     }
     Ok(collected.rows())

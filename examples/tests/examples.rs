@@ -190,7 +190,8 @@ fn up_demo_supervises_the_examples_and_the_shop_runs_on_request() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let logs = stdout(&cli(&["logs", "notifier"]));
-        if logs.contains("order 3: rejected: only 1 pear left") && logs.contains("order 4: reserved 1 apple") {
+        if logs.contains("order 3: rejected: only 1 pear left") && logs.contains("order 4: reserved 1 apple")
+        {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no outcomes in the notifier log:\n{logs}");

@@ -61,6 +61,11 @@ impl Runtime {
         let jitter = self.jitter();
         let Some(instance) = self.find_any(key) else { return };
         match instance.tracker.on_exit(&policy, Instant::now(), failed, ran_for, jitter) {
+            // No delay: the reconcile after this event starts it (a timer
+            // would cost a tick of the timer wheel, about a millisecond).
+            Decision::Restart(delay) if delay.is_zero() => {
+                self.note(&key.0, key.1, "restarting now");
+            }
             Decision::Restart(delay) => {
                 let at = Instant::now() + delay;
                 instance.restart_at = Some(at);
