@@ -107,13 +107,19 @@ async fn fulfilment(bus: Bus, mut orders: switchboard::Subscription) -> anyhow::
     Ok(())
 }
 
-/// Logs every outcome; stops after `count` if given.
+/// Logs every outcome; stops after `count` if given (and then gives up if
+/// one does not come within 10 s).
 async fn notifier(mut outcomes: switchboard::Subscription, count: Option<usize>) -> anyhow::Result<()> {
     let mut seen = 0;
     while count.is_none_or(|n| seen < n) {
-        let next = tokio::time::timeout(std::time::Duration::from_secs(10), outcomes.next()).await;
-        let Ok(next) = next else {
-            anyhow::bail!("no outcome within 10 s after {seen} (is fulfilment running?)")
+        let next = match count {
+            None => outcomes.next().await,
+            Some(_) => {
+                match tokio::time::timeout(std::time::Duration::from_secs(10), outcomes.next()).await {
+                    Ok(next) => next,
+                    Err(_) => anyhow::bail!("no outcome within 10 s after {seen} (is fulfilment running?)"),
+                }
+            }
         };
         let Some(item) = next else { anyhow::bail!("the connection to the daemon closed") };
         let Item::Message(message) = item else {
@@ -135,6 +141,8 @@ async fn shop(bus: &Bus) -> anyhow::Result<usize> {
         let order = Order { id: id as u64 + 1, item: (*item).to_owned(), qty: *qty };
         bus.publish("orders.created", switchboard::encode(&order)?).await?;
     }
+    // The shop may exit right after: make sure the orders left.
+    bus.flush().await?;
     Ok(orders.len())
 }
 
@@ -146,10 +154,19 @@ async fn main() -> anyhow::Result<()> {
         "inventory" => {
             let _service = inventory(&bus).await?;
             println!("inventory serving (Ctrl-C to stop)");
+            switchboard_examples::ready();
             switchboard_examples::until_interrupted().await;
         }
-        "fulfilment" => fulfilment(bus.clone(), bus.subscribe("orders.created").await?).await?,
-        "notifier" => notifier(bus.subscribe("inventory.>").await?, None).await?,
+        "fulfilment" => {
+            let orders = bus.subscribe("orders.created").await?;
+            switchboard_examples::ready();
+            fulfilment(bus.clone(), orders).await?
+        }
+        "notifier" => {
+            let outcomes = bus.subscribe("inventory.>").await?;
+            switchboard_examples::ready();
+            notifier(outcomes, None).await?
+        }
         "shop" => println!("published {} orders", shop(&bus).await?),
         _ => {
             let _inventory = inventory(&bus).await?;

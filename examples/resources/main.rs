@@ -128,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         "monitor" => {
             let _running = monitor(&bus, Duration::from_secs(1)).await?;
             println!("publishing {TOPIC} every second and serving resources.current (Ctrl-C to stop)");
+            switchboard_examples::ready();
             switchboard_examples::until_interrupted().await;
         }
         "watch" => watch(&bus, None).await?,

@@ -22,6 +22,14 @@ pub fn role(usage: &str, roles: &[&str]) -> String {
     role
 }
 
+/// Says the role is ready to a supervisor (`switchboard up --demo` runs the
+/// roles with `ready = "notify"`); nothing when run by hand.
+pub fn ready() {
+    if let Err(err) = switchboard::service::notify_ready() {
+        eprintln!("cannot tell the supervisor we are ready: {err}");
+    }
+}
+
 /// Waits for Ctrl-C (roles that serve until stopped).
 pub async fn until_interrupted() {
     let _ = tokio::signal::ctrl_c().await;

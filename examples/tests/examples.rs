@@ -194,7 +194,11 @@ fn up_demo_supervises_the_examples_and_the_shop_runs_on_request() {
         {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no outcomes in the notifier log:\n{logs}");
+        if std::time::Instant::now() > deadline {
+            let others: Vec<String> =
+                ["fulfilment", "shop"].iter().map(|s| stdout(&cli(&["logs", s]))).collect();
+            panic!("no outcomes in the notifier log:\n{logs}\nfulfilment and shop:\n{}", others.join("\n"));
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -32,6 +32,13 @@ impl Bus {
         self.sys_call(sys::TOPICS_SERVICE, sys::TOPICS_LIST).await
     }
 
+    /// Waits until the daemon has everything sent on this connection so far
+    /// (a round trip behind it). Publications and notifications return once
+    /// queued; a program about to exit calls this so none is left unsent.
+    pub async fn flush(&self) -> Result<(), CallError> {
+        self.daemon_info().await.map(drop)
+    }
+
     /// Facts about the daemon (version, pid, counts).
     pub async fn daemon_info(&self) -> Result<DaemonInfo, CallError> {
         self.sys_call(sys::DAEMON_SERVICE, sys::DAEMON_INFO).await

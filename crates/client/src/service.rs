@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use crate::connection::{lock, Link};
 use crate::{Bus, CallError, RegisterError, Reject};
 
-pub use crate::supervised::{log, run, Control, ControlKind, Controls, RunError};
+pub use crate::supervised::{log, notify_ready, run, Control, ControlKind, Controls, RunError};
 
 /// What a handler returns.
 pub type HandlerResult = Result<Bytes, Reject>;

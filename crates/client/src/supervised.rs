@@ -220,3 +220,14 @@ pub async fn log(bus: &Bus, level: &str, message: &str, fields: &[(&str, &str)])
     let target = format!("{}.{}", sup::SERVICES_SERVICE, sup::LOG);
     bus.call(target.as_str(), Bytes::from(switchboard_proto::sys::encode(&event))).await.map(drop)
 }
+
+/// Tells a supervisor (Switchboard's, or systemd) that this process is
+/// ready, through the notify protocol: sends `READY=1` to `$NOTIFY_SOCKET`.
+/// Does nothing when not supervised. For services configured with
+/// `ready = "notify"` that do not use [`run`].
+pub fn notify_ready() -> std::io::Result<()> {
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) => std::os::unix::net::UnixDatagram::unbound()?.send_to(b"READY=1", socket).map(drop),
+        None => Ok(()),
+    }
+}

@@ -211,7 +211,8 @@ static NEXT_SID: AtomicU32 = AtomicU32::new(1);
 
 impl Bus {
     /// Publishes `payload` on `topic`. Waits only while this connection's
-    /// send queue is congested; never for subscribers.
+    /// send queue is congested; never for subscribers. Returns once queued:
+    /// before exiting, [`Bus::flush`] makes sure it left.
     pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Result<(), PublishError> {
         self.publish_with(Topic::parse(topic)?, payload, PublishOptions::default()).await
     }

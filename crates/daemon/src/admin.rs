@@ -33,6 +33,9 @@ fn list(router: &Router) -> Vec<ServiceInfo> {
         .registry()
         .services()
         .into_iter()
+        // The daemon's own services (the supervisor's `$sys.services`) are
+        // part of the daemon, like `$sys.registry` itself.
+        .filter(|(name, _)| !name.is_reserved())
         .map(|(name, instances)| ServiceInfo {
             service: name.to_string(),
             instances: instances
@@ -84,8 +87,16 @@ fn info(router: &Router) -> DaemonInfo {
         pid: std::process::id(),
         uptime_ms: u64::try_from(router.uptime().as_millis()).unwrap_or(u64::MAX),
         sessions: count(router.sessions().len()),
-        services: count(router.registry().service_count()),
-        instances: count(router.registry().instance_count()),
+        services: count(router.registry().services().iter().filter(|(name, _)| !name.is_reserved()).count()),
+        instances: count(
+            router
+                .registry()
+                .services()
+                .iter()
+                .filter(|(name, _)| !name.is_reserved())
+                .map(|(_, i)| i.len())
+                .sum(),
+        ),
         calls_in_flight: count(router.calls_in_flight()),
         max_frame: router.limits().max_frame,
         data_dir: router.data_dir().display().to_string(),

@@ -119,7 +119,7 @@ pub async fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
     let bus = connect(&args.connection, "switchboard-notify").await?;
     bus.notify_with(&args.target, payload, options, args.all).await?;
     // Wait until the daemon has read it: a round trip on the same connection.
-    bus.daemon_info().await?;
+    bus.flush().await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -128,7 +128,7 @@ pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
     let bus = connect(&args.connection, "switchboard-broadcast").await?;
     if args.oneway {
         bus.notify_with(&args.target, payload, options, true).await?;
-        bus.daemon_info().await?;
+        bus.flush().await?;
         return Ok(ExitCode::SUCCESS);
     }
     let outcome = bus.broadcast(&args.target, payload, options).await?;

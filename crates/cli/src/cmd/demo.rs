@@ -28,23 +28,27 @@ pub fn config() -> anyhow::Result<String> {
 [services.inventory]
 command = {orders:?}
 args = ["inventory"]
+ready = "notify"
 {root}
-# Reserves stock for every order; starts only once inventory is Running.
+# Reserves stock for every order; starts only once inventory is ready.
 [services.fulfilment]
 command = {orders:?}
 args = ["fulfilment"]
+ready = "notify"
 requires = ["inventory"]
 {root}
 # Logs every outcome (see `switchboard logs notifier -f`).
 [services.notifier]
 command = {orders:?}
 args = ["notifier"]
+ready = "notify"
 requires = ["fulfilment"]
 {root}
 # Publishes resources.usage every second; health-checked over the bus.
 [services.resources]
 command = {resources:?}
 args = ["monitor"]
+ready = "notify"
 health = {{ call = "resources.current", interval = "5s", timeout = "2s" }}
 {root}
 # The shop places four orders whenever it is started: `switchboard start shop`.

@@ -67,7 +67,7 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
     let options = PublishOptions { retain: args.retain || args.clear, headers };
     bus.publish_with(args.topic, payload, options).await?;
     // A round trip on the same connection: the daemon has handled it.
-    bus.daemon_info().await?;
+    bus.flush().await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -90,11 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let daemon = Daemon::bind(config).await?;
-    for endpoint in daemon.endpoints() {
-        output::line(format_args!("switchboard: listening on {endpoint}"))?;
-    }
-    output::line(format_args!("switchboard: queues in {}", daemon.data_dir().join("queues").display()))?;
-    output::line(format_args!("switchboard: ready (pid {})", std::process::id()))?;
+    // Handlers first: a signal sent as soon as "ready" is read must be caught.
     let shutdown = CancellationToken::new();
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -106,6 +102,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             reload.notify_one();
         }
     });
+    for endpoint in daemon.endpoints() {
+        output::line(format_args!("switchboard: listening on {endpoint}"))?;
+    }
+    output::line(format_args!("switchboard: queues in {}", daemon.data_dir().join("queues").display()))?;
+    output::line(format_args!("switchboard: ready (pid {})", std::process::id()))?;
     let stopper = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {

@@ -83,7 +83,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(limits: Limits, data_dir: std::path::PathBuf, queues: queues::QueueState) -> Self {
-        Self {
+        let mut router = Self {
             sessions: HashMap::new(),
             registry: Registry::default(),
             pending: Pending::default(),
@@ -97,7 +97,12 @@ impl Router {
             data_dir,
             shutting_down: false,
             started: Instant::now(),
+        };
+        // Calls to the supervisor made before it registered wait for it.
+        if let Ok(supervisor) = ServiceName::parse(switchboard_proto::supervision::SERVICES_SERVICE) {
+            router.set_hold(&supervisor, Some(Hold::Starting));
         }
+        router
     }
 
     /// Admits a connection that completed its handshake; returns its id.
@@ -214,7 +219,7 @@ impl Router {
 
     /// Tells every watcher that `instance` came up or is going down.
     fn announce(&self, event: &str, instance: InstanceId) {
-        let Some(i) = self.registry.get(instance) else {
+        let Some(i) = self.registry.get(instance).filter(|i| !i.service.is_reserved()) else {
             return;
         };
         let client = self.sessions.get(&i.session).map(|s| s.client_name.clone()).unwrap_or_default();

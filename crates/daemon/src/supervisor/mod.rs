@@ -181,6 +181,9 @@ impl Supervisor {
             });
         }
         let service = builder.start().await?;
+        if let Ok(name) = switchboard_proto::ServiceName::parse(sup::SERVICES_SERVICE) {
+            crate::session::lock(&router).set_hold(&name, None);
+        }
         let (published, outbox) = mpsc::unbounded_channel();
         tokio::spawn(publish(bus.clone(), outbox));
         let runtime = runtime::Runtime::new(setup, config, bus, router, events.clone(), published);

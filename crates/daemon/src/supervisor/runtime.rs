@@ -184,10 +184,19 @@ impl Runtime {
     fn settle(&mut self) {
         self.finish_replacements();
         let names: Vec<String> = self.services.keys().cloned().collect();
-        for name in &names {
-            let count = self.services.get(name).map_or(0, |s| s.instances.len());
-            for index in 0..count {
-                self.reconcile(name, index);
+        // A service started here may be Running at once (`ready = "started"`),
+        // which lets its dependents start in the same settle: repeat until
+        // nothing changes (at most once per service).
+        for _ in 0..=names.len() {
+            let mut changed = false;
+            for name in &names {
+                let count = self.services.get(name).map_or(0, |s| s.instances.len());
+                for index in 0..count {
+                    changed |= self.reconcile(name, index);
+                }
+            }
+            if !changed {
+                break;
             }
         }
         for name in &names {
@@ -196,25 +205,27 @@ impl Runtime {
         self.answer_waiters();
     }
 
-    fn reconcile(&mut self, name: &str, index: usize) {
+    /// Starts or stops one instance to match what is desired; whether it did.
+    fn reconcile(&mut self, name: &str, index: usize) -> bool {
         let deps_running = self.requires_running(name);
         let dependents_alive = self.dependents_alive(name);
         let shutting_down = self.shutdown.is_some();
-        let Some(instance) = self.instance_mut(name, index) else { return };
+        let Some(instance) = self.instance_mut(name, index) else { return false };
         let state = instance.state();
         if instance.desired && !shutting_down {
-            if matches!(state, State::Stopped | State::Failed)
-                && instance.restart_at.is_none()
-                && deps_running
-            {
+            let startable = matches!(state, State::Stopped | State::Failed) && instance.restart_at.is_none();
+            if startable && deps_running {
                 self.launch(name, index);
+                return true;
             }
         } else {
             instance.restart_at = None;
             if state.has_process() && state != State::StopPending && !dependents_alive {
                 self.begin_stop(name, index, Intent::Stop);
+                return true;
             }
         }
+        false
     }
 
     /// Whether every service `name` requires has all instances Running.
