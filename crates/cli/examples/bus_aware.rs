@@ -12,7 +12,8 @@
 //! ```
 //!
 //! `ACCEPT_PAUSE=0` in its environment makes it refuse to declare pause;
-//! `START_DELAY_MS` delays its start (to see calls wait for it).
+//! `START_DELAY_MS` delays its start (to see calls wait for it);
+//! `HANG_ON_PAUSE=1` makes it never finish pausing (to see it treated as hung).
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -37,6 +38,10 @@ async fn main() -> anyhow::Result<()> {
         let logger = logger.clone();
         async move {
             match control.kind {
+                ControlKind::Pause if std::env::var("HANG_ON_PAUSE").is_ok() => {
+                    std::future::pending::<()>().await;
+                    Ok(Bytes::new())
+                }
                 ControlKind::Pause => {
                     control.progress(1, Duration::from_secs(2), "draining").await.map_err(reject)?;
                     Ok(Bytes::new())

@@ -32,6 +32,7 @@ fn supervise(config: &str) -> Supervised {
 fn write_config(path: &Path, work: &Path, config: &str) {
     let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
     let example = Path::new(support::BIN).parent().expect("bin dir").join("examples/bus_aware");
+    assert!(example.exists(), "build the example first: cargo build -p switchboard-cli --examples");
     let text = config
         .replace("$WORK", &work.display().to_string())
         .replace("$EXAMPLE", &example.display().to_string())
@@ -446,4 +447,53 @@ fn a_service_runs_as_its_configured_user_and_root_needs_saying_so() {
     }
     let careless = s.wait_state("careless", "Failed", Duration::from_secs(5));
     assert!(careless.last_error.contains("refusing to run as root"), "{careless:#?}");
+}
+
+#[test]
+fn a_control_that_makes_no_progress_within_its_wait_hint_is_treated_as_hung() {
+    let s = supervise(
+        r#"
+        [services.stuck]
+        command = "$EXAMPLE"
+        ready = "bus"
+        stop_timeout = "400ms"
+        environment = { HANG_ON_PAUSE = "1" }
+        backoff = { initial = "10ms" }
+        $ROOT
+        "#,
+    );
+    s.wait_state("stuck", "Running", Duration::from_secs(10));
+    let pid = s.pid("stuck");
+    let out = s.run(&["pause", "stuck", "--timeout", "10s"]);
+    assert!(!out.status.success(), "a hung pause must not report Paused: {out:?}");
+    let status = s.wait_state("stuck", "Running", Duration::from_secs(10));
+    assert_ne!(status.instances[0].pid, Some(pid), "restarted");
+    assert!(status.instances[0].last_exit.contains("hung in PausePending"), "{status:#?}");
+}
+
+#[test]
+fn logs_follow_prints_new_lines_as_they_come() {
+    let s = supervise(
+        r#"
+        [services.chatty]
+        command = "sh"
+        args = ["-c", "i=0; while :; do i=$((i+1)); echo tick $i; echo tock $i; sleep 0.05; done"]
+        $ROOT
+        "#,
+    );
+    s.wait_state("chatty", "Running", Duration::from_secs(5));
+    let mut follow = support::Guard(
+        s.daemon
+            .cli(&["logs", "chatty", "-f", "--grep", "tick", "-n", "1"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn logs -f"),
+    );
+    let stdout = follow.0.stdout.take().expect("stdout");
+    let lines: Vec<String> =
+        std::io::BufRead::lines(std::io::BufReader::new(stdout)).take(20).map(|l| l.expect("line")).collect();
+    assert!(lines.iter().all(|l| l.contains("chatty#1 stdout: tick ")), "{lines:?}");
+    let numbers: Vec<u64> =
+        lines.iter().map(|l| l.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("number")).collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "in order, none missed or repeated: {numbers:?}");
 }

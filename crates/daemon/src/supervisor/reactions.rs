@@ -186,6 +186,8 @@ impl Runtime {
         instance.kill_reason = Some(reason.clone());
         self.note(&key.0, key.1, &format!("killing: {reason}"));
         signal_group(pid, Signal::KILL);
+        let message = format!("service {} instance {} was killed: {reason}", key.0, key.1);
+        self.fail_waiters(&key.0, ErrorCode::ServiceFailed, &message);
     }
 
     pub(super) fn health(&mut self, key: &Key, gen: u64, result: Result<(), String>) {

@@ -25,6 +25,9 @@ use crate::session::lock;
 
 type Refusal = (ErrorCode, String);
 
+/// Deadline of a pause or continue control call to a bus-aware instance.
+const PENDING_CALL_LIMIT: Duration = Duration::from_secs(3600);
+
 /// What a request leads to.
 enum Outcome {
     Now(Bytes),
@@ -251,7 +254,9 @@ impl Runtime {
                     instance.checkpoint = 0;
                 }
                 self.wake(&key, gen, at);
-                self.send_control(&key, gen, attached.bus_instance, code, Bytes::new(), wait_hint);
+                // The call may outlive the wait hint (progress extends it); the
+                // hang check, not the call's deadline, decides.
+                self.send_control(&key, gen, attached.bus_instance, code, Bytes::new(), PENDING_CALL_LIMIT);
             }
             None => {
                 if let Some(pid) = pid {
