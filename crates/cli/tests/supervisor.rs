@@ -363,6 +363,12 @@ fn a_reload_touches_only_what_changed() {
     }
     let out = s.run(&["status", "drop"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no supervised service named"), "{out:?}");
+    // SIGHUP does the same.
+    let config = [config, service("late", "1000")].concat();
+    write_config(&s.config, s.work.path(), &config);
+    s.daemon.signal(rustix::process::Signal::HUP);
+    s.wait_state("late", "Running", Duration::from_secs(5));
+    assert_eq!(s.pid("keep"), keep);
     // A broken config is refused and changes nothing.
     std::fs::write(&s.config, "[services.keep]\ncommand = 5\n").expect("write");
     let out = s.run(&["reload"]);
