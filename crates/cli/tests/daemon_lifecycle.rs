@@ -60,16 +60,45 @@ fn plain_tcp_off_loopback_is_refused_at_startup() {
     assert!(stderr.contains("only loopback"), "{stderr}");
 }
 
+#[test]
+fn plain_tcp_needs_saying_so() {
+    let output =
+        std::process::Command::new(BIN).args(["up", "--listen", "tcp://127.0.0.1:0"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("allow it explicitly"), "{stderr}");
+}
+
 #[tokio::test]
-async fn tcp_loopback_endpoint_serves_calls() {
+async fn tcp_loopback_endpoint_serves_token_holders_the_policy_allows() {
     // Find a free port by binding then releasing it.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let daemon = Daemon::start_with(&["--listen", &format!("tcp://127.0.0.1:{port}")]);
-    let tcp = switchboard::Bus::connect(&format!("tcp://127.0.0.1:{port}")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("security.toml");
+    std::fs::write(
+        &config,
+        "[security]\nallow_plain_tcp = true\ntokens = { edge = \"0123456789abcdef0123\" }\n\
+         [[policy]]\nprincipal = \"token:edge\"\nallow = [\"call demo.*\"]\n",
+    )
+    .unwrap();
+    let tcp_addr = format!("tcp://127.0.0.1:{port}");
+    let daemon = Daemon::start_with(&["--listen", &tcp_addr, "--config", config.to_str().unwrap()]);
     let unix = daemon.bus().await;
     let _svc =
         unix.serve("demo").unwrap().method("echo", |r| async move { Ok(r.payload) }).start().await.unwrap();
+    let tcp = switchboard::Bus::connect_with_token(&tcp_addr, "0123456789abcdef0123").await.unwrap();
+    assert_eq!(tcp.whoami().await.unwrap().principal, "token:edge");
     assert_eq!(&tcp.call("demo.echo", "over tcp").await.unwrap()[..], b"over tcp");
+    // Without a token a TCP client is anonymous, which the policy does not name.
+    let anonymous = switchboard::Bus::connect(&tcp_addr).await.unwrap();
+    let err = anonymous.call("demo.echo", "x").await.unwrap_err();
+    assert!(
+        matches!(&err, switchboard::CallError::PermissionDenied(m) if m.contains("anonymous may not call demo.echo")),
+        "{err}"
+    );
+    // A wrong token is refused at the handshake.
+    let refused = switchboard::Bus::connect_with_token(&tcp_addr, "not-the-token-at-all").await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("unknown token")));
 }
 
 #[tokio::test]

@@ -13,8 +13,13 @@ use switchboard_proto::{Frame, Hello, PROTOCOL_VERSION};
 
 fn hello_bytes() -> Vec<u8> {
     let mut buf = bytes::BytesMut::new();
-    Frame::Hello(Hello { version: PROTOCOL_VERSION, features: 0, client_name: "hostile".into() })
-        .encode(&mut buf);
+    Frame::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        features: 0,
+        client_name: "hostile".into(),
+        credential: String::new(),
+    })
+    .encode(&mut buf);
     buf.to_vec()
 }
 
@@ -94,7 +99,8 @@ async fn garbage_truncated_and_huge_frames_close_only_that_connection() {
 async fn wrong_protocol_version_is_refused_with_a_reason() {
     let daemon = Daemon::start();
     let mut buf = bytes::BytesMut::new();
-    Frame::Hello(Hello { version: 99, features: 0, client_name: "future".into() }).encode(&mut buf);
+    Frame::Hello(Hello { version: 99, features: 0, client_name: "future".into(), credential: String::new() })
+        .encode(&mut buf);
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     stream.write_all(&buf).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(8))).unwrap();

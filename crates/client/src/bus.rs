@@ -66,11 +66,27 @@ impl Bus {
         Self::connect_endpoint(default_endpoint()?, default_client_name()).await
     }
 
+    /// Connects to `addr` presenting a bearer token from the daemon's config
+    /// (`[security] tokens`); the daemon then knows this client as `token:NAME`.
+    pub async fn connect_with_token(addr: &str, token: &str) -> Result<Self, ConnectError> {
+        Self::connect_as(Endpoint::parse(addr)?, default_client_name(), format!("token:{token}")).await
+    }
+
     /// Connects to `endpoint`, naming this client `client_name` (shown by
-    /// `switchboard ls`).
+    /// `switchboard ls`). The credential comes from the environment: the
+    /// instance secret a supervisor gave this process
+    /// (`SWITCHBOARD_INSTANCE_SECRET`), else `SWITCHBOARD_TOKEN`.
     pub async fn connect_endpoint(endpoint: Endpoint, client_name: String) -> Result<Self, ConnectError> {
-        let conn = connection::connect(&endpoint, &client_name).await?;
-        let shared = Arc::new(Shared::new(endpoint, client_name));
+        Self::connect_as(endpoint, client_name, connection::credential_from_env()).await
+    }
+
+    async fn connect_as(
+        endpoint: Endpoint,
+        client_name: String,
+        credential: String,
+    ) -> Result<Self, ConnectError> {
+        let conn = connection::connect(&endpoint, &client_name, &credential).await?;
+        let shared = Arc::new(Shared::new(endpoint, client_name, credential));
         tokio::spawn(connection::run(shared.clone(), conn));
         // Wait until the connection task has published the link.
         let mut link = shared.link.subscribe();

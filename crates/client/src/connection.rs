@@ -60,6 +60,8 @@ pub(crate) struct Link {
 pub(crate) struct Shared {
     pub endpoint: Endpoint,
     pub client_name: String,
+    /// Sent in every handshake (reconnects too): `secret:…`, `token:…` or empty.
+    pub credential: String,
     pub link: watch::Sender<Option<Arc<Link>>>,
     pub waiters: Mutex<HashMap<u32, Waiter>>,
     next_id: AtomicU32,
@@ -82,10 +84,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(endpoint: Endpoint, client_name: String) -> Self {
+    pub fn new(endpoint: Endpoint, client_name: String, credential: String) -> Self {
         Self {
             endpoint,
             client_name,
+            credential,
             link: watch::channel(None).0,
             waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
@@ -117,7 +120,11 @@ pub(crate) struct Connected {
 }
 
 /// Connects and performs the handshake.
-pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Connected, ConnectError> {
+pub(crate) async fn connect(
+    endpoint: &Endpoint,
+    client_name: &str,
+    credential: &str,
+) -> Result<Connected, ConnectError> {
     let stream = Stream::connect(endpoint)
         .await
         .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?;
@@ -129,7 +136,12 @@ pub(crate) async fn connect(endpoint: &Endpoint, client_name: &str) -> Result<Co
         let outbox = outbox.clone();
         tokio::spawn(async move { run_writer(&outbox, write).await })
     };
-    let hello = Hello { version: PROTOCOL_VERSION, features: 0, client_name: client_name.to_owned() };
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        features: 0,
+        client_name: client_name.to_owned(),
+        credential: credential.to_owned(),
+    };
     let _ = outbox.push(&Frame::Hello(hello));
     let handshake_failed = |why: String| ConnectError::Handshake { endpoint: endpoint.clone(), why };
     let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next())
@@ -189,7 +201,7 @@ async fn reconnect(shared: &Shared) -> Option<Connected> {
             _ = shared.closed.cancelled() => return None,
             _ = tokio::time::sleep(backoff) => {}
         }
-        match connect(&shared.endpoint, &shared.client_name).await {
+        match connect(&shared.endpoint, &shared.client_name, &shared.credential).await {
             Ok(conn) => {
                 tracing::info!(endpoint = %shared.endpoint, "reconnected to the daemon");
                 return Some(conn);
@@ -275,6 +287,10 @@ fn deliver_message(shared: &Shared, last: &mut Option<(u32, Arc<Inbox>)>, m: swi
 fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), String> {
     match frame {
         Frame::Reply { id, payload } => answer(shared, id, Ok(payload), 0),
+        Frame::Error { id: 0, code, message } => {
+            // A refused publication or notification: it has no request to fail.
+            tracing::warn!("the daemon refused a message ({}): {message}", code.name());
+        }
         Frame::Error { id, code, message } => answer(shared, id, Err((code, message)), 0),
         Frame::Registered { req, instance } => answer(shared, req, Ok(Bytes::new()), instance),
         Frame::Request(request) => {
@@ -369,5 +385,16 @@ fn answer(shared: &Shared, id: u32, result: Result<Bytes, WireError>, instance: 
             });
             let _ = tx.send(result);
         }
+    }
+}
+
+/// What the client proves beyond its OS identity, from the environment: the
+/// instance secret the supervisor gave this process, else a bearer token.
+pub(crate) fn credential_from_env() -> String {
+    use switchboard_proto::supervision::ENV_SECRET;
+    match (std::env::var(ENV_SECRET), std::env::var("SWITCHBOARD_TOKEN")) {
+        (Ok(secret), _) if !secret.is_empty() => format!("secret:{secret}"),
+        (_, Ok(token)) if !token.is_empty() => format!("token:{token}"),
+        _ => String::new(),
     }
 }

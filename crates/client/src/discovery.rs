@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use switchboard_proto::sys::{self, DaemonInfo, RegistryEvent, ServiceInfo, TopicsInfo};
+use switchboard_proto::sys::{self, DaemonInfo, RegistryEvent, ServiceInfo, TopicsInfo, Whoami};
 use switchboard_proto::Frame;
 use tokio::sync::mpsc;
 
@@ -36,7 +36,12 @@ impl Bus {
     /// (a round trip behind it). Publications and notifications return once
     /// queued; a program about to exit calls this so none is left unsent.
     pub async fn flush(&self) -> Result<(), CallError> {
-        self.daemon_info().await.map(drop)
+        self.whoami().await.map(drop)
+    }
+
+    /// Who the daemon says this connection is (always allowed).
+    pub async fn whoami(&self) -> Result<Whoami, CallError> {
+        self.sys_call(sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI).await
     }
 
     /// Facts about the daemon (version, pid, counts).

@@ -92,11 +92,11 @@ pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCU
 pub use switchboard_macros::contract;
 pub use switchboard_proto::sys::{
     DaemonInfo, InstanceInfo, Overflow, PeekedMessage, QueueInfo, QueueOptions, RegistryEvent, ServiceInfo,
-    SubscriptionInfo, TopicsInfo,
+    SubscriptionInfo, TopicsInfo, Whoami,
 };
 pub use switchboard_proto::{
-    Caller, HeaderError, Headers, InstanceId, MethodName, ServiceName, Target, Topic, TopicError,
-    TopicPattern,
+    Caller, HeaderError, Headers, InstanceId, MethodName, PrincipalName, ServiceName, Target, Topic,
+    TopicError, TopicPattern,
 };
 pub use switchboard_transport::{default_endpoint, default_socket_path, Endpoint};
 pub use topics::{

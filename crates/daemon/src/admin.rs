@@ -4,19 +4,31 @@
 //! Must stay cheap and side-effect free: it runs under the router lock.
 
 use bytes::Bytes;
-use switchboard_proto::sys::{self, DaemonInfo, InstanceInfo, ServiceInfo, SubscriptionInfo, TopicsInfo};
-use switchboard_proto::{ErrorCode, MethodName, ServiceName};
+use switchboard_proto::sys::{
+    self, DaemonInfo, InstanceInfo, ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami,
+};
+use switchboard_proto::{ErrorCode, MethodName, ServiceName, SessionId};
 
 use crate::router::Router;
 
 /// Answers a call to a reserved (`$`) service.
 pub fn call(
     router: &Router,
+    from: SessionId,
     service: &ServiceName,
     method: &MethodName,
     _payload: &Bytes,
 ) -> Result<Bytes, (ErrorCode, String)> {
     let reply = match (service.as_str(), method.as_str()) {
+        (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI) => {
+            let caller = router.sessions().get(&from).map(|s| s.caller.clone()).unwrap_or_default();
+            sys::encode(&Whoami {
+                principal: caller.principal.to_string(),
+                session: caller.session,
+                uid: caller.uid,
+                pid: caller.pid,
+            })
+        }
         (sys::REGISTRY_SERVICE, sys::REGISTRY_LIST) => sys::encode(&list(router)),
         (sys::DAEMON_SERVICE, sys::DAEMON_INFO) => sys::encode(&info(router)),
         (sys::TOPICS_SERVICE, sys::TOPICS_LIST) => sys::encode(&topics(router)),

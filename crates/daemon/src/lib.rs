@@ -17,7 +17,9 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod config_file;
 pub mod listen;
+pub mod policy;
 pub mod queues;
 pub mod router;
 pub mod session;
@@ -94,6 +96,9 @@ pub struct Config {
     pub services_file: Option<PathBuf>,
     /// A supervisor config given as text (`up --demo`) when there is no file.
     pub services_text: Option<String>,
+    /// Allow plain (unencrypted, unauthenticated) TCP listeners on loopback;
+    /// also `allow_plain_tcp` in the config's `[security]`.
+    pub allow_plain_tcp: bool,
 }
 
 impl Default for Config {
@@ -107,6 +112,7 @@ impl Default for Config {
             queue_segment_bytes: 64 * 1024 * 1024,
             services_file: None,
             services_text: None,
+            allow_plain_tcp: false,
         }
     }
 }
@@ -139,6 +145,11 @@ pub enum DaemonError {
         "refusing plain TCP on {endpoint}: without TLS only loopback addresses (127.0.0.1, ::1) are allowed"
     )]
     NotLoopback { endpoint: Endpoint },
+    #[error(
+        "refusing plain TCP on {endpoint}: it carries no identity and no encryption; allow it explicitly \
+         (`up --allow-plain-tcp`, or `allow_plain_tcp = true` in [security]) and grant `anonymous` or a token"
+    )]
+    PlainTcpNotAllowed { endpoint: Endpoint },
     #[error("unsafe socket directory {}: {why}", dir.display())]
     SocketDir { dir: PathBuf, why: String },
     #[error(transparent)]
@@ -154,7 +165,7 @@ pub struct Daemon {
     listeners: Vec<Arc<Listener>>,
     store: queues::store::Store,
     recovered: queues::store::Recovered,
-    services: supervisor::SupervisorConfig,
+    file: config_file::ConfigFile,
     reload: Arc<tokio::sync::Notify>,
     config: Config,
 }
@@ -163,8 +174,13 @@ impl Daemon {
     /// Reads the services config, binds every configured endpoint and opens
     /// (recovers) the queue store.
     pub async fn bind(config: Config) -> Result<Self, DaemonError> {
-        let services = supervisor_setup(&config, Endpoint::Unix(PathBuf::new())).load()?;
-        let listeners = listen::bind(&config.listen).await?.into_iter().map(Arc::new).collect();
+        let file = supervisor_setup(&config, Endpoint::Unix(PathBuf::new())).load()?;
+        let allow_tcp = config.allow_plain_tcp || file.security.allow_plain_tcp;
+        let listeners = listen::bind(&config.listen, file.security.socket_mode, allow_tcp)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let dir = config.data_dir.join("queues");
         let (store, recovered) = queues::store::Store::open(&dir, config.queue_segment_bytes.max(4096))?;
         if !recovered.messages.is_empty() || recovered.truncated > 0 {
@@ -177,7 +193,7 @@ impl Daemon {
             );
         }
         let reload = Arc::new(tokio::sync::Notify::new());
-        Ok(Self { listeners, store, recovered, services, reload, config })
+        Ok(Self { listeners, store, recovered, file, reload, config })
     }
 
     /// Notifying this re-reads the services config (what SIGHUP does).
@@ -205,7 +221,11 @@ impl Daemon {
         let (writer, writer_thread) = queues::writer::Writer::spawn(self.store, completions_tx);
         let queue_state =
             router::queues::QueueState::new(self.recovered, writer, self.config.queue_auto_create);
-        let router = Router::new(limits.clone(), self.config.data_dir.clone(), queue_state);
+        let mut router = Router::new(limits.clone(), self.config.data_dir.clone(), queue_state);
+        router.set_policy(self.file.policy.clone(), self.file.security.clone());
+        if !self.file.policy.is_empty() {
+            tracing::info!(grants = self.file.policy.len(), "policy loaded");
+        }
         let router = Arc::new(Mutex::new(router));
         let committer = {
             let router = router.clone();
@@ -236,7 +256,7 @@ impl Daemon {
         let supervisor = match self.listeners.first() {
             Some(first) => {
                 let setup = supervisor_setup(&self.config, first.endpoint());
-                match supervisor::Supervisor::start(setup, self.services, router.clone()).await {
+                match supervisor::Supervisor::start(setup, self.file.services, router.clone()).await {
                     Ok(supervisor) => Some(supervisor),
                     Err(err) => {
                         failure = Some(DaemonError::from(err));

@@ -5,8 +5,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{
-    kind, Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, QueueDelivery,
-    QueuePut, Request, Welcome,
+    kind, Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, PrincipalName, Publish,
+    QueueDelivery, QueuePut, Request, Welcome,
 };
 use crate::{
     ErrorCode, HeaderError, Headers, MethodName, NameError, QueueName, ServiceName, Topic, TopicError,
@@ -161,8 +161,12 @@ impl Fields {
         self.body.advance(used);
         Ok(headers)
     }
-    fn caller(&mut self, prefix: &'static [&'static str; 3]) -> Result<Caller, DecodeError> {
-        Ok(Caller { session: self.u64(prefix[0])?, uid: self.u32(prefix[1])?, pid: self.u32(prefix[2])? })
+    fn caller(&mut self, prefix: &'static [&'static str; 4]) -> Result<Caller, DecodeError> {
+        let (session, uid, pid) = (self.u64(prefix[0])?, self.u32(prefix[1])?, self.u32(prefix[2])?);
+        let bytes = self.name_bytes(prefix[3])?;
+        let principal = PrincipalName::from_utf8(bytes)
+            .ok_or(DecodeError::BadUtf8 { kind: self.kind, field: prefix[3] })?;
+        Ok(Caller { session, uid, pid, principal })
     }
     /// Everything left: the payload.
     fn rest(&mut self) -> Bytes {
@@ -192,8 +196,8 @@ impl From<TopicError> for NameOrTopic {
     }
 }
 
-const CALLER: [&str; 3] = ["caller.session", "caller.uid", "caller.pid"];
-const PUBLISHER: [&str; 3] = ["publisher.session", "publisher.uid", "publisher.pid"];
+const CALLER: [&str; 4] = ["caller.session", "caller.uid", "caller.pid", "caller.principal"];
+const PUBLISHER: [&str; 4] = ["publisher.session", "publisher.uid", "publisher.pid", "publisher.principal"];
 
 fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
     let kind_byte = body.get_u8(); // len ≥ 1 was checked by the caller
@@ -205,6 +209,8 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
                 version: f.u16("version")?,
                 features: f.u32("features")?,
                 client_name: f.text("client_name")?,
+                // Absent from clients that predate it.
+                credential: if f.body.has_remaining() { f.text("credential")? } else { String::new() },
             };
             f.end(Frame::Hello(hello))?
         }

@@ -25,6 +25,7 @@ fn put_caller(dst: &mut BytesMut, caller: &Caller) {
     dst.put_u64_le(caller.session);
     dst.put_u32_le(caller.uid);
     dst.put_u32_le(caller.pid);
+    put_name(dst, caller.principal.as_bytes());
 }
 
 impl Frame {
@@ -67,6 +68,7 @@ impl Frame {
                 dst.put_u16_le(h.version);
                 dst.put_u32_le(h.features);
                 put_text(dst, &h.client_name);
+                put_text(dst, &h.credential);
             }
             Frame::Welcome(w) => {
                 dst.put_u16_le(w.version);

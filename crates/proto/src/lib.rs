@@ -37,8 +37,8 @@ mod validated;
 pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
 pub use error::ErrorCode;
 pub use frame::{
-    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, Publish, QueueDelivery, QueuePut,
-    Request, Welcome,
+    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, PrincipalName, Publish,
+    QueueDelivery, QueuePut, Request, Welcome,
 };
 pub use headers::{HeaderError, HeaderIter, Headers};
 pub use names::{MethodName, NameError, QueueName, ServiceName, Target};

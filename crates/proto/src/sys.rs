@@ -156,6 +156,17 @@ pub(crate) mod serde_bytes_compat {
 pub const DAEMON_SERVICE: &str = "$sys.daemon";
 /// `$sys.daemon.info`: no arguments; replies [`DaemonInfo`].
 pub const DAEMON_INFO: &str = "info";
+/// `$sys.daemon.whoami`: no arguments; replies [`Whoami`]. Always allowed.
+pub const DAEMON_WHOAMI: &str = "whoami";
+
+/// Who the daemon says this connection is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    pub principal: String,
+    pub session: u64,
+    pub uid: u32,
+    pub pid: u32,
+}
 
 /// One registered service and its instances.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -59,6 +59,10 @@ pub struct Args {
     /// Supervise the example services (orders, resources) with a built-in config.
     #[arg(long, conflicts_with = "config")]
     demo: bool,
+    /// Allow plain TCP listeners (loopback only). Their clients have no OS
+    /// identity: they are `anonymous` unless they present a token.
+    #[arg(long)]
+    allow_plain_tcp: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -75,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.queue_auto_create = !args.no_auto_create_queues;
     config.queue_segment_bytes = args.queue_segment_bytes;
     config.services_file = args.config;
+    config.allow_plain_tcp = args.allow_plain_tcp;
     if args.demo {
         config.services_text = Some(super::demo::config()?);
     }

@@ -53,25 +53,33 @@ impl Listener {
 }
 
 /// Binds every endpoint, or fails naming the one that could not be bound.
-pub async fn bind(endpoints: &[Endpoint]) -> Result<Vec<Listener>, DaemonError> {
+/// Unix sockets get `socket_mode`; plain TCP needs `allow_tcp` and loopback.
+pub async fn bind(
+    endpoints: &[Endpoint],
+    socket_mode: u32,
+    allow_tcp: bool,
+) -> Result<Vec<Listener>, DaemonError> {
     let mut listeners = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let listener = match endpoint {
-            Endpoint::Unix(path) => Listener::Unix(UnixEndpoint::bind(path)?),
-            Endpoint::Tcp(addr) => bind_tcp(endpoint, addr).await?,
+            Endpoint::Unix(path) => Listener::Unix(UnixEndpoint::bind(path, socket_mode)?),
+            Endpoint::Tcp(addr) => bind_tcp(endpoint, addr, allow_tcp).await?,
         };
         listeners.push(listener);
     }
     Ok(listeners)
 }
 
-async fn bind_tcp(endpoint: &Endpoint, addr: &str) -> Result<Listener, DaemonError> {
+async fn bind_tcp(endpoint: &Endpoint, addr: &str, allowed: bool) -> Result<Listener, DaemonError> {
     let failed = |source| DaemonError::Listen { endpoint: endpoint.clone(), source };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr).await.map_err(failed)?.collect();
     // Without TLS a TCP socket is readable by anyone on the path, so plain
-    // TCP is only ever offered on loopback.
+    // TCP is only ever offered on loopback, and only when asked for.
     if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
         return Err(DaemonError::NotLoopback { endpoint: endpoint.clone() });
+    }
+    if !allowed {
+        return Err(DaemonError::PlainTcpNotAllowed { endpoint: endpoint.clone() });
     }
     let listener = TcpListener::bind(addrs.as_slice()).await.map_err(failed)?;
     let local = listener.local_addr().map_err(failed)?;

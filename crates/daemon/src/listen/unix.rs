@@ -25,7 +25,7 @@ pub struct UnixEndpoint {
 }
 
 impl UnixEndpoint {
-    pub fn bind(path: &Path) -> Result<Self, DaemonError> {
+    pub fn bind(path: &Path, mode: u32) -> Result<Self, DaemonError> {
         let endpoint = Endpoint::Unix(path.to_owned());
         let failed = |source| DaemonError::Listen { endpoint: endpoint.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -59,8 +59,9 @@ impl UnixEndpoint {
             fs::remove_file(path).map_err(failed)?;
         }
         let listener = UnixListener::bind(path).map_err(failed)?;
-        // Only the owner may connect until policy (issue #7) says otherwise.
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(failed)?;
+        // 0600 by default: only the daemon's user may connect; a policy that
+        // grants others widens it (`[security] socket_mode`).
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(failed)?;
         Ok(Self { listener, path: path.to_owned(), lock_path, _lock: lock })
     }
 

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use switchboard_proto::{Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId};
 
 use super::{Congested, PendingCall, Router};
+use crate::policy::Op;
 
 /// Bytes a `Request` frame adds around its payload, method and headers.
 const REQUEST_OVERHEAD: usize = 1 + 4 + 4 + 8 + 8 + 4 + 4 + 1;
@@ -56,6 +57,13 @@ impl Router {
     }
 
     pub(super) fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
+        let access = self.permit_call(from, &call.service, &call.method, &call.payload);
+        let access =
+            access.and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) });
+        if let Err((code, message)) = access {
+            self.send_error(from, call.id, code, message);
+            return None;
+        }
         let call = self.check_hold(from, call)?;
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
         if service.as_str() == switchboard_proto::sys::QUEUES_SERVICE && !self.shutting_down {
@@ -63,7 +71,7 @@ impl Router {
             return None;
         }
         if service.is_reserved() && !self.shutting_down && !self.registry.has(&service) {
-            match crate::admin::call(self, &service, &method, &payload) {
+            match crate::admin::call(self, from, &service, &method, &payload) {
                 Ok(reply) => self.send(from, &Frame::Reply { id, payload: reply }),
                 Err((code, message)) => self.send_error(from, id, code, message),
             }
@@ -96,7 +104,7 @@ impl Router {
         headers: Headers,
         payload: Bytes,
     ) -> Option<Congested> {
-        let caller = self.sessions.get(&call.caller)?.caller;
+        let caller = self.sessions.get(&call.caller)?.caller.clone();
         let instance = call.instance;
         let id = self.pending.insert(call);
         let callee = self.registry.get_mut(instance)?;
@@ -113,6 +121,16 @@ impl Router {
         if self.shutting_down || reserved || (is_daemon_only(&method) && !self.is_daemon_session(from)) {
             return None;
         }
+        let target = || format!("{service}.{method}");
+        let unrestricted = self.sessions.get(&from).is_some_and(|s| s.rules.unrestricted());
+        let access = if unrestricted { Ok(()) } else { self.permit(from, Op::Notify, &target()) };
+        let access =
+            access.and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) });
+        if let Err((code, message)) = access {
+            // A notification has no reply: the refusal goes back under id 0.
+            self.send_error(from, 0, code, message);
+            return None;
+        }
         let targets = if all {
             self.registry.serving(&service, &method)
         } else {
@@ -125,7 +143,7 @@ impl Router {
                 return None;
             }
         };
-        let caller = self.sessions.get(&from)?.caller;
+        let caller = self.sessions.get(&from)?.caller.clone();
         let mut congested = None;
         for instance in targets {
             let Some(callee) = self.registry.get_mut(instance) else {
@@ -137,7 +155,7 @@ impl Router {
                 id: 0,
                 timeout_ms: 0,
                 instance,
-                caller,
+                caller: caller.clone(),
                 method: method.clone(),
                 headers: headers.clone(),
                 payload: payload.clone(),
@@ -150,7 +168,9 @@ impl Router {
     pub(super) fn broadcast(&mut self, from: SessionId, broadcast: Broadcast) -> Option<Congested> {
         let Broadcast { id, timeout_ms, service, method, headers, payload } = broadcast;
         let targets = self
-            .admit(from, &method, &headers, &payload)
+            .permit_call(from, &service, &method, &payload)
+            .and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) })
+            .and_then(|()| self.admit(from, &method, &headers, &payload))
             .and_then(|()| self.registry.serving(&service, &method));
         let targets = match targets {
             Ok(targets) => targets,

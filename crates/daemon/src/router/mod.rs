@@ -12,6 +12,7 @@
 //! to the subscription's bounded backlog (see [`topics`]) and the
 //! subscriber's session pumps it ([`Router::pump`]) as its socket drains.
 
+pub mod access;
 mod calls;
 mod holds;
 mod pending;
@@ -30,6 +31,7 @@ use switchboard_proto::{Caller, ErrorCode, Frame, InstanceId, MethodSpec, Servic
 use switchboard_transport::Outbox;
 use tokio_util::sync::CancellationToken;
 
+use crate::policy::{Op, Principal, Rules};
 use crate::Limits;
 pub use holds::Hold;
 use pending::Pending;
@@ -46,11 +48,24 @@ pub struct SessionEntry {
     pub backlog: Arc<BacklogSignal>,
     pub client_name: String,
     pub caller: Caller,
+    /// Who it verifiably is, and the rules of the policy that apply to it.
+    pub principal: Principal,
+    pub rules: Arc<Rules>,
     /// Calls (and broadcasts) this session made that await an answer.
     pub inflight: u32,
     /// Registry watches: request ids to send events under.
     pub watches: Vec<u32>,
     pub subscriptions: Vec<SubId>,
+}
+
+/// What a session hands the router when it is admitted.
+pub struct SessionLink {
+    pub outbox: Arc<Outbox>,
+    pub kill: CancellationToken,
+    pub backlog: Arc<BacklogSignal>,
+    pub client_name: String,
+    pub uid: u32,
+    pub pid: u32,
 }
 
 /// A destination whose outbox is over its threshold: the session that sent
@@ -72,6 +87,7 @@ pub struct Router {
     topics: Topics,
     queues: queues::QueueState,
     holds: holds::Holds,
+    access: access::Access,
     /// Reused for topic matches, so publishing allocates nothing.
     matched: Vec<SubId>,
     next_session: SessionId,
@@ -91,6 +107,7 @@ impl Router {
             topics: Topics::default(),
             queues,
             holds: holds::Holds::default(),
+            access: access::Access::default(),
             matched: Vec::new(),
             next_session: 0,
             limits,
@@ -105,19 +122,19 @@ impl Router {
         router
     }
 
-    /// Admits a connection that completed its handshake; returns its id.
+    /// Admits a connection that completed its handshake as `principal`;
+    /// returns its id, or why it is refused (too many connections of it).
     pub fn add_session(
         &mut self,
-        outbox: Arc<Outbox>,
-        kill: CancellationToken,
-        backlog: Arc<BacklogSignal>,
-        client_name: String,
-        uid: u32,
-        pid: u32,
-    ) -> SessionId {
+        link: SessionLink,
+        principal: Principal,
+    ) -> Result<SessionId, access::Refusal> {
+        self.admit_principal(&principal)?;
+        let SessionLink { outbox, kill, backlog, client_name, uid, pid } = link;
         self.next_session += 1;
         let session = self.next_session;
-        let caller = Caller { session, uid, pid };
+        let caller = Caller { session, uid, pid, principal: principal.name.clone() };
+        let rules = access::rules_for(&self.access.policy, &principal);
         self.sessions.insert(
             session,
             SessionEntry {
@@ -126,12 +143,14 @@ impl Router {
                 backlog,
                 client_name,
                 caller,
+                principal,
+                rules,
                 inflight: 0,
                 watches: Vec::new(),
                 subscriptions: Vec::new(),
             },
         );
-        session
+        Ok(session)
     }
 
     /// Acts on one frame from `from`. Returns a congested destination the
@@ -179,6 +198,9 @@ impl Router {
             let message = format!("service name {service} is reserved for the daemon");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
         }
+        if let Err((code, message)) = self.permit(from, Op::Serve, service.as_str()) {
+            return self.send_error(from, req, code, message);
+        }
         if methods.is_empty() {
             let message = format!("registration of {service} declares no methods");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
@@ -211,6 +233,9 @@ impl Router {
     }
 
     fn watch(&mut self, from: SessionId, req: u32) {
+        if let Err((code, message)) = self.permit(from, Op::Call, "$sys.registry.watch") {
+            return self.send_error(from, req, code, message);
+        }
         if let Some(session) = self.sessions.get_mut(&from) {
             session.watches.push(req);
         }
@@ -254,6 +279,7 @@ impl Router {
         self.broadcasts.retain(|(caller, _), _| *caller != session);
         self.queue_session_closed(session);
         if let Some(entry) = self.sessions.remove(&session) {
+            self.release_principal(&entry.caller.principal);
             for sub in entry.subscriptions {
                 self.topics.unsubscribe(sub);
             }

@@ -5,9 +5,13 @@ use switchboard_proto::{ErrorCode, Frame, Message, Publish, SessionId, TopicPatt
 
 use super::topics::{self, Delivery, Retained, SubId};
 use super::Router;
+use crate::policy::Op;
 
 impl Router {
     pub(super) fn subscribe(&mut self, from: SessionId, req: u32, sid: u32, pattern: TopicPattern) {
+        if let Err((code, message)) = self.permit(from, Op::Subscribe, &pattern.to_string()) {
+            return self.send_error(from, req, code, message);
+        }
         let Some(session) = self.sessions.get(&from) else {
             return;
         };
@@ -63,12 +67,21 @@ impl Router {
         if self.shutting_down {
             return;
         }
-        let Some(publisher) = self.sessions.get(&from).map(|s| s.caller) else {
+        let Some(session) = self.sessions.get(&from) else {
             return;
         };
+        let (publisher, unrestricted) = (session.caller.clone(), session.rules.unrestricted());
         let Publish { retain, topic, headers, payload } = publish;
+        let access = if unrestricted { Ok(()) } else { self.permit(from, Op::Publish, topic.as_str()) };
+        let access =
+            access.and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) });
+        if let Err((code, message)) = access {
+            // A publication has no reply: the refusal goes back under id 0.
+            return self.send_error(from, 0, code, message);
+        }
         if retain {
-            let value = Retained { publisher, headers: headers.clone(), payload: payload.clone() };
+            let value =
+                Retained { publisher: publisher.clone(), headers: headers.clone(), payload: payload.clone() };
             if !self.topics.retain(&topic, value, self.limits.max_retained) {
                 tracing::warn!(
                     %topic,

@@ -16,6 +16,7 @@ use switchboard_proto::sys::{
 use switchboard_proto::{ErrorCode, Frame, Headers, QueueDelivery, QueueName, QueuePut, SessionId};
 
 use super::Router;
+use crate::policy::Op;
 use crate::queues::queue::{Admitted, ConsumerKey, Next, Queue};
 use crate::queues::record::{Record, StoredMessage};
 use crate::queues::store::Recovered;
@@ -156,6 +157,12 @@ impl QueueState {
 impl Router {
     pub(super) fn queue_put(&mut self, from: SessionId, put: QueuePut) {
         let QueuePut { req, priority, ttl_ms, queue, dedup_id, headers, payload } = put;
+        let access = self.permit(from, Op::QueuePut, queue.as_str());
+        let access =
+            access.and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) });
+        if let Err((code, message)) = access {
+            return self.send_error(from, req, code, message);
+        }
         let name = queue.as_str().to_owned();
         let mut records = Vec::new();
         if let Err((code, message)) = self.queues.ensure(&name, &mut records, None) {
@@ -209,6 +216,9 @@ impl Router {
         prefetch: u32,
         queue: QueueName,
     ) {
+        if let Err((code, message)) = self.permit(from, Op::QueueGet, queue.as_str()) {
+            return self.send_error(from, req, code, message);
+        }
         let name = queue.as_str().to_owned();
         let mut records = Vec::new();
         if let Err((code, message)) = self.queues.ensure(&name, &mut records, None) {

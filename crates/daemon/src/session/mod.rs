@@ -15,7 +15,7 @@ use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, Stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::router::topics::BacklogSignal;
-use crate::router::Router;
+use crate::router::{Router, SessionLink};
 use crate::Limits;
 
 /// The router as sessions share it.
@@ -60,12 +60,33 @@ pub async fn serve(
     let pid = cred.and_then(|c| c.pid).unwrap_or(0);
     let kill = stop.child_token();
     let backlog = Arc::new(BacklogSignal::default());
-    let session = {
+    let admitted = {
         let mut router = lock(&router);
-        let name = hello.client_name.clone();
-        let session = router.add_session(outbox.clone(), kill.clone(), backlog.clone(), name, uid, pid);
-        let _ = outbox.push(&handshake::welcome(session, &limits));
-        session
+        let link = SessionLink {
+            outbox: outbox.clone(),
+            kill: kill.clone(),
+            backlog: backlog.clone(),
+            client_name: hello.client_name.clone(),
+            uid,
+            pid,
+        };
+        let admitted = router
+            .authenticate(cred, &hello.credential)
+            .and_then(|principal| router.add_session(link, principal));
+        if let Ok(session) = admitted {
+            let _ = outbox.push(&handshake::welcome(session, &limits));
+        }
+        admitted
+    };
+    let session = match admitted {
+        Ok(session) => session,
+        Err((code, message)) => {
+            tracing::warn!(%peer, client = %hello.client_name, pid, "connection refused: {message}");
+            let _ = outbox.push(&Frame::Goodbye { code, message });
+            outbox.close();
+            let _ = tokio::time::timeout(limits.handshake_timeout, writer).await;
+            return;
+        }
     };
     tracing::debug!(session, %peer, client = %hello.client_name, pid, "session open");
 

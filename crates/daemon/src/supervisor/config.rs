@@ -218,6 +218,13 @@ struct RawFile {
     #[serde(default)]
     services: BTreeMap<String, RawService>,
     logs: Option<RawLogs>,
+    // Read by the policy (`crate::policy::RawPolicy`), from the same text.
+    #[allow(dead_code)]
+    roles: Option<toml::Value>,
+    #[allow(dead_code)]
+    policy: Option<toml::Value>,
+    #[allow(dead_code)]
+    security: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]

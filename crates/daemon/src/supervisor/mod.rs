@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::{ConfigError, SupervisorConfig};
 
+use crate::config_file::ConfigFile;
 use crate::session::SharedRouter;
 
 /// An instance: (service name, instance number from 1).
@@ -106,11 +107,12 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn load(&self) -> Result<SupervisorConfig, ConfigError> {
+    /// Reads the whole config file (services and policy).
+    pub fn load(&self) -> Result<ConfigFile, ConfigError> {
         match (&self.config, &self.builtin) {
-            (Some(path), _) => SupervisorConfig::load(path),
-            (None, Some(text)) => SupervisorConfig::parse(text),
-            (None, None) => Ok(SupervisorConfig::default()),
+            (Some(path), _) => ConfigFile::load(path),
+            (None, Some(text)) => ConfigFile::parse(text),
+            (None, None) => Ok(ConfigFile::default()),
         }
     }
 }

@@ -38,8 +38,11 @@ impl Runtime {
         let ran_for = instance.started.map_or(Duration::ZERO, |s| s.elapsed());
         instance.last_exit = description.clone();
         instance.clear_process();
+        // Its secret dies with it: a leftover process cannot use it.
+        let secret = std::mem::take(&mut instance.secret);
         let intent = instance.intent.take();
         let desired = instance.desired;
+        crate::session::lock(&self.router).forget_secret(&secret);
         self.note(&key.0, key.1, &format!("exited: {description}"));
         self.transition(key, Transition::Exited);
         match intent {

@@ -412,8 +412,12 @@ impl Runtime {
     /// Re-reads the config; starts added services, stops removed ones,
     /// restarts changed ones, leaves the rest alone.
     pub(super) fn reload(&mut self) -> Result<Bytes, Refusal> {
-        let config =
+        let file =
             self.setup.load().map_err(|err| (ErrorCode::BadRequest, format!("reload refused: {err}")))?;
+        let grants = file.policy.len();
+        lock(&self.router).set_policy(file.policy, file.security);
+        tracing::info!(grants, "policy reloaded");
+        let config = file.services;
         self.logs = config.logs.clone();
         let mut report = sup::ReloadReport::default();
         let mut seen = BTreeSet::new();

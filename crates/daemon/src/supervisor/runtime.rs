@@ -20,8 +20,9 @@ use super::logs::LogBook;
 use super::process::SpawnError;
 use super::state::{Event as Transition, State};
 use super::{health, Answer, Event, Key, Published, Setup};
+use crate::router::access::InstanceIdentity;
 use crate::router::Hold;
-use crate::session::SharedRouter;
+use crate::session::{lock, SharedRouter};
 
 /// A supervised service.
 pub(super) struct Service {
@@ -337,6 +338,12 @@ impl Runtime {
             Ok(launched) => {
                 let cgroup =
                     super::cgroup::Cgroup::apply(&format!("{name}-{number}"), &spec.cgroup, launched.pid);
+                let identity = InstanceIdentity {
+                    service: name.to_owned(),
+                    instance: number,
+                    process_group: launched.pid,
+                };
+                lock(&self.router).register_secret(secret, identity);
                 let Some(instance) = self.find_any(&key) else { return };
                 instance.pid = Some(launched.pid);
                 instance.tasks = launched.tasks;

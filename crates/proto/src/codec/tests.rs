@@ -42,7 +42,9 @@ fn pattern() -> impl Strategy<Value = TopicPattern> {
 }
 
 fn caller() -> impl Strategy<Value = Caller> {
-    any::<(u64, u32, u32)>().prop_map(|(session, uid, pid)| Caller { session, uid, pid })
+    (any::<(u64, u32, u32)>(), "(user|service|cert|token):[a-z0-9#]{0,20}").prop_map(
+        |((session, uid, pid), name)| Caller { session, uid, pid, principal: PrincipalName::new(&name) },
+    )
 }
 
 fn code() -> impl Strategy<Value = ErrorCode> {
@@ -51,9 +53,11 @@ fn code() -> impl Strategy<Value = ErrorCode> {
 
 fn frame() -> impl Strategy<Value = Frame> {
     let control = prop_oneof![
-        (any::<u16>(), any::<u32>(), ".{0,40}").prop_map(|(version, features, client_name)| {
-            Frame::Hello(Hello { version, features, client_name })
-        }),
+        (any::<u16>(), any::<u32>(), ".{0,40}", "(|secret:[0-9a-f]{32}|token:.{0,20})").prop_map(
+            |(version, features, client_name, credential)| {
+                Frame::Hello(Hello { version, features, client_name, credential })
+            }
+        ),
         (any::<u16>(), any::<u32>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
             |(version, features, session, max_frame, max_inflight)| {
                 Frame::Welcome(Welcome { version, features, session, max_frame, max_inflight })

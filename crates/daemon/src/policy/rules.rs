@@ -1,0 +1,267 @@
+//! Rules: an operation and a pattern (`call billing.*`, `subscribe
+//! orders.>`, `admin`), and the set that applies to one principal.
+//!
+//! Deny wins: an operation is allowed when no deny rule touches it and an
+//! allow rule (or the daemon user's blanket allow) covers it.
+
+use std::fmt;
+
+use switchboard_proto::{Topic, TopicPattern};
+
+/// What a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Call (or broadcast to) `SERVICE.METHOD`.
+    Call,
+    Notify,
+    Publish,
+    Subscribe,
+    QueuePut,
+    QueueGet,
+    /// Register (serve) a service name.
+    Serve,
+    /// Start, stop, pause, continue, restart or send controls to a service.
+    Control,
+    /// Reload the config, purge queues.
+    Admin,
+}
+
+impl Op {
+    const ALL: [Op; 9] = [
+        Op::Call,
+        Op::Notify,
+        Op::Publish,
+        Op::Subscribe,
+        Op::QueuePut,
+        Op::QueueGet,
+        Op::Serve,
+        Op::Control,
+        Op::Admin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Call => "call",
+            Op::Notify => "notify",
+            Op::Publish => "publish",
+            Op::Subscribe => "subscribe",
+            Op::QueuePut => "queue.put",
+            Op::QueueGet => "queue.get",
+            Op::Serve => "serve",
+            Op::Control => "control",
+            Op::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pattern {
+    /// `*` matches any run of characters (dots included).
+    Glob(String),
+    /// Topic semantics: `*` one token, `>` the rest.
+    Topic(TopicPattern),
+    Anything,
+}
+
+/// One `OP PATTERN` rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    op: Op,
+    pattern: Pattern,
+}
+
+impl Rule {
+    /// Parses `call billing.*`, `publish orders.>`, `admin`.
+    pub fn parse(text: &str) -> Result<Rule, String> {
+        let mut words = text.split_whitespace();
+        let word = words.next().ok_or_else(|| "empty rule".to_owned())?;
+        let op = Op::ALL.into_iter().find(|op| op.name() == word).ok_or_else(|| {
+            let known: Vec<&str> = Op::ALL.iter().map(|op| op.name()).collect();
+            format!("unknown operation {word:?} in {text:?}; known: {}", known.join(", "))
+        })?;
+        let target = words.next();
+        if words.next().is_some() {
+            return Err(format!("{text:?}: expected OPERATION PATTERN"));
+        }
+        let pattern = match (op, target) {
+            (Op::Admin, None) => Pattern::Anything,
+            (Op::Admin, Some(_)) => return Err(format!("{text:?}: admin takes no pattern")),
+            (_, None) => return Err(format!("{text:?}: {op} needs a pattern (use * for any)")),
+            (Op::Publish | Op::Subscribe, Some(p)) => {
+                Pattern::Topic(TopicPattern::parse(p).map_err(|err| format!("{text:?}: {err}"))?)
+            }
+            (_, Some(p)) => Pattern::Glob(p.to_owned()),
+        };
+        Ok(Rule { op, pattern })
+    }
+
+    /// Whether this rule grants `op` on `target` (for subscribe: every topic
+    /// the requested pattern can match).
+    fn covers(&self, op: Op, target: &str) -> bool {
+        self.op == op
+            && match &self.pattern {
+                Pattern::Anything => true,
+                Pattern::Glob(glob) => glob_match(glob.as_bytes(), target.as_bytes()),
+                Pattern::Topic(rule) if op == Op::Subscribe => {
+                    TopicPattern::parse(target).is_ok_and(|wanted| pattern_covers(rule, &wanted))
+                }
+                Pattern::Topic(rule) => Topic::parse(target).is_ok_and(|topic| rule.matches(&topic)),
+            }
+    }
+
+    /// Whether a deny rule reaches `op` on `target` (for subscribe: any
+    /// topic both could match — a subscription that could receive a denied
+    /// topic is refused).
+    fn touches(&self, op: Op, target: &str) -> bool {
+        match &self.pattern {
+            Pattern::Topic(rule) if op == Op::Subscribe && self.op == op => {
+                TopicPattern::parse(target).is_ok_and(|wanted| patterns_overlap(rule, &wanted))
+            }
+            _ => self.covers(op, target),
+        }
+    }
+}
+
+/// The rules that apply to one principal, gathered from every grant that
+/// names it.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub allow_all: bool,
+    pub allow: Vec<Rule>,
+    pub deny: Vec<Rule>,
+}
+
+impl Rules {
+    /// Everything allowed, nothing denied: no check needed.
+    pub fn unrestricted(&self) -> bool {
+        self.allow_all && self.deny.is_empty()
+    }
+
+    pub fn permits(&self, op: Op, target: &str) -> bool {
+        if self.unrestricted() {
+            return true;
+        }
+        if self.deny.iter().any(|rule| rule.touches(op, target)) {
+            return false;
+        }
+        self.allow_all || self.allow.iter().any(|rule| rule.covers(op, target))
+    }
+}
+
+/// `*` matches any run of bytes.
+fn glob_match(glob: &[u8], text: &[u8]) -> bool {
+    let (mut g, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if g < glob.len() && glob[g] == b'*' {
+            star = Some((g, t));
+            g += 1;
+        } else if g < glob.len() && glob[g] == text[t] {
+            g += 1;
+            t += 1;
+        } else if let Some((sg, st)) = star {
+            g = sg + 1;
+            t = st + 1;
+            star = Some((sg, st + 1));
+        } else {
+            return false;
+        }
+    }
+    glob[g..].iter().all(|b| *b == b'*')
+}
+
+/// Whether every topic `wanted` matches is matched by `rule`.
+fn pattern_covers(rule: &TopicPattern, wanted: &TopicPattern) -> bool {
+    let (rule, wanted): (Vec<&[u8]>, Vec<&[u8]>) = (rule.tokens().collect(), wanted.tokens().collect());
+    for (i, r) in rule.iter().enumerate() {
+        match (*r, wanted.get(i).copied()) {
+            (b">", Some(_)) => return true,
+            (_, None) | (_, Some(b">")) => return false,
+            (b"*", Some(w)) if w != b">" => continue,
+            (r, Some(w)) if r == w => continue,
+            _ => return false,
+        }
+    }
+    rule.len() == wanted.len()
+}
+
+/// Whether some topic is matched by both patterns.
+fn patterns_overlap(a: &TopicPattern, b: &TopicPattern) -> bool {
+    let (a, b): (Vec<&[u8]>, Vec<&[u8]>) = (a.tokens().collect(), b.tokens().collect());
+    for i in 0.. {
+        match (a.get(i).copied(), b.get(i).copied()) {
+            (Some(b">"), Some(_)) | (Some(_), Some(b">")) => return true,
+            (None, None) => return true,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some(x), Some(y)) if x == b"*" || y == b"*" || x == y => continue,
+            _ => return false,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(allow: &[&str], deny: &[&str]) -> Rules {
+        let parse = |list: &[&str]| list.iter().map(|r| Rule::parse(r).unwrap()).collect();
+        Rules { allow_all: false, allow: parse(allow), deny: parse(deny) }
+    }
+
+    #[test]
+    fn globs_match_calls_queues_and_services() {
+        let r = rules(&["call billing.*", "queue.get mail*", "serve worker"], &[]);
+        assert!(r.permits(Op::Call, "billing.charge"));
+        assert!(!r.permits(Op::Call, "billingx.charge"));
+        assert!(!r.permits(Op::Call, "shipping.send"));
+        assert!(!r.permits(Op::Notify, "billing.charge"), "call does not grant notify");
+        assert!(r.permits(Op::QueueGet, "mail.dlq"));
+        assert!(r.permits(Op::Serve, "worker") && !r.permits(Op::Serve, "worker2"));
+        assert!(glob_match(b"*", b"") && glob_match(b"a*c*", b"abcxc") && !glob_match(b"a*d", b"abc"));
+    }
+
+    #[test]
+    fn deny_wins_over_allow_and_over_allow_all() {
+        let mut r = rules(&["call billing.*"], &["call billing.refund"]);
+        assert!(r.permits(Op::Call, "billing.charge"));
+        assert!(!r.permits(Op::Call, "billing.refund"));
+        r.allow_all = true;
+        assert!(r.permits(Op::Admin, ""));
+        assert!(!r.permits(Op::Call, "billing.refund"));
+        assert!(!r.unrestricted());
+    }
+
+    #[test]
+    fn topics_follow_topic_wildcards() {
+        let r = rules(&["publish orders.>", "subscribe orders.*"], &["subscribe orders.secret"]);
+        assert!(r.permits(Op::Publish, "orders.eu.created"));
+        assert!(!r.permits(Op::Publish, "billing.x"));
+        assert!(r.permits(Op::Subscribe, "orders.created"));
+        assert!(!r.permits(Op::Subscribe, "orders.>"), "wider than the grant");
+        assert!(!r.permits(Op::Subscribe, "orders.*"), "could receive orders.secret");
+        assert!(!r.permits(Op::Subscribe, "orders.secret"));
+        let wide = rules(&["subscribe >"], &[]);
+        assert!(wide.permits(Op::Subscribe, "a.*.c") && wide.permits(Op::Subscribe, ">"));
+    }
+
+    #[test]
+    fn bad_rules_say_what_is_wrong() {
+        for (text, expected) in [
+            ("fly orders", "unknown operation \"fly\""),
+            ("call", "needs a pattern"),
+            ("admin everything", "admin takes no pattern"),
+            ("publish orders..x", "publish orders..x"),
+            ("call a b", "expected OPERATION PATTERN"),
+        ] {
+            let err = Rule::parse(text).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+}
