@@ -65,6 +65,7 @@ enum Command {
     Control(cmd::services::ControlArgs),
     Logs(cmd::logs::Args),
     Reload(cmd::services::ReloadArgs),
+    Whoami(cmd::ls::WhoamiArgs),
 }
 
 /// Parses durations like `500ms`, `5s`, `2m`.
@@ -98,6 +99,7 @@ fn main() -> ExitCode {
         Command::Control(args) => cmd::client_runtime(cmd::services::control(args)),
         Command::Logs(args) => cmd::client_runtime(cmd::logs::run(args)),
         Command::Reload(args) => cmd::client_runtime(cmd::services::reload(args)),
+        Command::Whoami(args) => cmd::client_runtime(cmd::ls::whoami(args)),
     };
     match result {
         Ok(code) => code,

@@ -144,3 +144,25 @@ fn print_subscriptions(topics: &TopicsInfo) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Show who the daemon says you are: your principal (user:NAME for a local
+/// user, service:NAME#N for a supervised instance, token:NAME, cert:CN), the
+/// uid and pid it saw, and your session. The policy grants by principal.
+#[derive(clap::Args)]
+pub struct WhoamiArgs {
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connection: Connection,
+}
+
+pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<ExitCode> {
+    let bus = connect(&args.connection, "switchboard-whoami").await?;
+    let me = bus.whoami().await?;
+    if args.json {
+        output::line(serde_json::to_string(&me)?)?;
+    } else {
+        output::line(format!("{} (uid {}, pid {}, session {})", me.principal, me.uid, me.pid, me.session))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

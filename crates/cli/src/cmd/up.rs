@@ -36,9 +36,15 @@ pub struct Args {
     /// Most calls one connection may have awaiting replies.
     #[arg(long, value_name = "N", default_value_t = switchboard_daemon::Limits::default().max_inflight)]
     max_inflight: u32,
-    /// Most client connections at once.
+    /// Most client connections at once; more are refused with `overloaded`.
     #[arg(long, value_name = "N", default_value_t = switchboard_daemon::Limits::default().max_connections)]
     max_connections: usize,
+    /// Most subscriptions one connection may hold.
+    #[arg(long, value_name = "N", default_value_t = switchboard_daemon::Limits::default().max_subscriptions)]
+    max_subscriptions: usize,
+    /// How long a new connection has to complete its handshake.
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration, default_value = "5s")]
+    handshake_timeout: Duration,
     /// Where durable queues keep their data (default: $XDG_STATE_HOME/switchboard,
     /// ~/.local/state/switchboard, or /var/lib/switchboard as root).
     #[arg(long, value_name = "DIR")]
@@ -73,6 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.limits.max_frame = args.max_frame;
     config.limits.max_inflight = args.max_inflight;
     config.limits.max_connections = args.max_connections;
+    config.limits.max_subscriptions = args.max_subscriptions;
+    config.limits.handshake_timeout = args.handshake_timeout;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchboard_proto::ErrorCode;
 use switchboard_transport::{Endpoint, Stream};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -99,18 +100,19 @@ pub async fn accept_loop(
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
-        let permit = tokio::select! {
-            _ = stop_accepting.cancelled() => return,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
         let accepted = tokio::select! {
             _ = stop_accepting.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
+        // Over the connection limit a client is told so, not left waiting.
+        let permit = permits.clone().try_acquire_owned().ok();
         match accepted {
+            Ok((stream, peer)) if permit.is_none() => {
+                let limit = limits.max_connections;
+                tracing::warn!(%peer, "connection refused: {limit} connections is the limit");
+                let why = format!("the daemon already has {limit} connections (its limit)");
+                sessions.spawn(session::refuse(stream, ErrorCode::Overloaded, why));
+            }
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
                 let (router, limits, stop) = (router.clone(), limits.clone(), stop_sessions.clone());

@@ -142,7 +142,7 @@ impl Router {
         tracing::info!(session = from, %principal, "permission denied: {op} {target}");
         let what =
             if op == Op::Admin { "administer the daemon".to_owned() } else { format!("{op} {target}") };
-        Err((ErrorCode::PermissionDenied, format!("permission denied: {principal} may not {what}")))
+        Err((ErrorCode::PermissionDenied, format!("{principal} may not {what}")))
     }
 
     /// The check in front of a call to `service.method`, with the daemon's

@@ -113,6 +113,16 @@ pub async fn serve(
     }
 }
 
+/// Answers a connection that may not be served with a `Goodbye` saying
+/// why, without reading from it, and closes it.
+pub async fn refuse(stream: Stream, code: ErrorCode, message: String) {
+    let Ok((_read, write)) = stream.into_split() else { return };
+    let outbox = Outbox::new(usize::MAX);
+    let _ = outbox.push(&Frame::Goodbye { code, message });
+    outbox.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), run_writer(&outbox, write)).await;
+}
+
 /// Why the reader loop ended early.
 type LoopResult = Result<(), ReadError>;
 
