@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
         /// Only workload groups whose name contains this (limit, call, pubsub, queue,
-        /// store, supervisor).
+        /// store, policy, supervisor).
         #[arg(long, value_name = "GROUP")]
         only: Option<String>,
         /// Where the daemon keeps queue data. Must be on the disk being

@@ -86,6 +86,57 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
 }
 
+/// One daemon and echo service whose config is switched between no policy
+/// and a policy of 20 rules (19 denies the calls do not match, and an
+/// allow), by reloading: same processes, so only the policy differs.
+struct PolicyBench {
+    _children: Vec<Child>,
+    bus: Bus,
+    config: PathBuf,
+}
+
+impl PolicyBench {
+    fn start(dir: &Path, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Self> {
+        let config = dir.join("policy.toml");
+        std::fs::write(&config, "")?;
+        let socket = dir.join("policy.sock");
+        let data = dir.join("policy-data");
+        let daemon =
+            children::spawn(&["child-daemon", path(&socket), path(&data), "--config", path(&config)])?;
+        let addr = format!("unix:{}", socket.display());
+        let echo = children::spawn(&["child-sb-echo", &addr])?;
+        let bus = runtime.block_on(Bus::connect(&addr))?;
+        Ok(Self { _children: vec![daemon, echo], bus, config })
+    }
+
+    async fn set(&self, rules: bool) -> anyhow::Result<()> {
+        let text = if rules {
+            let denies: Vec<String> = (0..19).map(|i| format!("\"call other{i}.*\"")).collect();
+            format!(
+                "[[policy]]\nprincipal = \"*\"\nallow = [\"call bench.*\"]\ndeny = [{}]\n",
+                denies.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        std::fs::write(&self.config, text)?;
+        self.bus.call("$sys.services.reload", Bytes::new()).await?;
+        Ok(())
+    }
+
+    /// Latency without, then with, the policy (the other way round on odd repeats).
+    async fn measure(&self, samples: usize, repeat: usize) -> anyhow::Result<(Sample, Sample)> {
+        let mut results = [None, None];
+        let order = if repeat % 2 == 0 { [false, true] } else { [true, false] };
+        for rules in order {
+            self.set(rules).await?;
+            results[usize::from(rules)] = Some(call_latency(self.bus.clone(), 16, samples).await?);
+        }
+        let [plain, checked] = results;
+        Ok((plain.context("no sample")?, checked.context("no sample")?))
+    }
+}
+
 /// One case's samples across repeats.
 struct Case {
     group: &'static str,
@@ -178,6 +229,12 @@ impl Collected {
                 call.ratio_of = Some("p50");
             }
         }
+        // The policy: checked calls against unchecked ones.
+        let unchecked = rows.iter().find(|r| r.system == "no policy").map(|r| r.p50_us);
+        if let (Some(p50), Some(row)) = (unchecked, rows.iter_mut().find(|r| r.system == "20-rule policy")) {
+            (row.ratio, row.baseline, row.ratio_of) =
+                (Some(row.p50_us / p50), Some("no policy".into()), Some("p50"));
+        }
         // The supervisor: restart against spawning directly, memory against none.
         let raw_spawn = rows.iter().find(|r| r.system == "raw spawn").map(|r| (r.case.clone(), r.p50_us));
         if let Some((case, p50)) = raw_spawn {
@@ -259,6 +316,8 @@ pub fn run_all(
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let bus = runtime.block_on(Bus::connect(&setup.bus_addr))?;
+    let policy = if wanted("policy") { Some(PolicyBench::start(&setup.dir, &runtime)?) } else { None };
+    let policy = policy.as_ref();
 
     let mut collected = Collected::default();
     for repeat in 0..repeats {
@@ -359,6 +418,13 @@ pub fn run_all(
             collected.add("store", "64 × 256 B per durable commit".into(), "segment log", log, None);
             let redb = crate::queues::store_redb(&setup.data_dir, records)?;
             collected.add("store", "64 × 256 B per durable commit".into(), "redb", redb, None);
+        }
+        if let Some(policy) = policy {
+            let task = policy.measure(counts.latency_samples, repeat);
+            let (plain, checked) = runtime.block_on(task)?;
+            let case = "call round trip 16 B, policy".to_owned();
+            collected.add("policy", case.clone(), "no policy", plain, None);
+            collected.add("policy", case, "20-rule policy", checked, None);
         }
         if wanted("supervisor") {
             let restarts = if quick { 20 } else { 200 };
