@@ -127,7 +127,7 @@ impl PolicyBench {
     /// Latency without, then with, the policy (the other way round on odd repeats).
     async fn measure(&self, samples: usize, repeat: usize) -> anyhow::Result<(Sample, Sample)> {
         let mut results = [None, None];
-        let order = if repeat % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if repeat.is_multiple_of(2) { [false, true] } else { [true, false] };
         for rules in order {
             self.set(rules).await?;
             results[usize::from(rules)] = Some(call_latency(self.bus.clone(), 16, samples).await?);
