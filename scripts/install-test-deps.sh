@@ -3,10 +3,14 @@
 # the distribution's packages (Debian). Idempotent; needs root (or sudo).
 #   systemd-notify   the supervisor tests run services that report readiness
 #                    with the distribution's own systemd-notify (package systemd)
+#   openssl          the TLS tests make a CA and certificates with it
+#   useradd          the security tests run the CLI as a second OS user (package passwd)
 set -euo pipefail
 
 need=()
 command -v systemd-notify >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v useradd >/dev/null 2>&1 || need+=(passwd)
 if [ ${#need[@]} -eq 0 ]; then
   echo "test dependencies already installed"
   exit 0
@@ -16,4 +20,4 @@ sudo=""
 echo "installing: ${need[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-command -v systemd-notify >/dev/null
+command -v systemd-notify >/dev/null && command -v openssl >/dev/null

@@ -282,3 +282,103 @@ async fn every_limit_gives_its_error_and_the_daemon_keeps_serving_others() {
     let fresh = daemon.bus().await;
     assert_eq!(&fresh.call("demo.echo", "still here").await.unwrap()[..], b"still here");
 }
+
+/// A CA, a daemon certificate for 127.0.0.1 and a client certificate for
+/// `edge-1`, made with the distribution's openssl.
+fn certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test-ca"],
+    ]
+    .concat());
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    for (name, cn) in [("server", "localhost"), ("client", "edge-1")] {
+        run(&[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_a_client_without_a_certificate_and_maps_one_with_it_to_its_principal() {
+    let work = tempfile::tempdir().expect("dir");
+    certificates(work.path());
+    let p = |name: &str| work.path().join(name);
+    let config = p("daemon.toml");
+    write(
+        &config,
+        &format!(
+            "[security.tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\
+             [[policy]]\nprincipal = \"cert:edge-1\"\nallow = [\"call demo.*\"]\n",
+            p("server.pem"),
+            p("server.key"),
+            p("ca.pem")
+        ),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("tls://127.0.0.1:{port}");
+    let daemon = Daemon::start_with(&["--listen", &addr, "--config", config.to_str().expect("utf-8")]);
+    let local = daemon.bus().await;
+    let _demo =
+        local.serve("demo").unwrap().method("echo", |r| async move { Ok(r.payload) }).start().await.unwrap();
+
+    let anonymous = switchboard::TlsClient::from_files(&p("ca.pem"), None).expect("client config");
+    let refused = switchboard::Bus::connect_tls(&addr, &anonymous).await;
+    assert!(refused.is_err(), "a client without a certificate must not get in");
+
+    let edge = switchboard::TlsClient::from_files(&p("ca.pem"), Some((&p("client.pem"), &p("client.key"))))
+        .expect("client config");
+    let bus = switchboard::Bus::connect_tls(&addr, &edge).await.expect("mTLS connect");
+    assert_eq!(bus.whoami().await.unwrap().principal, "cert:edge-1");
+    assert_eq!(&bus.call("demo.echo", "over tls").await.unwrap()[..], b"over tls");
+    let err = bus.call("other.thing", "x").await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::PermissionDenied(m) if m.contains("cert:edge-1 may not call other.thing")),
+        "{err}"
+    );
+
+    // The CLI reaches it too, with the certificate from the environment.
+    let out = daemon
+        .cli(&["whoami"])
+        .env("SWITCHBOARD_ADDR", &addr)
+        .env("SWITCHBOARD_TLS_CA", p("ca.pem"))
+        .env("SWITCHBOARD_TLS_CERT", p("client.pem"))
+        .env("SWITCHBOARD_TLS_KEY", p("client.key"))
+        .output()
+        .expect("cli");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("cert:edge-1"), "{out:?}");
+}

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use switchboard_proto::{Frame, InstanceId, NameError, ServiceName};
+use switchboard_transport::tls::TlsClient;
 use switchboard_transport::{default_endpoint, Endpoint};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
@@ -69,7 +70,15 @@ impl Bus {
     /// Connects to `addr` presenting a bearer token from the daemon's config
     /// (`[security] tokens`); the daemon then knows this client as `token:NAME`.
     pub async fn connect_with_token(addr: &str, token: &str) -> Result<Self, ConnectError> {
-        Self::connect_as(Endpoint::parse(addr)?, default_client_name(), format!("token:{token}")).await
+        Self::connect_as(Endpoint::parse(addr)?, default_client_name(), format!("token:{token}"), None).await
+    }
+
+    /// Connects to a `tls://HOST:PORT` endpoint, verifying the daemon with
+    /// `tls` (and presenting its client certificate, if it has one: the
+    /// daemon then knows this client as `cert:COMMON-NAME`).
+    pub async fn connect_tls(addr: &str, tls: &TlsClient) -> Result<Self, ConnectError> {
+        let credential = connection::credential_from_env();
+        Self::connect_as(Endpoint::parse(addr)?, default_client_name(), credential, Some(tls.clone())).await
     }
 
     /// Connects to `endpoint`, naming this client `client_name` (shown by
@@ -77,16 +86,17 @@ impl Bus {
     /// instance secret a supervisor gave this process
     /// (`SWITCHBOARD_INSTANCE_SECRET`), else `SWITCHBOARD_TOKEN`.
     pub async fn connect_endpoint(endpoint: Endpoint, client_name: String) -> Result<Self, ConnectError> {
-        Self::connect_as(endpoint, client_name, connection::credential_from_env()).await
+        Self::connect_as(endpoint, client_name, connection::credential_from_env(), None).await
     }
 
     async fn connect_as(
         endpoint: Endpoint,
         client_name: String,
         credential: String,
+        tls: Option<TlsClient>,
     ) -> Result<Self, ConnectError> {
-        let conn = connection::connect(&endpoint, &client_name, &credential).await?;
-        let shared = Arc::new(Shared::new(endpoint, client_name, credential));
+        let conn = connection::connect(&endpoint, &client_name, &credential, tls.as_ref()).await?;
+        let shared = Arc::new(Shared::new(endpoint, client_name, credential, tls));
         tokio::spawn(connection::run(shared.clone(), conn));
         // Wait until the connection task has published the link.
         let mut link = shared.link.subscribe();

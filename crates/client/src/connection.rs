@@ -17,6 +17,7 @@ use switchboard_proto::sys::{self, RegistryEvent};
 use switchboard_proto::{
     ErrorCode, Frame, Hello, InstanceId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
+use switchboard_transport::tls::TlsClient;
 use switchboard_transport::{run_writer, Endpoint, FrameReader, Outbox, ReadError, Stream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     pub client_name: String,
     /// Sent in every handshake (reconnects too): `secret:…`, `token:…` or empty.
     pub credential: String,
+    /// For `tls://` endpoints.
+    pub tls: Option<TlsClient>,
     pub link: watch::Sender<Option<Arc<Link>>>,
     pub waiters: Mutex<HashMap<u32, Waiter>>,
     next_id: AtomicU32,
@@ -84,11 +87,12 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(endpoint: Endpoint, client_name: String, credential: String) -> Self {
+    pub fn new(endpoint: Endpoint, client_name: String, credential: String, tls: Option<TlsClient>) -> Self {
         Self {
             endpoint,
             client_name,
             credential,
+            tls,
             link: watch::channel(None).0,
             waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
@@ -124,10 +128,17 @@ pub(crate) async fn connect(
     endpoint: &Endpoint,
     client_name: &str,
     credential: &str,
+    tls: Option<&TlsClient>,
 ) -> Result<Connected, ConnectError> {
-    let stream = Stream::connect(endpoint)
-        .await
-        .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?;
+    let stream = match (endpoint, tls) {
+        (Endpoint::Tls(addr), Some(tls)) => tls
+            .connect(addr)
+            .await
+            .map_err(|err| ConnectError::Handshake { endpoint: endpoint.clone(), why: err.to_string() })?,
+        _ => Stream::connect(endpoint)
+            .await
+            .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?,
+    };
     let unreachable = |source| ConnectError::Unreachable { endpoint: endpoint.clone(), source };
     let (read, write) = stream.into_split().map_err(unreachable)?;
     let mut reader = FrameReader::new(read, DEFAULT_MAX_FRAME);
@@ -201,7 +212,7 @@ async fn reconnect(shared: &Shared) -> Option<Connected> {
             _ = shared.closed.cancelled() => return None,
             _ = tokio::time::sleep(backoff) => {}
         }
-        match connect(&shared.endpoint, &shared.client_name, &shared.credential).await {
+        match connect(&shared.endpoint, &shared.client_name, &shared.credential, shared.tls.as_ref()).await {
             Ok(conn) => {
                 tracing::info!(endpoint = %shared.endpoint, "reconnected to the daemon");
                 return Some(conn);

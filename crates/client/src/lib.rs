@@ -98,6 +98,7 @@ pub use switchboard_proto::{
     Caller, HeaderError, Headers, InstanceId, MethodName, PrincipalName, ServiceName, Target, Topic,
     TopicError, TopicPattern,
 };
+pub use switchboard_transport::tls::{TlsClient, TlsError};
 pub use switchboard_transport::{default_endpoint, default_socket_path, Endpoint};
 pub use topics::{
     Item, Message, PublishError, PublishOptions, SubscribeError, Subscription, DEFAULT_SUBSCRIPTION_CAPACITY,

@@ -156,6 +156,10 @@ pub enum DaemonError {
     Store(#[from] queues::store::StoreError),
     #[error(transparent)]
     Services(#[from] supervisor::ConfigError),
+    #[error("{endpoint} needs [security.tls] with cert and key")]
+    NoTlsConfig { endpoint: Endpoint },
+    #[error(transparent)]
+    Tls(#[from] switchboard_transport::tls::TlsError),
     #[error(transparent)]
     Supervisor(#[from] supervisor::SupervisorError),
 }
@@ -176,11 +180,17 @@ impl Daemon {
     pub async fn bind(config: Config) -> Result<Self, DaemonError> {
         let file = supervisor_setup(&config, Endpoint::Unix(PathBuf::new())).load()?;
         let allow_tcp = config.allow_plain_tcp || file.security.allow_plain_tcp;
-        let listeners = listen::bind(&config.listen, file.security.socket_mode, allow_tcp)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let tls = match &file.security.tls {
+            Some(t) => Some(Arc::new(switchboard_transport::tls::TlsServer::from_files(
+                &t.cert,
+                &t.key,
+                t.client_ca.as_deref(),
+                t.require_client_cert,
+            )?)),
+            None => None,
+        };
+        let rules = listen::Rules { socket_mode: file.security.socket_mode, allow_plain_tcp: allow_tcp, tls };
+        let listeners = listen::bind(&config.listen, &rules).await?.into_iter().map(Arc::new).collect();
         let dir = config.data_dir.join("queues");
         let (store, recovered) = queues::store::Store::open(&dir, config.queue_segment_bytes.max(4096))?;
         if !recovered.messages.is_empty() || recovered.truncated > 0 {

@@ -10,12 +10,14 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// A TCP address, `HOST:PORT`.
     Tcp(String),
+    /// A TCP address carrying TLS, `HOST:PORT` (see [`crate::tls`]).
+    Tls(String),
 }
 
 /// Why an endpoint string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    #[error("invalid endpoint {0:?}: expected unix:PATH, tcp://HOST:PORT or an absolute socket path")]
+    #[error("invalid endpoint {0:?}: expected unix:PATH, tcp://HOST:PORT, tls://HOST:PORT or an absolute socket path")]
     Invalid(String),
     #[error("invalid endpoint {0:?}: a TCP endpoint needs HOST:PORT with a numeric port")]
     BadTcp(String),
@@ -30,12 +32,15 @@ impl Endpoint {
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
-        if let Some(addr) = text.strip_prefix("tcp://") {
-            let (host, port) = addr.rsplit_once(':').ok_or_else(|| EndpointError::BadTcp(text.to_owned()))?;
-            if host.is_empty() || port.parse::<u16>().is_err() {
-                return Err(EndpointError::BadTcp(text.to_owned()));
+        for (scheme, tls) in [("tcp://", false), ("tls://", true)] {
+            if let Some(addr) = text.strip_prefix(scheme) {
+                let (host, port) =
+                    addr.rsplit_once(':').ok_or_else(|| EndpointError::BadTcp(text.to_owned()))?;
+                if host.is_empty() || port.parse::<u16>().is_err() {
+                    return Err(EndpointError::BadTcp(text.to_owned()));
+                }
+                return Ok(if tls { Self::Tls(addr.to_owned()) } else { Self::Tcp(addr.to_owned()) });
             }
-            return Ok(Self::Tcp(addr.to_owned()));
         }
         if text.contains('/') {
             return Ok(Self::Unix(PathBuf::from(text)));
@@ -56,6 +61,7 @@ impl fmt::Display for Endpoint {
         match self {
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
             Self::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Self::Tls(addr) => write!(f, "tls://{addr}"),
         }
     }
 }

@@ -17,6 +17,8 @@ mod outbox;
 mod reader;
 mod stream;
 
+pub mod tls;
+
 pub use endpoint::{default_endpoint, default_socket_path, Endpoint, EndpointError};
 pub use outbox::{run_writer, Outbox, OutboxClosed};
 pub use reader::{FrameReader, ReadError};

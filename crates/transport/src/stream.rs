@@ -40,6 +40,10 @@ impl Stream {
         match endpoint {
             Endpoint::Unix(path) => Self::from_unix(UnixStream::connect(path).await?),
             Endpoint::Tcp(addr) => Self::from_tcp(TcpStream::connect(addr.as_str()).await?),
+            Endpoint::Tls(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a tls:// endpoint needs certificates: connect with a TLS client configuration",
+            )),
         }
     }
 

@@ -42,12 +42,25 @@ pub fn client_runtime(work: impl Future<Output = anyhow::Result<ExitCode>>) -> a
     tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(work)
 }
 
-/// Connects as the CLI, to `--addr` / `$SWITCHBOARD_ADDR` or the default socket.
+/// Connects as the CLI, to `--addr` / `$SWITCHBOARD_ADDR` or the default
+/// socket. A `tls://` address uses `$SWITCHBOARD_TLS_CA` to verify the
+/// daemon and `$SWITCHBOARD_TLS_CERT` / `$SWITCHBOARD_TLS_KEY` as the client's
+/// certificate.
 pub async fn connect(connection: &Connection, client_name: &str) -> anyhow::Result<Bus> {
     let endpoint = match &connection.addr {
         Some(addr) => Endpoint::parse(addr).map_err(|err| Usage(err.to_string()))?,
         None => switchboard::default_endpoint().map_err(|err| Usage(err.to_string()))?,
     };
+    if let Endpoint::Tls(_) = &endpoint {
+        let var = |name: &str| std::env::var_os(name).map(std::path::PathBuf::from);
+        let ca = var("SWITCHBOARD_TLS_CA").ok_or_else(|| {
+            Usage("a tls:// address needs SWITCHBOARD_TLS_CA (the CA that signed the daemon)".into())
+        })?;
+        let (cert, key) = (var("SWITCHBOARD_TLS_CERT"), var("SWITCHBOARD_TLS_KEY"));
+        let identity = cert.as_deref().zip(key.as_deref());
+        let tls = switchboard::TlsClient::from_files(&ca, identity)?;
+        return Ok(Bus::connect_tls(&endpoint.to_string(), &tls).await?);
+    }
     Ok(Bus::connect_endpoint(endpoint, client_name.to_owned()).await?)
 }
 

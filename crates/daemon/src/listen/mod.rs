@@ -2,9 +2,10 @@
 //!
 //! Binding is done up front ([`bind`]) so every configuration error — a
 //! live daemon already on the socket, a non-loopback plain TCP address, a
-//! directory owned by someone else — surfaces before the daemon says it is
-//! ready. Accepting takes a connection permit *before* `accept`, so the
-//! connection limit holds without ever accepting and dropping.
+//! `tls://` endpoint without certificates — surfaces before the daemon says
+//! it is ready. A connection over the limit is answered with a `Goodbye`
+//! saying so, never left waiting. A TLS handshake runs in the connection's
+//! own task, bounded by the handshake timeout.
 
 mod unix;
 
@@ -14,20 +15,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_proto::ErrorCode;
+use switchboard_transport::tls::TlsServer;
 use switchboard_transport::{Endpoint, Stream};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::session::{self, SharedRouter};
+use crate::session::{self, Origin, SharedRouter};
 use crate::{DaemonError, Limits};
 pub use unix::UnixEndpoint;
+
+/// What binding may do.
+pub struct Rules {
+    /// Mode of Unix sockets.
+    pub socket_mode: u32,
+    /// Whether plain TCP (loopback only) is allowed at all.
+    pub allow_plain_tcp: bool,
+    /// Certificates for `tls://` endpoints.
+    pub tls: Option<Arc<TlsServer>>,
+}
 
 /// A bound endpoint.
 pub enum Listener {
     Unix(UnixEndpoint),
     Tcp { listener: TcpListener, endpoint: Endpoint },
+    Tls { listener: TcpListener, endpoint: Endpoint, tls: Arc<TlsServer> },
+}
+
+/// An accepted connection, before any handshake.
+enum Incoming {
+    Ready(Stream),
+    /// Still to go through the TLS handshake.
+    Tls(TcpStream, Arc<TlsServer>),
 }
 
 impl Listener {
@@ -35,56 +55,73 @@ impl Listener {
     pub fn endpoint(&self) -> Endpoint {
         match self {
             Self::Unix(unix) => Endpoint::Unix(unix.path().to_owned()),
-            Self::Tcp { endpoint, .. } => endpoint.clone(),
+            Self::Tcp { endpoint, .. } | Self::Tls { endpoint, .. } => endpoint.clone(),
         }
     }
 
-    async fn accept(&self) -> io::Result<(Stream, String)> {
+    async fn accept(&self) -> io::Result<(Incoming, String)> {
         match self {
             Self::Unix(unix) => {
                 let (stream, _) = unix.listener().accept().await?;
-                Ok((Stream::from_unix(stream)?, "unix".to_owned()))
+                Ok((Incoming::Ready(Stream::from_unix(stream)?), "unix".to_owned()))
             }
             Self::Tcp { listener, .. } => {
                 let (stream, addr) = listener.accept().await?;
-                Ok((Stream::from_tcp(stream)?, addr.to_string()))
+                Ok((Incoming::Ready(Stream::from_tcp(stream)?), addr.to_string()))
+            }
+            Self::Tls { listener, tls, .. } => {
+                let (stream, addr) = listener.accept().await?;
+                Ok((Incoming::Tls(stream, tls.clone()), format!("tls {addr}")))
             }
         }
     }
 }
 
 /// Binds every endpoint, or fails naming the one that could not be bound.
-/// Unix sockets get `socket_mode`; plain TCP needs `allow_tcp` and loopback.
-pub async fn bind(
-    endpoints: &[Endpoint],
-    socket_mode: u32,
-    allow_tcp: bool,
-) -> Result<Vec<Listener>, DaemonError> {
+pub async fn bind(endpoints: &[Endpoint], rules: &Rules) -> Result<Vec<Listener>, DaemonError> {
     let mut listeners = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let listener = match endpoint {
-            Endpoint::Unix(path) => Listener::Unix(UnixEndpoint::bind(path, socket_mode)?),
-            Endpoint::Tcp(addr) => bind_tcp(endpoint, addr, allow_tcp).await?,
+            Endpoint::Unix(path) => Listener::Unix(UnixEndpoint::bind(path, rules.socket_mode)?),
+            Endpoint::Tcp(addr) => {
+                let (listener, endpoint) = bind_tcp(endpoint, addr, !rules.allow_plain_tcp).await?;
+                Listener::Tcp { listener, endpoint: Endpoint::Tcp(endpoint) }
+            }
+            Endpoint::Tls(addr) => {
+                let tls = rules
+                    .tls
+                    .clone()
+                    .ok_or_else(|| DaemonError::NoTlsConfig { endpoint: endpoint.clone() })?;
+                let (listener, local) = bind_tcp(endpoint, addr, false).await?;
+                Listener::Tls { listener, endpoint: Endpoint::Tls(local), tls }
+            }
         };
         listeners.push(listener);
     }
     Ok(listeners)
 }
 
-async fn bind_tcp(endpoint: &Endpoint, addr: &str, allowed: bool) -> Result<Listener, DaemonError> {
+/// Binds a TCP address; `plain` ones must be loopback and allowed.
+async fn bind_tcp(
+    endpoint: &Endpoint,
+    addr: &str,
+    refuse_plain: bool,
+) -> Result<(TcpListener, String), DaemonError> {
     let failed = |source| DaemonError::Listen { endpoint: endpoint.clone(), source };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(addr).await.map_err(failed)?.collect();
-    // Without TLS a TCP socket is readable by anyone on the path, so plain
-    // TCP is only ever offered on loopback, and only when asked for.
-    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
-        return Err(DaemonError::NotLoopback { endpoint: endpoint.clone() });
-    }
-    if !allowed {
-        return Err(DaemonError::PlainTcpNotAllowed { endpoint: endpoint.clone() });
+    if matches!(endpoint, Endpoint::Tcp(_)) {
+        // Without TLS a TCP socket is readable by anyone on the path, so
+        // plain TCP is only ever offered on loopback, and only when asked for.
+        if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+            return Err(DaemonError::NotLoopback { endpoint: endpoint.clone() });
+        }
+        if refuse_plain {
+            return Err(DaemonError::PlainTcpNotAllowed { endpoint: endpoint.clone() });
+        }
     }
     let listener = TcpListener::bind(addrs.as_slice()).await.map_err(failed)?;
     let local = listener.local_addr().map_err(failed)?;
-    Ok(Listener::Tcp { listener, endpoint: Endpoint::Tcp(local.to_string()) })
+    Ok((listener, local.to_string()))
 }
 
 /// Accepts connections until `stop_accepting` fires, spawning a session per
@@ -107,17 +144,29 @@ pub async fn accept_loop(
         // Over the connection limit a client is told so, not left waiting.
         let permit = permits.clone().try_acquire_owned().ok();
         match accepted {
-            Ok((stream, peer)) if permit.is_none() => {
+            Ok((incoming, peer)) if permit.is_none() => {
                 let limit = limits.max_connections;
                 tracing::warn!(%peer, "connection refused: {limit} connections is the limit");
-                let why = format!("the daemon already has {limit} connections (its limit)");
-                sessions.spawn(session::refuse(stream, ErrorCode::Overloaded, why));
+                if let Incoming::Ready(stream) = incoming {
+                    let why = format!("the daemon already has {limit} connections (its limit)");
+                    sessions.spawn(session::refuse(stream, ErrorCode::Overloaded, why));
+                }
             }
-            Ok((stream, peer)) => {
+            Ok((incoming, peer)) => {
                 backoff = Duration::from_millis(10);
                 let (router, limits, stop) = (router.clone(), limits.clone(), stop_sessions.clone());
                 sessions.spawn(async move {
-                    session::serve(stream, peer, router, limits, stop).await;
+                    let (stream, origin) = match incoming {
+                        Incoming::Ready(stream) => (stream, Origin::Socket),
+                        Incoming::Tls(tcp, tls) => {
+                            match tokio::time::timeout(limits.handshake_timeout, tls.accept(tcp)).await {
+                                Ok(Ok(accepted)) => (accepted.stream, Origin::Tls { common_name: accepted.common_name }),
+                                Ok(Err(err)) => return tracing::warn!(%peer, "refused: {err}"),
+                                Err(_) => return tracing::warn!(%peer, "refused: no TLS handshake within {:?}", limits.handshake_timeout),
+                            }
+                        }
+                    };
+                    session::serve(stream, peer, origin, router, limits, stop).await;
                     drop(permit);
                 });
             }

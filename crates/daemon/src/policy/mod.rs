@@ -61,6 +61,24 @@ pub struct Security {
     pub burst: u32,
     /// Plain TCP listeners are refused unless this is set (loopback only).
     pub allow_plain_tcp: bool,
+    /// Certificates for `tls://` listeners.
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[security.tls]`: the daemon's certificate and key, and the CA that signs
+/// client certificates (required by default when given).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub client_ca: Option<std::path::PathBuf>,
+    #[serde(default = "yes")]
+    pub require_client_cert: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Security {
@@ -72,6 +90,7 @@ impl Default for Security {
             messages_per_second: 0,
             burst: 0,
             allow_plain_tcp: false,
+            tls: None,
         }
     }
 }
@@ -146,6 +165,7 @@ pub struct RawSecurity {
     burst: Option<u32>,
     #[serde(default)]
     allow_plain_tcp: bool,
+    tls: Option<TlsFiles>,
 }
 
 /// Subjects a grant may name: a kind and a value, or `*`.
@@ -207,6 +227,7 @@ impl RawPolicy {
             messages_per_second: self.security.messages_per_second.unwrap_or(0),
             burst: self.security.burst.or(self.security.messages_per_second).unwrap_or(0),
             allow_plain_tcp: self.security.allow_plain_tcp,
+            tls: self.security.tls,
         };
         if security.tokens.values().any(|v| v.len() < 16) {
             return Err("security.tokens: every token needs at least 16 characters".into());

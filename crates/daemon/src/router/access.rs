@@ -68,8 +68,14 @@ impl Router {
 
     /// Who a new connection is: its OS identity, or the service whose secret
     /// it presents from inside that service's process group, or the token it
-    /// presents. A wrong credential refuses the connection.
-    pub fn authenticate(&self, cred: Option<PeerCred>, credential: &str) -> Result<Principal, Refusal> {
+    /// presents, or its verified TLS certificate. A wrong credential refuses
+    /// the connection.
+    pub fn authenticate(
+        &self,
+        cred: Option<PeerCred>,
+        certificate: Option<&str>,
+        credential: &str,
+    ) -> Result<Principal, Refusal> {
         let denied = |message: String| Err((ErrorCode::PermissionDenied, message));
         let os = match cred {
             Some(cred) if cred.pid == Some(std::process::id()) => return Ok(Principal::daemon()),
@@ -104,6 +110,9 @@ impl Router {
         }
         if !credential.is_empty() {
             return Err((ErrorCode::BadRequest, "a credential is secret:HEX or token:VALUE".into()));
+        }
+        if let Some(common_name) = certificate {
+            return Ok(Principal::certificate(common_name));
         }
         Ok(os.map_or_else(Principal::anonymous, |(_, os)| os))
     }

@@ -27,15 +27,28 @@ pub fn lock(router: &SharedRouter) -> MutexGuard<'_, Router> {
     router.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// How a connection reached the daemon, which decides what proves who it is.
+pub enum Origin {
+    /// Directly: a Unix socket (the kernel's peer credentials) or plain TCP (none).
+    Socket,
+    /// Through TLS, bridged over an internal socket pair whose peer
+    /// credentials are the daemon's own and must never be used.
+    Tls { common_name: Option<String> },
+}
+
 /// Serves one accepted connection until it ends.
 pub async fn serve(
     stream: Stream,
     peer: String,
+    origin: Origin,
     router: SharedRouter,
     limits: Limits,
     stop: CancellationToken,
 ) {
-    let cred = stream.peer_cred();
+    let (cred, common_name) = match origin {
+        Origin::Socket => (stream.peer_cred(), None),
+        Origin::Tls { common_name } => (None, common_name),
+    };
     let (read, write) = match stream.into_split() {
         Ok(halves) => halves,
         Err(err) => return tracing::warn!(%peer, "cannot register the connection: {err}"),
@@ -71,7 +84,7 @@ pub async fn serve(
             pid,
         };
         let admitted = router
-            .authenticate(cred, &hello.credential)
+            .authenticate(cred, common_name.as_deref(), &hello.credential)
             .and_then(|principal| router.add_session(link, principal));
         if let Ok(session) = admitted {
             let _ = outbox.push(&handshake::welcome(session, &limits));
