@@ -57,6 +57,12 @@ async fn a_second_os_user_is_denied_until_a_rule_allows_it_and_again_after_the_r
     let bus = daemon.bus().await;
     let _echo =
         bus.serve("demo").unwrap().method("echo", |r| async move { Ok(r.payload) }).start().await.unwrap();
+    // A service sees who calls it, as the daemon verified it (the impersonation case).
+    let who = |r: switchboard::Request| async move {
+        switchboard::encode(&r.caller.principal.to_string())
+            .map_err(|e| switchboard::Reject::new(e.to_string()))
+    };
+    let _who = bus.serve("who").unwrap().method("ami", who).start().await.unwrap();
     let as_other = |args: &[&str]| -> Output {
         daemon.cli(args).uid(uid).gid(gid).current_dir("/").output().expect("run the CLI as the other user")
     };
@@ -82,12 +88,14 @@ async fn a_second_os_user_is_denied_until_a_rule_allows_it_and_again_after_the_r
 
     write(
         &config,
-        &format!("{open_socket}[[policy]]\nprincipal = \"user:{OTHER_USER}\"\nallow = [\"call demo.*\"]\n"),
+        &format!("{open_socket}[[policy]]\nprincipal = \"user:{OTHER_USER}\"\nallow = [\"call demo.*\", \"call who.*\"]\n"),
     );
     daemon.cli(&["reload"]).output().expect("reload");
     let allowed = as_other(&["call", "demo.echo", "\"hi\""]);
     assert!(allowed.status.success(), "{allowed:?}");
     assert_eq!(String::from_utf8_lossy(&allowed.stdout).trim(), "\"hi\"");
+    let who = as_other(&["call", "who.ami"]);
+    assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), format!("\"user:{OTHER_USER}\""), "{who:?}");
     let still_denied = as_other(&["pub", "orders.x", "1"]);
     assert!(stderr(&still_denied).contains("may not publish orders.x"), "{still_denied:?}");
 
