@@ -29,7 +29,7 @@ impl UnixEndpoint {
         let endpoint = Endpoint::Unix(path.to_owned());
         let failed = |source| DaemonError::Listen { endpoint: endpoint.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            prepare_dir(dir, path == default_socket_path())?;
+            prepare_dir(dir, path == default_socket_path(), mode)?;
         }
         let lock_path = lock_path(path);
         let mut lock = OpenOptions::new()
@@ -87,13 +87,16 @@ fn lock_path(socket: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Creates the socket's directory (mode 0700). The default directory must
-/// be ours and private: under /tmp anyone could have made it first.
-fn prepare_dir(dir: &Path, is_default: bool) -> Result<(), DaemonError> {
+/// Creates the socket's directory: 0700, or 0711 when the socket's mode
+/// lets others connect (they may then pass through, not list it). The
+/// default directory must be ours and exactly that mode: under /tmp anyone
+/// could have made it first.
+fn prepare_dir(dir: &Path, is_default: bool, socket_mode: u32) -> Result<(), DaemonError> {
     let bad = |why: String| DaemonError::SocketDir { dir: dir.to_owned(), why };
+    let wanted = if socket_mode & 0o077 != 0 { 0o711 } else { 0o700 };
     DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(wanted)
         .create(dir)
         .map_err(|err| bad(format!("cannot create it: {err}")))?;
     if is_default {
@@ -102,8 +105,12 @@ fn prepare_dir(dir: &Path, is_default: bool) -> Result<(), DaemonError> {
         if meta.uid() != me {
             return Err(bad(format!("it is owned by uid {}, not by you (uid {me})", meta.uid())));
         }
-        if meta.mode() & 0o077 != 0 {
-            return Err(bad(format!("its mode is {:o}; it must be 700", meta.mode() & 0o777)));
+        if meta.mode() & 0o022 != 0 {
+            return Err(bad(format!("its mode is {:o}: others may write to it", meta.mode() & 0o777)));
+        }
+        if meta.mode() & 0o777 != wanted {
+            fs::set_permissions(dir, fs::Permissions::from_mode(wanted))
+                .map_err(|err| bad(err.to_string()))?;
         }
     }
     Ok(())
