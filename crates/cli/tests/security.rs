@@ -96,6 +96,15 @@ async fn a_second_os_user_is_denied_until_a_rule_allows_it_and_again_after_the_r
     assert_eq!(String::from_utf8_lossy(&allowed.stdout).trim(), "\"hi\"");
     let who = as_other(&["call", "who.ami"]);
     assert_eq!(String::from_utf8_lossy(&who.stdout).trim(), format!("\"user:{OTHER_USER}\""), "{who:?}");
+    for (args, expected) in [
+        (&["stop", "billing"][..], "may not control billing"),
+        (&["reload"][..], "may not administer the daemon"),
+        (&["queue", "put", "mail", "\"x\""][..], "may not queue.put mail"),
+        (&["sub", "orders.>"][..], "may not subscribe orders.>"),
+    ] {
+        let out = as_other(args);
+        assert!(stderr(&out).contains(expected), "{args:?}: {out:?}");
+    }
     let still_denied = as_other(&["pub", "orders.x", "1"]);
     assert!(stderr(&still_denied).contains("may not publish orders.x"), "{still_denied:?}");
 
