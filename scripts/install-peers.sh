@@ -3,6 +3,12 @@
 # distribution's packages (Debian). Idempotent; needs root (or sudo).
 #   nats-server   NATS core request/reply and pub/sub, JetStream
 #   dbus-daemon   the reference D-Bus message bus
+#   libzmq        ZeroMQ is linked into the benchmark (libzmq3-dev, installed by
+#                 scripts/install-test-deps.sh because the workspace build needs it)
+# Not here: dbus-broker. Its launcher (dbus-broker-launch 33) exits with
+# ENOMEDIUM when no systemd manager runs, even given a socket by
+# systemd-socket-activate, a journal socket and a session bus address — so it
+# cannot run in a container without systemd as PID 1. RabbitMQ: not yet.
 set -euo pipefail
 
 need=()

@@ -12,14 +12,14 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+step "build and test dependencies (libzmq for the benchmark; systemd-notify, openssl, useradd for the tests)"
+bash scripts/install-test-deps.sh
+
 step "format"
 cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-
-step "test dependencies (systemd-notify, for the supervisor tests)"
-bash scripts/install-test-deps.sh
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

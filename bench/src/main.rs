@@ -93,6 +93,12 @@ enum Command {
         config: Option<PathBuf>,
     },
     #[command(hide = true)]
+    ChildZmqEcho { endpoint: String },
+    #[command(hide = true)]
+    ChildZmqSub { endpoint: String, expected: u64 },
+    #[command(hide = true)]
+    ChildZmqPub { endpoint: String, count: u64, size: usize },
+    #[command(hide = true)]
     ChildNotifyReady,
     #[command(hide = true)]
     ChildIdle,
@@ -156,6 +162,18 @@ fn main() -> anyhow::Result<()> {
         Command::ChildDaemon { socket, data_dir, config } => {
             children::exit_with_parent();
             children::daemon(&socket, &data_dir, config)
+        }
+        Command::ChildZmqEcho { endpoint } => {
+            children::exit_with_parent();
+            peers::zeromq::echo(&endpoint)
+        }
+        Command::ChildZmqSub { endpoint, expected } => {
+            children::exit_with_parent();
+            peers::zeromq::subscriber(&endpoint, expected)
+        }
+        Command::ChildZmqPub { endpoint, count, size } => {
+            children::exit_with_parent();
+            peers::zeromq::publisher(&endpoint, count, size)
         }
         // Supervised by the daemon, which kills them when it goes.
         Command::ChildNotifyReady => supervision::notify_ready(),

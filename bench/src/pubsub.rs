@@ -136,6 +136,7 @@ pub struct PubSubResult {
 pub enum System {
     Switchboard,
     Nats,
+    Zmq,
 }
 
 /// One run: `subscribers` subscriber processes, one publisher process.
@@ -166,6 +167,7 @@ pub fn run_on(
                 vec!["child-sb-sub".into(), addr.into(), count.to_string(), latency.to_string()]
             }
             System::Nats => vec!["child-nats-sub".into(), addr.into(), count.to_string()],
+            System::Zmq => vec!["child-zmq-sub".into(), addr.into(), count.to_string()],
         };
         subs.push(spawn_child(&args)?);
     }
@@ -180,6 +182,7 @@ pub fn run_on(
             ]
         }
         System::Nats => vec!["child-nats-pub".into(), addr.into(), count.to_string(), size.to_string()],
+        System::Zmq => vec!["child-zmq-pub".into(), addr.into(), count.to_string(), size.to_string()],
     };
     let (mut publisher, mut pub_out) = spawn_child(&pub_args)?;
     publisher.stdin.take().context("publisher stdin")?.write_all(b"go\n")?;

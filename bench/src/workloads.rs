@@ -15,8 +15,10 @@ use crate::children::{self, Child};
 use crate::stats::{Row, Sample};
 
 /// The peers' system names, as rows carry them.
-const PEERS: [&str; 2] = ["nats", "dbus"];
+const PEERS: [&str; 3] = ["nats", "dbus", "zeromq"];
 const NATS_REQUEST: &str = "nats request";
+const ZMQ_REQ: &str = "zeromq req/rep (ipc)";
+const ZMQ_PUBSUB: &str = "zeromq pub/sub (ipc)";
 
 /// Calls kept in flight in the throughput case.
 const IN_FLIGHT: usize = 64;
@@ -308,6 +310,8 @@ pub fn run_all(
             None
         }
     };
+    // libzmq is linked in, so ZeroMQ always runs (no server to install).
+    let zmq = crate::peers::zeromq::Zmq::start(&setup.dir)?;
     if crate::queues::on_tmpfs(data_root) {
         eprintln!(
             "warning: {} is a tmpfs: fsync costs nothing there, so queue numbers prove nothing",
@@ -348,6 +352,8 @@ pub fn run_all(
                     let latency = crate::peers::dbus::call_latency(&dbus.address, size, samples)?;
                     collected.add("call", format!("call round trip {s}"), "dbus-daemon", latency, None);
                 }
+                let latency = crate::peers::zeromq::request_latency(&zmq.rep, size, counts.latency_samples)?;
+                collected.add("call", format!("call round trip {s}"), ZMQ_REQ, latency, None);
                 if let Some(nats) = &nats {
                     let latency =
                         crate::peers::nats::request_latency(&nats.url, size, counts.latency_samples)?;
@@ -376,8 +382,12 @@ pub fn run_all(
                             crate::pubsub::run_on(system, &nats.url, subscribers, messages, size, 0)?;
                         let lost =
                             100.0 * (result.published - result.received) as f64 / result.published as f64;
-                        collected.add("pubsub", case, "nats", result.sample, Some(lost));
+                        collected.add("pubsub", case.clone(), "nats", result.sample, Some(lost));
                     }
+                    let system = crate::pubsub::System::Zmq;
+                    let result = crate::pubsub::run_on(system, &zmq.publish, subscribers, messages, size, 0)?;
+                    let lost = 100.0 * (result.published - result.received) as f64 / result.published as f64;
+                    collected.add("pubsub", case, ZMQ_PUBSUB, result.sample, Some(lost));
                 }
                 let fanout = crate::pubsub::run(&setup.bus_addr, 4, counts.fanout_messages, size, 1000)?;
                 collected.add(
