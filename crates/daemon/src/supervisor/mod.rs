@@ -20,10 +20,12 @@ mod logs;
 mod notify;
 mod process;
 mod reactions;
+mod reload;
 mod requests;
 pub mod restart;
 mod runtime;
 pub mod state;
+mod status;
 
 use std::path::PathBuf;
 
