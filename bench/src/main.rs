@@ -60,6 +60,9 @@ enum Command {
         addr: String,
         #[arg(long, default_value_t = 20_000)]
         count: usize,
+        /// Keep this many calls outstanding (64 profiles the throughput case).
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
     },
     #[command(hide = true)]
     ChildRawEcho { socket: PathBuf, size: usize },
@@ -130,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             println!("\nrows written to {}", out.display());
             check_complete(&rows)
         }
-        Command::Profile { addr, count } => workloads::profile(&addr, count),
+        Command::Profile { addr, count, in_flight } => workloads::profile(&addr, count, in_flight),
         // Not `exit_with_parent`: exec must stop its server before it exits.
         Command::ChildExec { wait_port, wait_path, command } => {
             children::exec(&command, wait_port, wait_path.as_deref())

@@ -506,13 +506,17 @@ async fn call_throughput(bus: &Bus, size: usize, total: usize) -> anyhow::Result
     .await
 }
 
-/// Sequential calls against an already running daemon and echo service.
-pub fn profile(addr: &str, count: usize) -> anyhow::Result<()> {
+/// Calls against an already running daemon and echo service: sequential,
+/// or with `in_flight` outstanding.
+pub fn profile(addr: &str, count: usize, in_flight: usize) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let sample = runtime.block_on(async {
-        let bus = Bus::connect(addr).await?;
-        tokio::spawn(call_latency(bus, 16, count)).await?
-    })?;
+    let bus = runtime.block_on(Bus::connect(addr))?;
+    if in_flight > 1 {
+        let sample = runtime.block_on(call_throughput(&bus, 16, count))?;
+        println!("{count} calls, {IN_FLIGHT} in flight: {:.0} calls/s", sample.rate);
+        return Ok(());
+    }
+    let sample = runtime.block_on(async { tokio::spawn(call_latency(bus, 16, count)).await? })?;
     println!("{count} calls: p50 {:.1} µs, p99 {:.1} µs", sample.p50_us, sample.p99_us);
     Ok(())
 }
