@@ -197,7 +197,7 @@ impl Collected {
                 continue;
             };
             let by_rate =
-                row.case.contains("in flight") || row.case.contains("received") || row.case.contains("puts");
+                row.case.contains("in flight") || row.case.contains("received") || row.case.contains("put");
             if by_rate {
                 row.ratio = Some(rate / row.rate_per_s);
                 row.ratio_of = Some("rate");
@@ -422,6 +422,11 @@ pub fn run_all(
             let e2e =
                 runtime.block_on(crate::queues::end_to_end(&setup.bus_addr, &name, counts.queue_e2e))?;
             collected.add("queue", "put → consume → ack 256 B".into(), "switchboard", e2e, None);
+            if let Some(nats) = &nats {
+                let js = crate::peers::nats::jetstream_end_to_end(&nats.url, counts.queue_e2e)?;
+                let system = "nats jetstream (file, default sync)";
+                collected.add("queue", "put → consume → ack 256 B".into(), system, js, None);
+            }
             // The store decision (docs/PERFORMANCE.md): same batches, same disk.
             let records = counts.queue_puts / 10;
             let log = crate::queues::store_segment_log(&setup.data_dir, records)?;

@@ -185,3 +185,81 @@ pub fn jetstream_puts(url: &str, total: usize) -> anyhow::Result<Sample> {
         Ok(sample)
     })
 }
+
+/// JetStream end to end: 64 producers put 256 B messages (each awaited until
+/// the server acknowledged it) while a durable pull consumer receives them
+/// and double-acks each (the ack itself confirmed by the server, like a
+/// Switchboard ack that returns once on disk); rate from first put to last
+/// confirmed ack, latency put → delivery.
+pub fn jetstream_end_to_end(url: &str, total: usize) -> anyhow::Result<Sample> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    const STREAM: &str = "BENCHE2E";
+    const SUBJECT: &str = "bench.e2e";
+    runtime()?.block_on(async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client.clone());
+        let _ = js.delete_stream(STREAM).await;
+        let stream = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: STREAM.into(),
+                subjects: vec![SUBJECT.into()],
+                storage: async_nats::jetstream::stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("e2e".into()),
+                ack_policy: AckPolicy::Explicit,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let per_task = (total / 64).max(1);
+        let total = per_task * 64;
+        let producer = Rc::new(async_nats::jetstream::new(async_nats::connect(url).await?));
+        let local = tokio::task::LocalSet::new();
+        let started = Instant::now();
+        for _ in 0..64 {
+            let producer = producer.clone();
+            local.spawn_local(async move {
+                for _ in 0..per_task {
+                    let mut payload = vec![7u8; 256];
+                    payload[..8].copy_from_slice(&now_ns().to_le_bytes());
+                    producer.publish(SUBJECT, Bytes::from(payload)).await?.await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            });
+        }
+        let latencies = local
+            .run_until(async move {
+                let mut latencies = Vec::with_capacity(total);
+                let mut acks = tokio::task::JoinSet::new();
+                while latencies.len() < total {
+                    let next = tokio::time::timeout(Duration::from_secs(30), messages.next()).await;
+                    let message = next
+                        .map_err(|_| {
+                            anyhow::anyhow!("no JetStream delivery for 30 s after {}", latencies.len())
+                        })?
+                        .ok_or_else(|| anyhow::anyhow!("JetStream consumer closed"))??;
+                    let sent = u64::from_le_bytes(message.payload[..8].try_into().unwrap_or([0; 8]));
+                    latencies.push(Duration::from_nanos(now_ns().saturating_sub(sent)));
+                    acks.spawn_local(async move {
+                        message.double_ack().await.map_err(|e| anyhow::anyhow!("{e}"))
+                    });
+                    while acks.len() > 256 {
+                        acks.join_next().await;
+                    }
+                }
+                while acks.join_next().await.is_some() {}
+                Ok::<_, anyhow::Error>(latencies)
+            })
+            .await?;
+        let elapsed = started.elapsed();
+        let _ = js.delete_stream(STREAM).await;
+        let mut sample = Sample::latency(latencies);
+        sample.rate = total as f64 / elapsed.as_secs_f64();
+        Ok(sample)
+    })
+}
