@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -84,19 +85,29 @@ pub fn spawn(args: &[&str]) -> anyhow::Result<Child> {
 /// our stdin ends — the bench closes it when done, and the kernel closes it
 /// when the bench dies, however it dies. This ties a foreign server to the
 /// bench's lifetime without `unsafe` pre-exec hooks.
-pub fn exec(command: &[String], wait_port: Option<u16>, wait_path: Option<&Path>) -> anyhow::Result<()> {
+pub fn exec(
+    command: &[String],
+    env: &[String],
+    wait_port: Option<u16>,
+    wait_path: Option<&Path>,
+) -> anyhow::Result<()> {
     let (program, args) = command.split_first().context("no command")?;
+    let vars = env.iter().filter_map(|kv| kv.split_once('='));
+    // Its own process group: servers started by a script (RabbitMQ's beam
+    // under its launcher) are stopped with it.
     let mut server = Command::new(program)
         .args(args)
+        .envs(vars)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {program}"))?;
     if let Some(port) = wait_port {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if std::time::Instant::now() > deadline || server.try_wait()?.is_some() {
-                let _ = server.kill();
+                stop_group(&mut server);
                 bail!("{program} did not start listening on port {port}");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -106,7 +117,7 @@ pub fn exec(command: &[String], wait_port: Option<u16>, wait_path: Option<&Path>
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !path.exists() {
             if std::time::Instant::now() > deadline || server.try_wait()?.is_some() {
-                let _ = server.kill();
+                stop_group(&mut server);
                 bail!("{program} did not create {}", path.display());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -124,11 +135,28 @@ pub fn exec(command: &[String], wait_port: Option<u16>, wait_path: Option<&Path>
     loop {
         std::thread::sleep(Duration::from_millis(20));
         if ended.load(std::sync::atomic::Ordering::SeqCst) || server.try_wait()?.is_some() {
-            let _ = server.kill();
-            let _ = server.wait();
+            stop_group(&mut server);
             return Ok(());
         }
     }
+}
+
+/// SIGTERM to the server's whole process group, SIGKILL after 5 s.
+fn stop_group(server: &mut std::process::Child) {
+    use rustix::process::{kill_process_group, Pid, Signal};
+    let Some(group) = i32::try_from(server.id()).ok().and_then(Pid::from_raw) else { return };
+    let _ = kill_process_group(group, Signal::TERM);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        // The group is gone once no process of it is left to signal.
+        let _ = server.try_wait();
+        if kill_process_group(group, Signal::CONT).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill_process_group(group, Signal::KILL);
+    let _ = server.wait();
 }
 
 /// Exits this process when its parent dies.

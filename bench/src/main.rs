@@ -75,6 +75,9 @@ enum Command {
         /// Say ready once this path exists (a Unix socket).
         #[arg(long)]
         wait_path: Option<PathBuf>,
+        /// KEY=VALUE set in the server's environment (repeatable).
+        #[arg(long)]
+        env: Vec<String>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
@@ -135,8 +138,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Profile { addr, count, in_flight } => workloads::profile(&addr, count, in_flight),
         // Not `exit_with_parent`: exec must stop its server before it exits.
-        Command::ChildExec { wait_port, wait_path, command } => {
-            children::exec(&command, wait_port, wait_path.as_deref())
+        Command::ChildExec { wait_port, wait_path, env, command } => {
+            children::exec(&command, &env, wait_port, wait_path.as_deref())
         }
         Command::ChildDbusEcho { address } => {
             children::exit_with_parent();

@@ -93,7 +93,7 @@ impl Row {
 /// Rows measuring a peer (ratio reads switchboard ÷ peer).
 #[allow(non_snake_case)]
 fn PEER_ROW(system: &str) -> bool {
-    system.starts_with("nats") || system.starts_with("dbus") || system.starts_with("zeromq")
+    ["nats", "dbus", "zeromq", "rabbitmq"].iter().any(|peer| system.starts_with(peer))
 }
 
 /// Prints the table.

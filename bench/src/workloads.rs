@@ -15,7 +15,8 @@ use crate::children::{self, Child};
 use crate::stats::{Row, Sample};
 
 /// The peers' system names, as rows carry them.
-const PEERS: [&str; 3] = ["nats", "dbus", "zeromq"];
+const PEERS: [&str; 4] = ["nats", "dbus", "zeromq", "rabbitmq"];
+const RABBIT: &str = "rabbitmq (durable, persistent, confirms)";
 const NATS_REQUEST: &str = "nats request";
 const ZMQ_REQ: &str = "zeromq req/rep (ipc)";
 const ZMQ_PUBSUB: &str = "zeromq pub/sub (ipc)";
@@ -310,6 +311,26 @@ pub fn run_all(
             None
         }
     };
+    // The broker itself, not /usr/sbin's wrapper (which switches user and
+    // drops the environment that gives this run its private ports).
+    let broker =
+        Some(std::path::PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server")).filter(|p| p.is_file());
+    let rabbit = match (broker, crate::peers::find("epmd")) {
+        (Some(server), Some(epmd)) => match crate::peers::rabbitmq::Rabbit::start(&server, &epmd, &setup.dir)
+        {
+            Ok(rabbit) => Some(rabbit),
+            Err(err) if require_peers => return Err(err.context("RabbitMQ did not start")),
+            Err(err) => {
+                eprintln!("RabbitMQ did not start ({err:#}): RabbitMQ cases skipped");
+                None
+            }
+        },
+        _ if require_peers => anyhow::bail!("rabbitmq-server is not installed: run scripts/install-peers.sh"),
+        _ => {
+            eprintln!("rabbitmq-server is not installed: RabbitMQ cases skipped (scripts/install-peers.sh installs it)");
+            None
+        }
+    };
     // libzmq is linked in, so ZeroMQ always runs (no server to install).
     let zmq = crate::peers::zeromq::Zmq::start(&setup.dir)?;
     if crate::queues::on_tmpfs(data_root) {
@@ -422,6 +443,13 @@ pub fn run_all(
             let e2e =
                 runtime.block_on(crate::queues::end_to_end(&setup.bus_addr, &name, counts.queue_e2e))?;
             collected.add("queue", "put → consume → ack 256 B".into(), "switchboard", e2e, None);
+            if let Some(rabbit) = &rabbit {
+                let puts = crate::peers::rabbitmq::confirmed_puts(&rabbit.url, counts.queue_puts)?;
+                let case = "confirmed puts 256 B, 16 × 64 in flight".to_owned();
+                collected.add("queue", case, RABBIT, puts, None);
+                let e2e = crate::peers::rabbitmq::end_to_end(&rabbit.url, counts.queue_e2e)?;
+                collected.add("queue", "put → consume → ack 256 B".into(), RABBIT, e2e, None);
+            }
             if let Some(nats) = &nats {
                 let js = crate::peers::nats::jetstream_end_to_end(&nats.url, counts.queue_e2e)?;
                 let system = "nats jetstream (file, default sync)";

@@ -6,6 +6,7 @@
 
 pub mod dbus;
 pub mod nats;
+pub mod rabbitmq;
 pub mod zeromq;
 
 use std::path::PathBuf;
