@@ -1,4 +1,5 @@
-//! ZeroMQ (libzmq from the distribution, the `zmq` crate): REQ/REP and
+//! ZeroMQ (the distribution's libzmq through the `zmq` crate 0.9, which links
+//! it with pkg-config instead of building it from source): REQ/REP and
 //! PUB/SUB over `ipc://` — no broker, so it is the floor a brokered bus is
 //! judged against for latency, and a peer that drops silently at its
 //! high-water mark (default 1,000 messages) for pub/sub.
