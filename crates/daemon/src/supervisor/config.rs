@@ -17,7 +17,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -137,15 +137,8 @@ pub struct SupervisorConfig {
 }
 
 impl SupervisorConfig {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|err| match err {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.to_owned(), message },
-            other => other,
-        })
-    }
-
+    /// The services part of a config file's text (the whole file is read by
+    /// [`crate::config_file::ConfigFile`]).
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let raw: RawFile = toml::from_str(text)
             .map_err(|err| ConfigError::Syntax { path: PathBuf::new(), message: err.to_string() })?;
