@@ -31,6 +31,27 @@ pub struct InstanceIdentity {
     pub process_group: u32,
 }
 
+/// A peer on the local socket, looked up before the router is locked (the
+/// user and group files, its process group in /proc).
+pub struct LocalPeer {
+    cred: PeerCred,
+    os: Principal,
+    process_group: Option<u32>,
+    /// This daemon's own process (the supervisor's connection).
+    daemon: bool,
+}
+
+impl LocalPeer {
+    pub fn identify(cred: PeerCred) -> Self {
+        Self {
+            cred,
+            os: Principal::local(cred.uid, cred.gid, rustix::process::geteuid().as_raw()),
+            process_group: cred.pid.and_then(process_group),
+            daemon: cred.pid == Some(std::process::id()),
+        }
+    }
+}
+
 /// Everything access decisions need, owned by the router.
 #[derive(Default)]
 pub struct Access {
@@ -69,30 +90,25 @@ impl Router {
     /// Who a new connection is: its OS identity, or the service whose secret
     /// it presents from inside that service's process group, or the token it
     /// presents, or its verified TLS certificate. A wrong credential refuses
-    /// the connection.
+    /// the connection. Does no I/O: the caller looked the peer up first.
     pub fn authenticate(
         &self,
-        cred: Option<PeerCred>,
+        peer: Option<LocalPeer>,
         certificate: Option<&str>,
         credential: &str,
     ) -> Result<Principal, Refusal> {
         let denied = |message: String| Err((ErrorCode::PermissionDenied, message));
-        let os = match cred {
-            Some(cred) if cred.pid == Some(std::process::id()) => return Ok(Principal::daemon()),
-            Some(cred) => {
-                Some((cred, Principal::local(cred.uid, cred.gid, rustix::process::geteuid().as_raw())))
-            }
-            None => None,
-        };
+        if let Some(LocalPeer { daemon: true, .. }) = peer {
+            return Ok(Principal::daemon());
+        }
         if let Some(secret) = credential.strip_prefix("secret:") {
             let Some(identity) = self.access.secrets.get(secret) else {
                 return denied("unknown or stale instance secret".into());
             };
-            let Some((cred, os)) = os else {
+            let Some(LocalPeer { cred, os, process_group, .. }) = peer else {
                 return denied("an instance secret is only accepted on the local socket".into());
             };
-            let group = cred.pid.and_then(process_group);
-            if group != Some(identity.process_group) {
+            if process_group != Some(identity.process_group) {
                 let pid = cred.pid.unwrap_or(0);
                 return denied(format!(
                     "the secret of {}#{} was presented by pid {pid}, which is not a process of that instance",
@@ -114,7 +130,7 @@ impl Router {
         if let Some(common_name) = certificate {
             return Ok(Principal::certificate(common_name));
         }
-        Ok(os.map_or_else(Principal::anonymous, |(_, os)| os))
+        Ok(peer.map_or_else(Principal::anonymous, |peer| peer.os))
     }
 
     /// Counts a connection of `principal`, refusing one over the limit.

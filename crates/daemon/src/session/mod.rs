@@ -14,6 +14,7 @@ use switchboard_proto::{ErrorCode, Frame, SessionId};
 use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, Stream};
 use tokio_util::sync::CancellationToken;
 
+use crate::router::access::LocalPeer;
 use crate::router::topics::BacklogSignal;
 use crate::router::{Router, SessionLink};
 use crate::Limits;
@@ -73,6 +74,7 @@ pub async fn serve(
     let pid = cred.and_then(|c| c.pid).unwrap_or(0);
     let kill = stop.child_token();
     let backlog = Arc::new(BacklogSignal::default());
+    let local = cred.map(LocalPeer::identify);
     let admitted = {
         let mut router = lock(&router);
         let link = SessionLink {
@@ -84,7 +86,7 @@ pub async fn serve(
             pid,
         };
         let admitted = router
-            .authenticate(cred, common_name.as_deref(), &hello.credential)
+            .authenticate(local, common_name.as_deref(), &hello.credential)
             .and_then(|principal| router.add_session(link, principal));
         if let Ok(session) = admitted {
             let _ = outbox.push(&handshake::welcome(session, &limits));
