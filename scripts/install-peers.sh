@@ -13,6 +13,7 @@
 # systemd-socket-activate, a journal socket and a session bus address — so it
 # cannot run in a container without systemd as PID 1.
 set -euo pipefail
+. "$(dirname "$0")/apt-install.sh"
 
 need=()
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
@@ -22,8 +23,4 @@ if [ ${#need[@]} -eq 0 ]; then
   echo "peers already installed"
   exit 0
 fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "installing: ${need[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+apt_install "${need[@]}"

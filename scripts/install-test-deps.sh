@@ -8,6 +8,7 @@
 #   libzmq3-dev      the benchmark links libzmq (the ZeroMQ peer) and is built with
 #   pkg-config       the workspace, so it is needed to compile at all
 set -euo pipefail
+. "$(dirname "$0")/apt-install.sh"
 
 need=()
 command -v systemd-notify >/dev/null 2>&1 || need+=(systemd)
@@ -19,9 +20,5 @@ if [ ${#need[@]} -eq 0 ]; then
   echo "test dependencies already installed"
   exit 0
 fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "installing: ${need[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+apt_install "${need[@]}"
 command -v systemd-notify >/dev/null && command -v openssl >/dev/null

@@ -44,3 +44,31 @@ where
     sample.rate = count as f64 / elapsed.as_secs_f64();
     Ok(sample)
 }
+
+/// A 256 B payload whose first 8 bytes are the send time (for put → delivery latency).
+pub fn stamped_payload() -> Vec<u8> {
+    let mut payload = vec![7u8; 256];
+    payload[..8].copy_from_slice(&crate::pubsub::now_ns().to_le_bytes());
+    payload
+}
+
+/// How long ago a [`stamped_payload`] was made.
+pub fn since_stamp(payload: &[u8]) -> std::time::Duration {
+    let sent = payload.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+    std::time::Duration::from_nanos(crate::pubsub::now_ns().saturating_sub(sent))
+}
+
+/// The next delivery of a consumer, or an error naming `what` once 30 s
+/// pass without one (so a stalled peer fails the run instead of hanging it).
+pub async fn next_delivery<S, T, E>(stream: &mut S, what: &str, seen: usize) -> anyhow::Result<T>
+where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+    match tokio::time::timeout(std::time::Duration::from_secs(30), stream.next()).await {
+        Err(_) => anyhow::bail!("no {what} delivery for 30 s after {seen}"),
+        Ok(None) => anyhow::bail!("the {what} consumer closed"),
+        Ok(Some(item)) => item.map_err(|err| anyhow::anyhow!("{what}: {err}")),
+    }
+}

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use switchboard::Bus;
 
-use crate::pubsub::now_ns;
 use crate::stats::Sample;
 
 const PRODUCERS: usize = 16;
@@ -86,9 +85,7 @@ pub async fn end_to_end(addr: &str, queue: &str, total: usize) -> anyhow::Result
         let handle = handle.clone();
         producers.push(local.spawn_local(async move {
             for _ in 0..per_task {
-                let mut payload = vec![0u8; PAYLOAD];
-                payload[..8].copy_from_slice(&now_ns().to_le_bytes());
-                handle.put(payload).await?;
+                handle.put(crate::load::stamped_payload()).await?;
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -101,8 +98,7 @@ pub async fn end_to_end(addr: &str, queue: &str, total: usize) -> anyhow::Result
                 .await
                 .map_err(|_| anyhow::anyhow!("no delivery for 30 s after {} messages", latencies.len()))?
                 .ok_or_else(|| anyhow::anyhow!("consumer closed"))?;
-            let sent = u64::from_le_bytes(delivery.payload[..8].try_into().unwrap_or([0; 8]));
-            latencies.push(Duration::from_nanos(now_ns().saturating_sub(sent)));
+            latencies.push(crate::load::since_stamp(&delivery.payload));
             // Acks are pipelined like puts: each returns once it is on disk.
             acks.spawn_local(delivery.ack());
             while acks.len() > 256 {

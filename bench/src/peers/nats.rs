@@ -225,9 +225,7 @@ pub fn jetstream_end_to_end(url: &str, total: usize) -> anyhow::Result<Sample> {
             let producer = producer.clone();
             local.spawn_local(async move {
                 for _ in 0..per_task {
-                    let mut payload = vec![7u8; 256];
-                    payload[..8].copy_from_slice(&now_ns().to_le_bytes());
-                    producer.publish(SUBJECT, Bytes::from(payload)).await?.await?;
+                    producer.publish(SUBJECT, Bytes::from(crate::load::stamped_payload())).await?.await?;
                 }
                 Ok::<_, anyhow::Error>(())
             });
@@ -237,14 +235,9 @@ pub fn jetstream_end_to_end(url: &str, total: usize) -> anyhow::Result<Sample> {
                 let mut latencies = Vec::with_capacity(total);
                 let mut acks = tokio::task::JoinSet::new();
                 while latencies.len() < total {
-                    let next = tokio::time::timeout(Duration::from_secs(30), messages.next()).await;
-                    let message = next
-                        .map_err(|_| {
-                            anyhow::anyhow!("no JetStream delivery for 30 s after {}", latencies.len())
-                        })?
-                        .ok_or_else(|| anyhow::anyhow!("JetStream consumer closed"))??;
-                    let sent = u64::from_le_bytes(message.payload[..8].try_into().unwrap_or([0; 8]));
-                    latencies.push(Duration::from_nanos(now_ns().saturating_sub(sent)));
+                    let message =
+                        crate::load::next_delivery(&mut messages, "JetStream", latencies.len()).await?;
+                    latencies.push(crate::load::since_stamp(&message.payload));
                     acks.spawn_local(async move {
                         message.double_ack().await.map_err(|e| anyhow::anyhow!("{e}"))
                     });

@@ -8,9 +8,8 @@
 
 use std::path::Path;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -19,7 +18,6 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::children::{self, Child};
-use crate::pubsub::now_ns;
 use crate::stats::Sample;
 
 /// A running broker (and the epmd it needs), ended with the bench.
@@ -142,9 +140,7 @@ pub fn end_to_end(url: &str, total: usize) -> anyhow::Result<Sample> {
             let producer = producer.clone();
             local.spawn_local(async move {
                 for _ in 0..per_task {
-                    let mut payload = [7u8; 256];
-                    payload[..8].copy_from_slice(&now_ns().to_le_bytes());
-                    publish(&producer, QUEUE, &payload).await?;
+                    publish(&producer, QUEUE, &crate::load::stamped_payload()).await?;
                 }
                 Ok::<_, anyhow::Error>(())
             });
@@ -153,14 +149,9 @@ pub fn end_to_end(url: &str, total: usize) -> anyhow::Result<Sample> {
             .run_until(async move {
                 let mut latencies = Vec::with_capacity(total);
                 while latencies.len() < total {
-                    let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
-                    let delivery = next
-                        .map_err(|_| {
-                            anyhow::anyhow!("no RabbitMQ delivery for 30 s after {}", latencies.len())
-                        })?
-                        .ok_or_else(|| anyhow::anyhow!("RabbitMQ consumer closed"))??;
-                    let sent = u64::from_le_bytes(delivery.data[..8].try_into().unwrap_or([0; 8]));
-                    latencies.push(Duration::from_nanos(now_ns().saturating_sub(sent)));
+                    let delivery =
+                        crate::load::next_delivery(&mut consumer, "RabbitMQ", latencies.len()).await?;
+                    latencies.push(crate::load::since_stamp(&delivery.data));
                     delivery.ack(BasicAckOptions::default()).await?;
                 }
                 Ok::<_, anyhow::Error>(latencies)
