@@ -120,6 +120,20 @@ impl Bus {
         self.shared.link.borrow().as_ref().map(|link| link.session)
     }
 
+    /// Whether calls may take direct channels to the instances they reach
+    /// (on by default; `SWITCHBOARD_DIRECT=0` turns it off for a process).
+    /// Off, every call goes through the daemon and open channels close.
+    pub fn set_direct_calls(&self, enabled: bool) {
+        self.shared.direct.set_enabled(enabled);
+    }
+
+    /// The instance that calls to `service` reach over a direct channel
+    /// right now, if one is open.
+    pub fn direct_instance(&self, service: &str) -> Option<InstanceId> {
+        let service = ServiceName::parse(service).ok()?;
+        self.shared.direct.instance_for(&service)
+    }
+
     /// Closes the connection now (it also closes when the last clone drops).
     pub fn close(&self) {
         self.shared.closed.cancel();

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::bus::{decode, encode, remaining_ms, DEFAULT_TIMEOUT};
 use crate::connection::{lock, Link, Waiter, WireError};
+use crate::direct::{self, Sent};
 use crate::{Bus, CallError};
 
 /// Bytes a `Call` frame adds around its payload, names and headers.
@@ -132,12 +133,12 @@ fn check_size(
     headers: &Headers,
     payload: &Bytes,
 ) -> Result<(), CallError> {
-    let size = CALL_OVERHEAD
-        + service.as_bytes().len()
-        + method.as_bytes().len()
-        + headers.wire_len()
-        + payload.len();
-    fits(link, size, payload.len())
+    fits(link, call_size(service, method, headers, payload), payload.len())
+}
+
+/// The size of a `Call` frame (length prefix excluded).
+fn call_size(service: &ServiceName, method: &MethodName, headers: &Headers, payload: &Bytes) -> usize {
+    CALL_OVERHEAD + service.as_bytes().len() + method.as_bytes().len() + headers.wire_len() + payload.len()
 }
 
 /// Whether a frame of `size` bytes carrying `payload` bytes fits the
@@ -167,8 +168,24 @@ impl Bus {
     ) -> Result<Bytes, CallError> {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
+        let deadline = Instant::now() + options.timeout;
+        if let Some(channel) = direct::channel_for(self, &service, &options) {
+            let id = self.shared.next_id();
+            let size = call_size(&service, &method, &options.headers, &payload);
+            let frame = Frame::Call(Call {
+                id,
+                timeout_ms: remaining_ms(deadline),
+                instance: channel.instance,
+                service: service.clone(),
+                method: method.clone(),
+                headers: options.headers.clone(),
+                payload: payload.clone(),
+            });
+            if let Sent::Answered(result) = channel.call(id, size, deadline, options.timeout, frame).await {
+                return result;
+            }
+        }
         let CallOptions { timeout, instance, headers } = options;
-        let deadline = Instant::now() + timeout;
         let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
         let frame = |id, _: &Link| {
             Frame::Call(Call {

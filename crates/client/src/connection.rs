@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use switchboard_proto::direct::GRANT_METHOD;
 use switchboard_proto::sys::{self, RegistryEvent};
 use switchboard_proto::{
     ErrorCode, Frame, Hello, InstanceId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
@@ -24,8 +25,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::calls::Gathering;
+use crate::direct::{self, Direct};
 use crate::queues::ConsumerSlot;
-use crate::service::ServiceState;
+use crate::service::{Replies, ServiceState};
 use crate::topics::{Inbox, Item, Message};
 use crate::{CallError, ConnectError};
 
@@ -55,6 +57,8 @@ pub(crate) struct Link {
     pub session: SessionId,
     /// Calls in flight on this connection, bounded by the daemon's limit.
     pub inflight: Arc<Semaphore>,
+    /// Where answers to requests from the daemon go.
+    pub replies: Arc<Replies>,
 }
 
 /// State shared by every `Bus` clone and the connection task.
@@ -77,6 +81,8 @@ pub(crate) struct Shared {
     pub subscriptions: Mutex<HashMap<u32, Arc<Inbox>>>,
     /// Queue consumer id → where its deliveries go.
     pub consumers: Mutex<HashMap<u32, Arc<ConsumerSlot>>>,
+    /// Direct channels, as caller and as service.
+    pub direct: Direct,
     pub closed: CancellationToken,
 }
 
@@ -101,6 +107,7 @@ impl Shared {
             watches: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
+            direct: Direct::new(),
             closed: CancellationToken::new(),
         }
     }
@@ -169,6 +176,7 @@ pub(crate) async fn connect(
     };
     reader.set_max_frame(welcome.max_frame);
     let link = Arc::new(Link {
+        replies: Arc::new(Replies::new(outbox.clone(), welcome.max_frame)),
         outbox,
         max_frame: welcome.max_frame,
         session: welcome.session,
@@ -192,6 +200,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut conn: Connected) {
         link.outbox.close();
         lock(&shared.waiters).clear(); // wakes every waiter with ConnectionLost
         lock(&shared.instances).clear();
+        shared.direct.close_all("the connection to the daemon was lost");
         conn.writer.abort();
         if shared.closed.is_cancelled() {
             return;
@@ -307,7 +316,10 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
         Frame::Request(request) => {
             let service = lock(&shared.instances).get(&request.instance).cloned();
             match service {
-                Some(service) => service.dispatch(request, link),
+                Some(service) if request.method.as_str() == GRANT_METHOD => {
+                    direct::offer(shared, link, &service, request)
+                }
+                Some(service) => service.dispatch(request, &link.replies),
                 None if request.id != 0 => {
                     let _ = link.outbox.push(&Frame::Error {
                         id: request.id,
@@ -355,6 +367,7 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
             };
             gather(shared, id, |g| g.result(instance, result));
         }
+        Frame::Revoke { grant, code, message } => direct::revoked(shared, grant, code, &message),
         Frame::Goodbye { code, message } => {
             tracing::info!("the daemon says goodbye ({}): {message}", code.name());
         }

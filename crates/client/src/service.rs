@@ -23,7 +23,7 @@ use switchboard_proto::{
 use switchboard_transport::Outbox;
 use tokio::sync::Semaphore;
 
-use crate::connection::{lock, Link};
+use crate::connection::lock;
 use crate::{Bus, CallError, RegisterError, Reject};
 
 pub use crate::supervised::{log, notify_ready, run, Control, ControlKind, Controls, RunError};
@@ -298,9 +298,9 @@ impl ServiceState {
         Frame::Register { req, service: self.name.clone(), methods }
     }
 
-    /// Runs the handler for `request` on its own task.
-    pub fn dispatch(self: &Arc<Self>, request: switchboard_proto::Request, link: &Arc<Link>) {
-        let mut answer = Answer { outbox: link.outbox.clone(), id: request.id, max_frame: link.max_frame };
+    /// Runs the handler for `request` on its own task; its answer goes to `replies`.
+    pub fn dispatch(self: &Arc<Self>, request: switchboard_proto::Request, replies: &Arc<Replies>) {
+        let mut answer = Answer { replies: replies.clone(), id: request.id };
         let Some(handler) = self.handlers.get(&request.method).map(|m| m.handler.clone()) else {
             let message = format!("service {} has no method {}", self.name, request.method);
             return answer.error(ErrorCode::NoSuchMethod, message);
@@ -361,17 +361,43 @@ impl ServiceState {
     }
 }
 
+/// Where the answers to one connection's requests go: the daemon's link,
+/// or a direct channel, which is closed once its last answer is queued.
+pub(crate) struct Replies {
+    pub outbox: Arc<Outbox>,
+    pub max_frame: u32,
+    close_when_done: bool,
+}
+
+impl Replies {
+    pub fn new(outbox: Arc<Outbox>, max_frame: u32) -> Self {
+        Self { outbox, max_frame, close_when_done: false }
+    }
+
+    /// Closes `outbox` when the last holder (a pending answer) drops it.
+    pub fn closing_when_done(outbox: Arc<Outbox>, max_frame: u32) -> Self {
+        Self { outbox, max_frame, close_when_done: true }
+    }
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        if self.close_when_done {
+            self.outbox.close();
+        }
+    }
+}
+
 /// Where a request's answer goes: the connection it came in on.
 struct Answer {
-    outbox: Arc<Outbox>,
+    replies: Arc<Replies>,
     id: u32,
-    max_frame: u32,
 }
 
 impl Answer {
     fn error(&mut self, code: ErrorCode, message: String) {
         if self.id != 0 {
-            let _ = self.outbox.push(&Frame::Error { id: self.id, code, message });
+            let _ = self.replies.outbox.push(&Frame::Error { id: self.id, code, message });
         }
     }
 
@@ -380,16 +406,16 @@ impl Answer {
             return;
         }
         match result {
-            Ok(payload) if payload.len() + 5 > self.max_frame as usize => {
+            Ok(payload) if payload.len() + 5 > self.replies.max_frame as usize => {
                 let message = format!(
                     "reply of {} bytes does not fit the maximum frame of {} bytes",
                     payload.len(),
-                    self.max_frame
+                    self.replies.max_frame
                 );
                 self.error(ErrorCode::PayloadTooLarge, message);
             }
             Ok(payload) => {
-                let _ = self.outbox.push(&Frame::Reply { id: self.id, payload });
+                let _ = self.replies.outbox.push(&Frame::Reply { id: self.id, payload });
             }
             Err(reject) => self.error(reject.code, reject.message),
         }

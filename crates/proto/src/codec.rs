@@ -285,6 +285,14 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             f.end(frame)?
         }
         kind::EVENT => Frame::Event { req: f.u32("req")?, payload: f.rest() },
+        kind::REVOKE => {
+            let frame = Frame::Revoke {
+                grant: f.u64("grant")?,
+                code: ErrorCode::from_u16(f.u16("code")?),
+                message: f.text("message")?,
+            };
+            f.end(frame)?
+        }
         kind::GOODBYE => {
             let frame =
                 Frame::Goodbye { code: ErrorCode::from_u16(f.u16("code")?), message: f.text("message")? };

@@ -122,6 +122,11 @@ impl Frame {
             }
             Frame::Watch { req } => dst.put_u32_le(*req),
             Frame::Event { req, .. } => dst.put_u32_le(*req),
+            Frame::Revoke { grant, code, message } => {
+                dst.put_u64_le(*grant);
+                dst.put_u16_le(code.to_u16());
+                put_text(dst, message);
+            }
             Frame::Goodbye { code, message } => {
                 dst.put_u16_le(code.to_u16());
                 put_text(dst, message);

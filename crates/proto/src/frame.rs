@@ -39,6 +39,7 @@ pub(crate) mod kind {
     pub const QUEUE_DELIVERY: u8 = 25;
     pub const QUEUE_ACK: u8 = 26;
     pub const QUEUE_NACK: u8 = 27;
+    pub const REVOKE: u8 = 28;
 
     /// The name of a kind byte, for errors.
     pub fn name(kind: u8) -> Option<&'static str> {
@@ -70,6 +71,7 @@ pub(crate) mod kind {
             QUEUE_DELIVERY => "QueueDelivery",
             QUEUE_ACK => "QueueAck",
             QUEUE_NACK => "QueueNack",
+            REVOKE => "Revoke",
             _ => return None,
         })
     }
@@ -369,6 +371,14 @@ pub enum Frame {
         tag: u64,
         delay_ms: u32,
     },
+    /// Daemon → both ends of a direct channel: the grant is withdrawn (the
+    /// service was paused, the policy changed, one end went away). The
+    /// caller sends its next calls through the daemon again.
+    Revoke {
+        grant: u64,
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Frame {
@@ -406,6 +416,7 @@ impl Frame {
             Frame::QueueDelivery(_) => kind::QUEUE_DELIVERY,
             Frame::QueueAck { .. } => kind::QUEUE_ACK,
             Frame::QueueNack { .. } => kind::QUEUE_NACK,
+            Frame::Revoke { .. } => kind::REVOKE,
         }
     }
 

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+pub mod direct;
 mod encode;
 mod error;
 mod frame;

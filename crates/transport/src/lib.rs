@@ -12,6 +12,7 @@
 // One registration call needs `unsafe` (see `stream::register`); nothing else may.
 #![deny(unsafe_code)]
 
+mod abstract_socket;
 mod endpoint;
 mod outbox;
 mod reader;
@@ -19,6 +20,7 @@ mod stream;
 
 pub mod tls;
 
+pub use abstract_socket::AbstractListener;
 pub use endpoint::{default_endpoint, default_socket_path, Endpoint, EndpointError};
 pub use outbox::{run_writer, Outbox, OutboxClosed};
 pub use reader::{FrameReader, ReadError};

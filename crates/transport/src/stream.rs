@@ -49,7 +49,11 @@ impl Stream {
 
     /// Takes over a tokio Unix stream (e.g. from `accept`).
     pub fn from_unix(stream: UnixStream) -> io::Result<Self> {
-        let std = stream.into_std()?;
+        Self::from_std_unix(stream.into_std()?)
+    }
+
+    /// Takes over a connected std Unix stream.
+    pub fn from_std_unix(std: std::os::unix::net::UnixStream) -> io::Result<Self> {
         std.set_nonblocking(true)?;
         Ok(Self { fd: std.into(), unix: true })
     }

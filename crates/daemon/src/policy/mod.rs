@@ -8,6 +8,7 @@
 //! tokens = { deploy = "long-random-value" }
 //! max_connections_per_principal = 64
 //! messages_per_second = 10000        # per principal, all its connections together
+//! direct_calls = false               # route every call through the daemon (default: granted)
 //!
 //! [roles.reader]
 //! allow = ["subscribe orders.>", "call $sys.registry.list"]
@@ -63,6 +64,9 @@ pub struct Security {
     pub allow_plain_tcp: bool,
     /// Certificates for `tls://` listeners.
     pub tls: Option<TlsFiles>,
+    /// Whether callers may be granted direct channels to the instances they
+    /// call (`proto::direct`); off, every call goes through the daemon.
+    pub direct_calls: bool,
 }
 
 /// `[security.tls]`: the daemon's certificate and key, and the CA that signs
@@ -91,6 +95,7 @@ impl Default for Security {
             burst: 0,
             allow_plain_tcp: false,
             tls: None,
+            direct_calls: true,
         }
     }
 }
@@ -166,6 +171,7 @@ pub struct RawSecurity {
     #[serde(default)]
     allow_plain_tcp: bool,
     tls: Option<TlsFiles>,
+    direct_calls: Option<bool>,
 }
 
 /// Subjects a grant may name: a kind and a value, or `*`.
@@ -228,6 +234,7 @@ impl RawPolicy {
             burst: self.security.burst.or(self.security.messages_per_second).unwrap_or(0),
             allow_plain_tcp: self.security.allow_plain_tcp,
             tls: self.security.tls,
+            direct_calls: self.security.direct_calls.unwrap_or(defaults.direct_calls),
         };
         if security.tokens.values().any(|v| v.len() < 16) {
             return Err("security.tokens: every token needs at least 16 characters".into());

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use switchboard_proto::direct::DAEMON_DIRECT;
 use switchboard_proto::supervision as sup;
 use switchboard_proto::sys::{self, QueueRef};
 use switchboard_proto::{ErrorCode, MethodName, PrincipalName, ServiceName, SessionId};
@@ -77,6 +78,7 @@ impl Router {
         for session in self.sessions.values_mut() {
             session.rules = rules_for(&self.access.policy, &session.principal);
         }
+        self.recheck_grants();
     }
 
     pub fn register_secret(&mut self, secret: String, identity: InstanceIdentity) {
@@ -185,7 +187,8 @@ impl Router {
         let queue = || sys::decode::<QueueRef>(payload).map(|q| q.queue).unwrap_or_default();
         let supervised = || sys::decode::<sup::ServiceRef>(payload).map(|s| s.service).unwrap_or_default();
         match (service.as_str(), method.as_str()) {
-            (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI) => Ok(()),
+            // A direct channel is checked against every method it reaches.
+            (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI | DAEMON_DIRECT) => Ok(()),
             (sup::SERVICES_SERVICE, sup::ATTACH | sup::PROGRESS | sup::LOG) => Ok(()),
             (sys::QUEUES_SERVICE, sys::QUEUES_DECLARE) => self.permit(from, Op::QueuePut, &queue()),
             (sys::QUEUES_SERVICE, sys::QUEUES_PEEK) => self.permit(from, Op::QueueGet, &queue()),

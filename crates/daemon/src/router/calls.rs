@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_proto::{Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId};
+use switchboard_proto::direct::DAEMON_DIRECT;
+use switchboard_proto::{
+    sys, Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId,
+};
 
 use super::{Congested, PendingCall, Router};
 use crate::policy::Op;
@@ -66,9 +69,12 @@ impl Router {
         }
         let call = self.check_hold(from, call)?;
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
-        if service.as_str() == switchboard_proto::sys::QUEUES_SERVICE && !self.shutting_down {
+        if service.as_str() == sys::QUEUES_SERVICE && !self.shutting_down {
             self.queue_admin(from, id, method.as_str(), &payload);
             return None;
+        }
+        if service.as_str() == sys::DAEMON_SERVICE && method.as_str() == DAEMON_DIRECT {
+            return self.grant_direct(from, id, timeout_ms, &payload);
         }
         if service.is_reserved() && !self.shutting_down && !self.registry.has(&service) {
             match crate::admin::call(self, from, &service, &method, &payload) {
@@ -96,7 +102,7 @@ impl Router {
     }
 
     /// Records a pending call and sends its `Request` to the instance.
-    fn forward(
+    pub(super) fn forward(
         &mut self,
         call: PendingCall,
         timeout_ms: u32,

@@ -43,6 +43,14 @@ impl Router {
             Some(hold) => self.holds.holds.insert(service.clone(), hold),
             None => self.holds.holds.remove(service),
         };
+        if let Some(hold) = hold {
+            let code = match hold {
+                Hold::Starting => ErrorCode::InstanceGone,
+                Hold::Paused => ErrorCode::ServicePaused,
+                Hold::Failed => ErrorCode::ServiceFailed,
+            };
+            self.revoke_service(service, code, &format!("service {service} is {hold:?}"));
+        }
         if previous == Some(Hold::Starting) && hold != Some(Hold::Starting) {
             let (waiting, rest) =
                 std::mem::take(&mut self.holds.parked).into_iter().partition(|p| &p.call.service == service);
@@ -52,6 +60,11 @@ impl Router {
                 self.call(from, call);
             }
         }
+    }
+
+    /// The hold on `service`, if any.
+    pub(super) fn hold_of(&self, service: &ServiceName) -> Option<Hold> {
+        self.holds.holds.get(service).copied()
     }
 
     /// Lets a call through (`Some`), or parks or refuses it (`None`).

@@ -14,6 +14,7 @@
 
 pub mod access;
 mod calls;
+mod direct;
 mod holds;
 mod pending;
 mod pubsub;
@@ -88,6 +89,7 @@ pub struct Router {
     queues: queues::QueueState,
     holds: holds::Holds,
     access: access::Access,
+    grants: direct::Grants,
     /// Reused for topic matches, so publishing allocates nothing.
     matched: Vec<SubId>,
     next_session: SessionId,
@@ -108,6 +110,7 @@ impl Router {
             queues,
             holds: holds::Holds::default(),
             access: access::Access::default(),
+            grants: direct::Grants::default(),
             matched: Vec::new(),
             next_session: 0,
             limits,
@@ -206,6 +209,7 @@ impl Router {
             return self.send_error(from, req, ErrorCode::BadRequest, message);
         }
         let instance = self.registry.add(service.clone(), from, methods);
+        self.revoke_balanced(&service);
         self.send(from, &Frame::Registered { req, instance });
         tracing::info!(session = from, %service, instance, "instance up");
         self.announce("up", instance);
@@ -225,6 +229,7 @@ impl Router {
 
     fn remove_instance(&mut self, instance: InstanceId, code: ErrorCode, why: &str) {
         self.announce("down", instance);
+        self.revoke_instance(instance);
         let orphaned = self.pending.drain_where(|call| call.instance == instance);
         self.fail_calls(orphaned, code, why);
         if let Some(removed) = self.registry.remove(instance) {
@@ -273,6 +278,7 @@ impl Router {
         for instance in self.registry.of_session(session) {
             self.remove_instance(instance, code, why);
         }
+        self.revoke_caller(session);
         for call in self.pending.drain_where(|call| call.caller == session) {
             self.release(&call);
         }

@@ -93,17 +93,35 @@ impl Registry {
         method: &MethodName,
         wanted: InstanceId,
     ) -> Result<InstanceId, (ErrorCode, String)> {
+        self.pick(service, wanted, |i| i.serves(method), || no_method(service, method))
+    }
+
+    /// Chooses an instance of `service` whatever it serves (a direct channel's).
+    pub fn choose_any(
+        &mut self,
+        service: &ServiceName,
+        wanted: InstanceId,
+    ) -> Result<InstanceId, (ErrorCode, String)> {
+        self.pick(service, wanted, |_| true, || no_service(service))
+    }
+
+    /// The least loaded instance of `service` that `fits`, round robin among
+    /// equals; `unfit` says why when instances exist but none fits.
+    fn pick(
+        &mut self,
+        service: &ServiceName,
+        wanted: InstanceId,
+        fits: impl Fn(&Instance) -> bool,
+        unfit: impl Fn() -> (ErrorCode, String),
+    ) -> Result<InstanceId, (ErrorCode, String)> {
         if wanted != 0 {
             return match self.instances.get(&wanted) {
-                Some(i) if &i.service == service && i.serves(method) => Ok(wanted),
-                Some(i) if &i.service == service => Err(no_method(service, method)),
+                Some(i) if &i.service == service && fits(i) => Ok(wanted),
+                Some(i) if &i.service == service => Err(unfit()),
                 _ => Err((ErrorCode::NoSuchInstance, format!("service {service} has no instance {wanted}"))),
             };
         }
-        let entry = self
-            .services
-            .get_mut(service)
-            .ok_or_else(|| (ErrorCode::NoSuchService, format!("no service named {service} is registered")))?;
+        let entry = self.services.get_mut(service).ok_or_else(|| no_service(service))?;
         let count = entry.instances.len();
         let mut best: Option<(usize, u32)> = None;
         for step in 0..count {
@@ -111,7 +129,7 @@ impl Registry {
             let Some(instance) = self.instances.get(&entry.instances[slot]) else {
                 continue;
             };
-            if !instance.serves(method) {
+            if !fits(instance) {
                 continue;
             }
             if best.is_none_or(|(_, load)| instance.outstanding < load) {
@@ -121,9 +139,14 @@ impl Registry {
                 }
             }
         }
-        let (slot, _) = best.ok_or_else(|| no_method(service, method))?;
+        let (slot, _) = best.ok_or_else(unfit)?;
         entry.cursor = (slot + 1) % count;
         Ok(entry.instances[slot])
+    }
+
+    /// Every instance of `service`, in registration order.
+    pub fn instances_of(&self, service: &ServiceName) -> Vec<InstanceId> {
+        self.services.get(service).map(|entry| entry.instances.clone()).unwrap_or_default()
     }
 
     /// Every instance of `service` serving `method`, in registration order.
@@ -132,10 +155,7 @@ impl Registry {
         service: &ServiceName,
         method: &MethodName,
     ) -> Result<Vec<InstanceId>, (ErrorCode, String)> {
-        let entry = self
-            .services
-            .get(service)
-            .ok_or_else(|| (ErrorCode::NoSuchService, format!("no service named {service} is registered")))?;
+        let entry = self.services.get(service).ok_or_else(|| no_service(service))?;
         let serving: Vec<InstanceId> = entry
             .instances
             .iter()
@@ -173,6 +193,10 @@ impl Registry {
     pub fn instance_count(&self) -> usize {
         self.instances.len()
     }
+}
+
+fn no_service(service: &ServiceName) -> (ErrorCode, String) {
+    (ErrorCode::NoSuchService, format!("no service named {service} is registered"))
 }
 
 fn no_method(service: &ServiceName, method: &MethodName) -> (ErrorCode, String) {

@@ -16,6 +16,7 @@ mod cgroup;
 pub mod config;
 mod health;
 mod instance;
+pub use instance::new_secret;
 mod logs;
 mod notify;
 mod process;

@@ -80,6 +80,11 @@ fn frame() -> impl Strategy<Value = Frame> {
         any::<u32>().prop_map(|req| Frame::Watch { req }),
         (any::<u32>(), payload()).prop_map(|(req, payload)| Frame::Event { req, payload }),
         (code(), ".{0,40}").prop_map(|(code, message)| Frame::Goodbye { code, message }),
+        (any::<u64>(), code(), ".{0,40}").prop_map(|(grant, code, message)| Frame::Revoke {
+            grant,
+            code,
+            message
+        }),
     ];
     let calls = prop_oneof![
         (any::<u32>(), any::<u32>(), any::<u64>(), service(), method(), headers(), payload()).prop_map(

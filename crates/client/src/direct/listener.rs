@@ -1,0 +1,276 @@
+//! The instance's end of direct channels: one abstract socket per
+//! connection to the daemon, the tickets the daemon announced, and one task
+//! per channel feeding calls to the same handlers the daemon's requests reach.
+//!
+//! A channel is accepted only with a ticket the daemon gave for it, once,
+//! from the process and user the daemon saw make the grant request. It must
+//! never serve a call the daemon would not have routed: it serves only its
+//! own service, and stops when the daemon revokes the grant.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use switchboard_proto::direct::{DirectGrant, TICKET_PREFIX};
+use switchboard_proto::{
+    Caller, ErrorCode, Frame, InstanceId, Request, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+};
+use switchboard_transport::{run_writer, AbstractListener, FrameReader, Outbox, Stream};
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::lock;
+use crate::service::{Replies, ServiceState};
+
+/// A ticket not used within this time is forgotten.
+const TICKET_LIFETIME: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshake limit: a `Hello` is small.
+const HELLO_MAX_FRAME: u32 = 64 * 1024;
+/// Connections still in their handshake at once; more are closed at once.
+const MAX_HANDSHAKES: usize = 64;
+/// After a (non-policy) revoke, how long the caller has to say goodbye.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Calls one caller may have waiting on a channel.
+const CHANNEL_INFLIGHT: u32 = 4096;
+const CONGESTED_AT: usize = 4 * 1024 * 1024;
+
+/// What a ticket admits.
+struct Ticket {
+    grant: u64,
+    caller: Caller,
+    service: Arc<ServiceState>,
+    instance: InstanceId,
+    max_frame: u32,
+    expires: Instant,
+}
+
+/// Why a channel must end: its grant's revocation.
+type Stop = Option<(ErrorCode, String)>;
+
+pub(crate) struct Listener {
+    address: String,
+    tickets: Mutex<HashMap<String, Ticket>>,
+    /// Open channels by grant: how to stop each.
+    channels: Mutex<HashMap<u64, watch::Sender<Stop>>>,
+    handshakes: Arc<Semaphore>,
+}
+
+impl Listener {
+    /// Binds a fresh abstract name and accepts on it until `closed`.
+    pub fn start(closed: CancellationToken) -> std::io::Result<Arc<Self>> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut attempt = 0;
+        let socket = loop {
+            // Anyone may bind any abstract name: a taken one is tried again
+            // under another; callers check whose socket they reach anyway.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let name = format!(
+                "switchboard-direct/{}/{}/{nanos:08x}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            match AbstractListener::bind(&name) {
+                Ok(socket) => break socket,
+                Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && attempt < 8 => attempt += 1,
+                Err(err) => return Err(err),
+            }
+        };
+        let listener = Arc::new(Self {
+            address: socket.name().to_owned(),
+            tickets: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
+            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+        });
+        tokio::spawn(listener.clone().accept(socket, closed));
+        Ok(listener)
+    }
+
+    /// Remembers the daemon's grant for `caller`; returns it with our address.
+    pub fn offer(
+        &self,
+        mut grant: DirectGrant,
+        caller: Caller,
+        service: Arc<ServiceState>,
+        max_frame: u32,
+    ) -> DirectGrant {
+        let now = Instant::now();
+        let mut tickets = lock(&self.tickets);
+        tickets.retain(|_, t| t.expires > now);
+        tickets.insert(
+            grant.ticket.clone(),
+            Ticket {
+                grant: grant.grant,
+                caller,
+                service,
+                instance: grant.instance,
+                max_frame,
+                expires: now + TICKET_LIFETIME,
+            },
+        );
+        grant.address = self.address.clone();
+        grant
+    }
+
+    /// The daemon withdrew `grant` (or, with `None`, every grant: the
+    /// connection to the daemon is gone and nobody could revoke them).
+    pub fn revoke(&self, grant: Option<u64>, code: ErrorCode, message: &str) {
+        let channels = lock(&self.channels);
+        let stop = Some((code, message.to_owned()));
+        match grant {
+            Some(grant) => {
+                if let Some(channel) = channels.get(&grant) {
+                    channel.send_replace(stop);
+                }
+                lock(&self.tickets).retain(|_, t| t.grant != grant);
+            }
+            None => {
+                for channel in channels.values() {
+                    channel.send_replace(stop.clone());
+                }
+                lock(&self.tickets).clear();
+            }
+        }
+    }
+
+    async fn accept(self: Arc<Self>, socket: AbstractListener, closed: CancellationToken) {
+        loop {
+            let stream = tokio::select! {
+                _ = closed.cancelled() => return,
+                accepted = socket.accept() => accepted,
+            };
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::warn!("direct channel accept failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Over the limit the connection is simply dropped (closed).
+            if let Ok(permit) = self.handshakes.clone().try_acquire_owned() {
+                tokio::spawn(self.clone().serve(stream, permit));
+            }
+        }
+    }
+
+    /// One channel: the handshake, then calls until either end ends it.
+    async fn serve(self: Arc<Self>, stream: Stream, handshake: tokio::sync::OwnedSemaphorePermit) {
+        let cred = stream.peer_cred();
+        let Ok((read, write)) = stream.into_split() else { return };
+        let mut reader = FrameReader::new(read, HELLO_MAX_FRAME);
+        let outbox = Arc::new(Outbox::new(CONGESTED_AT));
+        {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { run_writer(&outbox, write).await });
+        }
+        let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next()).await {
+            Ok(Ok(Some(Frame::Hello(hello)))) => hello,
+            _ => return outbox.close(),
+        };
+        let ticket = hello.credential.strip_prefix(TICKET_PREFIX).and_then(|t| lock(&self.tickets).remove(t));
+        let refusal = match &ticket {
+            None => Some("unknown or used ticket".to_owned()),
+            Some(t) if t.expires <= Instant::now() => Some("expired ticket".to_owned()),
+            Some(t)
+                if cred.and_then(|c| c.pid) != Some(t.caller.pid)
+                    || cred.map(|c| c.uid) != Some(t.caller.uid) =>
+            {
+                Some(format!(
+                    "the ticket was granted to pid {} uid {}, not to this process",
+                    t.caller.pid, t.caller.uid
+                ))
+            }
+            Some(_) if hello.version != PROTOCOL_VERSION => {
+                Some(format!("protocol version {} is not {PROTOCOL_VERSION}", hello.version))
+            }
+            Some(_) => None,
+        };
+        let (Some(ticket), None) = (ticket, refusal.clone()) else {
+            let message = refusal.unwrap_or_default();
+            tracing::warn!(pid = ?cred.and_then(|c| c.pid), "direct channel refused: {message}");
+            let _ = outbox.push(&Frame::Goodbye { code: ErrorCode::PermissionDenied, message });
+            return outbox.close();
+        };
+        drop(handshake);
+        let max_frame = ticket.max_frame.min(DEFAULT_MAX_FRAME);
+        let _ = outbox.push(&Frame::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            features: 0,
+            session: ticket.grant,
+            max_frame,
+            max_inflight: CHANNEL_INFLIGHT,
+        }));
+        reader.set_max_frame(max_frame);
+        let (stop_tx, stop) = watch::channel(None);
+        lock(&self.channels).insert(ticket.grant, stop_tx);
+        let replies = Arc::new(Replies::closing_when_done(outbox, max_frame));
+        serve_calls(&ticket, &mut reader, &replies, stop).await;
+        lock(&self.channels).remove(&ticket.grant);
+        // `replies` drops here; the channel closes once the last handler answers.
+    }
+}
+
+/// Feeds the channel's calls to the service until the caller says goodbye,
+/// the socket ends, or the grant is revoked.
+async fn serve_calls(
+    ticket: &Ticket,
+    reader: &mut FrameReader,
+    replies: &Arc<Replies>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let frame = tokio::select! {
+            frame = reader.next() => frame,
+            changed = stop.changed(), if grace.is_none() => {
+                let reason = stop.borrow().clone();
+                match (changed, reason) {
+                    (Ok(()), Some((code, message))) if code != ErrorCode::PermissionDenied => {
+                        // The caller answers what it sent before this with its goodbye.
+                        let _ = replies.outbox.push(&Frame::Goodbye { code, message });
+                        grace = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                        continue;
+                    }
+                    _ => return,
+                }
+            }
+            _ = tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)), if grace.is_some() => return,
+        };
+        match frame {
+            Ok(Some(Frame::Call(call))) if call.service == *ticket.service.name() => {
+                let request = Request {
+                    id: call.id,
+                    timeout_ms: call.timeout_ms,
+                    instance: ticket.instance,
+                    caller: ticket.caller.clone(),
+                    method: call.method,
+                    headers: call.headers,
+                    payload: call.payload,
+                };
+                ticket.service.dispatch(request, replies);
+            }
+            Ok(Some(Frame::Call(call))) => {
+                let message = format!("this channel serves {}, not {}", ticket.service.name(), call.service);
+                let _ = replies.outbox.push(&Frame::Error {
+                    id: call.id,
+                    code: ErrorCode::NoSuchService,
+                    message,
+                });
+            }
+            Ok(Some(Frame::Goodbye { .. })) | Ok(None) => return,
+            Ok(Some(other)) => {
+                let message = format!("unexpected {} frame on a direct channel", other.kind_name());
+                let _ = replies.outbox.push(&Frame::Goodbye { code: ErrorCode::ProtocolViolation, message });
+                return;
+            }
+            Err(err) => {
+                tracing::debug!(grant = ticket.grant, "direct channel closed: {err}");
+                return;
+            }
+        }
+    }
+}
