@@ -18,6 +18,10 @@ use crate::stats::{Row, Sample};
 const PEERS: [&str; 4] = ["nats", "dbus", "zeromq", "rabbitmq"];
 const RABBIT: &str = "rabbitmq (durable, persistent, confirms)";
 const NATS_REQUEST: &str = "nats request";
+/// Switchboard as a user gets it: calls take a direct channel when granted.
+const SWITCHBOARD: &str = "switchboard";
+/// Every call through the daemon (direct channels off).
+const SWITCHBOARD_ROUTED: &str = "switchboard routed";
 const ZMQ_REQ: &str = "zeromq req/rep (ipc)";
 const ZMQ_PUBSUB: &str = "zeromq pub/sub (ipc)";
 
@@ -190,7 +194,7 @@ impl Collected {
         // Every peer row gets Switchboard ÷ peer for the same case.
         let switchboard: Vec<(String, f64, f64)> = rows
             .iter()
-            .filter(|r| r.system == "switchboard")
+            .filter(|r| r.system == SWITCHBOARD)
             .map(|r| (r.case.clone(), r.p50_us, r.rate_per_s))
             .collect();
         for row in rows.iter_mut().filter(|r| PEERS.iter().any(|p| r.system.starts_with(p))) {
@@ -217,19 +221,21 @@ impl Collected {
             log.baseline = Some("redb".into());
             log.ratio_of = Some("rate");
         }
-        // Calls are judged against the raw relay of the same payload size.
+        // Calls are judged against their raw limit of the same payload size:
+        // a direct call against one hop, a routed one against the relay's two.
         for size in SIZES {
             let s = size_name(size);
-            let relay = rows
-                .iter()
-                .find(|r| r.case == format!("two-hop relay {s}"))
-                .map(|r| (r.case.clone(), r.p50_us));
-            if let (Some((name, p50)), Some(call)) =
-                (relay, rows.iter_mut().find(|r| r.case == format!("call round trip {s}")))
-            {
-                call.ratio = Some(call.p50_us / p50);
-                call.baseline = Some(name);
-                call.ratio_of = Some("p50");
+            for (system, limit) in [(SWITCHBOARD, "unix ping-pong"), (SWITCHBOARD_ROUTED, "two-hop relay")] {
+                let limit = format!("{limit} {s}");
+                let Some(p50) = rows.iter().find(|r| r.case == limit).map(|r| r.p50_us) else {
+                    continue;
+                };
+                let case = format!("call round trip {s}");
+                if let Some(call) = rows.iter_mut().find(|r| r.case == case && r.system == system) {
+                    call.ratio = Some(call.p50_us / p50);
+                    call.baseline = Some(limit);
+                    call.ratio_of = Some("p50");
+                }
             }
         }
         // The policy: checked calls against unchecked ones.
@@ -241,7 +247,7 @@ impl Collected {
         // The supervisor: restart against spawning directly, memory against none.
         let raw_spawn = rows.iter().find(|r| r.system == "raw spawn").map(|r| (r.case.clone(), r.p50_us));
         if let Some((case, p50)) = raw_spawn {
-            if let Some(row) = rows.iter_mut().find(|r| r.case == case && r.system == "switchboard") {
+            if let Some(row) = rows.iter_mut().find(|r| r.case == case && r.system == SWITCHBOARD) {
                 (row.ratio, row.baseline, row.ratio_of) =
                     (Some(row.p50_us / p50), Some("raw spawn".into()), Some("p50"));
             }
@@ -341,6 +347,13 @@ pub fn run_all(
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let bus = runtime.block_on(Bus::connect(&setup.bus_addr))?;
+    // Calls from here take a direct channel to the echo service (the
+    // default); calls on `routed` all go through the daemon.
+    let routed = runtime.block_on(Bus::connect(&setup.bus_addr))?;
+    routed.set_direct_calls(false);
+    if wanted("call") {
+        runtime.block_on(open_direct(&bus))?;
+    }
     let policy = if wanted("policy") { Some(PolicyBench::start(&setup.dir, &runtime)?) } else { None };
     let policy = policy.as_ref();
 
@@ -358,16 +371,13 @@ pub fn run_all(
             if wanted("call") {
                 // From a task, as a service issues calls (calling straight from
                 // `block_on` adds one zero-timeout epoll_wait per call).
-                let task = runtime.spawn(call_latency(bus.clone(), size, counts.latency_samples));
-                collected.add(
-                    "call",
-                    format!("call round trip {s}"),
-                    "switchboard",
-                    runtime.block_on(task)??,
-                    None,
-                );
-                let tput = runtime.block_on(call_throughput(&bus, size, counts.throughput_calls))?;
-                collected.add("call", format!("calls, {IN_FLIGHT} in flight {s}"), "switchboard", tput, None);
+                for (system, bus) in [(SWITCHBOARD, &bus), (SWITCHBOARD_ROUTED, &routed)] {
+                    let task = runtime.spawn(call_latency(bus.clone(), size, counts.latency_samples));
+                    let latency = runtime.block_on(task)??;
+                    collected.add("call", format!("call round trip {s}"), system, latency, None);
+                    let tput = runtime.block_on(call_throughput(bus, size, counts.throughput_calls))?;
+                    collected.add("call", format!("calls, {IN_FLIGHT} in flight {s}"), system, tput, None);
+                }
                 if let Some(dbus) = &dbus {
                     let samples = counts.latency_samples / 4;
                     let latency = crate::peers::dbus::call_latency(&dbus.address, size, samples)?;
@@ -396,7 +406,7 @@ pub fn run_all(
                     let result = crate::pubsub::run(&setup.bus_addr, subscribers, messages, size, 0)?;
                     let lost = 100.0 * (result.published - result.received) as f64 / result.published as f64;
                     let case = format!("pub/sub 1 → {subscribers} {s}, received");
-                    collected.add("pubsub", case.clone(), "switchboard", result.sample, Some(lost));
+                    collected.add("pubsub", case.clone(), SWITCHBOARD, result.sample, Some(lost));
                     if let Some(nats) = &nats {
                         let system = crate::pubsub::System::Nats;
                         let result =
@@ -414,7 +424,7 @@ pub fn run_all(
                 collected.add(
                     "pubsub",
                     format!("fan-out latency 1 → 4 {s}"),
-                    "switchboard",
+                    SWITCHBOARD,
                     fanout.sample,
                     None,
                 );
@@ -427,13 +437,7 @@ pub fn run_all(
             let name = format!("bench-puts-{repeat}");
             let puts =
                 runtime.block_on(crate::queues::confirmed_puts(&setup.bus_addr, &name, counts.queue_puts))?;
-            collected.add(
-                "queue",
-                "confirmed puts 256 B, 16 × 64 in flight".into(),
-                "switchboard",
-                puts,
-                None,
-            );
+            collected.add("queue", "confirmed puts 256 B, 16 × 64 in flight".into(), SWITCHBOARD, puts, None);
             if let Some(nats) = &nats {
                 let js = crate::peers::nats::jetstream_puts(&nats.url, counts.queue_puts)?;
                 let case = "confirmed puts 256 B, 16 × 64 in flight".to_owned();
@@ -442,7 +446,7 @@ pub fn run_all(
             let name = format!("bench-e2e-{repeat}");
             let e2e =
                 runtime.block_on(crate::queues::end_to_end(&setup.bus_addr, &name, counts.queue_e2e))?;
-            collected.add("queue", "put → consume → ack 256 B".into(), "switchboard", e2e, None);
+            collected.add("queue", "put → consume → ack 256 B".into(), SWITCHBOARD, e2e, None);
             if let Some(rabbit) = &rabbit {
                 let puts = crate::peers::rabbitmq::confirmed_puts(&rabbit.url, counts.queue_puts)?;
                 let case = "confirmed puts 256 B, 16 × 64 in flight".to_owned();
@@ -473,13 +477,13 @@ pub fn run_all(
             let restarts = if quick { 20 } else { 200 };
             let (supervised, floor) = crate::supervision::restart_to_ready(&setup.dir, restarts)?;
             let case = "kill -9 → new instance READY=1".to_owned();
-            collected.add("supervisor", case.clone(), "switchboard", supervised, None);
+            collected.add("supervisor", case.clone(), SWITCHBOARD, supervised, None);
             collected.add("supervisor", case, "raw spawn", floor, None);
             let services = 200;
             let (many, none) = crate::supervision::memory(&setup.dir, services)?;
             let case = |n| format!("daemon RSS in MiB (in rate column), {n} idle services");
-            collected.add("supervisor", case(services), "switchboard", Sample::rate(many), None);
-            collected.add("supervisor", case(0), "switchboard", Sample::rate(none), None);
+            collected.add("supervisor", case(services), SWITCHBOARD, Sample::rate(many), None);
+            collected.add("supervisor", case(0), SWITCHBOARD, Sample::rate(none), None);
         }
     }
     Ok(collected.rows())
@@ -522,6 +526,19 @@ async fn call_latency(bus: Bus, size: usize, samples: usize) -> anyhow::Result<S
         }
     }
     Ok(Sample::latency(times))
+}
+
+/// Calls the echo service until its calls take a direct channel (they
+/// start through the daemon while the grant is asked for).
+async fn open_direct(bus: &Bus) -> anyhow::Result<()> {
+    let target = echo_target();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bus.direct_instance(target.service.as_str()).is_none() {
+        anyhow::ensure!(Instant::now() < deadline, "no direct channel to {} after 5 s", target.service);
+        bus.call(&target, Bytes::from_static(b"warm")).await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(())
 }
 
 /// `total` calls with `IN_FLIGHT` outstanding at all times.
