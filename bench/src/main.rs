@@ -63,6 +63,9 @@ enum Command {
         /// Keep this many calls outstanding (64 profiles the throughput case).
         #[arg(long, default_value_t = 1)]
         in_flight: usize,
+        /// Every call through the daemon (no direct channel).
+        #[arg(long)]
+        routed: bool,
     },
     #[command(hide = true)]
     ChildRawEcho { socket: PathBuf, size: usize },
@@ -136,7 +139,9 @@ fn main() -> anyhow::Result<()> {
             println!("\nrows written to {}", out.display());
             check_complete(&rows)
         }
-        Command::Profile { addr, count, in_flight } => workloads::profile(&addr, count, in_flight),
+        Command::Profile { addr, count, in_flight, routed } => {
+            workloads::profile(&addr, count, in_flight, routed)
+        }
         // Not `exit_with_parent`: exec must stop its server before it exits.
         Command::ChildExec { wait_port, wait_path, env, command } => {
             children::exec(&command, &env, wait_port, wait_path.as_deref())

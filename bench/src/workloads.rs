@@ -557,10 +557,15 @@ async fn call_throughput(bus: &Bus, size: usize, total: usize) -> anyhow::Result
 }
 
 /// Calls against an already running daemon and echo service: sequential,
-/// or with `in_flight` outstanding.
-pub fn profile(addr: &str, count: usize, in_flight: usize) -> anyhow::Result<()> {
+/// or with `in_flight` outstanding; direct unless `routed`.
+pub fn profile(addr: &str, count: usize, in_flight: usize, routed: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let bus = runtime.block_on(Bus::connect(addr))?;
+    if routed {
+        bus.set_direct_calls(false);
+    } else {
+        runtime.block_on(open_direct(&bus))?;
+    }
     if in_flight > 1 {
         let sample = runtime.block_on(call_throughput(&bus, 16, count))?;
         println!("{count} calls, {IN_FLIGHT} in flight: {:.0} calls/s", sample.rate);

@@ -323,8 +323,9 @@ impl ServiceState {
         let mut guard = Admitted { state: self.clone(), answer: Some(answer) };
         // Fast path: with a slot free, poll the handler once right here. Most
         // handlers finish without waiting, and then the reply leaves without
-        // a task hand-off; the rest continue on their own task.
-        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+        // a task hand-off (and without taking the slot: nothing else runs
+        // meanwhile); the rest take a slot and continue on their own task.
+        if self.slots.available_permits() > 0 {
             let mut future = handler(request);
             let mut cx = Context::from_waker(Waker::noop());
             match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
@@ -337,8 +338,9 @@ impl ServiceState {
                 Err(_) => {}
                 // Spawned tasks are polled again at once, with a real waker.
                 Ok(Poll::Pending) => {
+                    let slots = self.slots.clone();
                     tokio::spawn(async move {
-                        let _slot = slot;
+                        let Ok(_slot) = slots.acquire_owned().await else { return };
                         let result = future.await;
                         if let Some(mut answer) = guard.answer.take() {
                             answer.result(result);

@@ -45,8 +45,9 @@ pub(crate) struct Channel {
     calls: Mutex<Calls>,
     inflight: Arc<Semaphore>,
     max_frame: u32,
-    /// Set once the socket is gone; the routing table drops us then.
-    closed: AtomicBool,
+    /// Set once no new call may be sent (closing or closed); read without
+    /// the lock on every call, written under it.
+    unusable: AtomicBool,
 }
 
 /// Why a channel could not be opened (the caller routes instead).
@@ -112,7 +113,7 @@ impl Channel {
             calls: Mutex::new(Calls { waiting: HashMap::new(), closing: false }),
             inflight: Arc::new(Semaphore::new(welcome.max_inflight.max(1) as usize)),
             max_frame: welcome.max_frame,
-            closed: AtomicBool::new(false),
+            unusable: AtomicBool::new(false),
         });
         tokio::spawn(channel.clone().read(reader));
         Ok(channel)
@@ -120,7 +121,7 @@ impl Channel {
 
     /// Whether new calls may still use this channel.
     pub fn usable(&self) -> bool {
-        !self.closed.load(Ordering::Acquire) && !lock(&self.calls).closing
+        !self.unusable.load(Ordering::Acquire)
     }
 
     /// Sends no more calls: tells the instance so (it answers what it got,
@@ -146,10 +147,13 @@ impl Channel {
         if size > self.max_frame as usize {
             return Sent::NotSent; // the daemon's path says why, with its own limit
         }
-        let permit = match tokio::time::timeout_at(deadline.into(), self.inflight.acquire()).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Sent::NotSent,
-            Err(_) => return Sent::Answered(Err(CallError::Timeout(timeout))),
+        let permit = match self.inflight.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout_at(deadline.into(), self.inflight.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Sent::NotSent,
+                Err(_) => return Sent::Answered(Err(CallError::Timeout(timeout))),
+            },
         };
         let (tx, rx) = oneshot::channel();
         {
@@ -205,9 +209,9 @@ impl Channel {
                 let _ = waiter.send(result);
             }
         }
-        self.closed.store(true, Ordering::Release);
         let mut calls = lock(&self.calls);
         calls.closing = true;
+        self.unusable.store(true, Ordering::Release);
         calls.waiting.clear();
         self.outbox.close();
     }

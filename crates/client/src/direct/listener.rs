@@ -224,7 +224,13 @@ async fn serve_calls(
 ) {
     let mut grace: Option<tokio::time::Instant> = None;
     loop {
-        let frame = tokio::select! {
+        let grace_over = async {
+            match grace {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let first = tokio::select! {
             frame = reader.next() => frame,
             changed = stop.changed(), if grace.is_none() => {
                 let reason = stop.borrow().clone();
@@ -238,39 +244,57 @@ async fn serve_calls(
                     _ => return,
                 }
             }
-            _ = tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)), if grace.is_some() => return,
+            () = grace_over => return,
         };
-        match frame {
-            Ok(Some(Frame::Call(call))) if call.service == *ticket.service.name() => {
-                let request = Request {
-                    id: call.id,
-                    timeout_ms: call.timeout_ms,
-                    instance: ticket.instance,
-                    caller: ticket.caller.clone(),
-                    method: call.method,
-                    headers: call.headers,
-                    payload: call.payload,
-                };
-                ticket.service.dispatch(request, replies);
+        // Everything already buffered is served before waiting again.
+        let mut frame = first;
+        loop {
+            match frame {
+                Ok(Some(frame)) => {
+                    if !serve_frame(ticket, replies, frame) {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::debug!(grant = ticket.grant, "direct channel closed: {err}");
+                    return;
+                }
             }
-            Ok(Some(Frame::Call(call))) => {
-                let message = format!("this channel serves {}, not {}", ticket.service.name(), call.service);
-                let _ = replies.outbox.push(&Frame::Error {
-                    id: call.id,
-                    code: ErrorCode::NoSuchService,
-                    message,
-                });
-            }
-            Ok(Some(Frame::Goodbye { .. })) | Ok(None) => return,
-            Ok(Some(other)) => {
-                let message = format!("unexpected {} frame on a direct channel", other.kind_name());
-                let _ = replies.outbox.push(&Frame::Goodbye { code: ErrorCode::ProtocolViolation, message });
-                return;
-            }
-            Err(err) => {
-                tracing::debug!(grant = ticket.grant, "direct channel closed: {err}");
-                return;
-            }
+            frame = match reader.try_next() {
+                Ok(None) => break,
+                other => other,
+            };
+        }
+    }
+}
+
+/// Serves one frame from the caller; false when the channel must end.
+fn serve_frame(ticket: &Ticket, replies: &Arc<Replies>, frame: Frame) -> bool {
+    match frame {
+        Frame::Call(call) if call.service == *ticket.service.name() => {
+            let request = Request {
+                id: call.id,
+                timeout_ms: call.timeout_ms,
+                instance: ticket.instance,
+                caller: ticket.caller.clone(),
+                method: call.method,
+                headers: call.headers,
+                payload: call.payload,
+            };
+            ticket.service.dispatch(request, replies);
+            true
+        }
+        Frame::Call(call) => {
+            let message = format!("this channel serves {}, not {}", ticket.service.name(), call.service);
+            let _ = replies.outbox.push(&Frame::Error { id: call.id, code: ErrorCode::NoSuchService, message });
+            true
+        }
+        Frame::Goodbye { .. } => false,
+        other => {
+            let message = format!("unexpected {} frame on a direct channel", other.kind_name());
+            let _ = replies.outbox.push(&Frame::Goodbye { code: ErrorCode::ProtocolViolation, message });
+            false
         }
     }
 }
