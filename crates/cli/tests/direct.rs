@@ -101,6 +101,34 @@ async fn the_callee_sees_the_same_verified_caller_either_way() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_call_times_out_at_its_deadline_not_before() {
+    let daemon = Daemon::start();
+    let server = daemon.bus().await;
+    let _slow = server
+        .serve("slow")
+        .unwrap()
+        .method("echo", |r| async move { Ok::<_, Reject>(r.payload) })
+        .method("nap", |_| async move {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Ok::<_, Reject>("late".into())
+        })
+        .start()
+        .await
+        .unwrap();
+    let bus = daemon.bus().await;
+    until_direct(&bus, "slow").await;
+    let started = Instant::now();
+    let err =
+        bus.call_with("slow.nap", "", CallOptions::timeout(Duration::from_millis(150))).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err, CallError::Timeout(Duration::from_millis(150)));
+    assert!(took >= Duration::from_millis(150) && took < Duration::from_millis(700), "{took:?}");
+    // The late reply is dropped; the channel keeps serving.
+    assert_eq!(bus.call("slow.echo", "still").await.unwrap(), "still".as_bytes());
+    assert!(bus.direct_instance("slow").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_brings_back_balancing_by_the_daemon() {
     let daemon = Daemon::start();
     let _first = Guard(daemon.responder(&["direct.echo", "--echo", "-q"]));

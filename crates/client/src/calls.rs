@@ -169,23 +169,19 @@ impl Bus {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
         let deadline = Instant::now() + options.timeout;
-        if let Some(channel) = direct::channel_for(self, &service, &options) {
-            let id = self.shared.next_id();
-            let size = call_size(&service, &method, &options.headers, &payload);
-            let frame = Frame::Call(Call {
-                id,
-                timeout_ms: remaining_ms(deadline),
-                instance: channel.instance,
-                service: service.clone(),
-                method: method.clone(),
-                headers: options.headers.clone(),
-                payload: payload.clone(),
-            });
-            if let Sent::Answered(result) = channel.call(id, size, deadline, options.timeout, frame).await {
-                return result;
+        let CallOptions { timeout, instance, headers } = options;
+        let mut call = Call { id: 0, timeout_ms: 0, instance: 0, service, method, headers, payload };
+        if let Some(channel) = direct::channel_for(self, &call.service, instance) {
+            let size = call_size(&call.service, &call.method, &call.headers, &call.payload);
+            call.id = self.shared.next_id();
+            call.timeout_ms = remaining_ms(deadline);
+            call.instance = channel.instance;
+            match channel.call(call, size, deadline, timeout).await {
+                Sent::Answered(result) => return result,
+                Sent::NotSent(unsent) => call = unsent,
             }
         }
-        let CallOptions { timeout, instance, headers } = options;
+        let Call { service, method, headers, payload, .. } = call;
         let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
         let frame = |id, _: &Link| {
             Frame::Call(Call {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_proto::direct::{DirectGrant, TICKET_PREFIX};
-use switchboard_proto::{ErrorCode, Frame, Hello, InstanceId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
+use switchboard_proto::{Call, ErrorCode, Frame, Hello, InstanceId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
 use switchboard_transport::{run_writer, FrameReader, Outbox, Stream};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -27,15 +27,31 @@ const CONGESTED_AT: usize = 4 * 1024 * 1024;
 /// What became of a call offered to a channel.
 pub(crate) enum Sent {
     Answered(Result<Bytes, CallError>),
-    /// The channel is closing: nothing went out, route the call instead.
-    NotSent,
+    /// Nothing went out (the channel is closing, or the call is too large
+    /// for it): route the call instead.
+    NotSent(Call),
 }
 
 /// Calls waiting for answers, and whether new ones may still be sent.
 struct Calls {
-    waiting: HashMap<u32, oneshot::Sender<Result<Bytes, WireError>>>,
+    waiting: HashMap<u32, Waiting>,
     closing: bool,
+    /// Whether a sweeper task is answering expired calls.
+    sweeping: bool,
 }
+
+/// A call sent on the channel, until its answer or its deadline.
+struct Waiting {
+    deadline: Instant,
+    answer: oneshot::Sender<Result<Bytes, WireError>>,
+}
+
+/// How often expired calls are answered with `Timeout`. One sweeper per
+/// channel, only while calls wait, instead of a timer per call: at a million
+/// calls a second, arming and clearing a timer each cost ≈ 10 % of the
+/// throughput; a 1 ms sweep cost sequential calls ≈ 0.5 µs of p50. A
+/// timeout comes back at most this late, never early.
+const SWEEP_EVERY: Duration = Duration::from_millis(10);
 
 /// A live direct channel to one instance.
 pub(crate) struct Channel {
@@ -110,7 +126,7 @@ impl Channel {
             grant: grant.grant,
             instance: grant.instance,
             outbox,
-            calls: Mutex::new(Calls { waiting: HashMap::new(), closing: false }),
+            calls: Mutex::new(Calls { waiting: HashMap::new(), closing: false, sweeping: false }),
             inflight: Arc::new(Semaphore::new(welcome.max_inflight.max(1) as usize)),
             max_frame: welcome.max_frame,
             unusable: AtomicBool::new(false),
@@ -135,48 +151,70 @@ impl Channel {
         }
     }
 
-    /// Sends the call `frame(id)` builds and waits for its answer until `deadline`.
+    /// Sends `call` and waits for its answer until `deadline`; gives it
+    /// back unsent if the channel is closing or the call does not fit.
     pub async fn call(
-        &self,
-        id: u32,
+        self: &Arc<Self>,
+        call: Call,
         size: usize,
         deadline: Instant,
         timeout: Duration,
-        frame: Frame,
     ) -> Sent {
         if size > self.max_frame as usize {
-            return Sent::NotSent; // the daemon's path says why, with its own limit
+            return Sent::NotSent(call); // the daemon's path says why, with its own limit
         }
         let permit = match self.inflight.try_acquire() {
             Ok(permit) => permit,
             Err(_) => match tokio::time::timeout_at(deadline.into(), self.inflight.acquire()).await {
                 Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Sent::NotSent,
+                Ok(Err(_)) => return Sent::NotSent(call),
                 Err(_) => return Sent::Answered(Err(CallError::Timeout(timeout))),
             },
         };
         let (tx, rx) = oneshot::channel();
+        let id = call.id;
+        let frame = Frame::Call(call);
         {
             let mut calls = lock(&self.calls);
             if calls.closing || self.outbox.push(&frame).is_err() {
-                return Sent::NotSent;
+                drop(calls);
+                return match frame {
+                    Frame::Call(call) => Sent::NotSent(call),
+                    _ => unreachable!("built as a call just above"),
+                };
             }
-            calls.waiting.insert(id, tx);
+            calls.waiting.insert(id, Waiting { deadline, answer: tx });
+            if !calls.sweeping {
+                calls.sweeping = true;
+                tokio::spawn(self.clone().sweep());
+            }
         }
-        let answer = tokio::time::timeout_at(deadline.into(), rx).await;
+        let answer = rx.await;
         drop(permit);
         Sent::Answered(match answer {
-            Ok(Ok(Ok(payload))) => Ok(payload),
-            Ok(Ok(Err((code, message)))) => Err(CallError::from_wire(code, message, timeout)),
-            Ok(Err(_)) => Err(CallError::InstanceGone(format!(
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err((code, message))) => Err(CallError::from_wire(code, message, timeout)),
+            Err(_) => Err(CallError::InstanceGone(format!(
                 "the direct channel to instance {} closed before the reply",
                 self.instance
             ))),
-            Err(_) => {
-                lock(&self.calls).waiting.remove(&id);
-                Err(CallError::Timeout(timeout))
-            }
         })
+    }
+
+    /// Answers expired calls with `Timeout` while any call waits.
+    async fn sweep(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let now = Instant::now();
+            let mut calls = lock(&self.calls);
+            for (_, expired) in calls.waiting.extract_if(|_, w| w.deadline <= now) {
+                let _ = expired.answer.send(Err((ErrorCode::Timeout, "no reply before the deadline".into())));
+            }
+            if calls.waiting.is_empty() {
+                calls.sweeping = false;
+                return;
+            }
+        }
     }
 
     /// Reads answers until the instance closes the channel; then fails
@@ -205,8 +243,8 @@ impl Channel {
                 }
             };
             let (id, result) = answer;
-            if let Some(waiter) = lock(&self.calls).waiting.remove(&id) {
-                let _ = waiter.send(result);
+            if let Some(waiting) = lock(&self.calls).waiting.remove(&id) {
+                let _ = waiting.answer.send(result);
             }
         }
         let mut calls = lock(&self.calls);

@@ -287,7 +287,8 @@ fn serve_frame(ticket: &Ticket, replies: &Arc<Replies>, frame: Frame) -> bool {
         }
         Frame::Call(call) => {
             let message = format!("this channel serves {}, not {}", ticket.service.name(), call.service);
-            let _ = replies.outbox.push(&Frame::Error { id: call.id, code: ErrorCode::NoSuchService, message });
+            let _ =
+                replies.outbox.push(&Frame::Error { id: call.id, code: ErrorCode::NoSuchService, message });
             true
         }
         Frame::Goodbye { .. } => false,

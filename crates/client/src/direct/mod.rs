@@ -120,11 +120,15 @@ impl Direct {
     }
 }
 
-/// The open channel for a call to `service` under `options`, if any; asks
+/// The open channel for a call to `service` (to no chosen `instance`), if any; asks
 /// for one in the background when there is none yet.
-pub(crate) fn channel_for(bus: &Bus, service: &ServiceName, options: &CallOptions) -> Option<Arc<Channel>> {
+pub(crate) fn channel_for(
+    bus: &Bus,
+    service: &ServiceName,
+    instance: Option<InstanceId>,
+) -> Option<Arc<Channel>> {
     let direct = &bus.shared.direct;
-    if options.instance.is_some() || service.is_reserved() || !direct.enabled.load(Ordering::Relaxed) {
+    if instance.is_some() || service.is_reserved() || !direct.enabled.load(Ordering::Relaxed) {
         return None;
     }
     let mut routes = lock(&direct.routes);
