@@ -338,9 +338,17 @@ impl ServiceState {
                 Err(_) => {}
                 // Spawned tasks are polled again at once, with a real waker.
                 Ok(Poll::Pending) => {
-                    let slots = self.slots.clone();
+                    // Taken at once, so the next request sees it gone; only a
+                    // race with another thread can make this one wait.
+                    let slot = self.slots.clone().try_acquire_owned().map_err(|_| self.slots.clone());
                     tokio::spawn(async move {
-                        let Ok(_slot) = slots.acquire_owned().await else { return };
+                        let _slot = match slot {
+                            Ok(slot) => slot,
+                            Err(slots) => match slots.acquire_owned().await {
+                                Ok(slot) => slot,
+                                Err(_) => return,
+                            },
+                        };
                         let result = future.await;
                         if let Some(mut answer) = guard.answer.take() {
                             answer.result(result);
