@@ -8,9 +8,9 @@
 //! serves, the service is not held (starting, paused, failed), no rate limit
 //! applies to the caller, and both ends are local processes the kernel
 //! vouches for. Whenever one of those stops holding — a second instance, a
-//! hold, a policy reload, either end leaving — both ends get a `Revoke`. This module must never let a grant
-//! outlive its reason: every change to holds, policy or sessions passes
-//! through here.
+//! hold, a policy reload, either end leaving — both ends get a `Revoke`.
+//! This module must never let a grant outlive its reason: every change to
+//! holds, policy, registrations or sessions passes through here.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,6 +22,11 @@ use switchboard_proto::{sys, ErrorCode, Frame, Headers, InstanceId, MethodName, 
 use super::access::Refusal;
 use super::{Congested, PendingCall, Router};
 use crate::policy::Op;
+
+/// The method a grant is forwarded to the instance as (a valid name).
+fn grant_method() -> MethodName {
+    MethodName::parse(GRANT_METHOD).unwrap_or_else(|_| unreachable!("{GRANT_METHOD} is a valid method name"))
+}
 
 /// Grants one caller connection may hold at once.
 const MAX_GRANTS_PER_SESSION: usize = 64;
@@ -50,50 +55,30 @@ impl Router {
         timeout_ms: u32,
         payload: &Bytes,
     ) -> Option<Congested> {
-        let granted = self.check_grant(from, payload).and_then(|(service, instance)| {
-            let ticket = crate::supervisor::new_secret()
-                .map_err(|err| (ErrorCode::Overloaded, format!("no randomness for a ticket: {err}")))?;
-            Ok((service, instance, ticket))
-        });
-        let (service, instance, ticket) = match granted {
-            Ok(granted) => granted,
+        let mut offer = match self.check_grant(from, payload) {
+            Ok(offer) => offer,
             Err((code, message)) => {
                 tracing::debug!(session = from, "direct channel refused: {message}");
                 self.send_error(from, id, code, message);
                 return None;
             }
         };
-        let callee = self.registry.get(instance)?.session;
-        let (pid, uid) = self.sessions.get(&callee).map(|s| (s.caller.pid, s.caller.uid))?;
         self.grants.next += 1;
-        let grant = self.grants.next;
-        self.grants.grants.insert(grant, Grant { caller: from, instance });
-        let offer = DirectGrant {
-            grant,
-            ticket,
-            service: service.to_string(),
-            instance,
-            pid,
-            uid,
-            address: String::new(),
-        };
+        offer.grant = self.grants.next;
+        let instance = offer.instance;
+        self.grants.grants.insert(offer.grant, Grant { caller: from, instance });
         if let Some(session) = self.sessions.get_mut(&from) {
             session.inflight += 1;
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
         let call = PendingCall { caller: from, caller_id: id, instance, deadline, broadcast: false };
-        let method = MethodName::parse(GRANT_METHOD).ok()?;
         let payload = Bytes::from(sys::encode(&offer));
-        self.forward(call, timeout_ms, method, Headers::new(), payload)
+        self.forward(call, timeout_ms, grant_method(), Headers::new(), payload)
     }
 
     /// Whether `from` may have a direct channel to the service it names;
-    /// the service and the instance chosen for it.
-    fn check_grant(
-        &mut self,
-        from: SessionId,
-        payload: &Bytes,
-    ) -> Result<(ServiceName, InstanceId), Refusal> {
+    /// the grant to offer the instance chosen for it (without its id).
+    fn check_grant(&mut self, from: SessionId, payload: &Bytes) -> Result<DirectGrant, Refusal> {
         let refuse = |why: String| Err((ErrorCode::PermissionDenied, format!("no direct channel: {why}")));
         let request = sys::decode::<DirectRequest>(payload)
             .map_err(|err| (ErrorCode::BadRequest, format!("direct request: {err}")))?;
@@ -136,7 +121,21 @@ impl Router {
         }
         let instance = self.registry.choose_any(&service, request.instance)?;
         self.grant_still_holds(from, instance).map_err(|why| (ErrorCode::PermissionDenied, why))?;
-        Ok((service, instance))
+        let callee = self.registry.get(instance).and_then(|i| self.sessions.get(&i.session));
+        let (pid, uid) = callee
+            .map(|s| (s.caller.pid, s.caller.uid))
+            .ok_or((ErrorCode::InstanceGone, format!("instance {instance} is gone")))?;
+        let ticket = crate::supervisor::new_secret()
+            .map_err(|err| (ErrorCode::Overloaded, format!("no randomness for a ticket: {err}")))?;
+        Ok(DirectGrant {
+            grant: 0,
+            ticket,
+            service: service.to_string(),
+            instance,
+            pid,
+            uid,
+            address: String::new(),
+        })
     }
 
     /// The part of a grant's reasons that can change while it lives: the
