@@ -270,21 +270,30 @@ async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader) 
     // saves a map lookup under a lock per message.
     let mut last_inbox: Option<(u32, Arc<Inbox>)> = None;
     loop {
-        let frame = tokio::select! {
+        let mut frame = tokio::select! {
             biased;
             _ = shared.closed.cancelled() => return "bus closed".into(),
             frame = reader.next() => frame,
         };
-        match frame {
-            Ok(Some(Frame::Message(m))) => deliver_message(shared, &mut last_inbox, m),
-            Ok(Some(frame)) => {
-                if let Err(why) = dispatch(shared, link, frame) {
-                    return why;
+        // Everything already buffered is handled before waiting again: the
+        // wait (a cancellation future made and dropped) cost more than a
+        // small message's whole handling.
+        loop {
+            match frame {
+                Ok(Some(Frame::Message(m))) => deliver_message(shared, &mut last_inbox, m),
+                Ok(Some(frame)) => {
+                    if let Err(why) = dispatch(shared, link, frame) {
+                        return why;
+                    }
                 }
+                Ok(None) => return "the daemon closed the connection".into(),
+                Err(ReadError::Io(err)) => return err.to_string(),
+                Err(err) => return format!("invalid data from the daemon: {err}"),
             }
-            Ok(None) => return "the daemon closed the connection".into(),
-            Err(ReadError::Io(err)) => return err.to_string(),
-            Err(err) => return format!("invalid data from the daemon: {err}"),
+            frame = match reader.try_next() {
+                Ok(None) => break,
+                buffered => buffered,
+            };
         }
     }
 }
