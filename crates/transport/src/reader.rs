@@ -90,3 +90,62 @@ impl FrameReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Stream;
+    use bytes::Bytes;
+
+    /// A reader fed `bytes` by hand through a socket pair.
+    fn fed(bytes: &[u8]) -> (FrameReader, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let (read, _write) = Stream::from_std_unix(ours).expect("stream").into_split().expect("split");
+        std::io::Write::write_all(&mut &theirs, bytes).expect("write");
+        (FrameReader::new(read, 1024), theirs)
+    }
+
+    fn encoded(frame: &Frame) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        buf.to_vec()
+    }
+
+    #[tokio::test]
+    async fn frames_split_anywhere_come_out_whole_and_in_order() {
+        let one = Frame::Reply { id: 1, payload: Bytes::from_static(b"first") };
+        let two = Frame::Reply { id: 2, payload: Bytes::from(vec![9u8; 700]) };
+        let bytes = [encoded(&one), encoded(&two)].concat();
+        let (mut reader, theirs) = fed(&bytes[..7]);
+        let rest = bytes[7..].to_vec();
+        let writer = std::thread::spawn(move || {
+            for chunk in rest.chunks(100) {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::io::Write::write_all(&mut &theirs, chunk).expect("write");
+            }
+            theirs
+        });
+        assert_eq!(reader.next().await.expect("read"), Some(one));
+        assert_eq!(reader.next().await.expect("read"), Some(two));
+        assert!(reader.try_next().expect("nothing buffered").is_none());
+        drop(writer.join());
+        assert!(reader.next().await.expect("clean end").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_length_is_refused_before_its_body_arrives() {
+        let (mut reader, _theirs) = fed(&2048u32.to_le_bytes());
+        let err = reader.next().await.expect_err("too large");
+        assert!(matches!(err, ReadError::Decode(DecodeError::TooLarge { len: 2048, max: 1024 })), "{err}");
+        let (mut reader, _theirs) = fed(&0u32.to_le_bytes());
+        assert!(matches!(reader.next().await, Err(ReadError::Decode(DecodeError::Empty))));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_inside_a_frame_is_truncated() {
+        let frame = encoded(&Frame::Reply { id: 1, payload: Bytes::from_static(b"cut short") });
+        let (mut reader, theirs) = fed(&frame[..frame.len() - 3]);
+        drop(theirs);
+        assert!(matches!(reader.next().await, Err(ReadError::Truncated { .. })));
+    }
+}
