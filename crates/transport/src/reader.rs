@@ -12,9 +12,14 @@ use switchboard_proto::{decode, frame_len, DecodeError, Frame, LEN_PREFIX};
 
 use crate::ReadHalf;
 
-/// The least room kept for the next read; one read usually brings many
-/// small frames.
+/// Room for the next read, at first; one read usually brings many small
+/// frames.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most room a busy connection's reads grow to. Each read that fills
+/// all its room doubles it: a stream of small messages is then taken in
+/// fewer, larger reads (pub/sub 1 → 1, 16 B: 1.8 → 2.3 M msgs/s received
+/// with 256 KiB), while a quiet connection keeps 64 KiB.
+const MAX_READ_CHUNK: usize = 256 * 1024;
 
 /// Why reading the next frame failed. Either ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +40,13 @@ pub struct FrameReader {
     buf: BytesMut,
     filled: usize,
     max_frame: u32,
+    /// Room to offer the next read (grows while reads fill it).
+    chunk: usize,
 }
 
 impl FrameReader {
     pub fn new(half: ReadHalf, max_frame: u32) -> Self {
-        Self { half, buf: BytesMut::new(), filled: 0, max_frame }
+        Self { half, buf: BytesMut::new(), filled: 0, max_frame, chunk: READ_CHUNK }
     }
 
     /// Changes the maximum (after the handshake negotiated one).
@@ -75,11 +82,15 @@ impl FrameReader {
             // `try_next` has refused any length over the maximum, so the
             // room reserved for a frame is bounded by it.
             let pending = frame_len(&self.buf[..self.filled]).unwrap_or(0);
-            let want = pending.max(self.filled + READ_CHUNK / 16);
+            let want = pending.max(self.filled + self.chunk / 16);
             if self.buf.len() < want {
-                self.buf.resize(want.max(self.filled + READ_CHUNK), 0);
+                self.buf.resize(want.max(self.filled + self.chunk), 0);
             }
+            let room = self.buf.len() - self.filled;
             let read = self.half.read(&mut self.buf[self.filled..]).await?;
+            if read == room && self.chunk < MAX_READ_CHUNK {
+                self.chunk *= 2;
+            }
             if read == 0 {
                 if self.filled == 0 {
                     return Ok(None);

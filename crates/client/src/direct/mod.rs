@@ -47,30 +47,7 @@ enum Route {
     Routed(Instant),
 }
 
-/// FNV-1a, for the per-call route lookup: the keys are this process's own
-/// call targets (short, not chosen by an adversary), so SipHash's
-/// flooding resistance buys nothing there and costs a few percent per call.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-type Routes = HashMap<ServiceName, Route, std::hash::BuildHasherDefault<Fnv>>;
+type Routes = HashMap<ServiceName, Route>;
 
 /// Both ends of this connection's direct channels.
 pub(crate) struct Direct {
@@ -170,7 +147,9 @@ async fn ask(bus: Bus, service: ServiceName) {
         }
     };
     let mut routes = lock(&bus.shared.direct.routes);
-    // A revoke or a reconnect while we asked leaves no `Asking` to fill.
+    // A reconnect, or direct calls turned off, while we asked leaves no
+    // `Asking` to fill. (A revoke meanwhile makes the instance refuse the
+    // ticket, or close the channel it just accepted.)
     if matches!(routes.get(&service), Some(Route::Asking)) {
         routes.insert(service, route);
     } else if let Route::Open(channel) = route {
@@ -199,25 +178,30 @@ pub(crate) fn revoked(shared: &Shared, grant: u64, code: ErrorCode, message: &st
 /// The daemon forwards a caller's grant to one of our instances: remember
 /// its ticket and answer with where to connect.
 pub(crate) fn offer(shared: &Shared, link: &Link, service: &Arc<ServiceState>, request: Request) {
-    let answer = (|| {
-        let grant = sys::decode::<DirectGrant>(&request.payload)
-            .map_err(|err| (ErrorCode::BadRequest, format!("direct grant: {err}")))?;
-        let mut listener = lock(&shared.direct.listener);
-        let listener = match listener.as_ref() {
-            Some(listener) => listener.clone(),
-            None => {
-                let started = Listener::start(shared.closed.clone()).map_err(|err| {
-                    (ErrorCode::Overloaded, format!("cannot listen for direct channels: {err}"))
-                })?;
-                listener.insert(started).clone()
-            }
-        };
-        let grant = listener.offer(grant, request.caller.clone(), service.clone(), link.max_frame);
-        Ok(bytes::Bytes::from(sys::encode(&grant)))
-    })();
-    let frame = match answer {
-        Ok(payload) => Frame::Reply { id: request.id, payload },
+    let frame = match accept_grant(shared, link, service, &request) {
+        Ok(grant) => Frame::Reply { id: request.id, payload: sys::encode(&grant).into() },
         Err((code, message)) => Frame::Error { id: request.id, code, message },
     };
     let _ = link.outbox.push(&frame);
+}
+
+fn accept_grant(
+    shared: &Shared,
+    link: &Link,
+    service: &Arc<ServiceState>,
+    request: &Request,
+) -> Result<DirectGrant, (ErrorCode, String)> {
+    let grant = sys::decode::<DirectGrant>(&request.payload)
+        .map_err(|err| (ErrorCode::BadRequest, format!("direct grant: {err}")))?;
+    let mut listener = lock(&shared.direct.listener);
+    let listener = match listener.as_ref() {
+        Some(listener) => listener.clone(),
+        None => {
+            let started = Listener::start(shared.closed.clone()).map_err(|err| {
+                (ErrorCode::Overloaded, format!("cannot listen for direct channels: {err}"))
+            })?;
+            listener.insert(started).clone()
+        }
+    };
+    Ok(listener.offer(grant, request.caller.clone(), service.clone(), link.max_frame))
 }
