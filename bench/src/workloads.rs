@@ -310,6 +310,30 @@ pub fn run_all(
             None
         }
     };
+    let dbus_broker = match (
+        &dbus,
+        crate::peers::find("dbus-broker-launch"),
+        crate::peers::find("systemd-socket-activate"),
+    ) {
+        (Some(regular), Some(launch), Some(activate)) => {
+            let dir = setup.dir.join("dbus-broker");
+            match crate::peers::dbus::DBus::start_broker(&activate, &launch, &regular.address, &dir) {
+                Ok(broker) => Some(broker),
+                Err(err) if require_peers => return Err(err.context("dbus-broker did not start")),
+                Err(err) => {
+                    eprintln!("dbus-broker did not start ({err:#}): its cases are skipped");
+                    None
+                }
+            }
+        }
+        _ if require_peers => {
+            anyhow::bail!("dbus-broker needs dbus-daemon, dbus-broker-launch and systemd-socket-activate: run scripts/install-peers.sh")
+        }
+        _ => {
+            eprintln!("dbus-broker, dbus-daemon or systemd-socket-activate is missing: dbus-broker cases skipped (scripts/install-peers.sh installs them)");
+            None
+        }
+    };
     let nats = match crate::peers::find("nats-server") {
         Some(server) => Some(crate::peers::nats::Nats::start(&server, &setup.data_dir)?),
         None if require_peers => anyhow::bail!("nats-server is not installed: run scripts/install-peers.sh"),
@@ -385,6 +409,11 @@ pub fn run_all(
                     let samples = counts.latency_samples / 4;
                     let latency = crate::peers::dbus::call_latency(&dbus.address, size, samples)?;
                     collected.add("call", format!("call round trip {s}"), "dbus-daemon", latency, None);
+                }
+                if let Some(broker) = &dbus_broker {
+                    let samples = counts.latency_samples / 4;
+                    let latency = crate::peers::dbus::call_latency(&broker.address, size, samples)?;
+                    collected.add("call", format!("call round trip {s}"), "dbus-broker", latency, None);
                 }
                 let latency = crate::peers::zeromq::request_latency(&zmq.rep, size, counts.latency_samples)?;
                 collected.add("call", format!("call round trip {s}"), ZMQ_REQ, latency, None);

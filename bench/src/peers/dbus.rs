@@ -1,9 +1,21 @@
 //! D-Bus: a method call through the bus daemon, as systemd services make
 //! them. dbus-daemon runs with the distribution's stock session
-//! configuration, on a private socket; the client is zbus.
+//! configuration, on a private socket; dbus-broker with the same
+//! configuration, started the way systemd starts it (below); the client is
+//! zbus.
+//!
+//! dbus-broker's launcher wants three things systemd normally provides: its
+//! listening socket handed over by socket activation (`systemd-socket-activate`
+//! does that), the journal's socket to log to (it exits if it cannot
+//! connect: without journald the bench binds a sink there for the run), and
+//! a "regular" bus to watch systemd's signals on (given the bench's
+//! dbus-daemon; with `-E`, since `systemd-socket-activate` passes the
+//! launcher no environment of its own — which is what made it exit with
+//! "No medium found" before).
 
 use std::io::Write;
-use std::path::Path;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::children::{self, Child};
@@ -17,6 +29,7 @@ pub struct DBus {
     pub address: String,
     _daemon: Child,
     _echo: Child,
+    _journal: Option<JournalSink>,
 }
 
 impl DBus {
@@ -37,7 +50,72 @@ impl DBus {
             "--nopidfile",
         ])?;
         let echo = children::spawn(&["child-dbus-echo", &address])?;
-        Ok(Self { address, _daemon: daemon, _echo: echo })
+        Ok(Self { address, _daemon: daemon, _echo: echo, _journal: None })
+    }
+
+    /// dbus-broker on a private socket, its launcher started by socket
+    /// activation, watching `regular` (a running bus) as systemd's bus.
+    pub fn start_broker(activate: &Path, launch: &Path, regular: &str, dir: &Path) -> anyhow::Result<Self> {
+        let journal = JournalSink::ensure()?;
+        std::fs::create_dir_all(dir)?;
+        let socket = dir.join("broker.sock");
+        let _ = std::fs::remove_file(&socket);
+        let address = format!("unix:path={}", socket.display());
+        let daemon = children::spawn(&[
+            "child-exec",
+            "--wait-path",
+            &socket.display().to_string(),
+            "--",
+            &activate.display().to_string(),
+            "-E",
+            &format!("DBUS_SESSION_BUS_ADDRESS={regular}"),
+            "-E",
+            &format!("XDG_RUNTIME_DIR={}", dir.display()),
+            "-l",
+            &socket.display().to_string(),
+            &launch.display().to_string(),
+            "--scope",
+            "user",
+        ])?;
+        let echo = children::spawn(&["child-dbus-echo", &address])?;
+        Ok(Self { address, _daemon: daemon, _echo: echo, _journal: journal })
+    }
+}
+
+/// Where dbus-broker's launcher logs; it refuses to run if nothing listens.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// A datagram socket at the journal's address, read and discarded, for a
+/// machine without journald; removed when the run ends.
+struct JournalSink {
+    path: PathBuf,
+}
+
+impl JournalSink {
+    /// `None` when a journal already listens there.
+    fn ensure() -> anyhow::Result<Option<Self>> {
+        let path = PathBuf::from(JOURNAL_SOCKET);
+        if UnixDatagram::unbound()?.connect(&path).is_ok() {
+            return Ok(None);
+        }
+        // Nothing listens: a file left there is a stale socket.
+        let _ = std::fs::remove_file(&path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let socket = UnixDatagram::bind(&path)
+            .map_err(|err| anyhow::anyhow!("cannot provide {JOURNAL_SOCKET} for dbus-broker: {err}"))?;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while socket.recv(&mut buf).is_ok() {}
+        });
+        Ok(Some(Self { path }))
+    }
+}
+
+impl Drop for JournalSink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
