@@ -34,49 +34,55 @@ pub struct DBus {
 
 impl DBus {
     pub fn start(daemon: &Path, dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let socket = dir.join("dbus.sock");
-        let _ = std::fs::remove_file(&socket);
-        let address = format!("unix:path={}", socket.display());
-        let daemon = children::spawn(&[
-            "child-exec",
-            "--wait-path",
-            &socket.display().to_string(),
-            "--",
-            &daemon.display().to_string(),
-            "--session",
-            &format!("--address={address}"),
-            "--nofork",
-            "--nopidfile",
-        ])?;
-        let echo = children::spawn(&["child-dbus-echo", &address])?;
-        Ok(Self { address, _daemon: daemon, _echo: echo, _journal: None })
+        Self::serve(dir, "dbus.sock", None, |_, address| {
+            let daemon = daemon.display().to_string();
+            vec![
+                daemon,
+                "--session".into(),
+                format!("--address={address}"),
+                "--nofork".into(),
+                "--nopidfile".into(),
+            ]
+        })
     }
 
     /// dbus-broker on a private socket, its launcher started by socket
     /// activation, watching `regular` (a running bus) as systemd's bus.
     pub fn start_broker(activate: &Path, launch: &Path, regular: &str, dir: &Path) -> anyhow::Result<Self> {
         let journal = JournalSink::ensure()?;
+        Self::serve(dir, "broker.sock", journal, |socket, _| {
+            vec![
+                activate.display().to_string(),
+                "-E".into(),
+                format!("DBUS_SESSION_BUS_ADDRESS={regular}"),
+                "-E".into(),
+                format!("XDG_RUNTIME_DIR={}", dir.display()),
+                "-l".into(),
+                socket,
+                launch.display().to_string(),
+                "--scope".into(),
+                "user".into(),
+            ]
+        })
+    }
+
+    /// Runs the bus `command(socket, address)` builds, listening on `dir/socket`,
+    /// and the echo service on it.
+    fn serve(
+        dir: &Path,
+        socket: &str,
+        journal: Option<JournalSink>,
+        command: impl FnOnce(String, &str) -> Vec<String>,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let socket = dir.join("broker.sock");
+        let socket = dir.join(socket);
         let _ = std::fs::remove_file(&socket);
         let address = format!("unix:path={}", socket.display());
-        let daemon = children::spawn(&[
-            "child-exec",
-            "--wait-path",
-            &socket.display().to_string(),
-            "--",
-            &activate.display().to_string(),
-            "-E",
-            &format!("DBUS_SESSION_BUS_ADDRESS={regular}"),
-            "-E",
-            &format!("XDG_RUNTIME_DIR={}", dir.display()),
-            "-l",
-            &socket.display().to_string(),
-            &launch.display().to_string(),
-            "--scope",
-            "user",
-        ])?;
+        let socket = socket.display().to_string();
+        let mut args = vec!["child-exec".to_owned(), "--wait-path".into(), socket.clone(), "--".into()];
+        args.extend(command(socket, &address));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = children::spawn(&args)?;
         let echo = children::spawn(&["child-dbus-echo", &address])?;
         Ok(Self { address, _daemon: daemon, _echo: echo, _journal: journal })
     }
