@@ -42,6 +42,12 @@ async fn delivered(bus: &Bus, service: &str) -> Vec<u64> {
     found.instances.iter().map(|i| i.delivered).collect()
 }
 
+async fn direct_channels(bus: &Bus, service: &str) -> Vec<u32> {
+    let services = bus.services().await.unwrap();
+    let found = services.iter().find(|s| s.service == service).expect("service registered");
+    found.instances.iter().map(|i| i.direct_channels).collect()
+}
+
 /// Runs a CLI command against the daemon without blocking the runtime.
 async fn cli(daemon: &Daemon, args: &[&str]) -> std::process::Output {
     let mut command = daemon.cli(args);
@@ -60,6 +66,7 @@ async fn calls_go_direct_after_the_first_and_pass_no_frame_through_the_daemon() 
         assert_eq!(bus.call("direct.echo", payload.clone()).await.unwrap(), payload.as_bytes());
     }
     assert_eq!(delivered(&bus, "direct").await, before, "the daemon routed none of the 200 calls");
+    assert_eq!(direct_channels(&bus, "direct").await, vec![1], "`switchboard ls` shows the channel");
     // An unknown method gets the same typed error as through the daemon.
     let err = bus.call("direct.nosuch", "x").await.unwrap_err();
     assert!(matches!(err, CallError::NoSuchMethod(_)), "{err:?}");
@@ -71,6 +78,12 @@ async fn calls_go_direct_after_the_first_and_pass_no_frame_through_the_daemon() 
     bus.set_direct_calls(false);
     assert_eq!(bus.direct_instance("direct"), None);
     bus.call("direct.echo", "routed").await.unwrap();
+    // The caller released its grant: the daemon's count says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while direct_channels(&bus, "direct").await != vec![0] {
+        assert!(Instant::now() < deadline, "the daemon still counts a released channel");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(delivered(&bus, "direct").await.iter().sum::<u64>(), before.iter().sum::<u64>() + 1);
 }
 
@@ -172,6 +185,52 @@ async fn a_ticket_is_accepted_only_from_the_process_it_was_granted_to() {
     let (address, ticket) = ask(bus.clone()).await;
     assert_eq!(present(&address, &ticket).await, "welcome");
     assert!(present(&address, &ticket).await.contains("unknown or used ticket"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_caller_may_release_its_grant() {
+    let daemon = Daemon::start();
+    let _echo = Guard(daemon.responder(&["direct.echo", "--echo", "-q"]));
+    let bus = daemon.bus().await;
+    until_direct(&bus, "direct").await;
+    // Another connection sends `Revoke` for every grant id it could guess.
+    let stream = Stream::connect(&switchboard::Endpoint::Unix(daemon.socket.clone())).await.unwrap();
+    let (read, write) = stream.into_split().unwrap();
+    let outbox = std::sync::Arc::new(Outbox::new(1 << 20));
+    let writer = outbox.clone();
+    tokio::spawn(async move { switchboard_transport::run_writer(&writer, write).await });
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        features: 0,
+        client_name: "other".into(),
+        credential: String::new(),
+    };
+    outbox.push(&Frame::Hello(hello)).unwrap();
+    let mut reader = FrameReader::new(read, 1 << 20);
+    assert!(matches!(reader.next().await.unwrap(), Some(Frame::Welcome(_))));
+    for grant in 0..32 {
+        let message = "not mine".to_owned();
+        outbox
+            .push(&Frame::Revoke { grant, code: switchboard_proto::ErrorCode::ShuttingDown, message })
+            .unwrap();
+    }
+    // A round trip on that connection: the daemon has handled them all.
+    let whoami = Frame::Call(switchboard_proto::Call {
+        id: 1,
+        timeout_ms: 5000,
+        instance: 0,
+        service: switchboard_proto::ServiceName::parse("$sys.daemon").unwrap(),
+        method: switchboard_proto::MethodName::parse("whoami").unwrap(),
+        headers: Default::default(),
+        payload: Default::default(),
+    });
+    outbox.push(&whoami).unwrap();
+    assert!(matches!(reader.next().await.unwrap(), Some(Frame::Reply { id: 1, .. })));
+    assert_eq!(direct_channels(&bus, "direct").await, vec![1]);
+    assert!(bus.direct_instance("direct").is_some());
+    let before = delivered(&bus, "direct").await;
+    bus.call("direct.echo", "still direct").await.unwrap();
+    assert_eq!(delivered(&bus, "direct").await, before);
 }
 
 /// The thief of the test above, run as a separate process.

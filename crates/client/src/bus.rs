@@ -124,7 +124,7 @@ impl Bus {
     /// (on by default; `SWITCHBOARD_DIRECT=0` turns it off for a process).
     /// Off, every call goes through the daemon and open channels close.
     pub fn set_direct_calls(&self, enabled: bool) {
-        self.shared.direct.set_enabled(enabled);
+        self.shared.direct.set_enabled(&self.shared, enabled);
     }
 
     /// The instance that calls to `service` reach over a direct channel

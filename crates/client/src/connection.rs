@@ -200,7 +200,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut conn: Connected) {
         link.outbox.close();
         lock(&shared.waiters).clear(); // wakes every waiter with ConnectionLost
         lock(&shared.instances).clear();
-        shared.direct.close_all("the connection to the daemon was lost");
+        shared.direct.close_all(&shared, "the connection to the daemon was lost");
         conn.writer.abort();
         if shared.closed.is_cancelled() {
             return;

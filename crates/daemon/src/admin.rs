@@ -62,6 +62,7 @@ fn list(router: &Router) -> Vec<ServiceInfo> {
                         pid: session.map(|s| s.caller.pid).filter(|pid| *pid != 0),
                         outstanding: instance.outstanding,
                         delivered: instance.delivered,
+                        direct_channels: router.direct_channels_to(id),
                     }
                 })
                 .collect(),

@@ -189,8 +189,12 @@ pub struct InstanceInfo {
     pub pid: Option<u32>,
     /// Calls sent to it and not yet answered.
     pub outstanding: u32,
-    /// Calls and notifications delivered to it so far.
+    /// Calls and notifications delivered to it so far (through the daemon:
+    /// calls on direct channels are not seen, see `direct_channels`).
     pub delivered: u64,
+    /// Callers holding a direct channel to it now.
+    #[serde(default)]
+    pub direct_channels: u32,
 }
 
 /// Reply of `$sys.topics.list`.

@@ -80,19 +80,20 @@ fn print_services(services: &[ServiceInfo]) -> anyhow::Result<()> {
     }
     let width = services.iter().map(|s| s.service.len()).max().unwrap_or(7).max(7);
     output::line(format_args!(
-        "{:<width$}  {:>8}  {:>7}  {:>11}  {:>9}  {:<20}  METHODS",
-        "SERVICE", "INSTANCE", "PID", "OUTSTANDING", "DELIVERED", "CLIENT"
+        "{:<width$}  {:>8}  {:>7}  {:>11}  {:>9}  {:>6}  {:<20}  METHODS",
+        "SERVICE", "INSTANCE", "PID", "OUTSTANDING", "DELIVERED", "DIRECT", "CLIENT"
     ))?;
     for service in services {
         for i in &service.instances {
             let pid = i.pid.map_or("-".to_owned(), |p| p.to_string());
             output::line(format_args!(
-                "{:<width$}  {:>8}  {:>7}  {:>11}  {:>9}  {:<20}  {}",
+                "{:<width$}  {:>8}  {:>7}  {:>11}  {:>9}  {:>6}  {:<20}  {}",
                 service.service,
                 i.instance,
                 pid,
                 i.outstanding,
                 i.delivered,
+                i.direct_channels,
                 i.client,
                 i.methods.join(", ")
             ))?;
@@ -114,8 +115,8 @@ fn print_signatures(services: &[ServiceInfo]) -> anyhow::Result<()> {
         for i in &service.instances {
             let pid = i.pid.map_or("-".to_owned(), |p| p.to_string());
             output::line(format_args!(
-                "  instance {} pid {pid} [{}]: {} delivered, {} outstanding",
-                i.instance, i.client, i.delivered, i.outstanding
+                "  instance {} pid {pid} [{}]: {} delivered, {} outstanding, {} direct channels",
+                i.instance, i.client, i.delivered, i.outstanding, i.direct_channels
             ))?;
         }
     }

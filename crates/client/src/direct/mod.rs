@@ -10,7 +10,8 @@
 //! never sent twice: it goes on the channel or through the daemon, not both.
 //!
 //! Calls that name an instance, notifications and broadcasts always go
-//! through the daemon.
+//! through the daemon. A channel the caller closes itself is released with a
+//! `Revoke` to the daemon, so the daemon's count of grants stays true.
 
 mod channel;
 mod listener;
@@ -68,10 +69,10 @@ impl Direct {
         }
     }
 
-    pub fn set_enabled(&self, enabled: bool) {
+    pub fn set_enabled(&self, shared: &Shared, enabled: bool) {
         self.enabled.store(enabled, Ordering::Relaxed);
         if !enabled {
-            self.close_all("direct calls were turned off");
+            self.close_all(shared, "direct calls were turned off");
         }
     }
 
@@ -83,17 +84,28 @@ impl Direct {
         }
     }
 
-    /// Closes every channel we call on and stops every channel we serve:
-    /// the connection to the daemon is gone, and with it every grant.
-    pub fn close_all(&self, why: &str) {
+    /// Closes every channel we call on (telling the daemon, if connected)
+    /// and stops every channel we serve.
+    pub fn close_all(&self, shared: &Shared, why: &str) {
         for (_, route) in lock(&self.routes).drain() {
             if let Route::Open(channel) = route {
                 channel.close(why);
+                release(shared, channel.grant);
             }
         }
         if let Some(listener) = lock(&self.listener).as_ref() {
             listener.revoke(None, ErrorCode::ShuttingDown, why);
         }
+    }
+}
+
+/// Tells the daemon we are done with `grant` (it forgets it and tells the
+/// instance). Without a connection there is nothing to tell: the daemon
+/// forgets a lost connection's grants itself.
+fn release(shared: &Shared, grant: u64) {
+    if let Some(link) = shared.link.borrow().as_ref() {
+        let message = "the caller closed the channel".to_owned();
+        let _ = link.outbox.push(&Frame::Revoke { grant, code: ErrorCode::ShuttingDown, message });
     }
 }
 
@@ -111,7 +123,9 @@ pub(crate) fn channel_for(
     let mut routes = lock(&direct.routes);
     match routes.get(service) {
         Some(Route::Open(channel)) if channel.usable() => return Some(channel.clone()),
-        Some(Route::Open(_)) => {
+        Some(Route::Open(channel)) => {
+            // Closed from the instance's side, or broken.
+            release(&bus.shared, channel.grant);
             routes.insert(service.clone(), Route::Routed(Instant::now() + RETRY_AFTER));
             return None;
         }
@@ -153,7 +167,8 @@ async fn ask(bus: Bus, service: ServiceName) {
     if matches!(routes.get(&service), Some(Route::Asking)) {
         routes.insert(service, route);
     } else if let Route::Open(channel) = route {
-        channel.close("the grant was withdrawn while it opened");
+        channel.close("direct calls were closed while the channel opened");
+        release(&bus.shared, channel.grant);
     }
 }
 

@@ -159,6 +159,12 @@ impl Router {
         Ok(())
     }
 
+    /// How many callers hold a grant to `instance` (for `switchboard ls`).
+    pub fn direct_channels_to(&self, instance: InstanceId) -> u32 {
+        let count = self.grants.grants.values().filter(|g| g.instance == instance).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
     /// Withdraws every grant `revoked` picks, telling both ends.
     fn revoke_where(&mut self, revoked: impl Fn(u64, &Grant) -> bool, code: ErrorCode, message: &str) {
         let picked: Vec<u64> =
@@ -177,6 +183,13 @@ impl Router {
                 "direct channel revoked: {message}"
             );
         }
+    }
+
+    /// The caller is done with its channel: forget the grant, and tell the
+    /// instance (its end may still be open). Only the grant's caller may.
+    pub(super) fn release_grant(&mut self, from: SessionId, grant: u64) {
+        let message = "the caller closed the channel";
+        self.revoke_where(|id, g| id == grant && g.caller == from, ErrorCode::ShuttingDown, message);
     }
 
     /// A service was held (paused, failed, restarting): its callers go

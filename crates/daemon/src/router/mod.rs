@@ -179,6 +179,7 @@ impl Router {
             Frame::Register { req, service, methods } => self.register(from, req, service, methods),
             Frame::Unregister { req, instance } => self.unregister(from, req, instance),
             Frame::Watch { req } => self.watch(from, req),
+            Frame::Revoke { grant, .. } => self.release_grant(from, grant),
             other => return Err(UnexpectedFrame(other.kind_name())),
         }
         Ok(None)
