@@ -16,7 +16,7 @@ use switchboard_proto::direct::{DirectGrant, TICKET_PREFIX};
 use switchboard_proto::{
     Caller, ErrorCode, Frame, InstanceId, Request, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
-use switchboard_transport::{run_writer, AbstractListener, FrameReader, Outbox, Stream};
+use switchboard_transport::{run_writer, AbstractListener, FrameReader, Outbox, PeerCred, Stream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -171,29 +171,27 @@ impl Listener {
             Ok(Ok(Some(Frame::Hello(hello)))) => hello,
             _ => return outbox.close(),
         };
-        let ticket = hello.credential.strip_prefix(TICKET_PREFIX).and_then(|t| lock(&self.tickets).remove(t));
-        let refusal = match &ticket {
-            None => Some("unknown or used ticket".to_owned()),
-            Some(t) if t.expires <= Instant::now() => Some("expired ticket".to_owned()),
-            Some(t)
-                if cred.and_then(|c| c.pid) != Some(t.caller.pid)
-                    || cred.map(|c| c.uid) != Some(t.caller.uid) =>
-            {
-                Some(format!(
-                    "the ticket was granted to pid {} uid {}, not to this process",
-                    t.caller.pid, t.caller.uid
-                ))
+        let (stop_tx, stop) = watch::channel(None);
+        // The ticket is taken and the channel registered under the channels'
+        // lock (the order `revoke` takes them in), so a revoke either finds
+        // the ticket or the channel, never neither.
+        let accepted = {
+            let mut channels = lock(&self.channels);
+            let ticket =
+                hello.credential.strip_prefix(TICKET_PREFIX).and_then(|t| lock(&self.tickets).remove(t));
+            let accepted = admit(ticket, cred, hello.version);
+            if let Ok(ticket) = &accepted {
+                channels.insert(ticket.grant, stop_tx);
             }
-            Some(_) if hello.version != PROTOCOL_VERSION => {
-                Some(format!("protocol version {} is not {PROTOCOL_VERSION}", hello.version))
-            }
-            Some(_) => None,
+            accepted
         };
-        let (Some(ticket), None) = (ticket, refusal.clone()) else {
-            let message = refusal.unwrap_or_default();
-            tracing::warn!(pid = ?cred.and_then(|c| c.pid), "direct channel refused: {message}");
-            let _ = outbox.push(&Frame::Goodbye { code: ErrorCode::PermissionDenied, message });
-            return outbox.close();
+        let ticket = match accepted {
+            Ok(ticket) => ticket,
+            Err(message) => {
+                tracing::warn!(pid = ?cred.and_then(|c| c.pid), "direct channel refused: {message}");
+                let _ = outbox.push(&Frame::Goodbye { code: ErrorCode::PermissionDenied, message });
+                return outbox.close();
+            }
         };
         drop(handshake);
         let max_frame = ticket.max_frame.min(DEFAULT_MAX_FRAME);
@@ -205,13 +203,28 @@ impl Listener {
             max_inflight: CHANNEL_INFLIGHT,
         }));
         reader.set_max_frame(max_frame);
-        let (stop_tx, stop) = watch::channel(None);
-        lock(&self.channels).insert(ticket.grant, stop_tx);
         let replies = Arc::new(Replies::closing_when_done(outbox, max_frame));
         serve_calls(&ticket, &mut reader, &replies, stop).await;
         lock(&self.channels).remove(&ticket.grant);
         // `replies` drops here; the channel closes once the last handler answers.
     }
+}
+
+/// Whether `ticket` admits the peer with `cred`: known, unexpired, presented
+/// by the process and user it was granted to, in our protocol version.
+fn admit(ticket: Option<Ticket>, cred: Option<PeerCred>, version: u16) -> Result<Ticket, String> {
+    let ticket = ticket.ok_or("unknown or used ticket")?;
+    if ticket.expires <= Instant::now() {
+        return Err("expired ticket".into());
+    }
+    if cred.and_then(|c| c.pid) != Some(ticket.caller.pid) || cred.map(|c| c.uid) != Some(ticket.caller.uid) {
+        let (pid, uid) = (ticket.caller.pid, ticket.caller.uid);
+        return Err(format!("the ticket was granted to pid {pid} uid {uid}, not to this process"));
+    }
+    if version != PROTOCOL_VERSION {
+        return Err(format!("protocol version {version} is not {PROTOCOL_VERSION}"));
+    }
+    Ok(ticket)
 }
 
 /// Feeds the channel's calls to the service until the caller says goodbye,
