@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -121,7 +121,7 @@ pub fn subscriber(url: &str, expected: u64) -> anyhow::Result<()> {
         ready()?;
         let mut report = SubReport::default();
         while report.received < expected {
-            match tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
+            match tokio::time::timeout(crate::pubsub::patience(report.received), sub.next()).await {
                 Ok(Some(_)) => {
                     report.received += 1;
                     report.last_ns = now_ns();

@@ -76,13 +76,18 @@ pub fn subscriber(endpoint: &str, expected: u64) -> anyhow::Result<()> {
     let context = zmq::Context::new();
     let socket = context.socket(zmq::SUB)?;
     socket.set_subscribe(b"")?;
-    socket.set_rcvtimeo(2000)?;
+    let patience =
+        |received| i32::try_from(crate::pubsub::patience(received).as_millis()).unwrap_or(i32::MAX);
+    socket.set_rcvtimeo(patience(0))?;
     socket.connect(endpoint)?;
     ready()?;
     let mut report = SubReport::default();
     while report.received < expected {
         match socket.recv_bytes(0) {
             Ok(_) => {
+                if report.received == 0 {
+                    socket.set_rcvtimeo(patience(1))?;
+                }
                 report.received += 1;
                 report.last_ns = now_ns();
             }
