@@ -195,18 +195,7 @@ async fn only_the_caller_may_release_its_grant() {
     until_direct(&bus, "direct").await;
     // Another connection sends `Revoke` for every grant id it could guess.
     let stream = Stream::connect(&switchboard::Endpoint::Unix(daemon.socket.clone())).await.unwrap();
-    let (read, write) = stream.into_split().unwrap();
-    let outbox = std::sync::Arc::new(Outbox::new(1 << 20));
-    let writer = outbox.clone();
-    tokio::spawn(async move { switchboard_transport::run_writer(&writer, write).await });
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        features: 0,
-        client_name: "other".into(),
-        credential: String::new(),
-    };
-    outbox.push(&Frame::Hello(hello)).unwrap();
-    let mut reader = FrameReader::new(read, 1 << 20);
+    let (outbox, mut reader) = hello(stream, String::new());
     assert!(matches!(reader.next().await.unwrap(), Some(Frame::Welcome(_))));
     for grant in 0..32 {
         let message = "not mine".to_owned();
@@ -245,18 +234,7 @@ async fn present_the_ticket_in_the_environment() {
 /// Connects to a direct channel with `ticket`; returns the instance's answer.
 async fn present(address: &str, ticket: &str) -> String {
     let stream = Stream::connect_abstract(address).await.expect("connect");
-    let (read, write) = stream.into_split().unwrap();
-    let outbox = std::sync::Arc::new(Outbox::new(1 << 20));
-    let writer = outbox.clone();
-    tokio::spawn(async move { switchboard_transport::run_writer(&writer, write).await });
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        features: 0,
-        client_name: "thief".into(),
-        credential: format!("ticket:{ticket}"),
-    };
-    outbox.push(&Frame::Hello(hello)).unwrap();
-    let mut reader = FrameReader::new(read, 1 << 20);
+    let (_outbox, mut reader) = hello(stream, format!("ticket:{ticket}"));
     match reader.next().await.unwrap() {
         Some(Frame::Goodbye { code, message }) => format!("{}: {message}", code.name()),
         Some(Frame::Welcome(_)) => "welcome".into(),
@@ -340,4 +318,16 @@ fn write_supervised(path: &Path, target: &str) {
         support::BIN
     );
     std::fs::write(path, text).unwrap();
+}
+
+/// Speaks raw frames on `stream`: sends `Hello` with `credential`; returns
+/// where to push frames and where to read them.
+fn hello(stream: Stream, credential: String) -> (std::sync::Arc<Outbox>, FrameReader) {
+    let (read, write) = stream.into_split().unwrap();
+    let outbox = std::sync::Arc::new(Outbox::new(1 << 20));
+    let writer = outbox.clone();
+    tokio::spawn(async move { switchboard_transport::run_writer(&writer, write).await });
+    let hello = Hello { version: PROTOCOL_VERSION, features: 0, client_name: "raw".into(), credential };
+    outbox.push(&Frame::Hello(hello)).unwrap();
+    (outbox, FrameReader::new(read, 1 << 20))
 }
