@@ -61,7 +61,11 @@ pub async fn connect(connection: &Connection, client_name: &str) -> anyhow::Resu
         let tls = switchboard::TlsClient::from_files(&ca, identity)?;
         return Ok(Bus::connect_tls(&endpoint.to_string(), &tls).await?);
     }
-    Ok(Bus::connect_endpoint(endpoint, client_name.to_owned()).await?)
+    let bus = Bus::connect_endpoint(endpoint, client_name.to_owned()).await?;
+    // A command makes one call: a direct channel would cost the daemon and
+    // the instance a grant for nothing.
+    bus.set_direct_calls(false);
+    Ok(bus)
 }
 
 /// Parses `KEY=VALUE` for `--header`.

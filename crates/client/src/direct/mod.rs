@@ -69,10 +69,12 @@ impl Direct {
         }
     }
 
+    /// Whether our calls may take direct channels; off closes ours (the
+    /// channels others hold to our services are not affected).
     pub fn set_enabled(&self, shared: &Shared, enabled: bool) {
         self.enabled.store(enabled, Ordering::Relaxed);
         if !enabled {
-            self.close_all(shared, "direct calls were turned off");
+            self.close_routes(shared, "direct calls were turned off");
         }
     }
 
@@ -84,15 +86,20 @@ impl Direct {
         }
     }
 
-    /// Closes every channel we call on (telling the daemon, if connected)
-    /// and stops every channel we serve.
-    pub fn close_all(&self, shared: &Shared, why: &str) {
+    /// Closes every channel we call on, telling the daemon if connected.
+    fn close_routes(&self, shared: &Shared, why: &str) {
         for (_, route) in lock(&self.routes).drain() {
             if let Route::Open(channel) = route {
                 channel.close(why);
                 release(shared, channel.grant);
             }
         }
+    }
+
+    /// Closes every channel we call on (telling the daemon, if connected)
+    /// and stops every channel we serve.
+    pub fn close_all(&self, shared: &Shared, why: &str) {
+        self.close_routes(shared, why);
         if let Some(listener) = lock(&self.listener).as_ref() {
             listener.revoke(None, ErrorCode::ShuttingDown, why);
         }
