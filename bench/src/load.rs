@@ -45,6 +45,37 @@ where
     Ok(sample)
 }
 
+/// Producers in the put → consume → ack cases, each awaiting every put.
+pub const PRODUCERS: usize = 64;
+
+/// Starts [`PRODUCERS`] tasks on `local`, each calling `put` with a fresh
+/// [`stamped_payload`] `total / PRODUCERS` times, one after another. Returns
+/// the number of puts in all (`total` rounded down to whole tasks, at least
+/// one each) and the tasks.
+pub fn spawn_producers<F, Fut>(
+    local: &tokio::task::LocalSet,
+    total: usize,
+    put: F,
+) -> (usize, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>)
+where
+    F: Fn(Vec<u8>) -> Fut + Clone + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + 'static,
+{
+    let per_task = (total / PRODUCERS).max(1);
+    let tasks = (0..PRODUCERS)
+        .map(|_| {
+            let put = put.clone();
+            local.spawn_local(async move {
+                for _ in 0..per_task {
+                    put(stamped_payload()).await?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    (per_task * PRODUCERS, tasks)
+}
+
 /// A 256 B payload whose first 8 bytes are the send time (for put → delivery latency).
 pub fn stamped_payload() -> Vec<u8> {
     let mut payload = vec![7u8; 256];

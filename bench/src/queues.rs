@@ -77,19 +77,11 @@ pub async fn end_to_end(addr: &str, queue: &str, total: usize) -> anyhow::Result
     let mut consumer = consumer_bus.queue(queue)?.consume(256).await?;
     let handle = Rc::new(producer.queue(queue)?);
     let local = tokio::task::LocalSet::new();
-    let per_task = (total / IN_FLIGHT).max(1);
-    let total = per_task * IN_FLIGHT;
     let started = Instant::now();
-    let mut producers = Vec::new();
-    for _ in 0..IN_FLIGHT {
+    let (total, producers) = crate::load::spawn_producers(&local, total, move |payload| {
         let handle = handle.clone();
-        producers.push(local.spawn_local(async move {
-            for _ in 0..per_task {
-                handle.put(crate::load::stamped_payload()).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
+        async move { handle.put(payload).await.map(drop).map_err(Into::into) }
+    });
     let acker = local.spawn_local(async move {
         let mut latencies = Vec::with_capacity(total);
         let mut acks = tokio::task::JoinSet::new();

@@ -216,20 +216,16 @@ pub fn jetstream_end_to_end(url: &str, total: usize) -> anyhow::Result<Sample> {
             })
             .await?;
         let mut messages = consumer.messages().await?;
-        let per_task = (total / 64).max(1);
-        let total = per_task * 64;
         let producer = Rc::new(async_nats::jetstream::new(async_nats::connect(url).await?));
         let local = tokio::task::LocalSet::new();
         let started = Instant::now();
-        for _ in 0..64 {
+        let (total, _producers) = crate::load::spawn_producers(&local, total, move |payload| {
             let producer = producer.clone();
-            local.spawn_local(async move {
-                for _ in 0..per_task {
-                    producer.publish(SUBJECT, Bytes::from(crate::load::stamped_payload())).await?.await?;
-                }
-                Ok::<_, anyhow::Error>(())
-            });
-        }
+            async move {
+                producer.publish(SUBJECT, Bytes::from(payload)).await?.await?;
+                Ok(())
+            }
+        });
         let latencies = local
             .run_until(async move {
                 let mut latencies = Vec::with_capacity(total);

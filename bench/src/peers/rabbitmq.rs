@@ -131,20 +131,14 @@ pub fn end_to_end(url: &str, total: usize) -> anyhow::Result<Sample> {
         let mut consumer = consumer_channel
             .basic_consume(QUEUE, "bench", BasicConsumeOptions::default(), FieldTable::default())
             .await?;
-        let per_task = (total / 64).max(1);
-        let total = per_task * 64;
         let producer = Rc::new(producer);
         let local = tokio::task::LocalSet::new();
         let started = Instant::now();
-        for _ in 0..64 {
-            let producer = producer.clone();
-            local.spawn_local(async move {
-                for _ in 0..per_task {
-                    publish(&producer, QUEUE, &crate::load::stamped_payload()).await?;
-                }
-                Ok::<_, anyhow::Error>(())
-            });
-        }
+        let publisher = producer.clone();
+        let (total, _producers) = crate::load::spawn_producers(&local, total, move |payload| {
+            let producer = publisher.clone();
+            async move { publish(&producer, QUEUE, &payload).await }
+        });
         let latencies = local
             .run_until(async move {
                 let mut latencies = Vec::with_capacity(total);
