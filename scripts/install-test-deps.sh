@@ -7,6 +7,9 @@
 #   useradd          the security tests run the CLI as a second OS user (package passwd)
 #   libzmq3-dev      the benchmark links libzmq (the ZeroMQ peer) and is built with
 #   pkg-config       the workspace, so it is needed to compile at all
+#   strace           the queue fault tests inject EIO into the daemon's fdatasync
+#   unshare, nsenter the queue fault tests fill a private tmpfs (package util-linux)
+#   libnss-extrausers the security tests resolve a user that only NSS knows
 set -euo pipefail
 . "$(dirname "$0")/apt-install.sh"
 
@@ -16,9 +19,13 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libzmq 2>/dev/null || need+=(libzmq3-dev)
+command -v strace >/dev/null 2>&1 || need+=(strace)
+{ command -v unshare && command -v nsenter; } >/dev/null 2>&1 || need+=(util-linux)
+dpkg -s libnss-extrausers >/dev/null 2>&1 || need+=(libnss-extrausers)
 if [ ${#need[@]} -eq 0 ]; then
   echo "test dependencies already installed"
   exit 0
 fi
 apt_install "${need[@]}"
-command -v systemd-notify >/dev/null && command -v openssl >/dev/null
+command -v systemd-notify >/dev/null && command -v openssl >/dev/null && command -v strace >/dev/null \
+  && command -v unshare >/dev/null && command -v nsenter >/dev/null

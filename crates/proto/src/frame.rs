@@ -240,11 +240,17 @@ pub struct QueuePut {
     /// Time to live in milliseconds; 0 = the queue's default.
     pub ttl_ms: u32,
     pub queue: QueueName,
-    /// Producer's id for duplicate suppression; empty = none.
+    /// Producer's id for duplicate suppression; empty = none; at most
+    /// [`MAX_PRODUCER_ID`] bytes (the daemon refuses longer ones).
     pub dedup_id: String,
     pub headers: Headers,
     pub payload: Bytes,
 }
+
+/// The longest producer id a put may carry, in bytes. The daemon keeps each
+/// id for its queue's duplicate window and writes it again at the head of
+/// every queue log segment, so it must stay small.
+pub const MAX_PRODUCER_ID: usize = 256;
 
 /// Daemon → consumer: one delivery, to be acked or nacked by `tag`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,6 +19,13 @@ pub struct Daemon {
     pub dir: TempDir,
     pub socket: PathBuf,
     pub addr: String,
+    /// The extra `up` arguments it was started with; a restart uses them again.
+    pub extra: Vec<String>,
+    /// A command the daemon runs under (`strace …`, `nsenter …`), or empty;
+    /// a restart uses it again.
+    pub wrapper: Vec<String>,
+    /// The daemon's own pid, as it printed it (not the wrapper's).
+    pub daemon_pid: u32,
 }
 
 impl Daemon {
@@ -29,20 +36,29 @@ impl Daemon {
     /// Starts `switchboard up --listen unix:<tmp>/bus.sock EXTRA...` and
     /// waits for it to say it is ready.
     pub fn start_with(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("bus.sock");
-        let child = spawn_daemon(&socket, dir.path(), extra);
-        let addr = format!("unix:{}", socket.display());
-        Self { child, dir, socket, addr }
+        Self::start_wrapped(tempfile::tempdir().expect("temp dir"), &[], extra)
     }
 
-    /// Starts another daemon process on the same socket and directory.
+    /// Starts `WRAPPER... switchboard up …` in `dir`: the daemon runs under
+    /// another program that execs it or traces it.
+    pub fn start_wrapped(dir: TempDir, wrapper: &[&str], extra: &[&str]) -> Self {
+        let socket = dir.path().join("bus.sock");
+        let owned = |args: &[&str]| args.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+        let (extra, wrapper) = (owned(extra), owned(wrapper));
+        let (child, daemon_pid) = spawn_daemon(&socket, dir.path(), &wrapper, &extra);
+        let addr = format!("unix:{}", socket.display());
+        Self { child, dir, socket, addr, extra, wrapper, daemon_pid }
+    }
+
+    /// Starts another daemon process on the same socket and directory, with
+    /// the same wrapper and extra arguments.
     pub fn restart(&mut self) {
-        self.child = spawn_daemon(&self.socket, self.dir.path(), &[]);
+        (self.child, self.daemon_pid) =
+            spawn_daemon(&self.socket, self.dir.path(), &self.wrapper, &self.extra);
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.daemon_pid
     }
 
     /// The daemon's log (stderr) so far.
@@ -51,7 +67,7 @@ impl Daemon {
     }
 
     pub fn signal(&self, signal: Signal) {
-        signal_pid(self.child.id(), signal);
+        signal_pid(self.daemon_pid, signal);
     }
 
     /// Waits for the daemon to exit, at most `limit`.
@@ -106,10 +122,18 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn_daemon(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
+fn spawn_daemon(socket: &Path, dir: &Path, wrapper: &[String], extra: &[String]) -> (Child, u32) {
     let log =
         std::fs::OpenOptions::new().create(true).append(true).open(dir.join("daemon.log")).expect("log file");
-    let mut child = Command::new(BIN)
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(BIN);
+            command
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = command
         .arg("up")
         .arg("--listen")
         .arg(format!("unix:{}", socket.display()))
@@ -124,15 +148,19 @@ fn spawn_daemon(socket: &Path, dir: &Path, extra: &[&str]) -> Child {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let started = Instant::now();
-    loop {
+    let pid = loop {
         match lines.next() {
-            Some(Ok(line)) if line.contains("ready") => break,
+            Some(Ok(line)) if line.contains("ready") => {
+                // "switchboard: ready (pid N)"
+                let digits: String = line.chars().filter(char::is_ascii_digit).collect();
+                break digits.parse().expect("the ready line names the daemon's pid");
+            }
             Some(Ok(_)) => {}
             other => panic!("daemon did not start ({other:?}) after {:?}", started.elapsed()),
         }
-    }
+    };
     std::thread::spawn(move || for _ in lines {});
-    child
+    (child, pid)
 }
 
 pub fn signal_pid(pid: u32, signal: Signal) {

@@ -4,6 +4,7 @@
 //! commit, `queue` one queue's state machine (pure), and this module the
 //! manager that ties them to sessions.
 
+pub mod index;
 pub mod queue;
 pub mod record;
 pub mod store;

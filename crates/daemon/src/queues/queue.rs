@@ -95,8 +95,10 @@ pub struct Queue {
     pub counters: Counters,
 }
 
+/// What a message counts toward `max_bytes`: its producer id too, which
+/// the queue keeps for the duplicate window.
 fn size_of(message: &StoredMessage) -> u64 {
-    (message.payload.len() + message.headers.len()) as u64
+    (message.payload.len() + message.headers.len() + message.dedup_id.len()) as u64
 }
 
 impl Queue {
@@ -276,6 +278,34 @@ impl Queue {
     fn park(&mut self, id: u64) {
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.state = State::Parked;
+        }
+    }
+
+    /// The put could not be written: forget the message and its producer
+    /// id, so a retry with the same id is stored, not called a duplicate.
+    pub fn put_failed(&mut self, id: u64) {
+        if let Some(entry) = self.entries.get(&id) {
+            let dedup_id = entry.message.dedup_id.clone();
+            if self.dedup.get(&dedup_id).is_some_and(|(original, _)| *original == id) {
+                self.dedup.remove(&dedup_id);
+            }
+        }
+        self.removed(id);
+        self.counters.put = self.counters.put.saturating_sub(1);
+    }
+
+    /// Whether a put with this producer id is known to be stored as `id`:
+    /// asked when a duplicate's turn to be confirmed comes, after the
+    /// original's commit succeeded or failed.
+    pub fn stored_as(&self, dedup_id: &str, id: u64) -> bool {
+        self.dedup.get(dedup_id).is_some_and(|(original, _)| *original == id)
+    }
+
+    /// A removal (ack, drop, purge, dead-letter) could not be written: the
+    /// message is still on disk, so it stays in the queue, deliverable.
+    pub fn removal_failed(&mut self, id: u64) {
+        if self.entries.get(&id).is_some_and(|e| e.state == State::Parked) {
+            self.requeue(id);
         }
     }
 

@@ -2,17 +2,26 @@
 //!
 //! A batch of records is appended with one `write` and one `fdatasync`
 //! (group commit): nothing is confirmed before it is on disk. The store
-//! knows which segment holds each live message, so it can reclaim space:
-//! a segment whose messages are all gone is deleted, and a sparse one is
-//! compacted by copying its live messages forward. Declarations are written
-//! again at the head of each new segment, so any old segment can go.
+//! knows which segment holds each live message ([`Index`]), so it can
+//! reclaim space: a segment whose messages are all gone is deleted, and a
+//! sparse one is compacted by copying its live messages forward. Before a
+//! segment goes, the removals and attempt counts it holds for puts kept in
+//! other segments are written forward too, so nothing acknowledged comes
+//! back. Declarations and producer ids still in their duplicate window head
+//! each new segment; a head never counts toward rolling over, so heads
+//! cannot make the store roll on every append.
+//!
+//! The store fails closed: when a write or an `fdatasync` fails, the file
+//! is cut back to the last record known durable and the batch is reported
+//! failed; until the cut succeeds, every append is refused. A failed batch
+//! is never half-applied to the index.
 //!
 //! Recovery replays the segments in order. A crash can tear only the tail
 //! of the last segment (earlier ones were synced before the next was
 //! started), so a bad record there is cut off; anywhere else it is damage
 //! and the store refuses to open, naming the file and offset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -20,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
+use super::index::{Index, Segment};
 use super::record::{Record, StoredMessage};
 
 /// Why the store could not open.
@@ -29,21 +39,6 @@ pub enum StoreError {
     Io { path: PathBuf, source: io::Error },
     #[error("queue store {} is damaged at byte {offset}: {why}; refusing to start", path.display())]
     Damaged { path: PathBuf, offset: u64, why: String },
-}
-
-/// Where a live message's `Put` record is.
-#[derive(Debug, Clone, Copy)]
-struct Location {
-    segment: u64,
-    offset: u64,
-    len: u32,
-}
-
-#[derive(Debug, Default)]
-struct Segment {
-    len: u64,
-    live: u32,
-    live_bytes: u64,
 }
 
 /// What recovery found.
@@ -62,17 +57,6 @@ pub struct Recovered {
     pub truncated: u64,
 }
 
-/// What the store knows about its segments and their live messages.
-#[derive(Default)]
-struct Index {
-    segments: BTreeMap<u64, Segment>,
-    live: HashMap<u64, (String, Location)>,
-    attempts: HashMap<u64, u32>,
-    declares: BTreeMap<String, Bytes>,
-    /// Producer ids to keep refusing as duplicates: (queue, id) → (message, until).
-    seen: HashMap<(String, String), (u64, u64)>,
-}
-
 /// The segment log.
 pub struct Store {
     dir: PathBuf,
@@ -80,6 +64,9 @@ pub struct Store {
     active_id: u64,
     index: Index,
     roll_at: u64,
+    /// A failed write left bytes past the last durable record that could
+    /// not be cut off yet: nothing more is written until they are.
+    dirty: bool,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -94,9 +81,34 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+fn open_segment(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Encodes `records`; returns the bytes and each record's (offset, len)
+/// relative to the start of the buffer.
+fn encode(records: &[Record]) -> (BytesMut, Vec<(u64, u32)>) {
+    let mut buf = BytesMut::new();
+    let mut placed = Vec::with_capacity(records.len());
+    for record in records {
+        let offset = buf.len() as u64;
+        let len = record.encode(&mut buf) as u32;
+        placed.push((offset, len));
+    }
+    (buf, placed)
+}
+
+fn is_head(record: &Record) -> bool {
+    matches!(record, Record::Declare { .. } | Record::Seen { .. })
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, replaying what is there.
-    /// Segments roll over at `roll_at` bytes.
+    /// Segments roll over once `roll_at` bytes follow their head.
     pub fn open(dir: &Path, roll_at: u64) -> Result<(Self, Recovered), StoreError> {
         // Queue data is nobody else's business: owner-only, like the socket.
         DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
@@ -109,26 +121,22 @@ impl Store {
             })
             .collect();
         ids.sort_unstable();
-        let mut index = Index::default();
-        let mut messages: BTreeMap<u64, StoredMessage> = BTreeMap::new();
-        let mut next_id = 1;
+        let mut replay = Replay { index: Index::default(), messages: BTreeMap::new(), next_id: 1 };
         let mut truncated = 0;
         for (position, id) in ids.iter().enumerate() {
             let last = position + 1 == ids.len();
-            truncated += index.replay_segment(dir, *id, last, &mut messages, &mut next_id)?;
+            truncated += replay.segment(dir, *id, last)?;
         }
+        let Replay { mut index, mut messages, next_id } = replay;
         let active_id = ids.last().map_or(1, |id| *id);
         let path = segment_path(dir, active_id);
-        let active =
-            OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(io_err(&path))?;
+        let active = open_segment(&path).map_err(io_err(&path))?;
         if ids.is_empty() {
             sync_dir(dir).map_err(io_err(dir))?;
             index.segments.insert(active_id, Segment::default());
         }
         for message in messages.values_mut() {
-            if let Some(attempts) = index.attempts.get(&message.id) {
-                message.attempts = message.attempts.max(*attempts);
-            }
+            message.attempts = message.attempts.max(index.attempts_of(message.id));
         }
         let recovered = Recovered {
             declares: index.declares.iter().map(|(q, o)| (q.clone(), o.clone())).collect(),
@@ -141,40 +149,38 @@ impl Store {
                 .collect(),
             truncated,
         };
-        Ok((Self { dir: dir.to_owned(), active, active_id, index, roll_at }, recovered))
+        let store = Self { dir: dir.to_owned(), active, active_id, index, roll_at, dirty: false };
+        Ok((store, recovered))
     }
 }
 
-impl Index {
-    fn replay_segment(
-        &mut self,
-        dir: &Path,
-        id: u64,
-        last: bool,
-        messages: &mut BTreeMap<u64, StoredMessage>,
-        next_id: &mut u64,
-    ) -> Result<u64, StoreError> {
+/// Recovery's working state.
+struct Replay {
+    index: Index,
+    messages: BTreeMap<u64, StoredMessage>,
+    next_id: u64,
+}
+
+impl Replay {
+    /// Replays one segment; returns the bytes cut off its torn tail.
+    fn segment(&mut self, dir: &Path, id: u64, last: bool) -> Result<u64, StoreError> {
         let path = segment_path(dir, id);
         let mut data = Vec::new();
         File::open(&path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io_err(&path))?;
         let data = Bytes::from(data);
         let mut offset = 0usize;
-        self.segments.insert(id, Segment::default());
+        let mut in_head = true;
+        self.index.segments.insert(id, Segment::default());
         while offset < data.len() {
             match Record::decode(&data.slice(offset..)) {
                 Ok((record, used)) => {
-                    if let Record::Put(m) = &record {
-                        *next_id = (*next_id).max(m.id + 1);
-                        messages.insert(m.id, m.clone());
-                    }
-                    self.apply(&record, id, offset as u64, used as u32);
-                    if let Record::Ack { id, .. } = &record {
-                        messages.remove(id);
-                    }
-                    if let Record::Purge { queue } = &record {
-                        messages.retain(|_, m| &m.queue != queue);
-                    }
+                    self.record(&record);
+                    self.index.apply(&record, id, offset as u64, used as u32);
                     offset += used;
+                    in_head &= is_head(&record);
+                    if in_head {
+                        self.index.segment(id).head_len = offset as u64;
+                    }
                 }
                 Err(err) if last => {
                     let cut = (data.len() - offset) as u64;
@@ -182,7 +188,7 @@ impl Index {
                     let file = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
                     file.set_len(offset as u64).map_err(io_err(&path))?;
                     file.sync_all().map_err(io_err(&path))?;
-                    self.segment(id).len = offset as u64;
+                    self.index.segment(id).len = offset as u64;
                     return Ok(cut);
                 }
                 Err(err) => {
@@ -193,104 +199,81 @@ impl Index {
         Ok(0)
     }
 
-    fn segment(&mut self, id: u64) -> &mut Segment {
-        self.segments.entry(id).or_default()
-    }
-
-    /// Updates the bookkeeping for a record written at `segment`/`offset`.
-    fn apply(&mut self, record: &Record, segment: u64, offset: u64, len: u32) {
-        self.segment(segment).len = offset + u64::from(len);
+    fn record(&mut self, record: &Record) {
         match record {
-            Record::Declare { queue, options } => {
-                self.declares.insert(queue.clone(), options.clone());
-            }
             Record::Put(m) => {
-                if let Some((_, old)) =
-                    self.live.insert(m.id, (m.queue.clone(), Location { segment, offset, len }))
-                {
-                    // Copied forward by compaction: the old copy no longer counts.
-                    self.forget(old);
-                }
-                let seg = self.segment(segment);
-                seg.live += 1;
-                seg.live_bytes += u64::from(len);
-                if m.attempts > 0 {
-                    self.attempts.insert(m.id, m.attempts);
-                }
+                self.next_id = self.next_id.max(m.id.saturating_add(1));
+                self.messages.insert(m.id, m.clone());
             }
-            Record::Ack { id, .. } => self.remove(*id),
-            Record::Attempt { id, attempts, .. } => {
-                if self.live.contains_key(id) {
-                    self.attempts.insert(*id, *attempts);
-                }
+            Record::Ack { id, .. } => {
+                self.messages.remove(id);
             }
-            Record::Purge { queue } => {
-                let ids: Vec<u64> =
-                    self.live.iter().filter(|(_, (q, _))| q == queue).map(|(id, _)| *id).collect();
-                for id in ids {
-                    self.remove(id);
-                }
-            }
-            Record::Seen { queue, dedup_id, id, until_ms } => {
-                self.seen.insert((queue.clone(), dedup_id.clone()), (*id, *until_ms));
-            }
+            Record::Purge { queue } => self.messages.retain(|_, m| &m.queue != queue),
+            Record::Declare { .. } | Record::Attempt { .. } | Record::Seen { .. } => {}
         }
-    }
-
-    fn remove(&mut self, id: u64) {
-        self.attempts.remove(&id);
-        if let Some((_, location)) = self.live.remove(&id) {
-            self.forget(location);
-        }
-    }
-
-    fn forget(&mut self, location: Location) {
-        let seg = self.segment(location.segment);
-        seg.live = seg.live.saturating_sub(1);
-        seg.live_bytes = seg.live_bytes.saturating_sub(u64::from(location.len));
     }
 }
 
 impl Store {
     /// Appends `records` and makes them durable (one write, one fdatasync).
+    /// On error nothing of the batch counts as written.
     pub fn append(&mut self, records: &[Record]) -> io::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut buf = BytesMut::new();
-        let mut placed = Vec::with_capacity(records.len());
-        let base = self.index.segments.get(&self.active_id).map_or(0, |s| s.len);
-        for record in records {
-            let offset = base + buf.len() as u64;
-            let len = record.encode(&mut buf) as u32;
-            placed.push((offset, len));
-        }
-        self.active.write_all(&buf)?;
-        self.active.sync_data()?;
-        let active = self.active_id;
-        for (record, (offset, len)) in records.iter().zip(placed) {
-            self.index.apply(record, active, offset, len);
-        }
-        if self.index.segments.get(&active).is_some_and(|s| s.len >= self.roll_at) {
-            self.roll()?;
+        self.write(records)?;
+        if self.index.segments.get(&self.active_id).is_some_and(|s| s.body_len() >= self.roll_at) {
+            // The batch is durable whatever happens here; a roll that fails
+            // is tried again after the next append.
+            if let Err(err) = self.roll() {
+                tracing::warn!("queue store could not start a new segment (will retry): {err}");
+            }
         }
         Ok(())
     }
 
-    /// Starts a new segment (headed by every declaration and every producer
-    /// id still in its duplicate window), then deletes
-    /// emptied segments and compacts sparse ones.
+    /// Writes and syncs `records` at the end of the active segment and
+    /// indexes them, or cuts the file back and reports the error.
+    fn write(&mut self, records: &[Record]) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let good = self.index.segments.get(&self.active_id).map_or(0, |s| s.len);
+        if self.dirty {
+            self.cut_back(good).map_err(|err| {
+                io::Error::new(err.kind(), format!("the store is still failed after an earlier error: {err}"))
+            })?;
+        }
+        let (buf, placed) = encode(records);
+        if let Err(err) = self.active.write_all(&buf).and_then(|()| self.active.sync_data()) {
+            // What reached the file may be partial or not durable: cut it
+            // off, so later offsets stay right and nothing unconfirmed
+            // is replayed.
+            if let Err(cut) = self.cut_back(good) {
+                tracing::error!("queue store could not cut back a failed write: {cut}");
+            }
+            return Err(err);
+        }
+        let active = self.active_id;
+        for (record, (offset, len)) in records.iter().zip(placed) {
+            self.index.apply(record, active, good + offset, len);
+        }
+        Ok(())
+    }
+
+    fn cut_back(&mut self, good: u64) -> io::Result<()> {
+        self.dirty = true;
+        self.active.set_len(good)?;
+        self.active.sync_data()?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Starts a new segment headed by every declaration and every producer
+    /// id still in its duplicate window, then deletes emptied segments and
+    /// compacts sparse ones. The head is durable before the segment is used.
     fn roll(&mut self) -> io::Result<()> {
-        let id = self.active_id + 1;
-        let path = segment_path(&self.dir, id);
-        self.active = OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
-        self.active_id = id;
-        self.index.segments.insert(id, Segment::default());
-        sync_dir(&self.dir)?;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.index.seen.retain(|_, (_, until)| *until > now_ms);
+        self.index.seen.retain(|_, (_, until)| *until > now_ms());
         let mut head: Vec<Record> = self
             .index
             .declares
@@ -303,12 +286,35 @@ impl Store {
             id: *id,
             until_ms: *until_ms,
         }));
-        self.append(&head)?;
+        let id = self.active_id + 1;
+        let path = segment_path(&self.dir, id);
+        let (buf, placed) = encode(&head);
+        let started = open_segment(&path).and_then(|mut file| {
+            file.set_len(0)?;
+            file.write_all(&buf)?;
+            file.sync_data()?;
+            sync_dir(&self.dir)?;
+            Ok(file)
+        });
+        let file = match started {
+            Ok(file) => file,
+            Err(err) => {
+                let _ = fs::remove_file(&path);
+                return Err(err);
+            }
+        };
+        self.active = file;
+        self.active_id = id;
+        self.index.segments.insert(id, Segment { head_len: buf.len() as u64, ..Segment::default() });
+        for (record, (offset, len)) in head.iter().zip(placed) {
+            self.index.apply(record, id, offset, len);
+        }
         self.reclaim()
     }
 
     /// Deletes segments with nothing live; copies the live messages of
-    /// sparse ones (under a quarter live) forward, then deletes them.
+    /// sparse ones (under a quarter live) forward, then deletes them. What a
+    /// deleted segment says about puts kept elsewhere is written forward first.
     fn reclaim(&mut self) -> io::Result<()> {
         let old: Vec<u64> = self.index.segments.keys().copied().filter(|id| *id != self.active_id).collect();
         for id in old {
@@ -319,9 +325,13 @@ impl Store {
             if seg.live > 0 {
                 self.copy_forward(id)?;
             }
+            let carried = self.index.carried_by(id);
+            if !carried.is_empty() {
+                self.write(&carried)?;
+            }
             fs::remove_file(segment_path(&self.dir, id))?;
-            self.index.segments.remove(&id);
             sync_dir(&self.dir)?;
+            self.index.drop_segment(id);
         }
         Ok(())
     }
@@ -329,26 +339,18 @@ impl Store {
     fn copy_forward(&mut self, segment: u64) -> io::Result<()> {
         let mut file = File::open(segment_path(&self.dir, segment))?;
         let mut moved = Vec::new();
-        let mut entries: Vec<(u64, Location)> = self
-            .index
-            .live
-            .iter()
-            .filter(|(_, (_, l))| l.segment == segment)
-            .map(|(id, (_, l))| (*id, *l))
-            .collect();
-        entries.sort_by_key(|(_, l)| l.offset);
-        for (id, location) in entries {
+        for (id, location) in self.index.live_in(segment) {
             let mut raw = vec![0u8; location.len as usize];
             file.seek(SeekFrom::Start(location.offset))?;
             file.read_exact(&mut raw)?;
             let (record, _) = Record::decode(&Bytes::from(raw))
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             if let Record::Put(mut message) = record {
-                message.attempts = message.attempts.max(self.index.attempts.get(&id).copied().unwrap_or(0));
+                message.attempts = message.attempts.max(self.index.attempts_of(id));
                 moved.push(Record::Put(message));
             }
         }
-        self.append(&moved)
+        self.write(&moved)
     }
 
     /// Bytes on disk, all segments together.
@@ -358,7 +360,7 @@ impl Store {
 
     /// Messages the store holds.
     pub fn live_count(&self) -> usize {
-        self.index.live.len()
+        self.index.live_count()
     }
 }
 
@@ -437,6 +439,58 @@ mod tests {
         fs::write(&first, bytes).unwrap();
         let err = Store::open(dir.path(), 200).err().expect("must refuse");
         assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    /// Issue 12, defect 1, at the store's level: acks written in segments
+    /// that held no live put were deleted with them, and the older puts
+    /// they removed came back on replay.
+    #[test]
+    fn acks_outlive_the_segments_they_were_written_in() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut store, _) = Store::open(dir.path(), 8 * 1024).unwrap();
+            for id in 1..=16 {
+                store.append(&[put(id, 1000)]).unwrap();
+            }
+            for id in 1..=6 {
+                store.append(&[ack(id)]).unwrap();
+            }
+            for id in 100..400 {
+                store.append(&[other(id, 1000)]).unwrap();
+                store.append(&[Record::Ack { queue: "other".into(), id }]).unwrap();
+            }
+        }
+        let (_, recovered) = Store::open(dir.path(), 8 * 1024).unwrap();
+        let ids: Vec<u64> = recovered.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, (7..=16).collect::<Vec<u64>>());
+    }
+
+    fn other(id: u64, size: usize) -> Record {
+        let Record::Put(mut message) = put(id, size) else { unreachable!("put makes a Put") };
+        message.queue = "other".into();
+        Record::Put(message)
+    }
+
+    #[test]
+    fn heads_never_roll_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path(), 4096).unwrap();
+        // A head far larger than a segment: 200 producer ids of 256 bytes.
+        let far = now_ms() + 3_600_000;
+        let seen: Vec<Record> = (0..200)
+            .map(|n| Record::Seen {
+                queue: "jobs".into(),
+                dedup_id: format!("{n:0>256}"),
+                id: n,
+                until_ms: far,
+            })
+            .collect();
+        store.append(&seen).unwrap();
+        for id in 1..=20 {
+            store.append(&[put(id, 10)]).unwrap();
+        }
+        let segments = fs::read_dir(dir.path()).unwrap().count();
+        assert!(segments <= 2, "{segments} segments for 20 tiny puts");
     }
 
     #[test]

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use switchboard_proto::sys::{
     self, PeekedMessage, QueueDeclare, QueueInfo, QueueOptions, QueuePeek, QueueRef,
 };
-use switchboard_proto::{ErrorCode, Frame, Headers, QueueDelivery, QueueName, QueuePut, SessionId};
+use switchboard_proto::{
+    ErrorCode, Frame, Headers, QueueDelivery, QueueName, QueuePut, SessionId, MAX_PRODUCER_ID,
+};
 
 use super::Router;
 use crate::policy::Op;
@@ -24,11 +26,38 @@ use crate::queues::writer::{Completed, Writer};
 
 /// What to do when a commit completes.
 pub enum Done {
-    Put { session: SessionId, req: u32, queue: String, id: u64, dropped: Vec<u64> },
-    Ack { session: SessionId, req: u32, queue: String, id: u64 },
-    DeadLettered { from: String, id: u64, to: String, new_id: u64 },
-    Declared { session: SessionId, req: u32 },
-    Purged { session: SessionId, req: u32, queue: String, ids: Vec<u64> },
+    /// A put; `duplicate` holds the producer id when it repeats an earlier
+    /// put stored as `id`, confirmed only if that one reached the disk.
+    Put {
+        session: SessionId,
+        req: u32,
+        queue: String,
+        id: u64,
+        dropped: Vec<u64>,
+        duplicate: Option<String>,
+    },
+    Ack {
+        session: SessionId,
+        req: u32,
+        queue: String,
+        id: u64,
+    },
+    DeadLettered {
+        from: String,
+        id: u64,
+        to: String,
+        new_id: u64,
+    },
+    Declared {
+        session: SessionId,
+        req: u32,
+    },
+    Purged {
+        session: SessionId,
+        req: u32,
+        queue: String,
+        ids: Vec<u64>,
+    },
     Nothing,
 }
 
@@ -163,6 +192,13 @@ impl Router {
         if let Err((code, message)) = access {
             return self.send_error(from, req, code, message);
         }
+        if dedup_id.len() > MAX_PRODUCER_ID {
+            let message = format!(
+                "producer id of {} bytes; at most {MAX_PRODUCER_ID} bytes are allowed",
+                dedup_id.len()
+            );
+            return self.send_error(from, req, ErrorCode::BadRequest, message);
+        }
         let name = queue.as_str().to_owned();
         let mut records = Vec::new();
         if let Err((code, message)) = self.queues.ensure(&name, &mut records, None) {
@@ -188,7 +224,15 @@ impl Router {
             Ok(Admitted::Duplicate(original)) => {
                 // Confirmed after everything queued before it is on disk,
                 // the original put included.
-                let done = Done::Put { session: from, req, queue: name, id: original, dropped: Vec::new() };
+                let duplicate = Some(message.dedup_id);
+                let done = Done::Put {
+                    session: from,
+                    req,
+                    queue: name,
+                    id: original,
+                    dropped: Vec::new(),
+                    duplicate,
+                };
                 self.submit(records, done);
             }
             Ok(Admitted::Store { dropped }) => {
@@ -197,7 +241,10 @@ impl Router {
                 }
                 records.push(Record::Put(message.clone()));
                 q.insert(message, now);
-                self.submit(records, Done::Put { session: from, req, queue: name, id, dropped });
+                self.submit(
+                    records,
+                    Done::Put { session: from, req, queue: name, id, dropped, duplicate: None },
+                );
             }
         }
     }
@@ -392,64 +439,67 @@ impl Router {
     }
 
     /// Applies finished commits: confirmations go out, committed messages
-    /// become deliverable, removed ones are forgotten.
+    /// become deliverable, removed ones are forgotten. A failed commit
+    /// confirms nothing and changes nothing the disk does not say: failed
+    /// puts are forgotten, failed removals leave their messages queued.
     pub fn queue_completed(&mut self, (dones, result): Completed<Done>) {
         let failed = result.err();
         let mut touched = Vec::new();
         for done in dones {
             match done {
-                Done::Put { session, req, queue, id, dropped } => {
+                Done::Put { session, req, queue, id, dropped, duplicate } => {
                     let Some(q) = self.queues.queues.get_mut(&queue) else { continue };
+                    let outcome = match &failed {
+                        None if duplicate.as_deref().is_some_and(|d| !q.stored_as(d, id)) => {
+                            Err("the first put with this producer id was not stored".to_owned())
+                        }
+                        None => Ok(()),
+                        Some(why) => Err(why.clone()),
+                    };
                     for d in dropped {
-                        q.removed(d);
+                        if failed.is_none() {
+                            q.removed(d)
+                        } else {
+                            q.removal_failed(d)
+                        }
                     }
-                    match &failed {
-                        None => {
+                    match outcome {
+                        Ok(()) => {
                             q.committed(id);
-                            self.send(
-                                session,
-                                &Frame::Reply { id: req, payload: Bytes::copy_from_slice(&id.to_le_bytes()) },
-                            );
-                            touched.push(queue);
+                            let payload = Bytes::copy_from_slice(&id.to_le_bytes());
+                            self.send(session, &Frame::Reply { id: req, payload });
                         }
-                        Some(why) => {
-                            q.removed(id);
-                            self.send_error(session, req, ErrorCode::StorageFailed, storage_failed(why));
+                        Err(why) => {
+                            if duplicate.is_none() {
+                                q.put_failed(id);
+                            }
+                            self.send_error(session, req, ErrorCode::StorageFailed, storage_failed(&why));
                         }
                     }
+                    touched.push(queue);
                 }
                 Done::Ack { session, req, queue, id } => {
-                    if let Some(q) = self.queues.queues.get_mut(&queue) {
-                        q.removed(id);
-                    }
-                    match &failed {
-                        None => self.send(session, &Frame::Reply { id: req, payload: Bytes::new() }),
-                        Some(why) => {
-                            self.send_error(session, req, ErrorCode::StorageFailed, storage_failed(why))
-                        }
-                    }
+                    self.settle_removals(&queue, &[id], failed.is_none());
+                    touched.push(queue);
+                    self.confirm(session, req, &failed, Bytes::new());
                 }
                 Done::DeadLettered { from, id, to, new_id } => {
-                    if let Some(q) = self.queues.queues.get_mut(&from) {
-                        q.removed(id);
-                    }
+                    self.settle_removals(&from, &[id], failed.is_none());
                     if let Some(q) = self.queues.queues.get_mut(&to) {
-                        q.committed(new_id);
-                    }
-                    touched.push(to);
-                }
-                Done::Declared { session, req } => match &failed {
-                    None => self.send(session, &Frame::Reply { id: req, payload: Bytes::new() }),
-                    Some(why) => self.send_error(session, req, ErrorCode::StorageFailed, storage_failed(why)),
-                },
-                Done::Purged { session, req, queue, ids } => {
-                    if let Some(q) = self.queues.queues.get_mut(&queue) {
-                        for id in &ids {
-                            q.removed(*id);
+                        if failed.is_none() {
+                            q.committed(new_id)
+                        } else {
+                            q.put_failed(new_id)
                         }
                     }
-                    let count = ids.len() as u64;
-                    self.send(session, &Frame::Reply { id: req, payload: Bytes::from(sys::encode(&count)) });
+                    touched.extend([from, to]);
+                }
+                Done::Declared { session, req } => self.confirm(session, req, &failed, Bytes::new()),
+                Done::Purged { session, req, queue, ids } => {
+                    self.settle_removals(&queue, &ids, failed.is_none());
+                    touched.push(queue);
+                    let count = Bytes::from(sys::encode(&(ids.len() as u64)));
+                    self.confirm(session, req, &failed, count);
                 }
                 Done::Nothing => {}
             }
@@ -458,6 +508,27 @@ impl Router {
         touched.dedup();
         for queue in touched {
             self.dispatch(&queue);
+        }
+    }
+
+    /// Removals are on disk (forget the messages) or failed (they stay queued).
+    fn settle_removals(&mut self, queue: &str, ids: &[u64], written: bool) {
+        if let Some(q) = self.queues.queues.get_mut(queue) {
+            for id in ids {
+                if written {
+                    q.removed(*id)
+                } else {
+                    q.removal_failed(*id)
+                }
+            }
+        }
+    }
+
+    /// Answers a request whose records were committed, or say why not.
+    fn confirm(&mut self, session: SessionId, req: u32, failed: &Option<String>, payload: Bytes) {
+        match failed {
+            None => self.send(session, &Frame::Reply { id: req, payload }),
+            Some(why) => self.send_error(session, req, ErrorCode::StorageFailed, storage_failed(why)),
         }
     }
 
