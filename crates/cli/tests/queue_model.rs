@@ -183,7 +183,7 @@ impl Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_match_their_model_across_restarts_and_kill_9() {
     let steps = env_u64("SWITCHBOARD_MODEL_STEPS", 2_000);
-    let seed = env_u64("SWITCHBOARD_MODEL_SEED", 0x5eed_0f_5b0a_4d).max(1);
+    let seed = env_u64("SWITCHBOARD_MODEL_SEED", 0x5eed_0f5b_0a4d).max(1);
     let daemon = Daemon::start_with(&["--queue-segment-bytes", "4096"]);
     let bus = daemon.bus().await;
     let mut run = Run { daemon, bus, model: Model::default(), rng: Rng(seed), step: 0, seed };

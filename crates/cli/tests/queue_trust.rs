@@ -104,3 +104,74 @@ async fn oversized_producer_ids_are_refused_and_heads_never_roll_the_store() {
     bus.queue("ids").unwrap().put_with(vec![1u8; 16], retry).await.unwrap();
     assert_eq!(depth(&bus, "ids").await, 0, "a retried id within its window was stored again");
 }
+
+/// Defect 5: anyone allowed `queue.put jobs` could re-declare `jobs` with
+/// `drop-oldest` and `max-messages 1` (a purge by another name), and first
+/// use created queues without limit. Declaring needs `queue.declare`;
+/// creation stops at `--max-queues` with `overloaded`; an empty queue can be
+/// deleted, and stays deleted across `kill -9`. Failed before the fix (the
+/// producer's declare was accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_cannot_redeclare_and_queues_are_bounded_and_deletable() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("daemon.toml");
+    let token = "producer-token-0123456789";
+    std::fs::write(
+        &config,
+        format!(
+            "[security]\ntokens = {{ producer = \"{token}\" }}\n\
+             [[policy]]\nprincipal = \"token:producer\"\nallow = [\"queue.put *\", \"queue.get *\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start_with(&["--config", config.to_str().unwrap(), "--max-queues", "3"]);
+    let owner = daemon.bus().await;
+    owner.queue("jobs").unwrap().declare(QueueOptions::default()).await.unwrap();
+    owner.queue("jobs").unwrap().put(&b"keep me"[..]).await.unwrap();
+
+    let producer = Bus::connect_with_token(&daemon.addr, token).await.unwrap();
+    let squash =
+        QueueOptions { max_messages: 1, overflow: switchboard::Overflow::DropOldest, ..Default::default() };
+    match producer.queue("jobs").unwrap().declare(squash).await {
+        Err(CallError::PermissionDenied(message)) => {
+            assert!(message.contains("queue.declare jobs"), "{message}")
+        }
+        other => panic!("a producer re-declared jobs: {other:?}"),
+    }
+    producer.queue("jobs").unwrap().put(&b"second"[..]).await.unwrap();
+    assert_eq!(depth(&owner, "jobs").await, 2, "nothing was dropped");
+    match producer.queue("jobs").unwrap().delete().await {
+        Err(CallError::PermissionDenied(_)) => {}
+        other => panic!("a producer deleted a queue: {other:?}"),
+    }
+
+    // Auto-creation by first use, up to the limit (jobs + 2 more).
+    producer.queue("a").unwrap().put(&b"x"[..]).await.unwrap();
+    producer.queue("b").unwrap().put(&b"x"[..]).await.unwrap();
+    match producer.queue("c").unwrap().put(&b"x"[..]).await {
+        Err(CallError::Overloaded(message)) => assert!(message.contains("max-queues"), "{message}"),
+        other => panic!("a fourth queue was created past --max-queues 3: {other:?}"),
+    }
+    // A dead-letter queue of a queue that exists is not counted.
+    owner.queue("jobs.dlq").unwrap().consume(1).await.unwrap();
+
+    // Deleting: refused while not empty, done once it is; the place is free again.
+    match owner.queue("b").unwrap().delete().await {
+        Err(CallError::BadRequest(message)) => assert!(message.contains("holds 1 messages"), "{message}"),
+        other => panic!("a queue with a message was deleted: {other:?}"),
+    }
+    take(&owner, "b", 1).await;
+    let out = daemon.cli(&["queue", "delete", "b"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    producer.queue("c").unwrap().put(&b"x"[..]).await.unwrap();
+    assert!(!owner.queues().await.unwrap().iter().any(|q| q.queue == "b"));
+
+    drop((owner, producer));
+    daemon.signal(Signal::KILL);
+    daemon.wait_exit(Duration::from_secs(5)).expect("killed");
+    daemon.restart();
+    let owner = daemon.bus().await;
+    let names: Vec<String> = owner.queues().await.unwrap().into_iter().map(|q| q.queue).collect();
+    assert!(!names.contains(&"b".to_owned()), "a deleted queue came back: {names:?}");
+    assert_eq!(depth(&owner, "jobs").await, 2);
+}

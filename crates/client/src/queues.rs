@@ -172,6 +172,14 @@ impl Queue {
         self.bus.queue_admin(sys::QUEUES_PEEK, Bytes::from(sys::encode(&args))).await
     }
 
+    /// Deletes the queue, which must be empty and have no consumers; returns
+    /// once that is on disk. A later put or consume creates it anew (where
+    /// the daemon allows auto-creation).
+    pub async fn delete(&self) -> Result<(), CallError> {
+        let args = QueueRef { queue: self.name.to_string() };
+        self.bus.queue_admin::<()>(sys::QUEUES_DELETE, Bytes::from(sys::encode(&args))).await
+    }
+
     /// Removes every message; returns how many, once that is on disk.
     pub async fn purge(&self) -> Result<u64, CallError> {
         let args = QueueRef { queue: self.name.to_string() };

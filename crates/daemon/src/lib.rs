@@ -90,6 +90,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Whether putting to or consuming from an undeclared queue creates it.
     pub queue_auto_create: bool,
+    /// Most queues the daemon holds (dead-letter queues it makes itself
+    /// aside): a put or consumer that would create one more is refused.
+    pub max_queues: usize,
     /// Size at which the queue log starts a new segment (and reclaims space).
     pub queue_segment_bytes: u64,
     /// The supervisor's config file (`up --config`), re-read on reload.
@@ -101,6 +104,9 @@ pub struct Config {
     pub allow_plain_tcp: bool,
 }
 
+/// The default of [`Config::max_queues`].
+pub const DEFAULT_MAX_QUEUES: usize = 10_000;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -109,6 +115,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(2),
             data_dir: default_data_dir(),
             queue_auto_create: true,
+            max_queues: DEFAULT_MAX_QUEUES,
             queue_segment_bytes: 64 * 1024 * 1024,
             services_file: None,
             services_text: None,
@@ -229,8 +236,12 @@ impl Daemon {
         let limits = self.config.limits.clone();
         let (completions_tx, mut completions) = tokio::sync::mpsc::unbounded_channel();
         let (writer, writer_thread) = queues::writer::Writer::spawn(self.store, completions_tx);
-        let queue_state =
-            router::queues::QueueState::new(self.recovered, writer, self.config.queue_auto_create);
+        let queue_state = router::queues::QueueState::new(
+            self.recovered,
+            writer,
+            self.config.queue_auto_create,
+            self.config.max_queues,
+        );
         let mut router = Router::new(limits.clone(), self.config.data_dir.clone(), queue_state);
         router.set_policy(self.file.policy.clone(), self.file.security.clone());
         if !self.file.policy.is_empty() {

@@ -22,6 +22,9 @@ pub const QUEUES_LIST: &str = "list";
 pub const QUEUES_PEEK: &str = "peek";
 /// `$sys.queues.purge`: [`QueueRef`]; replies the number of messages removed (u64).
 pub const QUEUES_PURGE: &str = "purge";
+/// `$sys.queues.delete`: [`QueueRef`]; deletes an empty queue with no
+/// consumers; replies nothing once durable.
+pub const QUEUES_DELETE: &str = "delete";
 
 /// What a queue does when it is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ use crate::{json, output, parse_duration, Connection};
 ///   switchboard queue put jobs '{"task":"resize","id":7}' --priority 5 --id job-7
 ///   switchboard queue get jobs --count 10 --wait 5s
 ///   switchboard queue ls
+///   switchboard queue delete scratch       (an empty queue)
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -35,6 +36,9 @@ enum Command {
     Peek(PeekArgs),
     /// Remove every message; prints how many.
     Purge { queue: String },
+    /// Delete an empty queue that nobody consumes from (frees its place
+    /// under the daemon's --max-queues).
+    Delete { queue: String },
     /// Every queue: depth, in flight, consumers, dead-lettered, rates.
     Ls {
         #[arg(long)]
@@ -190,6 +194,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Purge { queue } => output::line(handle(&queue)?.purge().await?)?,
+        Command::Delete { queue } => handle(&queue)?.delete().await?,
         Command::Ls { json } => {
             let queues = bus.queues().await?;
             if json {

@@ -52,6 +52,10 @@ pub struct Args {
     /// Refuse puts and consumers for queues that were not declared first.
     #[arg(long)]
     no_auto_create_queues: bool,
+    /// Most queues the daemon holds; creating one more is refused with
+    /// `overloaded` (delete empty ones with `switchboard queue delete`).
+    #[arg(long, value_name = "N", default_value_t = switchboard_daemon::DEFAULT_MAX_QUEUES)]
+    max_queues: usize,
     /// Queue log segment size in bytes; space is reclaimed a segment at a time.
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, hide_short_help = true)]
     queue_segment_bytes: u64,
@@ -85,6 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.data_dir = dir;
     }
     config.queue_auto_create = !args.no_auto_create_queues;
+    config.max_queues = args.max_queues;
     config.queue_segment_bytes = args.queue_segment_bytes;
     config.services_file = args.config;
     config.allow_plain_tcp = args.allow_plain_tcp;

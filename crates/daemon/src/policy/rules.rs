@@ -18,6 +18,8 @@ pub enum Op {
     Subscribe,
     QueuePut,
     QueueGet,
+    /// Declare a queue, change its options, or delete it.
+    QueueDeclare,
     /// Register (serve) a service name.
     Serve,
     /// Start, stop, pause, continue, restart or send controls to a service.
@@ -27,13 +29,14 @@ pub enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 9] = [
+    const ALL: [Op; 10] = [
         Op::Call,
         Op::Notify,
         Op::Publish,
         Op::Subscribe,
         Op::QueuePut,
         Op::QueueGet,
+        Op::QueueDeclare,
         Op::Serve,
         Op::Control,
         Op::Admin,
@@ -47,6 +50,7 @@ impl Op {
             Op::Subscribe => "subscribe",
             Op::QueuePut => "queue.put",
             Op::QueueGet => "queue.get",
+            Op::QueueDeclare => "queue.declare",
             Op::Serve => "serve",
             Op::Control => "control",
             Op::Admin => "admin",

@@ -69,6 +69,9 @@ pub struct Index {
     attempts: HashMap<u64, (u32, u64)>,
     tombs: HashMap<u64, Tomb>,
     pub declares: BTreeMap<String, Bytes>,
+    /// Deleted queues → the segment whose `Delete` record says so; kept
+    /// while an older segment may still declare them.
+    deleted: HashMap<String, u64>,
     /// Producer ids to keep refusing as duplicates: (queue, id) → (message, until).
     pub seen: HashMap<(String, String), (u64, u64)>,
 }
@@ -84,6 +87,12 @@ impl Index {
         match record {
             Record::Declare { queue, options } => {
                 self.declares.insert(queue.clone(), options.clone());
+                self.deleted.remove(queue);
+            }
+            Record::Delete { queue } => {
+                self.declares.remove(queue);
+                self.seen.retain(|(q, _), _| q != queue);
+                self.deleted.insert(queue.clone(), segment);
             }
             Record::Put(m) => {
                 let at = Location { segment, offset, len };
@@ -164,6 +173,13 @@ impl Index {
             .filter(|(_, t)| t.removed_in == segment && held_elsewhere(&t.copies))
             .map(|(id, t)| Record::Ack { queue: t.queue.clone(), id: *id })
             .collect();
+        let older_exists = self.segments.keys().any(|s| *s < segment);
+        records.extend(
+            self.deleted
+                .iter()
+                .filter(|(_, at)| **at == segment && older_exists)
+                .map(|(queue, _)| Record::Delete { queue: queue.clone() }),
+        );
         records.extend(self.attempts.iter().filter(|(_, (_, at))| *at == segment).filter_map(
             |(id, (attempts, _))| {
                 let live = self.live.get(id)?;
@@ -183,6 +199,8 @@ impl Index {
         for live in self.live.values_mut() {
             live.copies.retain(|c| *c != segment);
         }
+        let oldest = self.segments.keys().next().copied().unwrap_or(u64::MAX);
+        self.deleted.retain(|_, at| *at > oldest);
     }
 
     /// Messages the store holds.
@@ -275,6 +293,22 @@ mod tests {
         assert_eq!(index.carried_by(4), vec![ack(1)], "segment 3 still holds a copy");
         index.drop_segment(3);
         assert!(index.carried_by(4).is_empty());
+    }
+
+    #[test]
+    fn a_delete_is_carried_while_an_older_segment_may_declare_the_queue() {
+        let mut index = Index::default();
+        let declare = Record::Declare { queue: "jobs".into(), options: Bytes::new() };
+        let delete = Record::Delete { queue: "jobs".into() };
+        index.apply(&declare, 1, 0, 10);
+        index.apply(&delete, 2, 0, 10);
+        assert!(index.declares.is_empty());
+        assert_eq!(index.carried_by(2), vec![delete.clone()]);
+        index.apply(&delete, 3, 0, 10);
+        index.drop_segment(2);
+        assert_eq!(index.carried_by(3), vec![delete]);
+        index.drop_segment(1);
+        assert!(index.carried_by(3).is_empty(), "nothing older declares it any more");
     }
 
     #[test]

@@ -439,6 +439,11 @@ impl Queue {
             + self.delayed.len() as u64
     }
 
+    /// Messages held in any state: waiting, out, being written or on their way out.
+    pub fn held(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
     pub fn in_flight(&self) -> u64 {
         self.in_flight.len() as u64
     }

@@ -46,6 +46,10 @@ pub enum Record {
     Purge {
         queue: String,
     },
+    /// The queue no longer exists (it was empty when deleted).
+    Delete {
+        queue: String,
+    },
     /// A message with this producer id existed (it may be gone now): a
     /// retry with the same id until `until_ms` is a duplicate of `id`.
     Seen {
@@ -62,6 +66,7 @@ const ACK: u8 = 3;
 const ATTEMPT: u8 = 4;
 const PURGE: u8 = 5;
 const SEEN: u8 = 6;
+const DELETE: u8 = 7;
 
 /// Bytes of the frame header (`len` + `crc`).
 pub const HEADER: usize = 8;
@@ -127,6 +132,10 @@ impl Record {
                 out.put_u8(PURGE);
                 put_str(out, queue);
             }
+            Record::Delete { queue } => {
+                out.put_u8(DELETE);
+                put_str(out, queue);
+            }
             Record::Seen { queue, dedup_id, id, until_ms } => {
                 out.put_u8(SEEN);
                 put_str(out, queue);
@@ -163,6 +172,7 @@ impl Record {
             | Record::Ack { queue, .. }
             | Record::Attempt { queue, .. }
             | Record::Purge { queue }
+            | Record::Delete { queue }
             | Record::Seen { queue, .. } => queue,
             Record::Put(m) => &m.queue,
         }
@@ -222,6 +232,7 @@ fn parse(body: Bytes) -> Result<Record, RecordError> {
         ACK => Record::Ack { queue: r.string()?, id: r.u64()? },
         ATTEMPT => Record::Attempt { queue: r.string()?, id: r.u64()?, attempts: r.u32()? },
         PURGE => Record::Purge { queue: r.string()? },
+        DELETE => Record::Delete { queue: r.string()? },
         SEEN => Record::Seen { queue: r.string()?, dedup_id: r.string()?, id: r.u64()?, until_ms: r.u64()? },
         _ => return Err(RecordError::Malformed("unknown record type")),
     };
@@ -257,6 +268,7 @@ mod tests {
             Record::Attempt { queue: "jobs".into(), id: 7, attempts: 2 },
             Record::Ack { queue: "jobs".into(), id: 7 },
             Record::Purge { queue: "jobs".into() },
+            Record::Delete { queue: "jobs".into() },
             Record::Seen { queue: "jobs".into(), dedup_id: "order-1".into(), id: 7, until_ms: 99 },
         ];
         let mut buf = BytesMut::new();

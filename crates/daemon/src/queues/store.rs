@@ -209,7 +209,8 @@ impl Replay {
                 self.messages.remove(id);
             }
             Record::Purge { queue } => self.messages.retain(|_, m| &m.queue != queue),
-            Record::Declare { .. } | Record::Attempt { .. } | Record::Seen { .. } => {}
+            Record::Declare { .. } | Record::Attempt { .. } | Record::Seen { .. } | Record::Delete { .. } => {
+            }
         }
     }
 }

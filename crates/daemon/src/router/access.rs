@@ -190,7 +190,9 @@ impl Router {
             // A direct channel is checked against every method it reaches.
             (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI | DAEMON_DIRECT) => Ok(()),
             (sup::SERVICES_SERVICE, sup::ATTACH | sup::PROGRESS | sup::LOG) => Ok(()),
-            (sys::QUEUES_SERVICE, sys::QUEUES_DECLARE) => self.permit(from, Op::QueuePut, &queue()),
+            (sys::QUEUES_SERVICE, sys::QUEUES_DECLARE | sys::QUEUES_DELETE) => {
+                self.permit(from, Op::QueueDeclare, &queue())
+            }
             (sys::QUEUES_SERVICE, sys::QUEUES_PEEK) => self.permit(from, Op::QueueGet, &queue()),
             (sys::QUEUES_SERVICE, sys::QUEUES_PURGE) | (sup::SERVICES_SERVICE, sup::RELOAD) => {
                 self.permit(from, Op::Admin, "")

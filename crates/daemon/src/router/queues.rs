@@ -81,6 +81,7 @@ pub struct QueueState {
     next_tag: u64,
     writer: Writer<Done>,
     auto_create: bool,
+    max_queues: usize,
     last_sweep: Instant,
     /// Where each queue's next round-robin turn starts.
     cursors: HashMap<String, usize>,
@@ -111,7 +112,7 @@ fn dead_letter_options() -> QueueOptions {
 
 impl QueueState {
     /// Rebuilds the queues from what the store recovered.
-    pub fn new(recovered: Recovered, writer: Writer<Done>, auto_create: bool) -> Self {
+    pub fn new(recovered: Recovered, writer: Writer<Done>, auto_create: bool, max_queues: usize) -> Self {
         let mut queues = HashMap::new();
         for (name, options) in recovered.declares {
             let options: QueueOptions = sys::decode(&options).unwrap_or_default();
@@ -140,6 +141,7 @@ impl QueueState {
             next_tag: 1,
             writer,
             auto_create,
+            max_queues,
             last_sweep: Instant::now(),
             cursors: HashMap::new(),
         }
@@ -156,21 +158,34 @@ impl QueueState {
         id
     }
 
+    /// Whether one more queue may be created; dead-letter queues the daemon
+    /// makes for queues it holds are not counted against the limit.
+    fn room_for_one_more(&self) -> Result<(), (ErrorCode, String)> {
+        let counted = self.queues.keys().filter(|q| !q.ends_with(".dlq")).count();
+        if counted < self.max_queues {
+            return Ok(());
+        }
+        let message = format!(
+            "the daemon holds {counted} queues, its maximum (--max-queues); \
+             delete unused ones with `switchboard queue delete`"
+        );
+        Err((ErrorCode::Overloaded, message))
+    }
+
     /// The queue, created (with a Declare record appended to `records`)
-    /// when allowed.
-    fn ensure(
-        &mut self,
-        name: &str,
-        records: &mut Vec<Record>,
-        create: Option<QueueOptions>,
-    ) -> Result<(), (ErrorCode, String)> {
+    /// when allowed: by first use where auto-creation is on and the limit
+    /// leaves room, or as the dead-letter queue of a queue that exists.
+    fn ensure(&mut self, name: &str, records: &mut Vec<Record>) -> Result<(), (ErrorCode, String)> {
         if self.queues.contains_key(name) {
             return Ok(());
         }
-        let options = match create {
-            Some(options) => options,
-            None if name.ends_with(".dlq") => dead_letter_options(),
-            None if self.auto_create => QueueOptions::default(),
+        let dead_letters_of = name.strip_suffix(".dlq").filter(|source| self.queues.contains_key(*source));
+        let options = match dead_letters_of {
+            Some(_) => dead_letter_options(),
+            None if self.auto_create => {
+                self.room_for_one_more()?;
+                QueueOptions::default()
+            }
             None => {
                 let message =
                     format!("no queue named {name} (declare it first; first use may not create queues)");
@@ -201,7 +216,7 @@ impl Router {
         }
         let name = queue.as_str().to_owned();
         let mut records = Vec::new();
-        if let Err((code, message)) = self.queues.ensure(&name, &mut records, None) {
+        if let Err((code, message)) = self.queues.ensure(&name, &mut records) {
             return self.send_error(from, req, code, message);
         }
         let now = now_ms();
@@ -268,7 +283,7 @@ impl Router {
         }
         let name = queue.as_str().to_owned();
         let mut records = Vec::new();
-        if let Err((code, message)) = self.queues.ensure(&name, &mut records, None) {
+        if let Err((code, message)) = self.queues.ensure(&name, &mut records) {
             return self.send_error(from, req, code, message);
         }
         if !records.is_empty() {
@@ -411,7 +426,7 @@ impl Router {
         let from = message.queue.clone();
         let to = format!("{from}.dlq");
         let mut records = Vec::new();
-        let _ = self.queues.ensure(&to, &mut records, None);
+        let _ = self.queues.ensure(&to, &mut records);
         let new_id = self.queues.take_id();
         let original = Headers::from_wire(message.headers.clone()).unwrap_or_default();
         let mut pairs: Vec<(String, String)> =
@@ -584,6 +599,9 @@ impl Router {
             sys::QUEUES_PURGE => sys::decode::<QueueRef>(payload)
                 .map_err(|e| bad("purge", e))
                 .and_then(|r| self.purge(from, id, &r.queue).map(|()| None)),
+            sys::QUEUES_DELETE => sys::decode::<QueueRef>(payload)
+                .map_err(|e| bad("delete", e))
+                .and_then(|r| self.delete_queue(from, id, &r.queue).map(|()| None)),
             other => Err((
                 ErrorCode::NoSuchMethod,
                 format!("service {} has no method {other}", sys::QUEUES_SERVICE),
@@ -608,6 +626,9 @@ impl Router {
         match self.queues.queues.get_mut(&name) {
             Some(queue) => queue.options = declare.options,
             None => {
+                if !name.ends_with(".dlq") {
+                    self.queues.room_for_one_more()?;
+                }
                 self.queues.queues.insert(name.clone(), Queue::new(name.clone(), declare.options));
             }
         }
@@ -648,6 +669,26 @@ impl Router {
         }
         self.queues.tags.retain(|_, q| q != name);
         self.submit(records, Done::Purged { session: from, req, queue: name.to_owned(), ids });
+        Ok(())
+    }
+
+    /// Deletes an empty queue nobody consumes from.
+    fn delete_queue(&mut self, from: SessionId, req: u32, name: &str) -> Result<(), (ErrorCode, String)> {
+        let queue = self.existing(name)?;
+        let held = queue.held();
+        if held > 0 {
+            let message = format!("queue {name} holds {held} messages; purge it before deleting it");
+            return Err((ErrorCode::BadRequest, message));
+        }
+        let consumers = self.queues.consumers.values().filter(|c| c.queue == name).count();
+        if consumers > 0 {
+            return Err((ErrorCode::BadRequest, format!("queue {name} has {consumers} consumers")));
+        }
+        self.queues.queues.remove(name);
+        self.queues.history.remove(name);
+        self.queues.cursors.remove(name);
+        let record = Record::Delete { queue: name.to_owned() };
+        self.submit(vec![record], Done::Declared { session: from, req });
         Ok(())
     }
 
