@@ -52,6 +52,9 @@ pub struct Limits {
     pub congested_at: usize,
     /// How long a congested connection may read nothing before it is dropped.
     pub slow_consumer: Duration,
+    /// Bytes queued for one connection past which it is dropped at once,
+    /// whatever is being sent to it (replies, errors, events, deliveries).
+    pub max_outbox: usize,
     /// How long a new connection has to send its `Hello`.
     pub handshake_timeout: Duration,
     /// Most subscriptions one connection may hold.
@@ -71,6 +74,9 @@ impl Default for Limits {
             max_connections: 1024,
             congested_at: 4 * 1024 * 1024,
             slow_consumer: Duration::from_secs(10),
+            // Room for the congestion mark plus a maximum frame, so one
+            // large legitimate reply never trips it.
+            max_outbox: 4 * 1024 * 1024 + DEFAULT_MAX_FRAME as usize + 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
             max_subscriptions: 10_000,
             subscription_backlog: 8192,

@@ -3,9 +3,12 @@
 //!
 //! Small frames are copied into one contiguous buffer (cheaper than an
 //! `iovec` each); large payloads are queued as their own `Bytes` and never
-//! copied. The queue is bounded in bytes: producers see [`Outbox::is_congested`]
-//! and may wait in [`Outbox::wait_uncongested`]; the limit's policy belongs to
-//! the owner (the daemon disconnects a consumer that stays congested).
+//! copied. The queue is bounded in bytes twice: past the congestion mark
+//! producers see [`Outbox::is_congested`] and may wait in
+//! [`Outbox::wait_uncongested`]; at the hard limit ([`Outbox::bounded`]) the
+//! outbox refuses every further frame and closes, whatever the frame kind,
+//! and [`Outbox::take_overflow`] tells the owner once. What to do then
+//! belongs to the owner (the daemon disconnects the connection).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -36,6 +39,8 @@ struct Queue {
     /// Bytes queued in total (tail + segments).
     queued: usize,
     closed: bool,
+    /// Closed because the hard limit was reached; not yet reported.
+    overflowed: bool,
 }
 
 /// A connection's bounded send queue.
@@ -47,17 +52,28 @@ pub struct Outbox {
     drained: Notify,
     congested_at: usize,
     congested: AtomicBool,
+    /// Bytes queued past which no frame is accepted.
+    limit: usize,
 }
 
 impl Outbox {
-    /// An outbox considered congested once `congested_at` bytes are queued.
+    /// An outbox considered congested once `congested_at` bytes are queued,
+    /// with no hard limit (the producers bound it themselves).
     pub fn new(congested_at: usize) -> Self {
+        Self::bounded(congested_at, usize::MAX)
+    }
+
+    /// An outbox that also closes itself, refusing every further frame, once
+    /// `limit` bytes are queued (it may exceed the limit by the one frame
+    /// that crossed it).
+    pub fn bounded(congested_at: usize, limit: usize) -> Self {
         Self {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             drained: Notify::new(),
             congested_at,
             congested: AtomicBool::new(false),
+            limit,
         }
     }
 
@@ -71,6 +87,14 @@ impl Outbox {
     pub fn push(&self, frame: &Frame) -> Result<(), OutboxClosed> {
         let mut q = self.lock();
         if q.closed {
+            return Err(OutboxClosed);
+        }
+        if q.queued >= self.limit {
+            q.closed = true;
+            q.overflowed = true;
+            drop(q);
+            self.ready.notify_one();
+            self.drained.notify_waiters();
             return Err(OutboxClosed);
         }
         let before = q.tail.len();
@@ -112,6 +136,12 @@ impl Outbox {
             }
         };
         tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+
+    /// Whether the outbox closed at its hard limit; true once, for the
+    /// first caller to ask after it happened.
+    pub fn take_overflow(&self) -> bool {
+        std::mem::take(&mut self.lock().overflowed)
     }
 
     /// Bytes waiting to be written.
@@ -221,6 +251,22 @@ mod tests {
         assert!(reader.next().await.unwrap().is_none());
         writer.await.unwrap().unwrap();
         assert_eq!(outbox.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn at_its_hard_limit_the_outbox_closes_and_says_so_once() {
+        let outbox = Outbox::bounded(1000, 3000);
+        let frame = Frame::Reply { id: 1, payload: Bytes::from(vec![0u8; 1000]) };
+        for _ in 0..3 {
+            outbox.push(&frame).unwrap();
+        }
+        assert!(!outbox.take_overflow());
+        assert_eq!(outbox.push(&frame), Err(OutboxClosed));
+        let queued = outbox.queued_bytes();
+        assert!(queued < 3100, "{queued} bytes kept past the limit");
+        assert!(outbox.take_overflow());
+        assert!(!outbox.take_overflow(), "reported once");
+        assert_eq!(outbox.push(&Frame::Reply { id: 2, payload: Bytes::new() }), Err(OutboxClosed));
     }
 
     #[tokio::test]

@@ -45,6 +45,10 @@ pub struct Args {
     /// How long a new connection has to complete its handshake.
     #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration, default_value = "5s")]
     handshake_timeout: Duration,
+    /// How long a connection may leave what is sent to it unread (past the
+    /// congestion mark) before it is disconnected.
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration, default_value = "10s")]
+    slow_consumer: Duration,
     /// Where durable queues keep their data (default: $XDG_STATE_HOME/switchboard,
     /// ~/.local/state/switchboard, or /var/lib/switchboard as root).
     #[arg(long, value_name = "DIR")]
@@ -85,6 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.limits.max_connections = args.max_connections;
     config.limits.max_subscriptions = args.max_subscriptions;
     config.limits.handshake_timeout = args.handshake_timeout;
+    config.limits.slow_consumer = args.slow_consumer;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }

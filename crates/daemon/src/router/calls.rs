@@ -203,7 +203,7 @@ impl Router {
 
     pub(super) fn deliver(&self, to: SessionId, frame: &Frame) -> Option<Congested> {
         let session = self.sessions.get(&to)?;
-        let _ = session.outbox.push(frame);
+        session.push(to, frame);
         session.outbox.is_congested().then(|| (to, session.outbox.clone()))
     }
 

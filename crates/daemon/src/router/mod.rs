@@ -60,6 +60,23 @@ pub struct SessionEntry {
 }
 
 /// What a session hands the router when it is admitted.
+impl SessionEntry {
+    /// Queues `frame` for this session (`id`). A closed outbox means the
+    /// session is going away and its cleanup handles what it was owed; one
+    /// that closed at its hard limit ends the session, whatever the frame.
+    pub fn push(&self, id: SessionId, frame: &Frame) {
+        if self.outbox.push(frame).is_err() && self.outbox.take_overflow() {
+            tracing::warn!(
+                session = id,
+                principal = %self.caller.principal,
+                queued = self.outbox.queued_bytes(),
+                "disconnecting: more is waiting to be written to it than its limit (it stopped reading)"
+            );
+            self.kill.cancel();
+        }
+    }
+}
+
 pub struct SessionLink {
     pub outbox: Arc<Outbox>,
     pub kill: CancellationToken,
@@ -187,9 +204,7 @@ impl Router {
 
     fn send(&self, to: SessionId, frame: &Frame) {
         if let Some(session) = self.sessions.get(&to) {
-            // A closed outbox means the session is going away; its cleanup
-            // handles everything it was owed.
-            let _ = session.outbox.push(frame);
+            session.push(to, frame);
         }
     }
 
@@ -261,9 +276,9 @@ impl Router {
             methods: i.methods.iter().map(|m| m.name.to_string()).collect(),
             client,
         }));
-        for session in self.sessions.values() {
+        for (id, session) in &self.sessions {
             for req in &session.watches {
-                let _ = session.outbox.push(&Frame::Event { req: *req, payload: payload.clone() });
+                session.push(*id, &Frame::Event { req: *req, payload: payload.clone() });
             }
         }
     }

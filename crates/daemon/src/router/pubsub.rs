@@ -121,7 +121,7 @@ impl Router {
         };
         if sub.backlog.is_empty() && !session.outbox.is_congested() {
             sub.delivered += 1;
-            let _ = session.outbox.push(&message(sub.sid, delivery));
+            session.push(sub.session, &message(sub.sid, delivery));
         } else {
             topics::enqueue(sub, delivery, capacity);
             session.backlog.raise();
@@ -140,7 +140,7 @@ impl Router {
                 continue;
             };
             if sub.unreported > 0 && !entry.outbox.is_congested() {
-                let _ = entry.outbox.push(&Frame::Lagged { sid: sub.sid, missed: sub.unreported });
+                entry.push(session, &Frame::Lagged { sid: sub.sid, missed: sub.unreported });
                 sub.unreported = 0;
             }
             while !entry.outbox.is_congested() {
@@ -148,7 +148,7 @@ impl Router {
                     break;
                 };
                 sub.delivered += 1;
-                let _ = entry.outbox.push(&message(sub.sid, delivery));
+                entry.push(session, &message(sub.sid, delivery));
             }
             remaining |= !sub.backlog.is_empty() || sub.unreported > 0;
         }

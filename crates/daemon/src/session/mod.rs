@@ -55,7 +55,7 @@ pub async fn serve(
         Err(err) => return tracing::warn!(%peer, "cannot register the connection: {err}"),
     };
     let mut reader = FrameReader::new(read, handshake::MAX_HELLO);
-    let outbox = Arc::new(Outbox::new(limits.congested_at));
+    let outbox = Arc::new(Outbox::bounded(limits.congested_at, limits.max_outbox));
     let writer = {
         let outbox = outbox.clone();
         tokio::spawn(async move { run_writer(&outbox, write).await })
@@ -155,6 +155,28 @@ async fn read_loop(link: &Link<'_>, reader: &mut FrameReader, limits: &Limits) -
     let (session, router, kill) = (link.session, link.router, link.kill);
     loop {
         let backlogged = link.backlog.is_raised();
+        if link.outbox.is_congested() {
+            // It is not reading what we send it: read none of its requests
+            // (each may add a reply) until it does, or let it go.
+            let drained = tokio::select! {
+                _ = kill.cancelled() => return Ok(()),
+                drained = link.outbox.wait_uncongested(limits.slow_consumer) => drained,
+            };
+            if !drained {
+                return Err(ReadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "it read nothing of the {} bytes waiting for it for {:?}",
+                        link.outbox.queued_bytes(),
+                        limits.slow_consumer
+                    ),
+                )));
+            }
+            if backlogged {
+                lock(router).pump(session);
+            }
+            continue;
+        }
         let next = tokio::select! {
             biased;
             _ = kill.cancelled() => return Ok(()),
