@@ -100,3 +100,46 @@ async fn a_client_that_never_reads_its_replies_cannot_grow_the_daemon() {
     assert!(daemon.log().contains("it read nothing of the"), "the reason is logged:\n{}", daemon.log());
     assert!(served > 10);
 }
+
+/// Defect 7: a subscription's backlog was bounded in messages (8,192 of
+/// up to the maximum frame each), so one subscriber that never reads could
+/// make the daemon hold gigabytes. Now a connection's backlogs are bounded
+/// in bytes (8 MiB) and its outbox by the congestion mark: 2,000 messages of
+/// 64 KiB (125 MiB) published to a subscriber that never reads leave the
+/// daemon within 64 MiB of where it started. Failed before the fix (16 →
+/// 150 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_holds_a_bounded_backlog() {
+    let daemon = Daemon::start();
+    let bus = daemon.bus().await;
+    let mut stalled = UnixStream::connect(&daemon.socket).unwrap();
+    let mut frames = BytesMut::from(&hello("stalled-subscriber")[..]);
+    let pattern = switchboard_proto::TopicPattern::parse("big.>").unwrap();
+    Frame::Subscribe { req: 1, sid: 1, pattern }.encode(&mut frames);
+    stalled.write_all(&frames).unwrap();
+    // A reading subscriber on the same topic sees when the publications are through.
+    let mut reader = bus.subscribe("big.>").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_bytes(daemon.pid());
+    let mut peak = before;
+    let payload = vec![5u8; 64 * 1024];
+    for n in 0..2000 {
+        bus.publish("big.data", payload.clone()).await.unwrap();
+        if n % 100 == 0 {
+            peak = peak.max(rss_bytes(daemon.pid()));
+        }
+    }
+    let mut received = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), reader.next()).await {
+        received += 1;
+    }
+    peak = peak.max(rss_bytes(daemon.pid()));
+    println!(
+        "RSS before {} MiB, peak {} MiB; the reading subscriber got {received}",
+        before >> 20,
+        peak >> 20
+    );
+    assert!(peak < before + (64 << 20), "RSS grew from {} to {} MiB", before >> 20, peak >> 20);
+    assert!(received > 0);
+    drop(stalled);
+}

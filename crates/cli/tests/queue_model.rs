@@ -86,10 +86,12 @@ impl Run {
         self.model.next_payload += 1;
         let mut options = PutOptions::default();
         let kind = self.rng.below(10);
-        // A retry of an earlier producer id of this queue, when there is one.
-        let retry = (kind == 0)
-            .then(|| self.model.producer_ids.iter().find(|(_, (q, _))| q == queue).map(|(id, _)| id.clone()))
-            .flatten();
+        // A retry of an earlier producer id of this queue, when there is one
+        // (the queues' duplicate window outlasts any run).
+        let ids: Vec<&String> =
+            self.model.producer_ids.iter().filter(|(_, (q, _))| q == queue).map(|(id, _)| id).collect();
+        let retry =
+            (kind == 0 && !ids.is_empty()).then(|| ids[self.rng.below(ids.len() as u64) as usize].clone());
         if let Some(id) = &retry {
             options.id = Some(id.clone());
         } else if kind < 3 {
@@ -187,7 +189,7 @@ async fn queues_match_their_model_across_restarts_and_kill_9() {
     let daemon = Daemon::start_with(&["--queue-segment-bytes", "4096"]);
     let bus = daemon.bus().await;
     let mut run = Run { daemon, bus, model: Model::default(), rng: Rng(seed), step: 0, seed };
-    let options = QueueOptions { max_attempts: 0, ..Default::default() };
+    let options = QueueOptions { max_attempts: 0, dedup_window_ms: 24 * 3_600_000, ..Default::default() };
     for queue in QUEUES {
         run.bus.queue(queue).unwrap().declare(options.clone()).await.unwrap();
         run.model.queue(queue);

@@ -62,6 +62,9 @@ pub struct Limits {
     /// Messages a subscription keeps for a congested subscriber before the
     /// oldest are dropped (and counted).
     pub subscription_backlog: usize,
+    /// Bytes all subscriptions of one connection may keep in their backlogs
+    /// together; past it the oldest of the receiving subscription go (counted).
+    pub session_backlog_bytes: usize,
     /// Most topics that keep a retained value.
     pub max_retained: usize,
 }
@@ -80,6 +83,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             max_subscriptions: 10_000,
             subscription_backlog: 8192,
+            session_backlog_bytes: 8 * 1024 * 1024,
             max_retained: 10_000,
         }
     }

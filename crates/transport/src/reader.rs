@@ -79,12 +79,15 @@ impl FrameReader {
             if let Some(frame) = self.try_next()? {
                 return Ok(Some(frame));
             }
-            // `try_next` has refused any length over the maximum, so the
-            // room reserved for a frame is bounded by it.
+            // Room for the rest of a large frame grows with what actually
+            // arrives (at most doubling what is buffered), never to the
+            // announced length at once: a peer that announces 8 MiB and
+            // sends 4 bytes costs a chunk, not 8 MiB.
             let pending = frame_len(&self.buf[..self.filled]).unwrap_or(0);
-            let want = pending.max(self.filled + self.chunk / 16);
+            let step = (self.filled + self.chunk).max(2 * self.filled);
+            let want = pending.min(step).max(self.filled + self.chunk / 16);
             if self.buf.len() < want {
-                self.buf.resize(want.max(self.filled + self.chunk), 0);
+                self.buf.resize(want.max((self.filled + self.chunk).min(step)), 0);
             }
             let room = self.buf.len() - self.filled;
             let read = self.half.read(&mut self.buf[self.filled..]).await?;
@@ -150,6 +153,33 @@ mod tests {
         assert!(matches!(err, ReadError::Decode(DecodeError::TooLarge { len: 2048, max: 1024 })), "{err}");
         let (mut reader, _theirs) = fed(&0u32.to_le_bytes());
         assert!(matches!(reader.next().await, Err(ReadError::Decode(DecodeError::Empty))));
+    }
+
+    /// Issue 12, defect 7: four length bytes announcing a large frame
+    /// made the reader allocate and zero-fill all of it at once.
+    #[tokio::test]
+    async fn room_for_a_large_frame_grows_only_as_its_bytes_arrive() {
+        let mut bytes = (8u32 << 20).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0u8; 100]);
+        let (mut reader, _peer) = fed(&bytes);
+        reader.set_max_frame(16 << 20);
+        let read = tokio::time::timeout(std::time::Duration::from_millis(100), reader.next()).await;
+        assert!(read.is_err(), "no whole frame yet");
+        assert!(
+            reader.buf.len() <= 2 * MAX_READ_CHUNK,
+            "{} bytes reserved for 104 received",
+            reader.buf.len()
+        );
+        // And a large frame sent in pieces still arrives whole.
+        let big = Frame::Reply { id: 3, payload: Bytes::from(vec![7u8; 3 << 20]) };
+        let bytes = encoded(&big);
+        let (mut reader, theirs) = fed(&bytes[..10]);
+        reader.set_max_frame(16 << 20);
+        let rest = bytes[10..].to_vec();
+        let writer =
+            std::thread::spawn(move || std::io::Write::write_all(&mut &theirs, &rest).map(|()| theirs));
+        assert_eq!(reader.next().await.expect("read"), Some(big));
+        drop(writer.join());
     }
 
     #[tokio::test]

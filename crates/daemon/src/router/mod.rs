@@ -57,6 +57,25 @@ pub struct SessionEntry {
     /// Registry watches: request ids to send events under.
     pub watches: Vec<u32>,
     pub subscriptions: Vec<SubId>,
+    /// Bytes held in the backlogs of all its subscriptions (bounded by
+    /// `Limits::session_backlog_bytes`).
+    pub backlog_bytes: std::cell::Cell<usize>,
+}
+
+/// Payloads smaller than this are copied before the router keeps them
+/// (backlogs, retained values, queue messages): a slice of a connection's
+/// read buffer would keep the whole buffer (up to 256 KiB, or a large
+/// frame's) alive for a few bytes.
+const DETACH_BELOW: usize = 256 * 1024;
+
+/// `bytes` as the router may keep it for long: small payloads in their own
+/// allocation.
+pub(crate) fn detached(bytes: Bytes) -> Bytes {
+    if bytes.is_empty() || bytes.len() >= DETACH_BELOW {
+        bytes
+    } else {
+        Bytes::copy_from_slice(&bytes)
+    }
 }
 
 /// What a session hands the router when it is admitted.
@@ -168,6 +187,7 @@ impl Router {
                 inflight: 0,
                 watches: Vec::new(),
                 subscriptions: Vec::new(),
+                backlog_bytes: std::cell::Cell::new(0),
             },
         );
         Ok(session)

@@ -49,9 +49,11 @@ impl Router {
             let message = format!("this connection has no subscription {sid}");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
         };
-        self.topics.unsubscribe(id);
+        let gone = self.topics.unsubscribe(id);
         if let Some(session) = self.sessions.get_mut(&from) {
             session.subscriptions.retain(|s| *s != id);
+            let freed = gone.map_or(0, |sub| sub.backlog_bytes);
+            session.backlog_bytes.set(session.backlog_bytes.get().saturating_sub(freed));
         }
         self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
     }
@@ -80,8 +82,8 @@ impl Router {
             return self.send_error(from, 0, code, message);
         }
         if retain {
-            let value =
-                Retained { publisher: publisher.clone(), headers: headers.clone(), payload: payload.clone() };
+            let kept = super::detached(payload.clone());
+            let value = Retained { publisher: publisher.clone(), headers: headers.clone(), payload: kept };
             if !self.topics.retain(&topic, value, self.limits.max_retained) {
                 tracing::warn!(
                     %topic,
@@ -112,7 +114,10 @@ impl Router {
     /// Sends a message to a subscription now, or keeps it in its backlog if
     /// the connection is congested or older messages are waiting.
     fn offer(&mut self, id: SubId, delivery: Delivery) {
-        let capacity = self.limits.subscription_backlog;
+        let limits = topics::BacklogLimits {
+            messages: self.limits.subscription_backlog,
+            session_bytes: self.limits.session_backlog_bytes,
+        };
         let Some(sub) = self.topics.get_mut(id) else {
             return;
         };
@@ -123,7 +128,7 @@ impl Router {
             sub.delivered += 1;
             session.push(sub.session, &message(sub.sid, delivery));
         } else {
-            topics::enqueue(sub, delivery, capacity);
+            topics::enqueue(sub, delivery, limits, &session.backlog_bytes);
             session.backlog.raise();
         }
     }
@@ -144,7 +149,7 @@ impl Router {
                 sub.unreported = 0;
             }
             while !entry.outbox.is_congested() {
-                let Some(delivery) = sub.backlog.pop_front() else {
+                let Some(delivery) = topics::take(sub, &entry.backlog_bytes) else {
                     break;
                 };
                 sub.delivered += 1;

@@ -231,8 +231,8 @@ impl Router {
             put_at_ms: now,
             attempts: 0,
             dedup_id,
-            headers: headers.to_wire(),
-            payload,
+            headers: super::detached(headers.to_wire()),
+            payload: super::detached(payload),
         };
         match q.admit(&message, now) {
             Err(refused) => self.send_error(from, req, ErrorCode::QueueFull, refused.to_string()),

@@ -8,6 +8,7 @@
 //! next message it gets. This module only keeps the state; the router moves
 //! frames.
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -65,6 +66,8 @@ pub struct Subscription {
     pub unreported: u64,
     /// Messages waiting for the connection to drain.
     pub backlog: VecDeque<Delivery>,
+    /// What `backlog` holds, in bytes (see [`Delivery::cost`]).
+    pub backlog_bytes: usize,
 }
 
 /// A message waiting in a backlog.
@@ -75,6 +78,23 @@ pub struct Delivery {
     pub topic: Topic,
     pub headers: Headers,
     pub payload: Bytes,
+}
+
+impl Delivery {
+    /// Bytes it holds while it waits: its payload, headers and topic, and
+    /// a fixed share for the entry itself.
+    pub fn cost(&self) -> usize {
+        64 + self.payload.len() + self.headers.wire_len() + self.topic.as_str().len()
+    }
+}
+
+/// How much a backlog may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct BacklogLimits {
+    /// Messages in one subscription's backlog.
+    pub messages: usize,
+    /// Bytes in all backlogs of one connection.
+    pub session_bytes: usize,
 }
 
 /// A topic's retained last value.
@@ -178,6 +198,7 @@ impl Topics {
                 missed: 0,
                 unreported: 0,
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
             },
         );
         Ok(id)
@@ -262,15 +283,43 @@ impl Topics {
     }
 }
 
-/// Adds a message to a backlog of at most `capacity`, dropping (and
-/// counting) the oldest when full.
-pub fn enqueue(sub: &mut Subscription, delivery: Delivery, capacity: usize) {
-    if sub.backlog.len() >= capacity.max(1) {
-        sub.backlog.pop_front();
+/// Adds a message to a subscription's backlog, dropping (and counting) its
+/// oldest while the backlog is at its message limit or the connection's
+/// backlogs at their byte limit. If the bytes are held by the connection's
+/// other subscriptions, the new message is the one dropped.
+/// `session_bytes` is the connection's total, kept up to date.
+pub fn enqueue(
+    sub: &mut Subscription,
+    mut delivery: Delivery,
+    limits: BacklogLimits,
+    session_bytes: &Cell<usize>,
+) {
+    let cost = delivery.cost();
+    let over = |sub: &Subscription| {
+        sub.backlog.len() >= limits.messages.max(1) || session_bytes.get() + cost > limits.session_bytes
+    };
+    while over(sub) && take(sub, session_bytes).is_some() {
         sub.missed += 1;
         sub.unreported += 1;
     }
+    if over(sub) {
+        sub.missed += 1;
+        sub.unreported += 1;
+        return;
+    }
+    delivery.payload = super::detached(delivery.payload);
+    sub.backlog_bytes += cost;
+    session_bytes.set(session_bytes.get() + cost);
     sub.backlog.push_back(delivery);
+}
+
+/// Takes the oldest message of a subscription's backlog.
+pub fn take(sub: &mut Subscription, session_bytes: &Cell<usize>) -> Option<Delivery> {
+    let delivery = sub.backlog.pop_front()?;
+    let cost = delivery.cost();
+    sub.backlog_bytes = sub.backlog_bytes.saturating_sub(cost);
+    session_bytes.set(session_bytes.get().saturating_sub(cost));
+    Some(delivery)
 }
 
 fn remove_from(node: &mut Node, tokens: &[&[u8]], id: SubId) {
@@ -386,10 +435,40 @@ mod tests {
                 headers: Headers::new(),
                 payload: Bytes::from(vec![i]),
             };
-            enqueue(sub, delivery, 4);
+            enqueue(sub, delivery, BacklogLimits { messages: 4, session_bytes: 1 << 20 }, &Cell::new(0));
         }
         assert_eq!(sub.backlog.len(), 4);
         assert_eq!((sub.missed, sub.unreported), (6, 6));
         assert_eq!(sub.backlog[0].payload[0], 6);
+    }
+
+    /// Issue 12, defect 7: backlogs were bounded in messages only, so 8,192
+    /// large messages per subscription could be held.
+    #[test]
+    fn a_connections_backlogs_are_bounded_in_bytes() {
+        let (mut topics, ids) = subscribed(&["a", "b"]);
+        let session_bytes = Cell::new(0);
+        let limits = BacklogLimits { messages: 1000, session_bytes: 10_000 };
+        let big = |t: &str| Delivery {
+            retained: false,
+            publisher: Caller::default(),
+            topic: topic(t),
+            headers: Headers::new(),
+            payload: Bytes::from(vec![1u8; 1000]),
+        };
+        for _ in 0..50 {
+            enqueue(topics.get_mut(ids[0]).unwrap(), big("a"), limits, &session_bytes);
+        }
+        let a = topics.get_mut(ids[0]).unwrap();
+        assert!(session_bytes.get() <= 10_000, "{}", session_bytes.get());
+        assert_eq!(a.backlog.len(), 9);
+        assert_eq!(a.missed, 41);
+        // The other subscription finds no room: its new message is dropped, counted.
+        enqueue(topics.get_mut(ids[1]).unwrap(), big("b"), limits, &session_bytes);
+        let b = topics.get_mut(ids[1]).unwrap();
+        assert_eq!((b.backlog.len(), b.missed), (0, 1));
+        // Taking frees the bytes.
+        while take(topics.get_mut(ids[0]).unwrap(), &session_bytes).is_some() {}
+        assert_eq!(session_bytes.get(), 0);
     }
 }
