@@ -67,6 +67,8 @@ pub struct Limits {
     pub session_backlog_bytes: usize,
     /// Most topics that keep a retained value.
     pub max_retained: usize,
+    /// Most calls waiting, daemon-wide, for services that are starting.
+    pub max_parked: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +87,7 @@ impl Default for Limits {
             subscription_backlog: 8192,
             session_backlog_bytes: 8 * 1024 * 1024,
             max_retained: 10_000,
+            max_parked: 10_000,
         }
     }
 }

@@ -26,7 +26,7 @@ fn is_daemon_only(method: &MethodName) -> bool {
 impl Router {
     /// Refuses a call or broadcast the caller may not make now; `Err` holds
     /// the error to send.
-    fn admit(
+    pub(super) fn admit(
         &self,
         from: SessionId,
         method: &MethodName,
@@ -68,6 +68,11 @@ impl Router {
             return None;
         }
         let call = self.check_hold(from, call)?;
+        self.route_call(from, call)
+    }
+
+    /// Routes a call already allowed (policy, rate) and past any hold.
+    pub(super) fn route_call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
         if service.as_str() == sys::QUEUES_SERVICE && !self.shutting_down {
             self.queue_admin(from, id, method.as_str(), &payload);

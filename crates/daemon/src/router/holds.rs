@@ -56,8 +56,10 @@ impl Router {
                 std::mem::take(&mut self.holds.parked).into_iter().partition(|p| &p.call.service == service);
             self.holds.parked = rest;
             for Parked { from, mut call, deadline } in waiting {
+                self.unpark(from);
                 call.timeout_ms = remaining_ms(deadline);
-                self.call(from, call);
+                // Already checked against the policy and the rate when it came.
+                self.route_call(from, call);
             }
         }
     }
@@ -76,6 +78,25 @@ impl Router {
         let (code, state) = match hold {
             None => return Some(call),
             Some(Hold::Starting) => {
+                // Parked calls are admitted like any other and count as in
+                // flight while they wait, and the parked set is bounded.
+                let admitted = self.admit(from, &call.method, &call.headers, &call.payload).and_then(|()| {
+                    if self.holds.parked.len() < self.limits.max_parked {
+                        return Ok(());
+                    }
+                    let message = format!(
+                        "{} calls already wait for starting services (the limit)",
+                        self.limits.max_parked
+                    );
+                    Err((ErrorCode::Overloaded, message))
+                });
+                if let Err((code, message)) = admitted {
+                    self.send_error(from, call.id, code, message);
+                    return None;
+                }
+                if let Some(session) = self.sessions.get_mut(&from) {
+                    session.inflight += 1;
+                }
                 let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms));
                 self.holds.parked.push(Parked { from, call, deadline });
                 return None;
@@ -101,8 +122,19 @@ impl Router {
             .partition(|p| p.deadline <= now);
         self.holds.parked = rest;
         for Parked { from, call, .. } in expired {
+            self.unpark(from);
             let message = format!("service {} was still starting at the deadline", call.service);
             self.send(from, &Frame::Error { id: call.id, code: ErrorCode::Timeout, message });
+        }
+    }
+}
+
+impl Router {
+    /// A parked call of `from` leaves the parked set: it no longer counts
+    /// as in flight there (routing it counts it again).
+    fn unpark(&mut self, from: SessionId) {
+        if let Some(session) = self.sessions.get_mut(&from) {
+            session.inflight = session.inflight.saturating_sub(1);
         }
     }
 }
