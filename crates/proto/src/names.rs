@@ -125,6 +125,15 @@ impl ServiceName {
     }
 }
 
+impl MethodName {
+    /// Whether only the daemon may call it (starts with `__`, as
+    /// `__control` does): refused to everyone else on every path, direct
+    /// channels included, and never matched by a wildcard in a policy.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(b"__")
+    }
+}
+
 /// A call target, `SERVICE.METHOD`: the method is the last dotted token, the
 /// service everything before it (`inventory.eu.reserve` is method `reserve`
 /// of service `inventory.eu`).

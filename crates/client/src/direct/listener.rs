@@ -285,6 +285,14 @@ async fn serve_calls(
 /// Serves one frame from the caller; false when the channel must end.
 fn serve_frame(ticket: &Ticket, replies: &Arc<Replies>, frame: Frame) -> bool {
     match frame {
+        Frame::Call(call) if call.method.is_reserved() => {
+            // `__control` and its kind come from the daemon only, never
+            // over a channel another process opened.
+            let message = format!("method {} is reserved for the daemon", call.method);
+            let _ =
+                replies.outbox.push(&Frame::Error { id: call.id, code: ErrorCode::NoSuchMethod, message });
+            true
+        }
         Frame::Call(call) if call.service == *ticket.service.name() => {
             let request = Request {
                 id: call.id,

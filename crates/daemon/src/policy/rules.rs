@@ -66,7 +66,9 @@ impl fmt::Display for Op {
 
 #[derive(Debug, Clone)]
 enum Pattern {
-    /// `*` matches any run of characters (dots included).
+    /// Dot-separated tokens: `*` within a token matches any run of
+    /// characters but a dot, a last token `>` matches one or more tokens.
+    /// No wildcard matches a reserved token (`__control`): those only by name.
     Glob(String),
     /// Topic semantics: `*` one token, `>` the rest.
     Topic(TopicPattern),
@@ -100,7 +102,13 @@ impl Rule {
             (Op::Publish | Op::Subscribe, Some(p)) => {
                 Pattern::Topic(TopicPattern::parse(p).map_err(|err| format!("{text:?}: {err}"))?)
             }
-            (_, Some(p)) => Pattern::Glob(p.to_owned()),
+            (_, Some(p)) => {
+                let tokens: Vec<&str> = p.split('.').collect();
+                if tokens[..tokens.len() - 1].contains(&">") {
+                    return Err(format!("{text:?}: > matches the rest, so it must be the last token"));
+                }
+                Pattern::Glob(p.to_owned())
+            }
         };
         Ok(Rule { op, pattern })
     }
@@ -158,8 +166,25 @@ impl Rules {
     }
 }
 
-/// `*` matches any run of bytes.
-fn glob_match(glob: &[u8], text: &[u8]) -> bool {
+/// Whether `pattern` matches `text`, token by token (see [`Pattern::Glob`]).
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let mut wanted = pattern.split(|b| *b == b'.');
+    let mut tokens = text.split(|b| *b == b'.').peekable();
+    let reserved = |token: &[u8]| token.starts_with(b"__");
+    loop {
+        match (wanted.next(), tokens.next()) {
+            (Some(b">"), Some(first)) => {
+                return !reserved(first) && tokens.all(|t| !reserved(t));
+            }
+            (Some(w), Some(t)) if token_match(w, t) && (!reserved(t) || reserved(w)) => continue,
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// `*` matches any run of bytes within one token.
+fn token_match(glob: &[u8], text: &[u8]) -> bool {
     let (mut g, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
@@ -221,14 +246,29 @@ mod tests {
 
     #[test]
     fn globs_match_calls_queues_and_services() {
-        let r = rules(&["call billing.*", "queue.get mail*", "serve worker"], &[]);
+        let r = rules(&["call billing.*", "queue.get mail*", "queue.get jobs.>", "serve worker"], &[]);
         assert!(r.permits(Op::Call, "billing.charge"));
         assert!(!r.permits(Op::Call, "billingx.charge"));
         assert!(!r.permits(Op::Call, "shipping.send"));
         assert!(!r.permits(Op::Notify, "billing.charge"), "call does not grant notify");
-        assert!(r.permits(Op::QueueGet, "mail.dlq"));
+        assert!(r.permits(Op::QueueGet, "mailbox") && !r.permits(Op::QueueGet, "mail.dlq"));
+        assert!(r.permits(Op::QueueGet, "jobs.dlq") && !r.permits(Op::QueueGet, "jobs"));
         assert!(r.permits(Op::Serve, "worker") && !r.permits(Op::Serve, "worker2"));
-        assert!(glob_match(b"*", b"") && glob_match(b"a*c*", b"abcxc") && !glob_match(b"a*d", b"abc"));
+        assert!(token_match(b"*", b"") && token_match(b"a*c*", b"abcxc") && !token_match(b"a*d", b"abc"));
+    }
+
+    /// Issue 12: `*` matched dots too, so `call billing.*` reached a service
+    /// named `billing.admin`, and any wildcard reached `__control`.
+    #[test]
+    fn a_star_stays_within_one_token_and_wildcards_never_reach_reserved_methods() {
+        let r = rules(&["call billing.*", "call cache.>", "call ops.__control"], &[]);
+        assert!(!r.permits(Op::Call, "billing.admin.purge"), "service billing.admin, method purge");
+        assert!(r.permits(Op::Call, "cache.get") && r.permits(Op::Call, "cache.eu.get"));
+        assert!(!r.permits(Op::Call, "billing.__control"));
+        assert!(!r.permits(Op::Call, "cache.__control") && !r.permits(Op::Call, "cache.eu.__control"));
+        assert!(r.permits(Op::Call, "ops.__control"), "named, it is granted");
+        let any = rules(&["call >"], &[]);
+        assert!(any.permits(Op::Call, "a.b") && !any.permits(Op::Call, "a.__control"));
     }
 
     #[test]

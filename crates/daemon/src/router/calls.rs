@@ -18,11 +18,6 @@ const REQUEST_OVERHEAD: usize = 1 + 4 + 4 + 8 + 8 + 4 + 4 + 1;
 /// An answer as the callee (or the daemon on its behalf) gave it.
 pub(super) type Outcome = Result<Bytes, (ErrorCode, String)>;
 
-/// Methods only the daemon's own connection may call (`__control`).
-fn is_daemon_only(method: &MethodName) -> bool {
-    method.as_str().starts_with("__")
-}
-
 impl Router {
     /// Refuses a call or broadcast the caller may not make now; `Err` holds
     /// the error to send.
@@ -36,7 +31,7 @@ impl Router {
         if self.shutting_down {
             return Err((ErrorCode::ShuttingDown, "the daemon is shutting down".into()));
         }
-        if is_daemon_only(method) && !self.is_daemon_session(from) {
+        if method.is_reserved() && !self.is_daemon_session(from) {
             return Err((ErrorCode::NoSuchMethod, format!("method {method} is reserved for the daemon")));
         }
         let inflight = self.sessions.get(&from).map_or(0, |s| s.inflight);
@@ -129,7 +124,7 @@ impl Router {
     pub(super) fn notify(&mut self, from: SessionId, notify: Notify) -> Option<Congested> {
         let Notify { all, instance, service, method, headers, payload } = notify;
         let reserved = service.is_reserved() && !self.registry.has(&service);
-        if self.shutting_down || reserved || (is_daemon_only(&method) && !self.is_daemon_session(from)) {
+        if self.shutting_down || reserved || (method.is_reserved() && !self.is_daemon_session(from)) {
             return None;
         }
         let target = || format!("{service}.{method}");
