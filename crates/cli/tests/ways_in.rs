@@ -62,3 +62,52 @@ async fn a_direct_channel_refuses_reserved_methods() {
     assert_eq!(after.state, "Running", "{after:?}");
     assert_eq!(after.instances[0].pid, pid, "the same process still serves");
 }
+
+/// Defect 12: the descriptor the daemon duplicated while a write to a
+/// stalled client blocked was not close-on-exec, so a service started
+/// meanwhile inherited a live connection of another client. A service
+/// now starts with its standard streams only. Failed before the fix (it
+/// held the stalled subscriber's socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_started_while_a_client_is_stalled_inherits_only_its_standard_streams() {
+    use std::io::Write;
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("services.toml");
+    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
+    std::fs::write(
+        &config,
+        format!("[services.lister]\ncommand = \"sleep\"\nargs = [\"30\"]\nstart = \"manual\"\n{root}\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    // A subscriber that never reads, and enough publications to fill its
+    // socket: the daemon's writer for it is now waiting for writability.
+    let mut stalled = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    let mut frames = bytes::BytesMut::new();
+    switchboard_proto::Frame::Hello(switchboard_proto::Hello {
+        version: switchboard_proto::PROTOCOL_VERSION,
+        features: 0,
+        client_name: "stalled".into(),
+        credential: String::new(),
+    })
+    .encode(&mut frames);
+    let pattern = switchboard_proto::TopicPattern::parse("fill").unwrap();
+    switchboard_proto::Frame::Subscribe { req: 1, sid: 1, pattern }.encode(&mut frames);
+    stalled.write_all(&frames).unwrap();
+    let bus = daemon.bus().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..200 {
+        bus.publish("fill", vec![0u8; 16 * 1024]).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = daemon.cli(&["start", "lister"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pid = status(&daemon, "lister").instances[0].pid.expect("running");
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, vec!["0", "1", "2"], "the service inherited more than its standard streams");
+    drop(stalled);
+}

@@ -147,9 +147,11 @@ impl WriteHalf {
 
     /// Registers a duplicate of the descriptor for writability just for
     /// this wait; registration reports a socket that is already writable,
-    /// so no wake-up is lost between the failed write and the wait.
+    /// so no wake-up is lost between the failed write and the wait. The
+    /// duplicate is close-on-exec like every descriptor we open: a process
+    /// spawned meanwhile must not inherit a live connection.
     async fn wait_writable(&self) -> io::Result<()> {
-        let dup = Arc::new(rustix::io::dup(&*self.fd)?);
+        let dup = Arc::new(rustix::io::fcntl_dupfd_cloexec(&*self.fd, 0)?);
         let writable = register(dup, Interest::WRITABLE)?;
         let _ready = writable.writable().await?;
         Ok(())

@@ -21,7 +21,9 @@ pub async fn probe(check: &HealthCheck, bus: &Bus) -> Result<(), String> {
 }
 
 async fn run_command(command: &str, timeout: Duration) -> Result<(), String> {
-    let mut child = tokio::process::Command::new("sh")
+    let mut sh = tokio::process::Command::new("sh");
+    super::process::inherit_only_stdio(&mut sh);
+    let mut child = sh
         .arg("-c")
         .arg(command)
         .stdin(std::process::Stdio::null())

@@ -1,8 +1,11 @@
 //! Starting and signalling an instance's processes.
 //!
-//! Every instance runs in its own process group, so a signal reaches the
-//! whole tree it forked; the user, group, nice level and rlimits are set in
-//! the child between fork and exec, and no-new-privileges always.
+//! Every instance runs in its own session (and so its own process group),
+//! so a signal reaches the whole tree it forked and the daemon can tell its
+//! processes from a sibling's by session id; the user, group, nice level
+//! and rlimits are set in the child between fork and exec, and
+//! no-new-privileges always. A child inherits only its standard streams:
+//! every other descriptor is closed on exec, whoever opened it.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -65,8 +68,8 @@ pub fn spawn(spec: &ServiceSpec, env: &BTreeMap<String, String>) -> Result<Child
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(false);
+    inherit_only_stdio(&mut command);
     if let Some(dir) = &spec.directory {
         command.current_dir(dir);
     }
@@ -92,6 +95,7 @@ fn limit_child(command: &mut Command, limits: Vec<(Resource, u64)>, nice: Option
     // neither allocate nor take locks, so it is async-signal-safe.
     unsafe {
         command.pre_exec(move || {
+            rustix::process::setsid()?;
             rustix::thread::set_no_new_privs(true)?;
             // If the daemon dies (kill -9), its instances die with it rather
             // than run on unsupervised.
@@ -104,6 +108,30 @@ fn limit_child(command: &mut Command, limits: Vec<(Resource, u64)>, nice: Option
             }
             if let Some(nice) = nice {
                 rustix::process::setpriority_process(None, nice)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes every descriptor above the standard streams close on exec in
+/// the child, so nothing the daemon holds (client connections, the queue
+/// log, the supervisor's own connection) leaks into a service or a health
+/// check, even a descriptor some library opened without `O_CLOEXEC`.
+#[allow(unsafe_code)]
+pub fn inherit_only_stdio(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and makes one
+    // raw system call (close_range), which neither allocates nor locks.
+    unsafe {
+        command.pre_exec(|| {
+            // SAFETY: close_range takes plain integers; with
+            // CLOSE_RANGE_CLOEXEC it only sets flags on descriptors.
+            let done = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            let errno = std::io::Error::last_os_error();
+            // Kernels before 5.11 do not know the flag: every descriptor the
+            // daemon opens is close-on-exec anyway.
+            if done != 0 && !matches!(errno.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL)) {
+                return Err(errno);
             }
             Ok(())
         });
