@@ -111,3 +111,111 @@ async fn a_service_started_while_a_client_is_stalled_inherits_only_its_standard_
     assert_eq!(fds, vec!["0", "1", "2"], "the service inherited more than its standard streams");
     drop(stalled);
 }
+
+/// Defect 13: an instance secret could be used from outside the instance: a
+/// same-uid sibling read it from `/proc/PID/environ`, joined the instance's
+/// process group (same session), presented it, and could attach its own
+/// registration as the instance. Instances now run in their own session, the
+/// secret is accepted only from inside it, and attach is once, by the
+/// instance's own connection. Failed before the fix (the thief joined the
+/// group and was welcomed as the instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sibling_that_reads_an_instance_secret_still_cannot_use_it() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("services.toml");
+    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
+    std::fs::write(
+        &config,
+        format!("[services.cache]\ncommand = {:?}\nready = \"bus\"\n{root}\n", bus_aware()),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&daemon, "cache").state != "Running" {
+        assert!(Instant::now() < deadline, "cache never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = status(&daemon, "cache").instances[0].pid.unwrap();
+    let thief = tokio::task::spawn_blocking({
+        let socket = daemon.socket.clone();
+        move || {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "steal_an_instance_secret", "--ignored", "--nocapture"])
+                .env("THIEF_VICTIM_PID", pid.to_string())
+                .env("THIEF_SOCKET", socket)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&thief.stdout);
+    println!("{said}");
+    assert!(said.contains("secret: read"), "the thief could read the environment: {said}");
+    assert!(said.contains("setpgid: refused"), "{said}");
+    assert!(
+        said.contains("hello: permission_denied") && said.contains("not a process of that instance"),
+        "{said}"
+    );
+    assert!(said.contains("attach: permission denied"), "{said}");
+    assert_eq!(status(&daemon, "cache").state, "Running");
+}
+
+/// The sibling of the test above, run as a separate process of the same
+/// user: reads the secret, tries to join the instance's process group,
+/// presents the secret, and tries to attach its own registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by a_sibling_that_reads_an_instance_secret_still_cannot_use_it, in its own process"]
+async fn steal_an_instance_secret() {
+    let (Ok(pid), Ok(socket)) = (std::env::var("THIEF_VICTIM_PID"), std::env::var("THIEF_SOCKET")) else {
+        return;
+    };
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let secret = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"SWITCHBOARD_INSTANCE_SECRET="))
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .expect("the instance's environment names its secret");
+    println!("secret: read");
+    let victim = rustix::process::Pid::from_raw(pid.parse().unwrap()).unwrap();
+    match rustix::process::setpgid(None, Some(victim)) {
+        Ok(()) => println!("setpgid: joined"),
+        Err(err) => println!("setpgid: refused ({err})"),
+    }
+    // Present the secret as a credential.
+    let stream = switchboard_transport::Stream::connect(&switchboard::Endpoint::Unix(socket.clone().into()))
+        .await
+        .unwrap();
+    let (read, write) = stream.into_split().unwrap();
+    let outbox = std::sync::Arc::new(switchboard_transport::Outbox::new(1 << 20));
+    let writer = outbox.clone();
+    tokio::spawn(async move { switchboard_transport::run_writer(&writer, write).await });
+    let hello = switchboard_proto::Hello {
+        version: switchboard_proto::PROTOCOL_VERSION,
+        features: 0,
+        client_name: "thief".into(),
+        credential: format!("secret:{secret}"),
+    };
+    outbox.push(&switchboard_proto::Frame::Hello(hello)).unwrap();
+    let mut reader = switchboard_transport::FrameReader::new(read, 1 << 20);
+    match reader.next().await.unwrap() {
+        Some(switchboard_proto::Frame::Goodbye { code, message }) => {
+            println!("hello: {}: {message}", code.name())
+        }
+        other => println!("hello: welcomed ({other:?})"),
+    }
+    // Attach its own registration of the service with the stolen secret.
+    let bus = Bus::connect(&format!("unix:{socket}")).await.unwrap();
+    let service =
+        bus.serve("cache").unwrap().method("get", |_| async { Ok(bytes::Bytes::new()) }).start().await;
+    let service = service.unwrap();
+    let attach = switchboard_proto::supervision::Attach {
+        secret,
+        control_instance: service.instance(),
+        accepts: Vec::new(),
+    };
+    match bus.call("$sys.services.attach", switchboard_proto::sys::encode(&attach)).await {
+        Ok(_) => println!("attach: accepted"),
+        Err(err) => println!("attach: {err}"),
+    }
+}

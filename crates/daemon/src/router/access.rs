@@ -28,16 +28,20 @@ pub type Refusal = (ErrorCode, String);
 pub struct InstanceIdentity {
     pub service: String,
     pub instance: u32,
-    /// The instance's process group: only its processes may use the secret.
-    pub process_group: u32,
+    /// The instance's session (it is started with `setsid`, so this is its
+    /// first pid): only processes of that session may use the secret. A
+    /// process of another session cannot join it (`setsid` makes only new
+    /// sessions, `setpgid` moves only within one), so a sibling that read
+    /// the secret from `/proc/PID/environ` still cannot present it.
+    pub session: u32,
 }
 
 /// A peer on the local socket, looked up before the router is locked (the
-/// user and group files, its process group in /proc).
+/// user and group files, its session in /proc).
 pub struct LocalPeer {
     cred: PeerCred,
     os: Principal,
-    process_group: Option<u32>,
+    session: Option<u32>,
     /// This daemon's own process (the supervisor's connection).
     daemon: bool,
 }
@@ -47,7 +51,7 @@ impl LocalPeer {
         Self {
             cred,
             os: Principal::local(cred.uid, cred.gid, rustix::process::geteuid().as_raw()),
-            process_group: cred.pid.and_then(process_group),
+            session: cred.pid.and_then(session_of),
             daemon: cred.pid == Some(std::process::id()),
         }
     }
@@ -90,7 +94,7 @@ impl Router {
     }
 
     /// Who a new connection is: its OS identity, or the service whose secret
-    /// it presents from inside that service's process group, or the token it
+    /// it presents from inside that service's session, or the token it
     /// presents, or its verified TLS certificate. A wrong credential refuses
     /// the connection. Does no I/O: the caller looked the peer up first.
     pub fn authenticate(
@@ -104,13 +108,14 @@ impl Router {
             return Ok(Principal::daemon());
         }
         if let Some(secret) = credential.strip_prefix("secret:") {
-            let Some(identity) = self.access.secrets.get(secret) else {
+            let found = self.access.secrets.iter().find(|(known, _)| constant_time_eq(known, secret));
+            let Some((_, identity)) = found else {
                 return denied("unknown or stale instance secret".into());
             };
-            let Some(LocalPeer { cred, os, process_group, .. }) = peer else {
+            let Some(LocalPeer { cred, os, session, .. }) = peer else {
                 return denied("an instance secret is only accepted on the local socket".into());
             };
-            if process_group != Some(identity.process_group) {
+            if session != Some(identity.session) {
                 let pid = cred.pid.unwrap_or(0);
                 return denied(format!(
                     "the secret of {}#{} was presented by pid {pid}, which is not a process of that instance",
@@ -244,15 +249,16 @@ pub(super) fn rules_for(policy: &Policy, principal: &Principal) -> Arc<Rules> {
     policy.rules_for(principal)
 }
 
-/// The process group of `pid`, from /proc.
-fn process_group(pid: u32) -> Option<u32> {
+/// The session of `pid`, from /proc.
+fn session_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After "pid (comm) state ppid pgrp": comm may hold spaces, so split after ')'.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(2)?.parse().ok()
+    // After "pid (comm) state ppid pgrp session": comm may hold spaces, so
+    // split after ')'.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Compares without stopping at the first difference.
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -261,9 +267,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn our_own_process_group_is_read_from_proc() {
-        let ours = process_group(std::process::id()).expect("our process group");
-        assert_eq!(ours, rustix::process::getpgrp().as_raw_pid() as u32);
+    fn our_own_session_is_read_from_proc() {
+        let ours = session_of(std::process::id()).expect("our session");
+        let expected = rustix::process::getsid(None).expect("getsid").as_raw_pid() as u32;
+        assert_eq!(ours, expected);
     }
 
     #[test]

@@ -322,15 +322,34 @@ impl Runtime {
         let found = self.services.iter().find_map(|(name, s)| {
             s.instances
                 .iter()
-                .find(|i| !attach.secret.is_empty() && i.secret == attach.secret && i.state().has_process())
-                .map(|i| ((name.clone(), i.index), s.spec.ready))
+                .find(|i| {
+                    !attach.secret.is_empty()
+                        && crate::router::access::constant_time_eq(&i.secret, &attach.secret)
+                        && i.state().has_process()
+                })
+                .map(|i| ((name.clone(), i.index), s.spec.ready, i.attached.is_some()))
         });
-        let Some((key, ready)) = found else {
+        let Some((key, ready, attached)) = found else {
             return Err((
                 ErrorCode::PermissionDenied,
                 "no supervised instance has this secret (wrong or stale)".into(),
             ));
         };
+        // The secret is exchanged once, and only by the instance itself: by
+        // a connection that authenticated with it from inside the instance's
+        // session (so knowing the secret is not enough).
+        let instance_principal = format!("service:{}#{}", key.0, key.1);
+        if caller.principal.as_str() != instance_principal {
+            let message = format!(
+                "{} may not attach as {instance_principal}: attach from the instance's own connection",
+                caller.principal
+            );
+            return Err((ErrorCode::PermissionDenied, message));
+        }
+        if attached {
+            let message = format!("{instance_principal} has attached already; its secret is spent");
+            return Err((ErrorCode::PermissionDenied, message));
+        }
         let owner = lock(&self.router)
             .registry()
             .get(attach.control_instance)

@@ -338,11 +338,8 @@ impl Runtime {
             Ok(launched) => {
                 let cgroup =
                     super::cgroup::Cgroup::apply(&format!("{name}-{number}"), &spec.cgroup, launched.pid);
-                let identity = InstanceIdentity {
-                    service: name.to_owned(),
-                    instance: number,
-                    process_group: launched.pid,
-                };
+                let identity =
+                    InstanceIdentity { service: name.to_owned(), instance: number, session: launched.pid };
                 lock(&self.router).register_secret(secret, identity);
                 let Some(instance) = self.find_any(&key) else { return };
                 instance.pid = Some(launched.pid);
