@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use support::{Daemon, BIN};
 use switchboard::CallError;
 
-const OTHER_USER: &str = "sbtest";
+use support::{other_user, OTHER_USER};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -21,22 +21,6 @@ fn stderr(out: &Output) -> String {
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write config");
-}
-
-/// The uid and gid of the second test user, created if missing.
-fn other_user() -> (u32, u32) {
-    let id = |flag: &str| {
-        let out = Command::new("id").args([flag, OTHER_USER]).output().expect("id");
-        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok()
-    };
-    if id("-u").is_none() {
-        let out = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER])
-            .output()
-            .expect("useradd");
-        assert!(out.status.success(), "useradd failed: {}", stderr(&out));
-    }
-    (id("-u").expect("uid"), id("-g").expect("gid"))
 }
 
 // Multi-threaded: the test serves `demo` itself while it waits for CLI processes.

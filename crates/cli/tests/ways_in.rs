@@ -219,3 +219,96 @@ async fn steal_an_instance_secret() {
         Err(err) => println!("attach: {err}"),
     }
 }
+
+/// Defect 14, the daemon's side: the default socket directory was checked
+/// and chmod-ed through symlinks, so one planted where it would be made
+/// (under /tmp anyone can) pointed the daemon at another directory. A
+/// symlink there is now refused, named. Failed before the fix (it started).
+#[test]
+fn the_daemon_refuses_a_symlinked_default_socket_directory() {
+    let runtime = tempfile::tempdir().unwrap();
+    let elsewhere = runtime.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, runtime.path().join("switchboard")).unwrap();
+    let mut child = std::process::Command::new(support::BIN)
+        .args(["up", "--data-dir"])
+        .arg(runtime.path().join("data"))
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .env_remove("SWITCHBOARD_ADDR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = support::wait_exit(&mut child, Duration::from_secs(10));
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the daemon started on a symlinked socket directory");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert!(!elsewhere.join("bus.sock").exists());
+}
+
+/// Defect 14, the clients' side: a client sent its token or instance secret
+/// to whatever listened at the socket path. It now checks the peer's uid
+/// (its own, root, or SWITCHBOARD_DAEMON_UID) before sending any
+/// credential. A daemon run by another user stands in for an impostor.
+/// Needs root (to run a daemon as a second user). Failed before the fix
+/// (the token was sent, and the impostor answered "unknown token").
+#[test]
+fn clients_send_no_credential_to_a_daemon_of_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var("CI").is_err(), "this test needs root, and CI runs as root");
+        eprintln!("skipped: needs root to run a daemon as a second user");
+        return;
+    }
+    let (uid, gid) = support::other_user();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("bus.sock");
+    let config = dir.path().join("daemon.toml");
+    std::fs::write(&config, "[security]\nsocket_mode = \"0666\"\n").unwrap();
+    let mut impostor = support::Guard(
+        std::process::Command::new(support::BIN)
+            .args(["up", "--listen", &format!("unix:{}", socket.display()), "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .uid(uid)
+            .gid(gid)
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = std::io::BufReader::new(impostor.0.stdout.take().unwrap());
+    let ready = std::io::BufRead::lines(stdout).map_while(Result::ok).any(|line| line.contains("ready"));
+    assert!(ready, "the second user's daemon did not start");
+    let whoami = |daemon_uid: Option<u32>| {
+        let mut command = std::process::Command::new(support::BIN);
+        command
+            .arg("whoami")
+            .env("SWITCHBOARD_ADDR", format!("unix:{}", socket.display()))
+            .env("SWITCHBOARD_TOKEN", "a-token-for-the-real-daemon-only")
+            .env_remove("SWITCHBOARD_INSTANCE_SECRET");
+        match daemon_uid {
+            Some(uid) => command.env("SWITCHBOARD_DAEMON_UID", uid.to_string()),
+            None => command.env_remove("SWITCHBOARD_DAEMON_UID"),
+        };
+        let out = command.output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let refused = whoami(None);
+    assert!(
+        refused.contains("not sending credentials") && refused.contains(&format!("uid {uid}")),
+        "{refused}"
+    );
+    // Told that this uid is the daemon's, the client sends it.
+    let sent = whoami(Some(uid));
+    assert!(sent.contains("unknown token"), "{sent}");
+}

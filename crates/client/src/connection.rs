@@ -146,6 +146,13 @@ pub(crate) async fn connect(
             .await
             .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?,
     };
+    if !credential.is_empty() {
+        if let Some(cred) = stream.peer_cred() {
+            if !trusted_daemon_uid(cred.uid) {
+                return Err(ConnectError::UntrustedDaemon { endpoint: endpoint.clone(), uid: cred.uid });
+            }
+        }
+    }
     let unreachable = |source| ConnectError::Unreachable { endpoint: endpoint.clone(), source };
     let (read, write) = stream.into_split().map_err(unreachable)?;
     let mut reader = FrameReader::new(read, DEFAULT_MAX_FRAME);
@@ -183,6 +190,14 @@ pub(crate) async fn connect(
         inflight: Arc::new(Semaphore::new(welcome.max_inflight.max(1) as usize)),
     });
     Ok(Connected { link, reader, writer })
+}
+
+/// Whether a daemon running as `uid` may be given credentials: ours, root's,
+/// or the one named in `SWITCHBOARD_DAEMON_UID`. Anyone else could have
+/// bound the socket first (a default path under /tmp) to collect secrets.
+fn trusted_daemon_uid(uid: u32) -> bool {
+    let named = std::env::var("SWITCHBOARD_DAEMON_UID").ok().and_then(|v| v.trim().parse::<u32>().ok());
+    uid == rustix::process::getuid().as_raw() || uid == 0 || named == Some(uid)
 }
 
 /// Runs the connection until the bus is closed, reconnecting as needed.

@@ -17,6 +17,13 @@ pub enum ConnectError {
     Handshake { endpoint: Endpoint, why: String },
     #[error("the daemon at {endpoint} refused the connection ({}): {message}", code.name())]
     Refused { endpoint: Endpoint, code: ErrorCode, message: String },
+    /// The socket is served by a process of another user: no credential
+    /// (instance secret, token) is sent to it.
+    #[error(
+        "not sending credentials to {endpoint}: it is served by uid {uid}, not by you, root or \
+         SWITCHBOARD_DAEMON_UID (set that to the daemon's uid if it really runs as another user)"
+    )]
+    UntrustedDaemon { endpoint: Endpoint, uid: u32 },
 }
 
 /// Why a call (or any request answered by the daemon) failed.

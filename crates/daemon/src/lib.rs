@@ -20,6 +20,7 @@ pub mod admin;
 pub mod config_file;
 pub mod listen;
 pub mod policy;
+pub mod private_dir;
 pub mod queues;
 pub mod router;
 pub mod session;
@@ -172,6 +173,8 @@ pub enum DaemonError {
     PlainTcpNotAllowed { endpoint: Endpoint },
     #[error("unsafe socket directory {}: {why}", dir.display())]
     SocketDir { dir: PathBuf, why: String },
+    #[error("unsafe data directory {}: {why}", dir.display())]
+    DataDir { dir: PathBuf, why: String },
     #[error(transparent)]
     Store(#[from] queues::store::StoreError),
     #[error(transparent)]
@@ -211,6 +214,11 @@ impl Daemon {
         };
         let rules = listen::Rules { socket_mode: file.security.socket_mode, allow_plain_tcp: allow_tcp, tls };
         let listeners = listen::bind(&config.listen, &rules).await?.into_iter().map(Arc::new).collect();
+        if config.data_dir.starts_with(std::env::temp_dir()) {
+            // The fallback without a home: a shared place, so it must be ours.
+            private_dir::ensure(&config.data_dir, 0o700)
+                .map_err(|why| DaemonError::DataDir { dir: config.data_dir.clone(), why })?;
+        }
         let dir = config.data_dir.join("queues");
         let (store, recovered) = queues::store::Store::open(&dir, config.queue_segment_bytes.max(4096))?;
         if !recovered.messages.is_empty() || recovered.truncated > 0 {

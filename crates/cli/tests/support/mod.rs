@@ -200,3 +200,22 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     }
     check()
 }
+
+/// The second OS user the tests that need one run as.
+pub const OTHER_USER: &str = "sbtest";
+
+/// The uid and gid of the second test user, created if missing.
+pub fn other_user() -> (u32, u32) {
+    let id = |flag: &str| {
+        let out = Command::new("id").args([flag, OTHER_USER]).output().expect("id");
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok()
+    };
+    if id("-u").is_none() {
+        let out = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", OTHER_USER])
+            .output()
+            .expect("useradd");
+        assert!(out.status.success(), "useradd failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (id("-u").expect("uid"), id("-g").expect("gid"))
+}

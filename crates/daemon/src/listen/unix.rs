@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use switchboard_transport::{default_socket_path, Endpoint};
@@ -94,24 +94,12 @@ fn lock_path(socket: &Path) -> PathBuf {
 fn prepare_dir(dir: &Path, is_default: bool, socket_mode: u32) -> Result<(), DaemonError> {
     let bad = |why: String| DaemonError::SocketDir { dir: dir.to_owned(), why };
     let wanted = if socket_mode & 0o077 != 0 { 0o711 } else { 0o700 };
+    if is_default {
+        return crate::private_dir::ensure(dir, wanted).map_err(bad);
+    }
     DirBuilder::new()
         .recursive(true)
         .mode(wanted)
         .create(dir)
-        .map_err(|err| bad(format!("cannot create it: {err}")))?;
-    if is_default {
-        let meta = fs::metadata(dir).map_err(|err| bad(err.to_string()))?;
-        let me = rustix::process::getuid().as_raw();
-        if meta.uid() != me {
-            return Err(bad(format!("it is owned by uid {}, not by you (uid {me})", meta.uid())));
-        }
-        if meta.mode() & 0o022 != 0 {
-            return Err(bad(format!("its mode is {:o}: others may write to it", meta.mode() & 0o777)));
-        }
-        if meta.mode() & 0o777 != wanted {
-            fs::set_permissions(dir, fs::Permissions::from_mode(wanted))
-                .map_err(|err| bad(err.to_string()))?;
-        }
-    }
-    Ok(())
+        .map_err(|err| bad(format!("cannot create it: {err}")))
 }

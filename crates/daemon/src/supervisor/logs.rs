@@ -46,6 +46,14 @@ impl LogBook {
         })
     }
 
+    /// A book whose file could not be opened: lines are numbered and
+    /// published as usual, and each write tries the file again (and says
+    /// why it failed). Never a fallback to a shared temporary directory.
+    pub fn unopened(dir: &Path, service: &str, settings: LogSettings) -> Self {
+        let path = dir.join(format!("{service}.log"));
+        Self { service: service.to_owned(), path, file: None, size: 0, next_seq: 1, settings }
+    }
+
     /// Appends one line; returns it as stored (numbered and stamped).
     pub fn append(&mut self, instance: u32, stream: &str, text: &str) -> LogLine {
         let mut line = text.trim_end_matches(['\n', '\r']).to_owned();

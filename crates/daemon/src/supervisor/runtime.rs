@@ -153,14 +153,11 @@ impl Runtime {
         let log = match LogBook::open(&dir, &name, self.logs.clone()) {
             Ok(log) => log,
             Err(err) => {
-                tracing::warn!(service = %name, "cannot open logs in {}: {err}", dir.display());
                 // A log directory that cannot be opened should not stop the
-                // service; its output then goes to a book in a temporary place.
-                match LogBook::open(&std::env::temp_dir().join("switchboard-logs"), &name, self.logs.clone())
-                {
-                    Ok(log) => log,
-                    Err(_) => return,
-                }
+                // service; its lines still reach `logs --follow` and are
+                // written once the directory can be.
+                tracing::warn!(service = %name, "cannot open logs in {}: {err}", dir.display());
+                LogBook::unopened(&dir, &name, self.logs.clone())
             }
         };
         let desired = spec.start == StartType::Auto;
