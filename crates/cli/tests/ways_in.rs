@@ -312,3 +312,71 @@ fn clients_send_no_credential_to_a_daemon_of_another_user() {
     let sent = whoami(Some(uid));
     assert!(sent.contains("unknown token"), "{sent}");
 }
+
+/// Defect 15: principals and `user =` were resolved by parsing /etc/passwd
+/// and /etc/group, so users from other NSS sources (LDAP, SSSD,
+/// DynamicUser) were invisible. A real NSS source here: libnss-extrausers,
+/// with an nsswitch.conf bind-mounted inside a private mount namespace the
+/// daemon runs in (the machine's own files are untouched). Needs root.
+/// Failed before the fix: uid 4242 was `uid:4242`, not `user:sbnss`.
+#[test]
+fn users_known_only_to_nss_are_principals_and_can_run_services() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !rustix::process::geteuid().is_root() {
+        assert!(std::env::var("CI").is_err(), "this test needs root, and CI runs as root");
+        eprintln!("skipped: needs root (unshare -m, mount --bind, a second uid)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let extra = dir.path().join("extrausers");
+    std::fs::create_dir(&extra).unwrap();
+    std::fs::write(extra.join("passwd"), "sbnss:x:4242:4242:nss test user:/nonexistent:/usr/sbin/nologin\n")
+        .unwrap();
+    std::fs::write(extra.join("group"), "sbnssgrp:x:4242:sbnss\n").unwrap();
+    let nsswitch = dir.path().join("nsswitch.conf");
+    std::fs::write(&nsswitch, "passwd: files extrausers\ngroup: files extrausers\nshadow: files\n").unwrap();
+    let config = dir.path().join("daemon.toml");
+    let marker = dir.path().join("ran-as");
+    std::fs::write(
+        &config,
+        format!(
+            "[security]\nsocket_mode = \"0666\"\n\
+             [[policy]]\nprincipal = \"group:sbnssgrp\"\nallow = [\"call demo.*\"]\n\
+             [services.nssuser]\ncommand = \"sh\"\nargs = [\"-c\", \"id -un > {0}; exec sleep 30\"]\nuser = \"sbnss\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = format!(
+        "mount --bind {} /etc/nsswitch.conf && mount --bind {} /var/lib/extrausers && exec \"$@\"",
+        nsswitch.display(),
+        extra.display()
+    );
+    let wrapper = ["unshare", "-m", "--propagation", "private", "sh", "-c", script.as_str(), "sh"];
+    let daemon = Daemon::start_wrapped(
+        tempfile::tempdir().unwrap(),
+        &wrapper,
+        &["--config", config.to_str().unwrap()],
+    );
+    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A connection from uid 4242 is the NSS user, with its NSS group.
+    let out = daemon.cli(&["whoami", "--json"]).uid(4242).gid(4242).current_dir("/").output().unwrap();
+    let whoami = String::from_utf8_lossy(&out.stdout);
+    assert!(whoami.contains("user:sbnss"), "{whoami} {}", String::from_utf8_lossy(&out.stderr));
+    // Its NSS group is a subject the policy can name: `call demo.*` is granted to it.
+    let _echo = support::Guard(daemon.responder(&["demo.echo", "--echo", "-q"]));
+    let out = daemon.cli(&["call", "demo.echo", "1"]).uid(4242).gid(4242).current_dir("/").output().unwrap();
+    assert!(out.status.success(), "group:sbnssgrp was not applied: {out:?}");
+    // And `user = "sbnss"` runs the service as that user.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "the service never ran as sbnss: {}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    // `id -un` inside the namespace (its NSS) names it.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "sbnss");
+}

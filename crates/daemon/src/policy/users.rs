@@ -1,53 +1,53 @@
-//! The system's user and group database (`/etc/passwd`, `/etc/group`), read
-//! directly: names for peer credentials, ids for the supervisor's `user =`.
+//! The system's user and group database, through its own lookups
+//! (`getpwnam`, `getgrgid`, `getgrouplist` via NSS), so users from LDAP,
+//! SSSD, systemd's DynamicUser or extrausers resolve like local ones: names
+//! for peer credentials, ids for the supervisor's `user =`.
+//!
+//! These calls may do I/O (a directory server): callers run them before
+//! taking the router's lock, never under it.
+
+use std::ffi::CString;
+
+use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
 
 /// `(uid, primary gid)` of a user name (or a numeric uid).
 pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    passwd()
-        .into_iter()
-        .find_map(|(user, uid, gid)| (user == name || name.parse() == Ok(uid)).then_some((uid, gid)))
+    let user = match User::from_name(name).ok().flatten() {
+        Some(user) => user,
+        None => User::from_uid(Uid::from_raw(name.parse().ok()?)).ok().flatten()?,
+    };
+    Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 
 /// The gid of a group name (or a numeric gid).
 pub fn lookup_group(name: &str) -> Option<u32> {
-    groups().into_iter().find_map(|(group, gid, _)| (group == name || name.parse() == Ok(gid)).then_some(gid))
+    match Group::from_name(name).ok().flatten() {
+        Some(group) => Some(group.gid.as_raw()),
+        None => {
+            let gid: u32 = name.parse().ok()?;
+            Group::from_gid(Gid::from_raw(gid)).ok().flatten().map(|g| g.gid.as_raw())
+        }
+    }
 }
 
 /// The name of a uid, if it has one.
 pub fn user_name(uid: u32) -> Option<String> {
-    passwd().into_iter().find_map(|(user, id, _)| (id == uid).then_some(user))
+    User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
 }
 
-/// Names of every group `user` belongs to: its primary `gid` and the groups
-/// that list it as a member.
+/// Names of every group `user` belongs to: its primary `gid` and its
+/// supplementary groups, as the system's group lookups list them.
 pub fn group_names(user: Option<&str>, gid: u32) -> Vec<String> {
-    groups()
-        .into_iter()
-        .filter(|(_, id, members)| *id == gid || user.is_some_and(|u| members.iter().any(|m| m == u)))
-        .map(|(name, _, _)| name)
-        .collect()
-}
-
-fn passwd() -> Vec<(String, u32, u32)> {
-    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            Some(((*f.first()?).to_owned(), f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
-        })
-        .collect()
-}
-
-fn groups() -> Vec<(String, u32, Vec<String>)> {
-    let text = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            let members =
-                f.get(3).map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect());
-            Some(((*f.first()?).to_owned(), f.get(2)?.parse().ok()?, members.unwrap_or_default()))
-        })
-        .collect()
+    let primary = Gid::from_raw(gid);
+    let gids = user
+        .and_then(|u| CString::new(u).ok())
+        .and_then(|u| getgrouplist(&u, primary).ok())
+        .unwrap_or_else(|| vec![primary]);
+    let mut names: Vec<String> =
+        gids.into_iter().filter_map(|g| Group::from_gid(g).ok().flatten()).map(|g| g.name).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use rustix::process::{Pid, Resource, Rlimit, Signal};
 use tokio::process::{Child, Command};
 
 use super::config::ServiceSpec;
+use crate::policy::users::{lookup_group, lookup_user};
 
 /// Why an instance could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -162,26 +163,6 @@ pub fn signal_group(pid: u32, signal: Signal) {
             tracing::warn!(pid = pid.as_raw_pid(), "cannot signal process group: {err}");
         }
     }
-}
-
-/// `(uid, primary gid)` of a user name (or a numeric uid) from /etc/passwd.
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        let (uid, gid) = (fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?);
-        (fields.first() == Some(&name) || name.parse() == Ok(uid)).then_some((uid, gid))
-    })
-}
-
-/// The gid of a group name (or a numeric gid) from /etc/group.
-fn lookup_group(name: &str) -> Option<u32> {
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        let gid = fields.get(2)?.parse().ok()?;
-        (fields.first() == Some(&name) || name.parse() == Ok(gid)).then_some(gid)
-    })
 }
 
 /// A short description of how a process ended: `exit 3`, `signal 9`.
