@@ -58,6 +58,10 @@ pub struct Limits {
     pub max_outbox: usize,
     /// How long a new connection has to send its `Hello`.
     pub handshake_timeout: Duration,
+    /// Most connections still in their handshake, in total and from one
+    /// peer (uid or address); the daemon's own are not counted.
+    pub max_handshakes: usize,
+    pub max_handshakes_per_peer: usize,
     /// Most subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// Messages a subscription keeps for a congested subscriber before the
@@ -84,6 +88,8 @@ impl Default for Limits {
             // large legitimate reply never trips it.
             max_outbox: 4 * 1024 * 1024 + DEFAULT_MAX_FRAME as usize + 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 512,
+            max_handshakes_per_peer: 64,
             max_subscriptions: 10_000,
             subscription_backlog: 8192,
             session_backlog_bytes: 8 * 1024 * 1024,
@@ -281,6 +287,8 @@ impl Daemon {
         let stop_sessions = CancellationToken::new();
         let sessions = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let handshakes =
+            listen::budget::HandshakeBudget::new(limits.max_handshakes_per_peer, limits.max_handshakes);
         let mut accepting = Vec::new();
         for listener in &self.listeners {
             accepting.push(tokio::spawn(listen::accept_loop(
@@ -291,6 +299,7 @@ impl Daemon {
                 stop_sessions.clone(),
                 sessions.clone(),
                 permits.clone(),
+                handshakes.clone(),
             )));
         }
         let sweeper = tokio::spawn(expire_calls(router.clone(), stop_sessions.clone()));

@@ -3,10 +3,13 @@
 //! Binding is done up front ([`bind`]) so every configuration error — a
 //! live daemon already on the socket, a non-loopback plain TCP address, a
 //! `tls://` endpoint without certificates — surfaces before the daemon says
-//! it is ready. A connection over the limit is answered with a `Goodbye`
-//! saying so, never left waiting. A TLS handshake runs in the connection's
-//! own task, bounded by the handshake timeout.
+//! it is ready. A connection that has not finished its handshake counts
+//! against the handshake budget ([`budget`]: per peer and in total), and
+//! the connection limit is taken only once it has; over either it is
+//! answered with a `Goodbye` saying so, never left waiting. A TLS handshake
+//! runs in the connection's own task, bounded by the handshake timeout.
 
+pub mod budget;
 mod unix;
 
 use std::io;
@@ -22,8 +25,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::session::{self, Origin, SharedRouter};
+use crate::session::{self, Admission, Origin, SharedRouter};
 use crate::{DaemonError, Limits};
+use budget::{HandshakeBudget, PeerKey};
 pub use unix::UnixEndpoint;
 
 /// What binding may do.
@@ -59,19 +63,27 @@ impl Listener {
         }
     }
 
-    async fn accept(&self) -> io::Result<(Incoming, String)> {
+    /// The next connection, where it comes from, and whom its handshake
+    /// is counted against.
+    async fn accept(&self) -> io::Result<(Incoming, String, PeerKey)> {
         match self {
             Self::Unix(unix) => {
                 let (stream, _) = unix.listener().accept().await?;
-                Ok((Incoming::Ready(Stream::from_unix(stream)?), "unix".to_owned()))
+                let stream = Stream::from_unix(stream)?;
+                let key = match stream.peer_cred() {
+                    Some(cred) if cred.pid == Some(std::process::id()) => PeerKey::Daemon,
+                    Some(cred) => PeerKey::Uid(cred.uid),
+                    None => PeerKey::Uid(u32::MAX),
+                };
+                Ok((Incoming::Ready(stream), "unix".to_owned(), key))
             }
             Self::Tcp { listener, .. } => {
                 let (stream, addr) = listener.accept().await?;
-                Ok((Incoming::Ready(Stream::from_tcp(stream)?), addr.to_string()))
+                Ok((Incoming::Ready(Stream::from_tcp(stream)?), addr.to_string(), PeerKey::Addr(addr.ip())))
             }
             Self::Tls { listener, tls, .. } => {
                 let (stream, addr) = listener.accept().await?;
-                Ok((Incoming::Tls(stream, tls.clone()), format!("tls {addr}")))
+                Ok((Incoming::Tls(stream, tls.clone()), format!("tls {addr}"), PeerKey::Addr(addr.ip())))
             }
         }
     }
@@ -134,6 +146,7 @@ pub async fn accept_loop(
     stop_sessions: CancellationToken,
     sessions: TaskTracker,
     permits: Arc<Semaphore>,
+    handshakes: Arc<HandshakeBudget>,
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -141,19 +154,21 @@ pub async fn accept_loop(
             _ = stop_accepting.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        // Over the connection limit a client is told so, not left waiting.
-        let permit = permits.clone().try_acquire_owned().ok();
         match accepted {
-            Ok((incoming, peer)) if permit.is_none() => {
-                let limit = limits.max_connections;
-                tracing::warn!(%peer, "connection refused: {limit} connections is the limit");
-                if let Incoming::Ready(stream) = incoming {
-                    let why = format!("the daemon already has {limit} connections (its limit)");
-                    sessions.spawn(session::refuse(stream, ErrorCode::Overloaded, why));
-                }
-            }
-            Ok((incoming, peer)) => {
+            Ok((incoming, peer, key)) => {
                 backoff = Duration::from_millis(10);
+                // Over the handshake budget a client is told so, not left waiting.
+                let slot = match handshakes.try_enter(key) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        tracing::warn!(%peer, "connection refused: {why}");
+                        if let Incoming::Ready(stream) = incoming {
+                            sessions.spawn(session::refuse(stream, ErrorCode::Overloaded, why));
+                        }
+                        continue;
+                    }
+                };
+                let admission = Admission { handshake: slot, permits: permits.clone() };
                 let (router, limits, stop) = (router.clone(), limits.clone(), stop_sessions.clone());
                 sessions.spawn(async move {
                     let (stream, origin) = match incoming {
@@ -166,8 +181,7 @@ pub async fn accept_loop(
                             }
                         }
                     };
-                    session::serve(stream, peer, origin, router, limits, stop).await;
-                    drop(permit);
+                    session::serve(stream, peer, origin, router, limits, stop, admission).await;
                 });
             }
             Err(err) => {

@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use switchboard_proto::{ErrorCode, Frame, SessionId};
 use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, Stream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::listen::budget::HandshakeSlot;
 use crate::router::access::LocalPeer;
 use crate::router::topics::BacklogSignal;
 use crate::router::{Router, SessionLink};
@@ -37,6 +39,13 @@ pub enum Origin {
     Tls { common_name: Option<String> },
 }
 
+/// What lets a connection in: its place among pending handshakes, given
+/// back once it has said `Hello`, and the connection limit it then takes.
+pub struct Admission {
+    pub handshake: HandshakeSlot,
+    pub permits: Arc<Semaphore>,
+}
+
 /// Serves one accepted connection until it ends.
 pub async fn serve(
     stream: Stream,
@@ -45,6 +54,7 @@ pub async fn serve(
     router: SharedRouter,
     limits: Limits,
     stop: CancellationToken,
+    admission: Admission,
 ) {
     let (cred, common_name) = match origin {
         Origin::Socket => (stream.peer_cred(), None),
@@ -65,9 +75,21 @@ pub async fn serve(
         Err(why) => {
             tracing::warn!(%peer, "handshake refused: {why}");
             outbox.close();
+            drop(admission.handshake);
             let _ = tokio::time::timeout(limits.handshake_timeout, writer).await;
             return;
         }
+    };
+    drop(admission.handshake);
+    // Over the connection limit a client is told so, not left waiting.
+    let Ok(_permit) = admission.permits.try_acquire_owned() else {
+        let limit = limits.max_connections;
+        tracing::warn!(%peer, client = %hello.client_name, "connection refused: {limit} connections is the limit");
+        let message = format!("the daemon already has {limit} connections (its limit)");
+        let _ = outbox.push(&Frame::Goodbye { code: ErrorCode::Overloaded, message });
+        outbox.close();
+        let _ = tokio::time::timeout(limits.handshake_timeout, writer).await;
+        return;
     };
     reader.set_max_frame(limits.max_frame);
     let uid = cred.map_or(u32::MAX, |c| c.uid);
