@@ -286,9 +286,13 @@ impl Daemon {
         let stop_accepting = CancellationToken::new();
         let stop_sessions = CancellationToken::new();
         let sessions = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let handshakes =
-            listen::budget::HandshakeBudget::new(limits.max_handshakes_per_peer, limits.max_handshakes);
+        let gates = listen::Gates {
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            handshakes: listen::budget::HandshakeBudget::new(
+                limits.max_handshakes_per_peer,
+                limits.max_handshakes,
+            ),
+        };
         let mut accepting = Vec::new();
         for listener in &self.listeners {
             accepting.push(tokio::spawn(listen::accept_loop(
@@ -298,8 +302,7 @@ impl Daemon {
                 stop_accepting.clone(),
                 stop_sessions.clone(),
                 sessions.clone(),
-                permits.clone(),
-                handshakes.clone(),
+                gates.clone(),
             )));
         }
         let sweeper = tokio::spawn(expire_calls(router.clone(), stop_sessions.clone()));

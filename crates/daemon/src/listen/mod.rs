@@ -136,6 +136,14 @@ async fn bind_tcp(
     Ok((listener, local.to_string()))
 }
 
+/// What every accept loop shares: the connection limit and the budget of
+/// pending handshakes.
+#[derive(Clone)]
+pub struct Gates {
+    pub connections: Arc<Semaphore>,
+    pub handshakes: Arc<HandshakeBudget>,
+}
+
 /// Accepts connections until `stop_accepting` fires, spawning a session per
 /// connection on `sessions`.
 pub async fn accept_loop(
@@ -145,9 +153,9 @@ pub async fn accept_loop(
     stop_accepting: CancellationToken,
     stop_sessions: CancellationToken,
     sessions: TaskTracker,
-    permits: Arc<Semaphore>,
-    handshakes: Arc<HandshakeBudget>,
+    gates: Gates,
 ) {
+    let Gates { connections: permits, handshakes } = gates;
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
