@@ -16,7 +16,7 @@ use bytes::Bytes;
 use switchboard_proto::direct::GRANT_METHOD;
 use switchboard_proto::sys::{self, RegistryEvent};
 use switchboard_proto::{
-    ErrorCode, Frame, Hello, InstanceId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    ErrorCode, Frame, Held, Hello, InstanceId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use switchboard_transport::tls::TlsClient;
 use switchboard_transport::{run_writer, Endpoint, FrameReader, Outbox, ReadError, Stream};
@@ -392,12 +392,42 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
             gather(shared, id, |g| g.result(instance, result));
         }
         Frame::Revoke { grant, code, message } => direct::revoked(shared, grant, code, &message),
+        Frame::Ended { what, id, code, message } => ended(shared, what, id, code, message),
         Frame::Goodbye { code, message } => {
             tracing::info!("the daemon says goodbye ({}): {message}", code.name());
         }
         other => return Err(format!("unexpected {} frame from the daemon", other.kind_name())),
     }
     Ok(())
+}
+
+/// The daemon ended something this connection held (a policy reload no
+/// longer allows it): its stream ends, saying why where it can.
+fn ended(shared: &Shared, what: Held, id: u64, code: ErrorCode, message: String) {
+    tracing::warn!("the daemon ended {} {id} ({}): {message}", what.name(), code.name());
+    let error = CallError::from_wire(code, message, Duration::ZERO);
+    match what {
+        Held::Subscription => {
+            let inbox = u32::try_from(id).ok().and_then(|sid| lock(&shared.subscriptions).remove(&sid));
+            if let Some(inbox) = inbox {
+                inbox.end(Some(error));
+            }
+        }
+        Held::Consumer => {
+            // Dropping its sender ends the consumer's deliveries.
+            if let Ok(consumer) = u32::try_from(id) {
+                lock(&shared.consumers).remove(&consumer);
+            }
+        }
+        Held::Registration => {
+            lock(&shared.instances).remove(&id);
+        }
+        Held::Watch => {
+            if let Ok(req) = u32::try_from(id) {
+                lock(&shared.watches).remove(&req);
+            }
+        }
+    }
 }
 
 /// Feeds a broadcast's gathering; forgets it once complete.

@@ -82,6 +82,8 @@ struct Queue {
     /// Dropped here and not yet shown to the application.
     dropped: u64,
     closed: bool,
+    /// Why the daemon ended the subscription, if it did.
+    ended: Option<CallError>,
     /// The application is parked waiting for an item: only then is a
     /// wake-up needed (a `Notify` per message would cost more than the
     /// message at millions per second).
@@ -126,8 +128,14 @@ impl Inbox {
     }
 
     pub fn close(&self) {
+        self.end(None);
+    }
+
+    /// Closes the inbox; `why` is what [`Subscription::ended`] reports.
+    pub fn end(&self, why: Option<CallError>) {
         let mut queue = lock(&self.queue);
         queue.closed = true;
+        queue.ended = why;
         queue.waiting = false;
         drop(queue);
         self.ready.notify_one();
@@ -172,6 +180,13 @@ impl Subscription {
             return Some(Item::Lagged(dropped));
         }
         queue.items.pop_front()
+    }
+
+    /// Why the daemon ended this subscription (after [`next`](Self::next)
+    /// returned `None`): a `PermissionDenied` when a policy reload no longer
+    /// allows it. `None` if it ended because the bus closed.
+    pub fn ended(&self) -> Option<CallError> {
+        lock(&self.inbox.queue).ended.clone()
     }
 
     /// The pattern this subscription matches.

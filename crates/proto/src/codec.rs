@@ -5,7 +5,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::frame::{
-    kind, Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, PrincipalName, Publish,
+    kind, Broadcast, Call, Caller, Frame, Held, Hello, Message, MethodSpec, Notify, PrincipalName, Publish,
     QueueDelivery, QueuePut, Request, Welcome,
 };
 use crate::{
@@ -40,6 +40,8 @@ pub enum DecodeError {
     BadPriority { kind: &'static str },
     #[error("{kind} frame headers: {source}")]
     BadHeaders { kind: &'static str, source: HeaderError },
+    #[error("Ended frame: unknown kind of held thing")]
+    BadHeld,
 }
 
 /// Takes one frame off the front of `buf`.
@@ -288,6 +290,16 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
         kind::REVOKE => {
             let frame = Frame::Revoke {
                 grant: f.u64("grant")?,
+                code: ErrorCode::from_u16(f.u16("code")?),
+                message: f.text("message")?,
+            };
+            f.end(frame)?
+        }
+        kind::ENDED => {
+            let what = Held::from_u8(f.u8("what")?).ok_or(DecodeError::BadHeld)?;
+            let frame = Frame::Ended {
+                what,
+                id: f.u64("id")?,
                 code: ErrorCode::from_u16(f.u16("code")?),
                 message: f.text("message")?,
             };

@@ -131,6 +131,12 @@ impl Frame {
                 dst.put_u16_le(code.to_u16());
                 put_text(dst, message);
             }
+            Frame::Ended { what, id, code, message } => {
+                dst.put_u8(what.to_u8());
+                dst.put_u64_le(*id);
+                dst.put_u16_le(code.to_u16());
+                put_text(dst, message);
+            }
             Frame::Broadcast(b) => {
                 dst.put_u32_le(b.id);
                 dst.put_u32_le(b.timeout_ms);

@@ -40,6 +40,7 @@ pub(crate) mod kind {
     pub const QUEUE_ACK: u8 = 26;
     pub const QUEUE_NACK: u8 = 27;
     pub const REVOKE: u8 = 28;
+    pub const ENDED: u8 = 29;
 
     /// The name of a kind byte, for errors.
     pub fn name(kind: u8) -> Option<&'static str> {
@@ -72,6 +73,7 @@ pub(crate) mod kind {
             QUEUE_ACK => "QueueAck",
             QUEUE_NACK => "QueueNack",
             REVOKE => "Revoke",
+            ENDED => "Ended",
             _ => return None,
         })
     }
@@ -385,6 +387,55 @@ pub enum Frame {
         code: ErrorCode,
         message: String,
     },
+    /// Daemon → client: something the client held was ended by the daemon
+    /// (a policy reload no longer allows it): `id` is the subscription's
+    /// `sid`, the consumer id, the registered instance or the watch's
+    /// request id, as `what` says.
+    Ended {
+        what: Held,
+        id: u64,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// What an [`Frame::Ended`] frame ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    Subscription,
+    Consumer,
+    Registration,
+    Watch,
+}
+
+impl Held {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Self::Subscription => 1,
+            Self::Consumer => 2,
+            Self::Registration => 3,
+            Self::Watch => 4,
+        }
+    }
+
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Subscription,
+            2 => Self::Consumer,
+            3 => Self::Registration,
+            4 => Self::Watch,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Subscription => "subscription",
+            Self::Consumer => "consumer",
+            Self::Registration => "registration",
+            Self::Watch => "watch",
+        }
+    }
 }
 
 impl Frame {
@@ -423,6 +474,7 @@ impl Frame {
             Frame::QueueAck { .. } => kind::QUEUE_ACK,
             Frame::QueueNack { .. } => kind::QUEUE_NACK,
             Frame::Revoke { .. } => kind::REVOKE,
+            Frame::Ended { .. } => kind::ENDED,
         }
     }
 

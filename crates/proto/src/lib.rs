@@ -38,7 +38,7 @@ mod validated;
 pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
 pub use error::ErrorCode;
 pub use frame::{
-    Broadcast, Call, Caller, Frame, Hello, Message, MethodSpec, Notify, PrincipalName, Publish,
+    Broadcast, Call, Caller, Frame, Held, Hello, Message, MethodSpec, Notify, PrincipalName, Publish,
     QueueDelivery, QueuePut, Request, Welcome, MAX_PRODUCER_ID,
 };
 pub use headers::{HeaderError, HeaderIter, Headers};

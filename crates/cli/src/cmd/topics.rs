@@ -78,7 +78,10 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<ExitCode> {
     let mut received = 0;
     while args.count.is_none_or(|n| received < n) {
         let Some(item) = subscription.next().await else {
-            anyhow::bail!("the connection to the daemon closed")
+            match subscription.ended() {
+                Some(why) => anyhow::bail!("the daemon ended the subscription: {why}"),
+                None => anyhow::bail!("the connection to the daemon closed"),
+            }
         };
         match item {
             Item::Lagged(missed) if args.json => output::line(serde_json::json!({ "lagged": missed }))?,

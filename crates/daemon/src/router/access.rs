@@ -83,6 +83,7 @@ impl Router {
             session.rules = rules_for(&self.access.policy, &session.principal);
         }
         self.recheck_grants();
+        self.recheck_held();
     }
 
     pub fn register_secret(&mut self, secret: String, identity: InstanceIdentity) {

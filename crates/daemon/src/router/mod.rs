@@ -19,6 +19,7 @@ mod holds;
 mod pending;
 mod pubsub;
 pub mod queues;
+mod recheck;
 mod registry;
 pub mod topics;
 

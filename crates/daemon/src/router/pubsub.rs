@@ -49,13 +49,18 @@ impl Router {
             let message = format!("this connection has no subscription {sid}");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
         };
+        self.drop_subscription(from, id);
+        self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
+    }
+
+    /// Ends a subscription of `from`, with what its backlog held.
+    pub(super) fn drop_subscription(&mut self, from: SessionId, id: SubId) {
         let gone = self.topics.unsubscribe(id);
         if let Some(session) = self.sessions.get_mut(&from) {
             session.subscriptions.retain(|s| *s != id);
             let freed = gone.map_or(0, |sub| sub.backlog_bytes);
             session.backlog_bytes.set(session.backlog_bytes.get().saturating_sub(freed));
         }
-        self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
     }
 
     /// The client dropped messages in its own buffer; count them.

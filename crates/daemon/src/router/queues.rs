@@ -147,6 +147,11 @@ impl QueueState {
         }
     }
 
+    /// Every consumer and the queue it consumes from.
+    pub(super) fn consumer_queues(&self) -> Vec<(ConsumerKey, String)> {
+        self.consumers.iter().map(|(key, c)| (*key, c.queue.clone())).collect()
+    }
+
     /// Messages held by all queues (for `$sys.daemon.info` and tests).
     pub fn message_count(&self) -> u64 {
         self.queues.values().map(|q| q.depth() + q.in_flight()).sum()
@@ -313,7 +318,7 @@ impl Router {
     }
 
     /// Forgets a consumer; its deliveries return to the queue.
-    fn drop_consumer(&mut self, key: ConsumerKey) -> Option<String> {
+    pub(super) fn drop_consumer(&mut self, key: ConsumerKey) -> Option<String> {
         let consumer = self.queues.consumers.remove(&key)?;
         if let Some(queue) = self.queues.queues.get_mut(&consumer.queue) {
             queue.release_consumer(key);
@@ -368,7 +373,7 @@ impl Router {
     }
 
     /// Sends ready messages to consumers with credit, round-robin.
-    fn dispatch(&mut self, name: &str) {
+    pub(super) fn dispatch(&mut self, name: &str) {
         let mut keys: Vec<ConsumerKey> =
             self.queues.consumers.iter().filter(|(_, c)| c.queue == name).map(|(k, _)| *k).collect();
         keys.sort_unstable();

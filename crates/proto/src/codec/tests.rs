@@ -85,6 +85,12 @@ fn frame() -> impl Strategy<Value = Frame> {
             code,
             message
         }),
+        (1u8..=4, any::<u64>(), code(), ".{0,40}").prop_map(|(what, id, code, message)| Frame::Ended {
+            what: crate::Held::from_u8(what).unwrap_or(crate::Held::Watch),
+            id,
+            code,
+            message
+        }),
     ];
     let calls = prop_oneof![
         (any::<u32>(), any::<u32>(), any::<u64>(), service(), method(), headers(), payload()).prop_map(
