@@ -175,3 +175,29 @@ async fn producers_cannot_redeclare_and_queues_are_bounded_and_deletable() {
     assert!(!names.contains(&"b".to_owned()), "a deleted queue came back: {names:?}");
     assert_eq!(depth(&owner, "jobs").await, 2);
 }
+
+/// Deadlines computed from a client's options overflowed: a queue declared
+/// with `u64::MAX` milliseconds of visibility timeout, time to live and
+/// duplicate window overflowed them on the first put. They saturate now.
+/// Failed before the fix (the put was never answered: timeout after 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_at_their_maximum_saturate_instead_of_overflowing() {
+    let daemon = Daemon::start();
+    let bus = daemon.bus().await;
+    let queue = bus.queue("forever").unwrap();
+    let options = QueueOptions {
+        visibility_timeout_ms: u64::MAX,
+        default_ttl_ms: u64::MAX,
+        dedup_window_ms: u64::MAX,
+        ..Default::default()
+    };
+    queue.declare(options).await.unwrap();
+    let put = PutOptions { id: Some("once".into()), ..Default::default() };
+    queue.put_with(&b"x"[..], put.clone()).await.unwrap();
+    queue.put_with(&b"x"[..], put).await.unwrap();
+    let mut consumer = queue.consume(1).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap();
+    delivery.nack(Duration::from_millis(u64::from(u32::MAX))).await.unwrap();
+    assert_eq!(depth(&bus, "forever").await, 1, "stored once, waiting out its delay");
+    bus.whoami().await.expect("the daemon is alive");
+}

@@ -380,3 +380,29 @@ fn users_known_only_to_nss_are_principals_and_can_run_services() {
     // `id -un` inside the namespace (its NSS) names it.
     assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "sbnss");
 }
+
+/// A principal name longer than the wire's 255 bytes was cut, possibly
+/// mid-character, so every message it sent broke its receivers' decoding.
+/// It is now refused at the handshake, saying why. Failed before the fix
+/// (the connection was welcomed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_name_too_long_for_the_wire_is_refused_at_the_handshake() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("daemon.toml");
+    let name = "é".repeat(150); // 300 bytes
+    std::fs::write(
+        &config,
+        format!("[security]\ntokens = {{ \"{name}\" = \"long-name-token-0123456789\" }}\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    match Bus::connect_with_token(&daemon.addr, "long-name-token-0123456789").await {
+        Err(switchboard::ConnectError::Refused { code, message, .. }) => {
+            assert_eq!(code, switchboard_proto::ErrorCode::BadRequest);
+            assert!(message.contains("longer than the protocol carries"), "{message}");
+        }
+        other => panic!("a 306-byte principal was let in: {:?}", other.map(|_| ())),
+    }
+    // Everyone else is served as before.
+    daemon.bus().await.whoami().await.unwrap();
+}

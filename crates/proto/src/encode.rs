@@ -9,7 +9,8 @@ use crate::{Caller, Frame};
 pub(crate) const INLINE_PAYLOAD: usize = 512;
 
 fn put_name(dst: &mut BytesMut, name: &[u8]) {
-    // Names and topics are validated to at most 255 bytes.
+    // Names and topics are validated to at most 255 bytes, principals
+    // refused at the handshake past MAX_PRINCIPAL_NAME: nothing is cut.
     dst.put_u8(name.len().min(255) as u8);
     dst.put_slice(&name[..name.len().min(255)]);
 }

@@ -153,6 +153,11 @@ pub struct Caller {
     pub principal: PrincipalName,
 }
 
+/// The longest principal name the wire carries, in bytes (one length byte).
+/// The daemon refuses a connection whose principal would be longer rather
+/// than cut it.
+pub const MAX_PRINCIPAL_NAME: usize = 255;
+
 /// A principal's name as the daemon verified it (UTF-8; shared, not copied).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct PrincipalName(Bytes);

@@ -39,7 +39,7 @@ pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
 pub use error::ErrorCode;
 pub use frame::{
     Broadcast, Call, Caller, Frame, Held, Hello, Message, MethodSpec, Notify, PrincipalName, Publish,
-    QueueDelivery, QueuePut, Request, Welcome, MAX_PRODUCER_ID,
+    QueueDelivery, QueuePut, Request, Welcome, MAX_PRINCIPAL_NAME, MAX_PRODUCER_ID,
 };
 pub use headers::{HeaderError, HeaderIter, Headers};
 pub use names::{MethodName, NameError, QueueName, ServiceName, Target};

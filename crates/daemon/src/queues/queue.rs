@@ -97,6 +97,14 @@ pub struct Queue {
 
 /// What a message counts toward `max_bytes`: its producer id too, which
 /// the queue keeps for the duplicate window.
+/// `now + wait`, or a century from now when a client's option overflows
+/// the clock (a declare may say `u64::MAX` milliseconds).
+fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 fn size_of(message: &StoredMessage) -> u64 {
     (message.payload.len() + message.headers.len() + message.dedup_id.len()) as u64
 }
@@ -182,7 +190,7 @@ impl Queue {
     /// Records a put (not yet deliverable).
     pub fn insert(&mut self, message: StoredMessage, now_ms: u64) {
         if !message.dedup_id.is_empty() {
-            let until = now_ms + self.options.dedup_window_ms;
+            let until = now_ms.saturating_add(self.options.dedup_window_ms);
             self.dedup.insert(message.dedup_id.clone(), (message.id, until));
         }
         self.bytes += size_of(&message);
@@ -227,7 +235,7 @@ impl Queue {
         }
         entry.message.attempts += 1;
         entry.state = State::InFlight(tag);
-        let visible_at = now + Duration::from_millis(self.options.visibility_timeout_ms);
+        let visible_at = later(now, Duration::from_millis(self.options.visibility_timeout_ms));
         self.in_flight.insert(tag, InFlight { id, consumer, visible_at });
         Some(Next::Deliver(entry.message.clone()))
     }
@@ -262,7 +270,7 @@ impl Queue {
             self.requeue(id);
         } else {
             self.park(id);
-            self.delayed.push(Reverse((now + delay, id)));
+            self.delayed.push(Reverse((later(now, delay), id)));
         }
         Some(id)
     }
@@ -415,7 +423,7 @@ impl Queue {
         if message.dedup_id.is_empty() {
             return None;
         }
-        Some((message.dedup_id.clone(), message.put_at_ms + self.options.dedup_window_ms))
+        Some((message.dedup_id.clone(), message.put_at_ms.saturating_add(self.options.dedup_window_ms)))
     }
 
     /// Remembers a producer id recovered from disk for a message that is gone.

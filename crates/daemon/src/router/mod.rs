@@ -169,6 +169,14 @@ impl Router {
         link: SessionLink,
         principal: Principal,
     ) -> Result<SessionId, access::Refusal> {
+        let length = principal.name.as_str().len();
+        if length > switchboard_proto::MAX_PRINCIPAL_NAME {
+            let message = format!(
+                "principal name of {length} bytes is longer than the protocol carries ({})",
+                switchboard_proto::MAX_PRINCIPAL_NAME
+            );
+            return Err((ErrorCode::BadRequest, message));
+        }
         self.admit_principal(&principal)?;
         let SessionLink { outbox, kill, backlog, client_name, uid, pid } = link;
         self.next_session += 1;

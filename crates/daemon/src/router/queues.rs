@@ -232,7 +232,7 @@ impl Router {
             queue: name.clone(),
             id,
             priority,
-            expires_at_ms: if ttl > 0 { now + ttl } else { 0 },
+            expires_at_ms: if ttl > 0 { now.saturating_add(ttl) } else { 0 },
             put_at_ms: now,
             attempts: 0,
             dedup_id,
