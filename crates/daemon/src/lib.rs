@@ -88,11 +88,11 @@ impl Default for Limits {
             // large legitimate reply never trips it.
             max_outbox: 4 * 1024 * 1024 + DEFAULT_MAX_FRAME as usize + 1024 * 1024,
             handshake_timeout: Duration::from_secs(5),
-            max_handshakes: 512,
-            max_handshakes_per_peer: 64,
+            max_handshakes: 1024,
+            max_handshakes_per_peer: 256,
             max_subscriptions: 10_000,
             subscription_backlog: 8192,
-            session_backlog_bytes: 8 * 1024 * 1024,
+            session_backlog_bytes: 1024 * 1024,
             max_retained: 10_000,
             max_parked: 10_000,
         }
