@@ -210,7 +210,7 @@ async fn a_thousand_clients_of_which_a_hundred_never_read_stay_within_the_bound(
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 200_000 {
                 bus.publish("load.data", payload.clone()).await.unwrap();
                 sent += 1;
-                if sent % 100 == 0 {
+                if sent.is_multiple_of(100) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -243,7 +243,7 @@ async fn a_thousand_clients_of_which_a_hundred_never_read_stay_within_the_bound(
     while started.elapsed() < run_for {
         if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), live.next()).await {
             received += 1;
-            while let Some(_) = live.try_next() {
+            while live.try_next().is_some() {
                 received += 1;
             }
         }
