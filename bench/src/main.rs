@@ -51,6 +51,13 @@ enum Command {
         /// Fail instead of skipping a peer that is not installed.
         #[arg(long)]
         require_peers: bool,
+        /// A `switchboard` binary of another build (say, the commit before a
+        /// change, built into its own target directory) to run beside this
+        /// build's daemon: the call, pub/sub and queue cases run on both,
+        /// alternately, and its rows carry this build ÷ that one. Give this
+        /// build's own binary to measure the A/A spread.
+        #[arg(long, value_name = "SWITCHBOARD")]
+        baseline_daemon: Option<PathBuf>,
     },
     /// Sequential 16 B calls to `bench.echo` on a running daemon, for
     /// profiling (`strace -c`, `perf`) one side at a time.
@@ -126,9 +133,17 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::All { quick, repeats, out, only, data_dir, require_peers } => {
+        Command::All { quick, repeats, out, only, data_dir, require_peers, baseline_daemon } => {
             let repeats = repeats.unwrap_or(if quick { 3 } else { 5 }).max(3);
-            let rows = workloads::run_all(quick, repeats, only.as_deref(), &data_dir, require_peers)?;
+            let options = workloads::RunOptions {
+                quick,
+                repeats,
+                only: only.as_deref(),
+                data_root: &data_dir,
+                require_peers,
+                baseline_daemon: baseline_daemon.as_deref(),
+            };
+            let rows = workloads::run_all(&options)?;
             stats::print_table(&rows);
             if cfg!(debug_assertions) {
                 println!(

@@ -22,6 +22,9 @@ const NATS_REQUEST: &str = "nats request";
 const SWITCHBOARD: &str = "switchboard";
 /// Every call through the daemon (direct channels off).
 const SWITCHBOARD_ROUTED: &str = "switchboard routed";
+/// The same, on the daemon binary given as `--baseline-daemon`.
+const BASELINE: &str = "switchboard, baseline build";
+const BASELINE_ROUTED: &str = "switchboard routed, baseline build";
 const ZMQ_REQ: &str = "zeromq req/rep (ipc)";
 const ZMQ_PUBSUB: &str = "zeromq pub/sub (ipc)";
 
@@ -48,6 +51,8 @@ struct Setup {
     raw_echo: [PathBuf; 2],
     relay: [PathBuf; 2],
     bus_addr: String,
+    /// The baseline build's daemon, with its own echo service.
+    baseline_addr: Option<String>,
 }
 
 const SIZES: [usize; 2] = [16, 1024];
@@ -61,7 +66,7 @@ fn size_name(size: usize) -> &'static str {
 }
 
 impl Setup {
-    fn start(data_root: &Path) -> anyhow::Result<Self> {
+    fn start(data_root: &Path, baseline: Option<&Path>) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
         let data_dir = data_root.join(format!("run-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -78,7 +83,28 @@ impl Setup {
         kids.push(children::spawn(&["child-daemon", path(&bus_socket), path(&data_dir)])?);
         let bus_addr = format!("unix:{}", bus_socket.display());
         kids.push(children::spawn(&["child-sb-echo", &bus_addr])?);
-        Ok(Self { dir, data_dir, _children: kids, raw_echo, relay, bus_addr })
+        let baseline_addr = match baseline {
+            Some(binary) => {
+                let socket = dir.join("baseline.sock");
+                let data = data_dir.join("baseline");
+                let listen = format!("unix:{}", socket.display());
+                let command = [
+                    "child-exec",
+                    "--wait-path",
+                    path(&socket),
+                    "--",
+                    path(binary),
+                    "up",
+                    "--listen",
+                    &listen,
+                ];
+                kids.push(children::spawn(&[&command[..], &["--data-dir", path(&data)]].concat())?);
+                kids.push(children::spawn(&["child-sb-echo", &listen])?);
+                Some(listen)
+            }
+            None => None,
+        };
+        Ok(Self { dir, data_dir, _children: kids, raw_echo, relay, bus_addr, baseline_addr })
     }
 }
 
@@ -200,8 +226,15 @@ impl Collected {
             .filter(|r| r.system == SWITCHBOARD)
             .map(|r| (r.case.clone(), r.p50_us, r.rate_per_s))
             .collect();
-        for row in rows.iter_mut().filter(|r| PEERS.iter().any(|p| r.system.starts_with(p))) {
-            let Some((_, p50, rate)) = switchboard.iter().find(|(case, _, _)| *case == row.case) else {
+        let routed: Vec<(String, f64, f64)> = rows
+            .iter()
+            .filter(|r| r.system == SWITCHBOARD_ROUTED)
+            .map(|r| (r.case.clone(), r.p50_us, r.rate_per_s))
+            .collect();
+        let compared = |system: &str| PEERS.iter().any(|p| system.starts_with(p)) || system == BASELINE;
+        for row in rows.iter_mut().filter(|r| compared(&r.system) || r.system == BASELINE_ROUTED) {
+            let ours = if row.system == BASELINE_ROUTED { &routed } else { &switchboard };
+            let Some((_, p50, rate)) = ours.iter().find(|(case, _, _)| *case == row.case) else {
                 continue;
             };
             let by_rate =
@@ -271,14 +304,19 @@ impl Collected {
     }
 }
 
+/// What `all` was asked to run.
+pub struct RunOptions<'a> {
+    pub quick: bool,
+    pub repeats: usize,
+    pub only: Option<&'a str>,
+    pub data_root: &'a Path,
+    pub require_peers: bool,
+    pub baseline_daemon: Option<&'a Path>,
+}
+
 /// Runs every case `repeats` times and returns the table rows.
-pub fn run_all(
-    quick: bool,
-    repeats: usize,
-    only: Option<&str>,
-    data_root: &Path,
-    require_peers: bool,
-) -> anyhow::Result<Vec<Row>> {
+pub fn run_all(options: &RunOptions<'_>) -> anyhow::Result<Vec<Row>> {
+    let RunOptions { quick, repeats, only, data_root, require_peers, baseline_daemon } = *options;
     let wanted = |group: &str| only.is_none_or(|only| group.contains(only));
     let counts = if quick {
         Counts {
@@ -299,7 +337,7 @@ pub fn run_all(
             queue_e2e: 100_000,
         }
     };
-    let setup = Setup::start(data_root)?;
+    let setup = Setup::start(data_root, baseline_daemon)?;
     let dbus = match crate::peers::find("dbus-daemon") {
         Some(daemon) => Some(crate::peers::dbus::DBus::start(&daemon, &setup.dir.join("dbus"))?),
         None if require_peers => anyhow::bail!("dbus-daemon is not installed: run scripts/install-peers.sh"),
@@ -381,6 +419,19 @@ pub fn run_all(
     if wanted("call") {
         runtime.block_on(open_direct(&bus))?;
     }
+    // The same two connections to the baseline build's daemon, if any.
+    let mut callers = vec![(SWITCHBOARD, bus.clone()), (SWITCHBOARD_ROUTED, routed.clone())];
+    let mut daemons = vec![(SWITCHBOARD, setup.bus_addr.clone())];
+    if let Some(addr) = &setup.baseline_addr {
+        let direct = runtime.block_on(Bus::connect(addr))?;
+        let base_routed = runtime.block_on(Bus::connect(addr))?;
+        base_routed.set_direct_calls(false);
+        if wanted("call") {
+            runtime.block_on(open_direct(&direct))?;
+        }
+        callers.extend([(BASELINE, direct), (BASELINE_ROUTED, base_routed)]);
+        daemons.push((BASELINE, addr.clone()));
+    }
     let policy = if wanted("policy") { Some(PolicyBench::start(&setup.dir, &runtime)?) } else { None };
     let policy = policy.as_ref();
 
@@ -398,7 +449,8 @@ pub fn run_all(
             if wanted("call") {
                 // From a task, as a service issues calls (calling straight from
                 // `block_on` adds one zero-timeout epoll_wait per call).
-                for (system, bus) in [(SWITCHBOARD, &bus), (SWITCHBOARD_ROUTED, &routed)] {
+                for (system, bus) in &callers {
+                    let system = *system;
                     let task = runtime.spawn(call_latency(bus.clone(), size, counts.latency_samples));
                     let latency = runtime.block_on(task)??;
                     collected.add("call", format!("call round trip {s}"), system, latency, None);
@@ -435,10 +487,13 @@ pub fn run_all(
             if wanted("pubsub") {
                 for subscribers in [1, 4] {
                     let messages = counts.pubsub_messages / subscribers as u64;
-                    let result = crate::pubsub::run(&setup.bus_addr, subscribers, messages, size, 0)?;
-                    let lost = 100.0 * (result.published - result.received) as f64 / result.published as f64;
                     let case = format!("pub/sub 1 → {subscribers} {s}, received");
-                    collected.add("pubsub", case.clone(), SWITCHBOARD, result.sample, Some(lost));
+                    for (system, addr) in &daemons {
+                        let result = crate::pubsub::run(addr, subscribers, messages, size, 0)?;
+                        let lost =
+                            100.0 * (result.published - result.received) as f64 / result.published as f64;
+                        collected.add("pubsub", case.clone(), system, result.sample, Some(lost));
+                    }
                     if let Some(nats) = &nats {
                         let system = crate::pubsub::System::Nats;
                         let result =
@@ -452,14 +507,16 @@ pub fn run_all(
                     let lost = 100.0 * (result.published - result.received) as f64 / result.published as f64;
                     collected.add("pubsub", case, ZMQ_PUBSUB, result.sample, Some(lost));
                 }
-                let fanout = crate::pubsub::run(&setup.bus_addr, 4, counts.fanout_messages, size, 1000)?;
-                collected.add(
-                    "pubsub",
-                    format!("fan-out latency 1 → 4 {s}"),
-                    SWITCHBOARD,
-                    fanout.sample,
-                    None,
-                );
+                for (system, addr) in &daemons {
+                    let fanout = crate::pubsub::run(addr, 4, counts.fanout_messages, size, 1000)?;
+                    collected.add(
+                        "pubsub",
+                        format!("fan-out latency 1 → 4 {s}"),
+                        system,
+                        fanout.sample,
+                        None,
+                    );
+                }
             }
         }
         if wanted("queue") {
@@ -467,18 +524,20 @@ pub fn run_all(
             let fsync = crate::queues::fsync_rate(&setup.data_dir, probe)?;
             collected.add("queue", "disk: 4 KiB write + fdatasync".into(), "this disk", fsync, None);
             let name = format!("bench-puts-{repeat}");
-            let puts =
-                runtime.block_on(crate::queues::confirmed_puts(&setup.bus_addr, &name, counts.queue_puts))?;
-            collected.add("queue", "confirmed puts 256 B, 16 × 64 in flight".into(), SWITCHBOARD, puts, None);
+            for (system, addr) in &daemons {
+                let puts = runtime.block_on(crate::queues::confirmed_puts(addr, &name, counts.queue_puts))?;
+                collected.add("queue", "confirmed puts 256 B, 16 × 64 in flight".into(), system, puts, None);
+            }
             if let Some(nats) = &nats {
                 let js = crate::peers::nats::jetstream_puts(&nats.url, counts.queue_puts)?;
                 let case = "confirmed puts 256 B, 16 × 64 in flight".to_owned();
                 collected.add("queue", case, "nats jetstream (file, default sync)", js, None);
             }
             let name = format!("bench-e2e-{repeat}");
-            let e2e =
-                runtime.block_on(crate::queues::end_to_end(&setup.bus_addr, &name, counts.queue_e2e))?;
-            collected.add("queue", "put → consume → ack 256 B".into(), SWITCHBOARD, e2e, None);
+            for (system, addr) in &daemons {
+                let e2e = runtime.block_on(crate::queues::end_to_end(addr, &name, counts.queue_e2e))?;
+                collected.add("queue", "put → consume → ack 256 B".into(), system, e2e, None);
+            }
             if let Some(rabbit) = &rabbit {
                 let puts = crate::peers::rabbitmq::confirmed_puts(&rabbit.url, counts.queue_puts)?;
                 let case = "confirmed puts 256 B, 16 × 64 in flight".to_owned();
