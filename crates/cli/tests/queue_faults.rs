@@ -55,6 +55,14 @@ async fn drain(bus: &Bus) -> Vec<String> {
     got
 }
 
+/// A daemon under strace, which fails `fdatasync` with EIO as `when` says
+/// (strace's syntax: `3+5` is the third call and every fifth after it).
+fn daemon_whose_fdatasync_fails(when: &str, extra: &[&str]) -> Daemon {
+    let inject = format!("inject=fdatasync:error=EIO:when={when}");
+    let strace = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync", "-e", inject.as_str()];
+    Daemon::start_wrapped(tempfile::tempdir().unwrap(), &strace, extra)
+}
+
 fn kill_and_restart_plain(daemon: &mut Daemon) {
     daemon.signal(Signal::KILL);
     daemon.wait_exit(Duration::from_secs(10)).expect("the daemon (and its tracer) exit");
@@ -74,19 +82,7 @@ async fn a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored() {
     }
     // Every fifth fdatasync from the third on fails with EIO; small
     // segments so rolls and compaction run between the failures.
-    let strace = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "-e",
-        "trace=fdatasync",
-        "-e",
-        "inject=fdatasync:error=EIO:when=3+5",
-    ];
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_wrapped(dir, &strace, &["--queue-segment-bytes", "4096"]);
+    let mut daemon = daemon_whose_fdatasync_fails("3+5", &["--queue-segment-bytes", "4096"]);
     let bus = daemon.bus().await;
     let names: Vec<String> = (0..40).map(|n| format!("m{n:02}-{}", "x".repeat(600))).collect();
     let mut failures = 0;
@@ -200,19 +196,7 @@ async fn a_failed_ack_leaves_the_message_in_the_queue() {
     if !root_or_skip("a_failed_ack_leaves_the_message_in_the_queue") {
         return;
     }
-    let strace = [
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        "/dev/null",
-        "-e",
-        "trace=fdatasync",
-        "-e",
-        "inject=fdatasync:error=EIO:when=6+",
-    ];
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start_wrapped(dir, &strace, &[]);
+    let mut daemon = daemon_whose_fdatasync_fails("6+", &[]);
     let bus = daemon.bus().await;
     let queue = bus.queue("jobs").unwrap();
     for n in 0..5 {

@@ -22,6 +22,17 @@ fn status(daemon: &Daemon, service: &str) -> ServiceStatus {
     all.pop().unwrap()
 }
 
+/// A daemon supervising `services` (a config's `[services.*]` tables, with
+/// `$ROOT` where a service may run as root when the test does).
+fn supervising(services: &str) -> (tempfile::TempDir, Daemon) {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("services.toml");
+    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
+    std::fs::write(&config, services.replace("$ROOT", root)).unwrap();
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    (work, daemon)
+}
+
 /// Calls `target` until calls to its service go over a direct channel.
 async fn until_direct(bus: &Bus, target: &str, service: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -38,15 +49,8 @@ async fn until_direct(bus: &Bus, target: &str, service: &str) {
 /// before the fix (the service stopped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_channel_refuses_reserved_methods() {
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("services.toml");
-    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
-    std::fs::write(
-        &config,
-        format!("[services.cache]\ncommand = {:?}\nready = \"bus\"\n{root}\n", bus_aware()),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (_work, daemon) =
+        supervising(&format!("[services.cache]\ncommand = {:?}\nready = \"bus\"\n$ROOT\n", bus_aware()));
     let bus = daemon.bus().await;
     until_direct(&bus, "cache.get", "cache").await;
     let pid = status(&daemon, "cache").instances[0].pid;
@@ -71,15 +75,8 @@ async fn a_direct_channel_refuses_reserved_methods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_started_while_a_client_is_stalled_inherits_only_its_standard_streams() {
     use std::io::Write;
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("services.toml");
-    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
-    std::fs::write(
-        &config,
-        format!("[services.lister]\ncommand = \"sleep\"\nargs = [\"30\"]\nstart = \"manual\"\n{root}\n"),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (_work, daemon) =
+        supervising("[services.lister]\ncommand = \"sleep\"\nargs = [\"30\"]\nstart = \"manual\"\n$ROOT\n");
     // A subscriber that never reads, and enough publications to fill its
     // socket: the daemon's writer for it is now waiting for writability.
     let mut stalled = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
@@ -121,15 +118,8 @@ async fn a_service_started_while_a_client_is_stalled_inherits_only_its_standard_
 /// group and was welcomed as the instance).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sibling_that_reads_an_instance_secret_still_cannot_use_it() {
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("services.toml");
-    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
-    std::fs::write(
-        &config,
-        format!("[services.cache]\ncommand = {:?}\nready = \"bus\"\n{root}\n", bus_aware()),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (_work, daemon) =
+        supervising(&format!("[services.cache]\ncommand = {:?}\nready = \"bus\"\n$ROOT\n", bus_aware()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while status(&daemon, "cache").state != "Running" {
         assert!(Instant::now() < deadline, "cache never ran");
