@@ -117,7 +117,7 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns() {
     // A mount namespace holding a 512 KiB tmpfs at the data directory, kept
     // alive by a sleeping shell; the daemon is started inside it by nsenter.
     let script = format!(
-        "mount -t tmpfs -o size=512k switchboard-test {0} && head -c 200k /dev/zero > {0}/filler && echo up && exec sleep 300",
+        "mount -t tmpfs -o size=512k,mode=0700 switchboard-test {0} && head -c 200k /dev/zero > {0}/filler && echo up && exec sleep 300",
         data.display()
     );
     let mut holder = support::Guard(
