@@ -126,7 +126,8 @@ impl Run {
         if expected == 0 && wait.is_none() {
             return;
         }
-        let mut consumer = self.bus.queue(queue).unwrap().consume(count as u32).await.unwrap();
+        // Bounded credit: a long drain must ack well within the visibility timeout.
+        let mut consumer = self.bus.queue(queue).unwrap().consume(count.min(64) as u32).await.unwrap();
         for n in 0..count {
             let limit = if n < expected { Duration::from_secs(10) } else { wait.unwrap_or_default() };
             let delivery = match tokio::time::timeout(limit, consumer.next()).await {
