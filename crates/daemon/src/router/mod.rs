@@ -58,16 +58,16 @@ pub struct SessionEntry {
     /// Registry watches: request ids to send events under.
     pub watches: Vec<u32>,
     pub subscriptions: Vec<SubId>,
-    /// Bytes held in the backlogs of all its subscriptions (bounded by
+    /// What the backlogs of all its subscriptions hold (bounded by
     /// `Limits::session_backlog_bytes`).
-    pub backlog_bytes: std::cell::Cell<usize>,
+    pub backlogged: topics::SessionBacklog,
 }
 
 /// Payloads smaller than this are copied before the router keeps them
 /// (backlogs, retained values, queue messages): a slice of a connection's
 /// read buffer would keep the whole buffer (up to 256 KiB, or a large
 /// frame's) alive for a few bytes.
-const DETACH_BELOW: usize = 256 * 1024;
+pub(crate) const DETACH_BELOW: usize = 256 * 1024;
 
 /// `bytes` as the router may keep it for long: small payloads in their own
 /// allocation.
@@ -196,7 +196,7 @@ impl Router {
                 inflight: 0,
                 watches: Vec::new(),
                 subscriptions: Vec::new(),
-                backlog_bytes: std::cell::Cell::new(0),
+                backlogged: topics::SessionBacklog::default(),
             },
         );
         Ok(session)

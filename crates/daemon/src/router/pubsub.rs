@@ -59,7 +59,7 @@ impl Router {
         if let Some(session) = self.sessions.get_mut(&from) {
             session.subscriptions.retain(|s| *s != id);
             let freed = gone.map_or(0, |sub| sub.backlog_bytes);
-            session.backlog_bytes.set(session.backlog_bytes.get().saturating_sub(freed));
+            session.backlogged.release(freed);
         }
     }
 
@@ -133,7 +133,7 @@ impl Router {
             sub.delivered += 1;
             session.push(sub.session, &message(sub.sid, delivery));
         } else {
-            topics::enqueue(sub, delivery, limits, &session.backlog_bytes);
+            topics::enqueue(sub, delivery, limits, &session.backlogged);
             session.backlog.raise();
         }
     }
@@ -154,7 +154,7 @@ impl Router {
                 sub.unreported = 0;
             }
             while !entry.outbox.is_congested() {
-                let Some(delivery) = topics::take(sub, &entry.backlog_bytes) else {
+                let Some(delivery) = topics::take(sub, &entry.backlogged) else {
                     break;
                 };
                 sub.delivered += 1;

@@ -8,11 +8,11 @@
 //! next message it gets. This module only keeps the state; the router moves
 //! frames.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use switchboard_proto::{Caller, Headers, SessionId, Topic, TopicPattern};
 use tokio::sync::Notify;
 
@@ -85,6 +85,52 @@ impl Delivery {
     /// a fixed share for the entry itself.
     pub fn cost(&self) -> usize {
         64 + self.payload.len() + self.headers.wire_len() + self.topic.as_str().len()
+    }
+}
+
+/// What all the backlogs of one connection hold: their bytes, and the
+/// arena small payloads are copied into while they wait.
+///
+/// Copying is what keeps a few waiting bytes from pinning a publisher's
+/// whole read buffer; copying into a shared arena chunk instead of a fresh
+/// allocation each keeps the backlog path free of per-message allocation.
+/// Messages leave a backlog in order, so a chunk is freed soon after its
+/// last message goes: at most one chunk more than the bytes waiting.
+#[derive(Debug, Default)]
+pub struct SessionBacklog {
+    bytes: Cell<usize>,
+    arena: RefCell<BytesMut>,
+}
+
+/// Size of one arena chunk.
+const ARENA_CHUNK: usize = 64 * 1024;
+
+impl SessionBacklog {
+    /// Bytes waiting in the connection's backlogs.
+    pub fn held(&self) -> usize {
+        self.bytes.get()
+    }
+
+    fn add(&self, cost: usize) {
+        self.bytes.set(self.bytes.get() + cost);
+    }
+
+    pub fn release(&self, cost: usize) {
+        self.bytes.set(self.bytes.get().saturating_sub(cost));
+    }
+
+    /// `payload` in memory of its own (see the type's doc); large ones
+    /// (their own allocation already, in practice) are kept as they are.
+    fn keep(&self, payload: Bytes) -> Bytes {
+        if payload.is_empty() || payload.len() >= super::DETACH_BELOW {
+            return payload;
+        }
+        let mut arena = self.arena.borrow_mut();
+        if arena.capacity() - arena.len() < payload.len() {
+            *arena = BytesMut::with_capacity(ARENA_CHUNK.max(payload.len()));
+        }
+        arena.extend_from_slice(&payload);
+        arena.split().freeze()
     }
 }
 
@@ -292,13 +338,13 @@ pub fn enqueue(
     sub: &mut Subscription,
     mut delivery: Delivery,
     limits: BacklogLimits,
-    session_bytes: &Cell<usize>,
+    session: &SessionBacklog,
 ) {
     let cost = delivery.cost();
     let over = |sub: &Subscription| {
-        sub.backlog.len() >= limits.messages.max(1) || session_bytes.get() + cost > limits.session_bytes
+        sub.backlog.len() >= limits.messages.max(1) || session.held() + cost > limits.session_bytes
     };
-    while over(sub) && take(sub, session_bytes).is_some() {
+    while over(sub) && take(sub, session).is_some() {
         sub.missed += 1;
         sub.unreported += 1;
     }
@@ -307,18 +353,18 @@ pub fn enqueue(
         sub.unreported += 1;
         return;
     }
-    delivery.payload = super::detached(delivery.payload);
+    delivery.payload = session.keep(delivery.payload);
     sub.backlog_bytes += cost;
-    session_bytes.set(session_bytes.get() + cost);
+    session.add(cost);
     sub.backlog.push_back(delivery);
 }
 
 /// Takes the oldest message of a subscription's backlog.
-pub fn take(sub: &mut Subscription, session_bytes: &Cell<usize>) -> Option<Delivery> {
+pub fn take(sub: &mut Subscription, session: &SessionBacklog) -> Option<Delivery> {
     let delivery = sub.backlog.pop_front()?;
     let cost = delivery.cost();
     sub.backlog_bytes = sub.backlog_bytes.saturating_sub(cost);
-    session_bytes.set(session_bytes.get().saturating_sub(cost));
+    session.release(cost);
     Some(delivery)
 }
 
@@ -435,11 +481,33 @@ mod tests {
                 headers: Headers::new(),
                 payload: Bytes::from(vec![i]),
             };
-            enqueue(sub, delivery, BacklogLimits { messages: 4, session_bytes: 1 << 20 }, &Cell::new(0));
+            enqueue(
+                sub,
+                delivery,
+                BacklogLimits { messages: 4, session_bytes: 1 << 20 },
+                &SessionBacklog::default(),
+            );
         }
         assert_eq!(sub.backlog.len(), 4);
         assert_eq!((sub.missed, sub.unreported), (6, 6));
         assert_eq!(sub.backlog[0].payload[0], 6);
+    }
+
+    /// Issue 12, defect 7: a few waiting bytes held a publisher's whole
+    /// read buffer. Kept payloads are copied out, into shared arena chunks.
+    #[test]
+    fn kept_payloads_leave_the_read_buffer_and_share_arena_chunks() {
+        let session = SessionBacklog::default();
+        let buffer = Bytes::from(vec![1u8; 256 * 1024]);
+        let inside = |b: &Bytes| {
+            let start = buffer.as_ptr() as usize;
+            (start..start + buffer.len()).contains(&(b.as_ptr() as usize))
+        };
+        let kept = session.keep(buffer.slice(10..26));
+        assert_eq!(kept, buffer.slice(10..26));
+        assert!(!inside(&kept), "still a slice of the read buffer");
+        let next = session.keep(buffer.slice(100..116));
+        assert_eq!(next.as_ptr() as usize, kept.as_ptr() as usize + 16, "one chunk, one after the other");
     }
 
     /// Issue 12, defect 7: backlogs were bounded in messages only, so 8,192
@@ -447,7 +515,7 @@ mod tests {
     #[test]
     fn a_connections_backlogs_are_bounded_in_bytes() {
         let (mut topics, ids) = subscribed(&["a", "b"]);
-        let session_bytes = Cell::new(0);
+        let session_bytes = SessionBacklog::default();
         let limits = BacklogLimits { messages: 1000, session_bytes: 10_000 };
         let big = |t: &str| Delivery {
             retained: false,
@@ -460,7 +528,7 @@ mod tests {
             enqueue(topics.get_mut(ids[0]).unwrap(), big("a"), limits, &session_bytes);
         }
         let a = topics.get_mut(ids[0]).unwrap();
-        assert!(session_bytes.get() <= 10_000, "{}", session_bytes.get());
+        assert!(session_bytes.held() <= 10_000, "{}", session_bytes.held());
         assert_eq!(a.backlog.len(), 9);
         assert_eq!(a.missed, 41);
         // The other subscription finds no room: its new message is dropped, counted.
@@ -469,6 +537,6 @@ mod tests {
         assert_eq!((b.backlog.len(), b.missed), (0, 1));
         // Taking frees the bytes.
         while take(topics.get_mut(ids[0]).unwrap(), &session_bytes).is_some() {}
-        assert_eq!(session_bytes.get(), 0);
+        assert_eq!(session_bytes.held(), 0);
     }
 }
