@@ -76,6 +76,17 @@ fn calls_to_a_starting_service_are_admitted_before_they_park() {
         "--max-frame",
         "65536",
     ]);
+    // The hold is in place once the supervisor reports the service starting
+    // (the daemon lets clients in before its apps are up: issue 19).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = daemon.cli(&["status", "slow", "--json"]).output().unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("\"StartPending\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slow never reported StartPending: {out:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut stream = UnixStream::connect(&daemon.socket).unwrap();
     let mut out = BytesMut::new();
     Frame::Hello(Hello {
