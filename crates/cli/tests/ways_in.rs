@@ -142,6 +142,7 @@ async fn a_sibling_that_reads_an_instance_secret_still_cannot_use_it() {
     let said = String::from_utf8_lossy(&thief.stdout);
     println!("{said}");
     assert!(said.contains("secret: read"), "the thief could read the environment: {said}");
+    assert!(said.contains("descriptors: 0 sockets reopened"), "{said}");
     assert!(said.contains("setpgid: refused"), "{said}");
     assert!(
         said.contains("hello: permission_denied") && said.contains("not a process of that instance"),
@@ -167,6 +168,16 @@ async fn steal_an_instance_secret() {
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .expect("the instance's environment names its secret");
     println!("secret: read");
+    // Its descriptors: a connected socket cannot be reopened through /proc.
+    let mut sockets = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let is_socket =
+            std::fs::read_link(entry.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+        if is_socket && std::fs::File::open(entry.path()).is_ok() {
+            sockets += 1;
+        }
+    }
+    println!("descriptors: {sockets} sockets reopened");
     let victim = rustix::process::Pid::from_raw(pid.parse().unwrap()).unwrap();
     match rustix::process::setpgid(None, Some(victim)) {
         Ok(()) => println!("setpgid: joined"),
