@@ -13,14 +13,6 @@ use support::Daemon;
 
 const FLOOD: usize = 2000;
 
-/// Raises this process's open-file limit to its hard limit (children inherit it).
-fn raise_nofile() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let limit = getrlimit(Resource::Nofile);
-    setrlimit(Resource::Nofile, rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum })
-        .unwrap();
-}
-
 /// Before the fix 2,000 connections that never sent `Hello` took every
 /// connection slot (1,024) for the handshake timeout, so a real client
 /// connecting meanwhile was refused at once ("already has 1024
@@ -28,12 +20,10 @@ fn raise_nofile() {
 /// the flooding uid locks out only itself. Failed before the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_from_one_user_do_not_lock_out_another() {
-    if !rustix::process::geteuid().is_root() {
-        assert!(std::env::var("CI").is_err(), "this test needs root, and CI runs as root");
-        eprintln!("skipped: needs root to flood as a second user");
+    if !support::root_or_skip("idle_connections_from_one_user_do_not_lock_out_another", "a second user") {
         return;
     }
-    raise_nofile();
+    support::raise_nofile();
     let (uid, gid) = support::other_user();
     let work = tempfile::tempdir().unwrap();
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -155,14 +155,6 @@ const PER_STALLED_CLIENT: u64 = 6 << 20;
 /// state) and the daemon's own baseline growth.
 const EVERYONE_ELSE: u64 = 160 << 20;
 
-/// Raises this process's open-file limit to its hard limit (the daemon it
-/// starts inherits it): the test opens more than a thousand sockets.
-fn raise_nofile() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let limit = getrlimit(Resource::Nofile);
-    setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum }).unwrap();
-}
-
 /// Issue 12, acceptance: 1,000 connected clients, 100 of which subscribe
 /// and never read, while a publisher sends 1 KiB messages and 899 clients
 /// call a service through the daemon for 30 s. The daemon's RSS stays under
@@ -171,7 +163,7 @@ fn raise_nofile() {
 /// reading client is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_clients_of_which_a_hundred_never_read_stay_within_the_bound() {
-    raise_nofile();
+    support::raise_nofile();
     let daemon = Daemon::start_with(&["--max-connections", "2000"]);
     let owner = daemon.bus().await;
     let _echo = owner.serve("echo").unwrap().method("ping", |r| async move { Ok(r.payload) }).start().await;

@@ -20,15 +20,6 @@ use rustix::process::Signal;
 use support::Daemon;
 use switchboard::{Bus, CallError, PutOptions};
 
-fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(std::env::var("CI").is_err(), "{test} needs root, and CI runs as root");
-    eprintln!("{test}: skipped, needs root (strace, unshare -m, mount)");
-    false
-}
-
 /// Puts `name` (padded) with `name` as producer id until it is confirmed
 /// (at most `tries`); returns how many attempts failed with `storage_failed`.
 async fn put_until_confirmed(bus: &Bus, name: &str, tries: usize) -> usize {
@@ -77,7 +68,10 @@ fn kill_and_restart_plain(daemon: &mut Daemon) {
 /// the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored() {
-    if !root_or_skip("a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored") {
+    if !support::root_or_skip(
+        "a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored",
+        "strace, unshare -m, mount",
+    ) {
         return;
     }
     // Every fifth fdatasync from the third on fails with EIO; small
@@ -108,7 +102,10 @@ async fn a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored() {
 /// fix the failed write's partial bytes stayed in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_closed_and_recovers_when_space_returns() {
-    if !root_or_skip("a_full_disk_fails_closed_and_recovers_when_space_returns") {
+    if !support::root_or_skip(
+        "a_full_disk_fails_closed_and_recovers_when_space_returns",
+        "strace, unshare -m, mount",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +190,7 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns() {
 /// (five puts take one each). Failed before the fix (depth 4, not 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_ack_leaves_the_message_in_the_queue() {
-    if !root_or_skip("a_failed_ack_leaves_the_message_in_the_queue") {
+    if !support::root_or_skip("a_failed_ack_leaves_the_message_in_the_queue", "strace, unshare -m, mount") {
         return;
     }
     let mut daemon = daemon_whose_fdatasync_fails("6+", &[]);

@@ -219,3 +219,25 @@ pub fn other_user() -> (u32, u32) {
     }
     (id("-u").expect("uid"), id("-g").expect("gid"))
 }
+
+/// Whether the test may go on: true as root. Run as another user it says
+/// why it skips; with `CI=true` it fails instead, since CI runs as root and
+/// must never skip it silently.
+pub fn root_or_skip(test: &str, needs: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(std::env::var("CI").is_err(), "{test} needs root, and CI runs as root");
+    eprintln!("{test}: skipped, needs root ({needs})");
+    false
+}
+
+/// Raises this process's open-file limit to its hard limit (children it
+/// starts, the daemon included, inherit it): for tests that open thousands
+/// of sockets.
+pub fn raise_nofile() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum })
+        .expect("raise nofile");
+}

@@ -218,20 +218,10 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queues::record::StoredMessage;
+    use crate::queues::record::test_put;
 
     fn put(id: u64) -> Record {
-        Record::Put(StoredMessage {
-            queue: "jobs".into(),
-            id,
-            priority: 0,
-            expires_at_ms: 0,
-            put_at_ms: 0,
-            attempts: 0,
-            dedup_id: String::new(),
-            headers: Bytes::new(),
-            payload: Bytes::new(),
-        })
+        test_put("jobs", id, 0)
     }
 
     fn ack(id: u64) -> Record {

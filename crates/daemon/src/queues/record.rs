@@ -242,6 +242,22 @@ fn parse(body: Bytes) -> Result<Record, RecordError> {
     Ok(record)
 }
 
+/// A `Put` of `size` bytes to `queue`, for the store's tests.
+#[cfg(test)]
+pub(crate) fn test_put(queue: &str, id: u64, size: usize) -> Record {
+    Record::Put(StoredMessage {
+        queue: queue.into(),
+        id,
+        priority: 0,
+        expires_at_ms: 0,
+        put_at_ms: 0,
+        attempts: 0,
+        dedup_id: String::new(),
+        headers: Bytes::new(),
+        payload: Bytes::from(vec![1u8; size]),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

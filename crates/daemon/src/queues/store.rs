@@ -368,19 +368,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queues::record::test_put;
 
     fn put(id: u64, size: usize) -> Record {
-        Record::Put(StoredMessage {
-            queue: "jobs".into(),
-            id,
-            priority: 0,
-            expires_at_ms: 0,
-            put_at_ms: 0,
-            attempts: 0,
-            dedup_id: String::new(),
-            headers: Bytes::new(),
-            payload: Bytes::from(vec![1u8; size]),
-        })
+        test_put("jobs", id, size)
     }
 
     fn ack(id: u64) -> Record {
@@ -467,9 +458,7 @@ mod tests {
     }
 
     fn other(id: u64, size: usize) -> Record {
-        let Record::Put(mut message) = put(id, size) else { unreachable!("put makes a Put") };
-        message.queue = "other".into();
-        Record::Put(message)
+        test_put("other", id, size)
     }
 
     #[test]

@@ -79,7 +79,6 @@ pub(crate) fn detached(bytes: Bytes) -> Bytes {
     }
 }
 
-/// What a session hands the router when it is admitted.
 impl SessionEntry {
     /// Queues `frame` for this session (`id`). A closed outbox means the
     /// session is going away and its cleanup handles what it was owed; one
@@ -97,6 +96,7 @@ impl SessionEntry {
     }
 }
 
+/// What a session hands the router when it is admitted.
 pub struct SessionLink {
     pub outbox: Arc<Outbox>,
     pub kill: CancellationToken,

@@ -236,8 +236,10 @@ impl Router {
             put_at_ms: now,
             attempts: 0,
             dedup_id,
-            headers: super::detached(headers.to_wire()),
-            payload: super::detached(payload),
+            // `to_wire` makes a buffer of its own; the payload is copied out
+            // of the read buffer below, only if it is stored.
+            headers: headers.to_wire(),
+            payload,
         };
         match q.admit(&message, now) {
             Err(refused) => self.send_error(from, req, ErrorCode::QueueFull, refused.to_string()),
@@ -259,6 +261,7 @@ impl Router {
                 for id in &dropped {
                     records.extend(removal(q, *id));
                 }
+                let message = StoredMessage { payload: super::detached(message.payload), ..message };
                 records.push(Record::Put(message.clone()));
                 q.insert(message, now);
                 self.submit(
@@ -468,6 +471,7 @@ impl Router {
         for done in dones {
             match done {
                 Done::Put { session, req, queue, id, dropped, duplicate } => {
+                    self.settle_removals(&queue, &dropped, failed.is_none());
                     let Some(q) = self.queues.queues.get_mut(&queue) else { continue };
                     let outcome = match &failed {
                         None if duplicate.as_deref().is_some_and(|d| !q.stored_as(d, id)) => {
@@ -476,13 +480,6 @@ impl Router {
                         None => Ok(()),
                         Some(why) => Err(why.clone()),
                     };
-                    for d in dropped {
-                        if failed.is_none() {
-                            q.removed(d)
-                        } else {
-                            q.removal_failed(d)
-                        }
-                    }
                     match outcome {
                         Ok(()) => {
                             q.committed(id);

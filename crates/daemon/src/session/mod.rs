@@ -74,10 +74,8 @@ pub async fn serve(
         Ok(hello) => hello,
         Err(why) => {
             tracing::warn!(%peer, "handshake refused: {why}");
-            outbox.close();
             drop(admission.handshake);
-            let _ = tokio::time::timeout(limits.handshake_timeout, writer).await;
-            return;
+            return turn_away(&outbox, writer, None, &limits).await;
         }
     };
     drop(admission.handshake);
@@ -86,10 +84,8 @@ pub async fn serve(
         let limit = limits.max_connections;
         tracing::warn!(%peer, client = %hello.client_name, "connection refused: {limit} connections is the limit");
         let message = format!("the daemon already has {limit} connections (its limit)");
-        let _ = outbox.push(&Frame::Goodbye { code: ErrorCode::Overloaded, message });
-        outbox.close();
-        let _ = tokio::time::timeout(limits.handshake_timeout, writer).await;
-        return;
+        let goodbye = Frame::Goodbye { code: ErrorCode::Overloaded, message };
+        return turn_away(&outbox, writer, Some(goodbye), &limits).await;
     };
     reader.set_max_frame(limits.max_frame);
     let uid = cred.map_or(u32::MAX, |c| c.uid);
@@ -119,10 +115,7 @@ pub async fn serve(
         Ok(session) => session,
         Err((code, message)) => {
             tracing::warn!(%peer, client = %hello.client_name, pid, "connection refused: {message}");
-            let _ = outbox.push(&Frame::Goodbye { code, message });
-            outbox.close();
-            let _ = tokio::time::timeout(limits.handshake_timeout, writer).await;
-            return;
+            return turn_away(&outbox, writer, Some(Frame::Goodbye { code, message }), &limits).await;
         }
     };
     tracing::debug!(session, %peer, client = %hello.client_name, pid, "session open");
@@ -148,6 +141,21 @@ pub async fn serve(
     if tokio::time::timeout(limits.handshake_timeout, writer).await.is_err() {
         abort.abort();
     }
+}
+
+/// Ends a connection that will not be served: sends `goodbye` if there is
+/// one, and lets the writer flush it for at most the handshake timeout.
+async fn turn_away(
+    outbox: &Outbox,
+    writer: tokio::task::JoinHandle<std::io::Result<()>>,
+    goodbye: Option<Frame>,
+    limits: &Limits,
+) {
+    if let Some(goodbye) = goodbye {
+        let _ = outbox.push(&goodbye);
+    }
+    outbox.close();
+    let _ = tokio::time::timeout(limits.handshake_timeout, writer).await;
 }
 
 /// Answers a connection that may not be served with a `Goodbye` saying
