@@ -152,8 +152,17 @@ async fn producers_cannot_redeclare_and_queues_are_bounded_and_deletable() {
         Err(CallError::Overloaded(message)) => assert!(message.contains("max-queues"), "{message}"),
         other => panic!("a fourth queue was created past --max-queues 3: {other:?}"),
     }
-    // A dead-letter queue of a queue that exists is not counted.
+    // A dead-letter queue of a queue that exists is not counted; a `.dlq`
+    // name alone is (else any client could create them without end).
     owner.queue("jobs.dlq").unwrap().consume(1).await.unwrap();
+    match owner.queue("nosuch.dlq").unwrap().put(&b"x"[..]).await {
+        Err(CallError::Overloaded(_)) => {}
+        other => panic!("a .dlq name of no queue went past --max-queues: {other:?}"),
+    }
+    match owner.queue("other.dlq").unwrap().declare(QueueOptions::default()).await {
+        Err(CallError::Overloaded(_)) => {}
+        other => panic!("a declared .dlq name of no queue went past --max-queues: {other:?}"),
+    }
 
     // Deleting: refused while not empty, done once it is; the place is free again.
     match owner.queue("b").unwrap().delete().await {

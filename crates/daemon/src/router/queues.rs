@@ -163,10 +163,16 @@ impl QueueState {
         id
     }
 
-    /// Whether one more queue may be created; dead-letter queues the daemon
-    /// makes for queues it holds are not counted against the limit.
+    /// Whether `name` counts against `--max-queues`: every queue but the
+    /// dead-letter queue of a queue that exists (a `.dlq` name alone is not
+    /// enough, or any client could create them without end).
+    fn counts_toward_limit(&self, name: &str) -> bool {
+        name.strip_suffix(".dlq").is_none_or(|source| !self.queues.contains_key(source))
+    }
+
+    /// Whether one more queue that counts toward the limit may be created.
     fn room_for_one_more(&self) -> Result<(), (ErrorCode, String)> {
-        let counted = self.queues.keys().filter(|q| !q.ends_with(".dlq")).count();
+        let counted = self.queues.keys().filter(|q| self.counts_toward_limit(q)).count();
         if counted < self.max_queues {
             return Ok(());
         }
@@ -184,18 +190,15 @@ impl QueueState {
         if self.queues.contains_key(name) {
             return Ok(());
         }
-        let dead_letters_of = name.strip_suffix(".dlq").filter(|source| self.queues.contains_key(*source));
-        let options = match dead_letters_of {
-            Some(_) => dead_letter_options(),
-            None if self.auto_create => {
-                self.room_for_one_more()?;
-                QueueOptions::default()
-            }
-            None => {
-                let message =
-                    format!("no queue named {name} (declare it first; first use may not create queues)");
-                return Err((ErrorCode::NoSuchQueue, message));
-            }
+        let options = if !self.counts_toward_limit(name) {
+            dead_letter_options()
+        } else if self.auto_create {
+            self.room_for_one_more()?;
+            QueueOptions::default()
+        } else {
+            let message =
+                format!("no queue named {name} (declare it first; first use may not create queues)");
+            return Err((ErrorCode::NoSuchQueue, message));
         };
         records.push(Record::Declare { queue: name.to_owned(), options: options_bytes(&options) });
         self.queues.insert(name.to_owned(), Queue::new(name.to_owned(), options));
@@ -628,7 +631,7 @@ impl Router {
         match self.queues.queues.get_mut(&name) {
             Some(queue) => queue.options = declare.options,
             None => {
-                if !name.ends_with(".dlq") {
+                if self.queues.counts_toward_limit(&name) {
                     self.queues.room_for_one_more()?;
                 }
                 self.queues.queues.insert(name.clone(), Queue::new(name.clone(), declare.options));
