@@ -8,7 +8,8 @@
 #   libzmq3-dev      the benchmark links libzmq (the ZeroMQ peer) and is built with
 #   pkg-config       the workspace, so it is needed to compile at all
 #   strace           the queue fault tests inject EIO into the daemon's fdatasync
-#   unshare, nsenter the queue fault tests fill a private tmpfs (package util-linux)
+#   unshare, nsenter the queue fault tests fill a private tmpfs (package util-linux;
+#   mount            mount is its own package)
 #   libnss-extrausers the security tests resolve a user that only NSS knows
 set -euo pipefail
 . "$(dirname "$0")/apt-install.sh"
@@ -21,6 +22,7 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libzmq 2>/dev/null || need+=(libzmq3-dev)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 { command -v unshare && command -v nsenter; } >/dev/null 2>&1 || need+=(util-linux)
+command -v mount >/dev/null 2>&1 || need+=(mount)
 dpkg -s libnss-extrausers >/dev/null 2>&1 || need+=(libnss-extrausers)
 if [ ${#need[@]} -eq 0 ]; then
   echo "test dependencies already installed"
@@ -28,4 +30,4 @@ if [ ${#need[@]} -eq 0 ]; then
 fi
 apt_install "${need[@]}"
 command -v systemd-notify >/dev/null && command -v openssl >/dev/null && command -v strace >/dev/null \
-  && command -v unshare >/dev/null && command -v nsenter >/dev/null
+  && command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v mount >/dev/null
