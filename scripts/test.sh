@@ -25,7 +25,7 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
 step "tests (unit, property, end-to-end against the real daemon binary)"
-cargo test --workspace --locked 2>&1 | tee "$out/test.log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$out/test.log"
 
 step "peers for the benchmark (best effort: a peer that cannot be installed is skipped, and says so)"
 bash scripts/install-peers.sh || echo "warning: could not install the benchmark's peers"
