@@ -218,12 +218,12 @@ pub fn daemon(socket: &Path, data_dir: &Path, services: Option<std::path::PathBu
         let config = switchboard_daemon::Config {
             listen: vec![switchboard::Endpoint::Unix(socket.to_owned())],
             data_dir: data_dir.to_owned(),
-            services_file: services,
+            config_file: services,
             ..Default::default()
         };
-        let daemon = switchboard_daemon::Daemon::bind(config).await?;
-        ready();
-        let _ = daemon.run(tokio_util::sync::CancellationToken::new()).await;
+        let apps = switchboard_daemon::host::Apps::new().with::<switchboard_supervisor::Supervisor>();
+        let daemon = switchboard_daemon::Daemon::bind(config, apps).await?;
+        let _ = daemon.run(tokio_util::sync::CancellationToken::new(), ready).await;
         Ok(())
     })
 }

@@ -89,14 +89,35 @@ impl Bus {
         Self::connect_as(endpoint, client_name, connection::credential_from_env(), None).await
     }
 
+    /// Connects through `dial`, which hands out connected sockets: how an
+    /// app hosted by `switchboard up` reaches the daemon it runs in (the
+    /// host decides who the connection is). `endpoint` is only what logs and
+    /// errors name. Reconnects dial again.
+    pub async fn connect_hosted(
+        endpoint: Endpoint,
+        client_name: String,
+        dial: connection::Dialer,
+    ) -> Result<Self, ConnectError> {
+        let route = connection::Route { endpoint, tls: None, dialer: Some(dial) };
+        Self::open(route, client_name, String::new()).await
+    }
+
     async fn connect_as(
         endpoint: Endpoint,
         client_name: String,
         credential: String,
         tls: Option<TlsClient>,
     ) -> Result<Self, ConnectError> {
-        let conn = connection::connect(&endpoint, &client_name, &credential, tls.as_ref()).await?;
-        let shared = Arc::new(Shared::new(endpoint, client_name, credential, tls));
+        Self::open(connection::Route { endpoint, tls, dialer: None }, client_name, credential).await
+    }
+
+    async fn open(
+        route: connection::Route,
+        client_name: String,
+        credential: String,
+    ) -> Result<Self, ConnectError> {
+        let shared = Arc::new(Shared::new(route, client_name, credential));
+        let conn = connection::connect(&shared).await?;
         tokio::spawn(connection::run(shared.clone(), conn));
         // Wait until the connection task has published the link.
         let mut link = shared.link.subscribe();

@@ -37,6 +37,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// Makes a connected socket without an address: a daemon hosted in this
+/// process hands its apps one end of a socket pair per connection
+/// (`switchboard_daemon::host`). Called again on every reconnect.
+pub type Dialer = Arc<dyn Fn() -> std::io::Result<Stream> + Send + Sync>;
+
 /// An error answer as it came off the wire.
 pub(crate) type WireError = (ErrorCode, String);
 
@@ -69,6 +74,8 @@ pub(crate) struct Shared {
     pub credential: String,
     /// For `tls://` endpoints.
     pub tls: Option<TlsClient>,
+    /// Instead of the endpoint, when the daemon is hosted in this process.
+    pub dialer: Option<Dialer>,
     pub link: watch::Sender<Option<Arc<Link>>>,
     pub waiters: Mutex<HashMap<u32, Waiter>>,
     next_id: AtomicU32,
@@ -93,12 +100,13 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(endpoint: Endpoint, client_name: String, credential: String, tls: Option<TlsClient>) -> Self {
+    pub fn new(route: Route, client_name: String, credential: String) -> Self {
         Self {
-            endpoint,
+            endpoint: route.endpoint,
             client_name,
             credential,
-            tls,
+            tls: route.tls,
+            dialer: route.dialer,
             link: watch::channel(None).0,
             waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(0),
@@ -130,21 +138,26 @@ pub(crate) struct Connected {
     writer: JoinHandle<std::io::Result<()>>,
 }
 
+/// Where a connection goes and how it gets there.
+pub(crate) struct Route {
+    /// The daemon's address (with a dialer: only what logs and errors show).
+    pub endpoint: Endpoint,
+    pub tls: Option<TlsClient>,
+    pub dialer: Option<Dialer>,
+}
+
 /// Connects and performs the handshake.
-pub(crate) async fn connect(
-    endpoint: &Endpoint,
-    client_name: &str,
-    credential: &str,
-    tls: Option<&TlsClient>,
-) -> Result<Connected, ConnectError> {
-    let stream = match (endpoint, tls) {
-        (Endpoint::Tls(addr), Some(tls)) => tls
+pub(crate) async fn connect(shared: &Shared) -> Result<Connected, ConnectError> {
+    let (endpoint, credential) = (&shared.endpoint, &shared.credential);
+    let unreachable = |source| ConnectError::Unreachable { endpoint: endpoint.clone(), source };
+    let stream = match (endpoint, &shared.tls, &shared.dialer) {
+        // Our own process is at the other end: no credentials to check.
+        (_, _, Some(dial)) => dial().map_err(unreachable)?,
+        (Endpoint::Tls(addr), Some(tls), None) => tls
             .connect(addr)
             .await
             .map_err(|err| ConnectError::Handshake { endpoint: endpoint.clone(), why: err.to_string() })?,
-        _ => Stream::connect(endpoint)
-            .await
-            .map_err(|source| ConnectError::Unreachable { endpoint: endpoint.clone(), source })?,
+        _ => Stream::connect(endpoint).await.map_err(unreachable)?,
     };
     if !credential.is_empty() {
         if let Some(cred) = stream.peer_cred() {
@@ -153,7 +166,6 @@ pub(crate) async fn connect(
             }
         }
     }
-    let unreachable = |source| ConnectError::Unreachable { endpoint: endpoint.clone(), source };
     let (read, write) = stream.into_split().map_err(unreachable)?;
     let mut reader = FrameReader::new(read, DEFAULT_MAX_FRAME);
     let outbox = Arc::new(Outbox::new(CONGESTED_AT));
@@ -164,8 +176,8 @@ pub(crate) async fn connect(
     let hello = Hello {
         version: PROTOCOL_VERSION,
         features: 0,
-        client_name: client_name.to_owned(),
-        credential: credential.to_owned(),
+        client_name: shared.client_name.clone(),
+        credential: credential.clone(),
     };
     let _ = outbox.push(&Frame::Hello(hello));
     let handshake_failed = |why: String| ConnectError::Handshake { endpoint: endpoint.clone(), why };
@@ -236,7 +248,7 @@ async fn reconnect(shared: &Shared) -> Option<Connected> {
             _ = shared.closed.cancelled() => return None,
             _ = tokio::time::sleep(backoff) => {}
         }
-        match connect(&shared.endpoint, &shared.client_name, &shared.credential, shared.tls.as_ref()).await {
+        match connect(shared).await {
             Ok(conn) => {
                 tracing::info!(endpoint = %shared.endpoint, "reconnected to the daemon");
                 return Some(conn);

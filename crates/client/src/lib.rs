@@ -30,6 +30,7 @@ mod topics;
 
 pub use bus::{decode, encode, Bus, DEFAULT_TIMEOUT};
 pub use bytes::Bytes;
+pub use connection::Dialer;
 
 pub use calls::{BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};

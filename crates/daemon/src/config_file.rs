@@ -1,63 +1,183 @@
-//! The daemon's config file (`switchboard up --config FILE`): the services
-//! to supervise (`[services.*]`, `[logs]`, see [`crate::supervisor::config`])
-//! and who may do what (`[security]`, `[roles.*]`, `[[policy]]`, see
-//! [`crate::policy`]). Each part is read from the same text by its owner, so
-//! errors keep their line numbers; an unknown section is refused by both.
+//! The daemon's config file (`switchboard up --config FILE`), parsed once.
+//!
+//! The file is one TOML document whose top-level keys belong to owners: the
+//! daemon's policy (`[security]`, `[roles.*]`, `[[policy]]`) and each hosted
+//! app (the supervisor's `[services.*]` and `[logs]`, …). [`ConfigFile::split`]
+//! parses the text once and hands every owner a [`Section`] holding only its
+//! keys, which the owner turns into its own validated type; a key nobody
+//! owns is refused with its line. Errors name the file and the line.
+//!
+//! Owns parsing and error positions only; what a section means is its
+//! owner's business.
 
 use std::path::{Path, PathBuf};
 
-use crate::policy::{Policy, RawPolicy, Security};
-use crate::supervisor::{ConfigError, SupervisorConfig};
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, Deserializer};
+use toml::Spanned;
 
-/// A whole, validated config file.
-#[derive(Debug, Clone, Default)]
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {origin}{}: {message}", at_line(*line))]
+    Syntax { origin: String, line: Option<usize>, message: String },
+    #[error("config {origin}, line {line}: unknown section `{key}` (known: {known})")]
+    UnknownSection { origin: String, line: usize, key: String, known: String },
+    /// An owner's own validation refused its section.
+    #[error("config {origin}: {what}: {message}")]
+    Invalid { origin: String, what: String, message: String },
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|line| format!(", line {line}")).unwrap_or_default()
+}
+
+/// A config file's text and where it came from.
+#[derive(Debug, Clone)]
 pub struct ConfigFile {
-    pub services: SupervisorConfig,
-    pub policy: Policy,
-    pub security: Security,
+    origin: String,
+    text: String,
+}
+
+impl Default for ConfigFile {
+    /// No file: every owner gets an empty section.
+    fn default() -> Self {
+        Self::from_text("(none)", String::new())
+    }
 }
 
 impl ConfigFile {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|err| match err {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.to_owned(), message },
-            other => other,
-        })
+        Ok(Self::from_text(&path.display().to_string(), text))
     }
 
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let services = SupervisorConfig::parse(text)?;
-        let syntax = |message: String| ConfigError::Syntax { path: PathBuf::new(), message };
-        let raw: RawPolicy = toml::from_str(text).map_err(|err| syntax(err.to_string()))?;
-        let (policy, security) = raw.validate().map_err(syntax)?;
-        Ok(Self { services, policy, security })
+    /// A config given as text; `origin` is what errors call it.
+    pub fn from_text(origin: &str, text: String) -> Self {
+        Self { origin: origin.to_owned(), text }
+    }
+
+    /// Parses the document once and gives each owner its keys, in the
+    /// order of `owners` (each a list of top-level keys). A key no owner
+    /// lists is refused.
+    pub fn split(&self, owners: &[&[&str]]) -> Result<Vec<Section<'_>>, ConfigError> {
+        let root = DeTable::parse(&self.text).map_err(|err| self.syntax(&err))?;
+        let span = root.span();
+        let mut parts: Vec<DeTable<'_>> = owners.iter().map(|_| DeTable::new()).collect();
+        for (key, value) in root.into_inner() {
+            let Some(owner) = owners.iter().position(|keys| keys.contains(&key.get_ref().as_ref())) else {
+                let known: Vec<&str> = owners.iter().flat_map(|keys| keys.iter().copied()).collect();
+                return Err(ConfigError::UnknownSection {
+                    origin: self.origin.clone(),
+                    line: self.line_of(key.span().start),
+                    key: key.get_ref().to_string(),
+                    known: known.join(", "),
+                });
+            };
+            parts[owner].insert(key, value);
+        }
+        Ok(parts
+            .into_iter()
+            .map(|table| Section { file: self, table: Spanned::new(span.clone(), table) })
+            .collect())
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    }
+
+    fn syntax(&self, err: &toml::de::Error) -> ConfigError {
+        ConfigError::Syntax {
+            origin: self.origin.clone(),
+            line: err.span().map(|span| self.line_of(span.start)),
+            message: err.message().trim_end().to_owned(),
+        }
+    }
+}
+
+/// One owner's part of a config file.
+pub struct Section<'a> {
+    file: &'a ConfigFile,
+    table: Spanned<DeTable<'a>>,
+}
+
+impl Section<'_> {
+    /// The section as the owner's type; a mistake names its line.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        T::deserialize(Deserializer::from(self.table.clone())).map_err(|err| self.file.syntax(&err))
+    }
+
+    /// The error for a value the owner's own checks refuse: `what` names it
+    /// (`service web`).
+    pub fn invalid(&self, what: &str, message: String) -> ConfigError {
+        ConfigError::Invalid { origin: self.file.origin.clone(), what: what.to_owned(), message }
+    }
+
+    /// Whether the file says nothing to this owner.
+    pub fn is_empty(&self) -> bool {
+        self.table.get_ref().is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::policy::{Op, Principal};
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Animals {
+        #[serde(default)]
+        cats: BTreeMap<String, u32>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Plants {
+        #[serde(default)]
+        trees: Vec<String>,
+    }
+
+    const OWNERS: &[&[&str]] = &[&["cats"], &["trees"]];
 
     #[test]
-    fn one_file_holds_services_and_policy() {
-        let file = ConfigFile::parse(
-            "[services.a]\ncommand = \"true\"\n[security]\nsocket_mode = \"0660\"\n\
-             [[policy]]\nprincipal = \"user:nobody\"\nallow = [\"call a.*\"]\n",
-        )
-        .unwrap();
-        assert_eq!(file.services.services.len(), 1);
-        assert_eq!(file.security.socket_mode, 0o660);
-        assert_eq!(file.policy.len(), 1);
-        let root = file.policy.rules_for(&Principal::local(0, 0, 12345));
-        assert!(!root.permits(Op::Call, "a.b"));
+    fn each_owner_gets_only_its_keys() {
+        let file = ConfigFile::from_text("zoo.toml", "trees = [\"oak\"]\n[cats]\ntom = 3\n".into());
+        let mut sections = file.split(OWNERS).unwrap().into_iter();
+        let animals: Animals = sections.next().unwrap().parse().unwrap();
+        let plants: Plants = sections.next().unwrap().parse().unwrap();
+        assert_eq!(animals.cats["tom"], 3);
+        assert_eq!(plants.trees, ["oak"]);
     }
 
     #[test]
-    fn an_unknown_section_is_refused() {
-        let err = ConfigFile::parse("[colours]\nred = 1\n").unwrap_err().to_string();
-        assert!(err.contains("unknown field `colours`"), "{err}");
+    fn an_unknown_section_is_refused_with_its_line() {
+        let file = ConfigFile::from_text("zoo.toml", "[cats]\ntom = 3\n\n[colours]\nred = 1\n".into());
+        let err = file.split(OWNERS).err().unwrap().to_string();
+        assert_eq!(err, "config zoo.toml, line 4: unknown section `colours` (known: cats, trees)");
+    }
+
+    #[test]
+    fn mistakes_inside_a_section_name_the_line() {
+        let file = ConfigFile::from_text("zoo.toml", "trees = []\n[cats]\ntom = \"three\"\n".into());
+        let err = file.split(OWNERS).unwrap().remove(0).parse::<Animals>().unwrap_err().to_string();
+        assert!(err.starts_with("config zoo.toml, line 3: "), "{err}");
+        let file = ConfigFile::from_text("zoo.toml", "[cats\n".into());
+        let err = file.split(OWNERS).err().unwrap().to_string();
+        assert!(err.starts_with("config zoo.toml, line 1: "), "{err}");
+    }
+
+    #[test]
+    fn no_file_gives_every_owner_an_empty_section() {
+        let file = ConfigFile::default();
+        let sections = file.split(OWNERS).unwrap();
+        assert!(sections.iter().all(Section::is_empty));
+        let animals: Animals = file.split(OWNERS).unwrap().remove(0).parse().unwrap();
+        assert!(animals.cats.is_empty());
     }
 }

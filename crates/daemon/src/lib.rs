@@ -5,27 +5,31 @@
 //! state; sessions ([`session`]) own sockets; the daemon's own services
 //! ([`admin`], `$sys.*`) answer through the same router as anyone else.
 //!
+//! Apps beside the router (the supervisor, …) are hosted through [`host`]:
+//! each is started with its own part of the config file before any client
+//! is let in, and reaches the router only through [`host::RouterHandle`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchboard_daemon::DaemonError> {
-//! use switchboard_daemon::{Config, Daemon};
-//! let daemon = Daemon::bind(Config::default()).await?;
+//! use switchboard_daemon::{host::Apps, Config, Daemon};
+//! let daemon = Daemon::bind(Config::default(), Apps::new()).await?;
 //! let stop = tokio_util::sync::CancellationToken::new();
-//! daemon.run(stop).await;
+//! daemon.run(stop, || println!("ready")).await?;
 //! # Ok(()) }
 //! ```
-// One `unsafe` block, with its SAFETY note: the supervisor's pre-exec hook.
 #![deny(unsafe_code)]
 
 pub mod admin;
 pub mod config_file;
+pub mod host;
 pub mod listen;
 pub mod policy;
 pub mod private_dir;
 pub mod queues;
 pub mod router;
 pub mod session;
-pub mod supervisor;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use bytes::Bytes;
+use config_file::ConfigFile;
+use host::Apps;
 use listen::Listener;
 use router::Router;
 
@@ -115,10 +122,10 @@ pub struct Config {
     pub max_queues: usize,
     /// Size at which the queue log starts a new segment (and reclaims space).
     pub queue_segment_bytes: u64,
-    /// The supervisor's config file (`up --config`), re-read on reload.
-    pub services_file: Option<PathBuf>,
-    /// A supervisor config given as text (`up --demo`) when there is no file.
-    pub services_text: Option<String>,
+    /// The config file (`up --config`), re-read on reload.
+    pub config_file: Option<PathBuf>,
+    /// A config given as text (`up --demo`) when there is no file.
+    pub config_text: Option<String>,
     /// Allow plain (unencrypted, unauthenticated) TCP listeners on loopback;
     /// also `allow_plain_tcp` in the config's `[security]`.
     pub allow_plain_tcp: bool,
@@ -137,8 +144,8 @@ impl Default for Config {
             queue_auto_create: true,
             max_queues: DEFAULT_MAX_QUEUES,
             queue_segment_bytes: 64 * 1024 * 1024,
-            services_file: None,
-            services_text: None,
+            config_file: None,
+            config_text: None,
             allow_plain_tcp: false,
         }
     }
@@ -184,13 +191,13 @@ pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] queues::store::StoreError),
     #[error(transparent)]
-    Services(#[from] supervisor::ConfigError),
+    Config(#[from] config_file::ConfigError),
     #[error("{endpoint} needs [security.tls] with cert and key")]
     NoTlsConfig { endpoint: Endpoint },
     #[error(transparent)]
     Tls(#[from] switchboard_transport::tls::TlsError),
     #[error(transparent)]
-    Supervisor(#[from] supervisor::SupervisorError),
+    App(#[from] host::AppError),
 }
 
 /// A daemon whose endpoints are bound and whose queue store is open.
@@ -198,18 +205,21 @@ pub struct Daemon {
     listeners: Vec<Arc<Listener>>,
     store: queues::store::Store,
     recovered: queues::store::Recovered,
-    file: config_file::ConfigFile,
+    policy: (policy::Policy, policy::Security),
+    apps: Apps,
+    inherited: BTreeMap<String, Bytes>,
+    hand_off: CancellationToken,
     reload: Arc<tokio::sync::Notify>,
     config: Config,
 }
 
 impl Daemon {
-    /// Reads the services config, binds every configured endpoint and opens
-    /// (recovers) the queue store.
-    pub async fn bind(config: Config) -> Result<Self, DaemonError> {
-        let file = supervisor_setup(&config, Endpoint::Unix(PathBuf::new())).load()?;
-        let allow_tcp = config.allow_plain_tcp || file.security.allow_plain_tcp;
-        let tls = match &file.security.tls {
+    /// Reads the config file (the policy's part and every app's), binds
+    /// every configured endpoint and opens (recovers) the queue store.
+    pub async fn bind(config: Config, mut apps: Apps) -> Result<Self, DaemonError> {
+        let (policy, security) = configure(&config, &mut apps)?;
+        let allow_tcp = config.allow_plain_tcp || security.allow_plain_tcp;
+        let tls = match &security.tls {
             Some(t) => Some(Arc::new(switchboard_transport::tls::TlsServer::from_files(
                 &t.cert,
                 &t.key,
@@ -218,7 +228,7 @@ impl Daemon {
             )?)),
             None => None,
         };
-        let rules = listen::Rules { socket_mode: file.security.socket_mode, allow_plain_tcp: allow_tcp, tls };
+        let rules = listen::Rules { socket_mode: security.socket_mode, allow_plain_tcp: allow_tcp, tls };
         let listeners = listen::bind(&config.listen, &rules).await?.into_iter().map(Arc::new).collect();
         if config.data_dir.starts_with(std::env::temp_dir()) {
             // The fallback without a home: a shared place, so it must be ours.
@@ -237,10 +247,26 @@ impl Daemon {
             );
         }
         let reload = Arc::new(tokio::sync::Notify::new());
-        Ok(Self { listeners, store, recovered, file, reload, config })
+        let policy = (policy, security);
+        let (inherited, hand_off) = (BTreeMap::new(), CancellationToken::new());
+        Ok(Self { listeners, store, recovered, policy, apps, inherited, hand_off, reload, config })
     }
 
-    /// Notifying this re-reads the services config (what SIGHUP does).
+    /// What the apps of a previous daemon process handed off, by app name
+    /// (see [`host::App::hand_off`]); each app gets its own at start.
+    pub fn inherit(&mut self, states: BTreeMap<String, Bytes>) {
+        self.inherited = states;
+    }
+
+    /// Cancelling this stops the daemon as `shutdown` does, except that
+    /// each app hands off instead of stopping ([`host::App::hand_off`]: the
+    /// supervisor would leave its services running) and [`Daemon::run`]
+    /// returns what they handed over, for the successor's [`Daemon::inherit`].
+    pub fn hand_off_trigger(&self) -> CancellationToken {
+        self.hand_off.clone()
+    }
+
+    /// Notifying this re-reads the config file (what SIGHUP does).
     pub fn reload_trigger(&self) -> Arc<tokio::sync::Notify> {
         self.reload.clone()
     }
@@ -255,12 +281,19 @@ impl Daemon {
         self.listeners.iter().map(|l| l.endpoint()).collect()
     }
 
-    /// Serves until `shutdown` fires, then stops the supervised services,
-    /// stops accepting, answers calls in flight with "shutting down", says
-    /// goodbye to every client, waits up to the grace period for them, and
-    /// removes its socket files.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    /// Starts the hosted apps, then lets clients in, calls `ready`, and
+    /// serves until `shutdown` fires. Then it stops the apps (the supervisor stops its
+    /// services; on a hand-off they hand over their state instead, which is
+    /// returned), stops accepting, answers calls in flight with "shutting
+    /// down", says goodbye to every client, waits up to the grace period
+    /// for them, and removes its socket files.
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        ready: impl FnOnce(),
+    ) -> Result<BTreeMap<String, Bytes>, DaemonError> {
         let limits = self.config.limits.clone();
+        let endpoints = self.endpoints();
         let (completions_tx, mut completions) = tokio::sync::mpsc::unbounded_channel();
         let (writer, writer_thread) = queues::writer::Writer::spawn(self.store, completions_tx);
         let queue_state = router::queues::QueueState::new(
@@ -270,10 +303,11 @@ impl Daemon {
             self.config.max_queues,
         );
         let mut router = Router::new(limits.clone(), self.config.data_dir.clone(), queue_state);
-        router.set_policy(self.file.policy.clone(), self.file.security.clone());
-        if !self.file.policy.is_empty() {
-            tracing::info!(grants = self.file.policy.len(), "policy loaded");
+        let (policy, security) = self.policy;
+        if !policy.is_empty() {
+            tracing::info!(grants = policy.len(), "policy loaded");
         }
+        router.set_policy(policy, security);
         let router = Arc::new(Mutex::new(router));
         let committer = {
             let router = router.clone();
@@ -293,49 +327,64 @@ impl Daemon {
                 limits.max_handshakes,
             ),
         };
-        let mut accepting = Vec::new();
-        for listener in &self.listeners {
-            accepting.push(tokio::spawn(listen::accept_loop(
-                listener.clone(),
+        let (reload_requests, mut reloads) = tokio::sync::mpsc::channel(4);
+        let context = host::AppContext {
+            router: host::RouterHandle::new(
                 router.clone(),
                 limits.clone(),
-                stop_accepting.clone(),
                 stop_sessions.clone(),
                 sessions.clone(),
-                gates.clone(),
-            )));
+                gates.connections.clone(),
+            ),
+            endpoints,
+            data_dir: self.config.data_dir.clone(),
+            reloader: host::Reloader(reload_requests),
+        };
+        // Apps first: a client let in before them could find a configured
+        // service missing instead of held while it starts.
+        let mut failure = self.apps.start(&context, std::mem::take(&mut self.inherited)).await.err();
+        let mut accepting = Vec::new();
+        if failure.is_none() {
+            for listener in &self.listeners {
+                accepting.push(tokio::spawn(listen::accept_loop(
+                    listener.clone(),
+                    router.clone(),
+                    limits.clone(),
+                    stop_accepting.clone(),
+                    stop_sessions.clone(),
+                    sessions.clone(),
+                    gates.clone(),
+                )));
+            }
         }
         let sweeper = tokio::spawn(expire_calls(router.clone(), stop_sessions.clone()));
-        let mut failure = None;
-        let supervisor = match self.listeners.first() {
-            Some(first) => {
-                let setup = supervisor_setup(&self.config, first.endpoint());
-                match supervisor::Supervisor::start(setup, self.file.services, router.clone()).await {
-                    Ok(supervisor) => Some(supervisor),
-                    Err(err) => {
-                        failure = Some(DaemonError::from(err));
-                        shutdown.cancel();
-                        None
+        if failure.is_none() {
+            ready();
+            loop {
+                let outcome = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.hand_off.cancelled() => break,
+                    () = self.reload.notified() => reload(&self.config, &mut self.apps, &router).await,
+                    Some(reply) = reloads.recv() => {
+                        let outcome = reload(&self.config, &mut self.apps, &router).await;
+                        let _ = reply.send(outcome);
+                        continue;
                     }
+                };
+                if let Err(why) = outcome {
+                    tracing::error!("{why}");
                 }
             }
-            None => None,
-        };
-        if let Some(supervisor) = &supervisor {
-            let (reload, trigger) = (supervisor.reload_handle(), self.reload.clone());
-            tokio::spawn(async move {
-                loop {
-                    trigger.notified().await;
-                    reload();
-                }
-            });
         }
 
-        shutdown.cancelled().await;
-        tracing::info!("shutting down");
-        if let Some(supervisor) = supervisor {
-            supervisor.shutdown().await;
-        }
+        let handed_off = if self.hand_off.is_cancelled() && !shutdown.is_cancelled() {
+            tracing::info!("handing off to a successor");
+            self.apps.hand_off().await
+        } else {
+            tracing::info!("shutting down");
+            self.apps.stop().await;
+            BTreeMap::new()
+        };
         stop_accepting.cancel();
         for task in accepting {
             let _ = task.await;
@@ -352,24 +401,47 @@ impl Daemon {
         // writer thread finishes what it was given and ends.
         committer.abort();
         let _ = committer.await;
+        drop(context);
         drop(router);
         let join = tokio::task::spawn_blocking(move || writer_thread.join());
         if tokio::time::timeout(self.config.shutdown_grace, join).await.is_err() {
             tracing::warn!("the queue writer did not finish within {:?}", self.config.shutdown_grace);
         }
-        failure.map_or(Ok(()), Err)
+        failure.take().map_or(Ok(handed_off), |err| Err(err.into()))
     }
 }
 
-fn supervisor_setup(config: &Config, endpoint: Endpoint) -> supervisor::Setup {
-    supervisor::Setup {
-        config: config.services_file.clone(),
-        builtin: config.services_text.clone(),
-        data_dir: config.data_dir.clone(),
-        endpoint,
-    }
+/// Reads the config file (or text, or nothing) once, gives the policy and
+/// every app its part, and returns the policy's.
+fn configure(
+    config: &Config,
+    apps: &mut Apps,
+) -> Result<(policy::Policy, policy::Security), config_file::ConfigError> {
+    let file = match (&config.config_file, &config.config_text) {
+        (Some(path), _) => ConfigFile::read(path)?,
+        (None, Some(text)) => ConfigFile::from_text("(built in)", text.clone()),
+        (None, None) => ConfigFile::default(),
+    };
+    let mut owners = vec![policy::SECTIONS];
+    owners.extend(apps.sections());
+    let sections = file.split(&owners)?;
+    let policy = policy::configure(&sections[0])?;
+    apps.configure(&sections[1..])?;
+    Ok(policy)
 }
 
+/// Re-reads the config file; applies it only if every part is accepted.
+async fn reload(
+    config: &Config,
+    apps: &mut Apps,
+    router: &Arc<Mutex<Router>>,
+) -> Result<host::Reports, String> {
+    let (policy, security) = configure(config, apps).map_err(|err| format!("reload refused: {err}"))?;
+    let grants = policy.len();
+    session::lock(router).set_policy(policy, security);
+    tracing::info!(grants, "policy reloaded");
+    apps.reload().await
+}
 /// Answers calls whose deadline passed. Callers enforce their own deadline
 /// too; this frees the daemon's state and tells callers that lost track.
 async fn expire_calls(router: Arc<Mutex<Router>>, stop: CancellationToken) {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard::Endpoint;
+use switchboard_daemon::host::Apps;
 use switchboard_daemon::{Config, Daemon};
+use switchboard_supervisor::Supervisor;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -96,10 +98,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.queue_auto_create = !args.no_auto_create_queues;
     config.max_queues = args.max_queues;
     config.queue_segment_bytes = args.queue_segment_bytes;
-    config.services_file = args.config;
+    config.config_file = args.config;
     config.allow_plain_tcp = args.allow_plain_tcp;
     if args.demo {
-        config.services_text = Some(super::demo::config()?);
+        config.config_text = Some(super::demo::config()?);
     }
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
@@ -111,8 +113,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     result
 }
 
+/// The apps `up` hosts beside the router, in the order they start. A new
+/// app (in its own crate) is one more `with` here.
+fn hosted_apps() -> Apps {
+    Apps::new().with::<Supervisor>()
+}
+
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    let daemon = Daemon::bind(config).await?;
+    let daemon = Daemon::bind(config, hosted_apps()).await?;
     // Handlers first: a signal sent as soon as "ready" is read must be caught.
     let shutdown = CancellationToken::new();
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -125,11 +133,15 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             reload.notify_one();
         }
     });
-    for endpoint in daemon.endpoints() {
-        output::line(format_args!("switchboard: listening on {endpoint}"))?;
-    }
-    output::line(format_args!("switchboard: queues in {}", daemon.data_dir().join("queues").display()))?;
-    output::line(format_args!("switchboard: ready (pid {})", std::process::id()))?;
+    let (endpoints, queues) = (daemon.endpoints(), daemon.data_dir().join("queues"));
+    // Said once the apps are up and clients are let in.
+    let ready = move || {
+        for endpoint in endpoints {
+            let _ = output::line(format_args!("switchboard: listening on {endpoint}"));
+        }
+        let _ = output::line(format_args!("switchboard: queues in {}", queues.display()));
+        let _ = output::line(format_args!("switchboard: ready (pid {})", std::process::id()));
+    };
     let stopper = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -138,7 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
         stopper.cancel();
     });
-    daemon.run(shutdown).await?;
+    daemon.run(shutdown, ready).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

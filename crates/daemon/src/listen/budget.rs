@@ -4,7 +4,8 @@
 //! so it must not take the places of those who are somebody: pending
 //! handshakes have their own budget, a total and a share per peer (its uid
 //! on a Unix socket, known from the kernel at accept; its address on TCP).
-//! The daemon's own process is never counted. The connection limit proper
+//! The daemon's own apps never pass here (they are hosted sessions, see
+//! `crate::host`). The connection limit proper
 //! is taken only once the handshake is done. A flood of idle connections
 //! from one uid or address then locks out only that uid or address.
 //!
@@ -21,8 +22,6 @@ pub enum PeerKey {
     Uid(u32),
     /// A remote peer at this address.
     Addr(IpAddr),
-    /// The daemon's own process: never limited.
-    Daemon,
 }
 
 impl std::fmt::Display for PeerKey {
@@ -30,7 +29,6 @@ impl std::fmt::Display for PeerKey {
         match self {
             Self::Uid(uid) => write!(f, "uid {uid}"),
             Self::Addr(addr) => write!(f, "{addr}"),
-            Self::Daemon => f.write_str("the daemon"),
         }
     }
 }
@@ -70,17 +68,15 @@ impl HandshakeBudget {
     /// Takes a place for a pending handshake of `key`, or says why not.
     pub fn try_enter(self: &Arc<Self>, key: PeerKey) -> Result<HandshakeSlot, String> {
         let mut counts = self.counts();
-        if key != PeerKey::Daemon {
-            let mine = counts.by_peer.get(&key).copied().unwrap_or(0);
-            if mine >= self.per_peer {
-                return Err(format!("{key} already has {mine} connections in their handshake (the limit)"));
-            }
-            if counts.total >= self.total {
-                return Err(format!("{} connections are in their handshake (the limit)", counts.total));
-            }
-            *counts.by_peer.entry(key).or_default() += 1;
-            counts.total += 1;
+        let mine = counts.by_peer.get(&key).copied().unwrap_or(0);
+        if mine >= self.per_peer {
+            return Err(format!("{key} already has {mine} connections in their handshake (the limit)"));
         }
+        if counts.total >= self.total {
+            return Err(format!("{} connections are in their handshake (the limit)", counts.total));
+        }
+        *counts.by_peer.entry(key).or_default() += 1;
+        counts.total += 1;
         Ok(HandshakeSlot { budget: self.clone(), key })
     }
 
@@ -92,9 +88,6 @@ impl HandshakeBudget {
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        if self.key == PeerKey::Daemon {
-            return;
-        }
         let mut counts = self.budget.counts();
         counts.total = counts.total.saturating_sub(1);
         if let Some(mine) = counts.by_peer.get_mut(&self.key) {
@@ -118,8 +111,6 @@ mod tests {
         assert!(budget.try_enter(PeerKey::Uid(1)).unwrap_err().contains("uid 1 already has 2"));
         let _b1 = budget.try_enter(PeerKey::Uid(2)).unwrap();
         assert!(budget.try_enter(PeerKey::Uid(3)).unwrap_err().contains("3 connections"));
-        // The daemon itself is never refused nor counted.
-        let _own = budget.try_enter(PeerKey::Daemon).unwrap();
         assert_eq!(budget.pending(), 3);
         drop(a1);
         assert!(budget.try_enter(PeerKey::Uid(1)).is_ok());

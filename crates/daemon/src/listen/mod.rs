@@ -70,11 +70,7 @@ impl Listener {
             Self::Unix(unix) => {
                 let (stream, _) = unix.listener().accept().await?;
                 let stream = Stream::from_unix(stream)?;
-                let key = match stream.peer_cred() {
-                    Some(cred) if cred.pid == Some(std::process::id()) => PeerKey::Daemon,
-                    Some(cred) => PeerKey::Uid(cred.uid),
-                    None => PeerKey::Uid(u32::MAX),
-                };
+                let key = PeerKey::Uid(stream.peer_cred().map_or(u32::MAX, |cred| cred.uid));
                 Ok((Incoming::Ready(stream), "unix".to_owned(), key))
             }
             Self::Tcp { listener, .. } => {
@@ -176,7 +172,7 @@ pub async fn accept_loop(
                         continue;
                     }
                 };
-                let admission = Admission { handshake: slot, permits: permits.clone() };
+                let admission = Admission { handshake: Some(slot), permits: Some(permits.clone()) };
                 let (router, limits, stop) = (router.clone(), limits.clone(), stop_sessions.clone());
                 sessions.spawn(async move {
                     let (stream, origin) = match incoming {

@@ -32,6 +32,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::config_file::{ConfigError, Section};
+
 pub use principal::Principal;
 pub use rules::{Op, Rule, Rules};
 
@@ -131,11 +133,15 @@ pub struct RawPolicy {
     pub policy: Vec<RawGrant>,
     #[serde(default)]
     pub security: RawSecurity,
-    // Read by the supervisor (`crate::supervisor::config`), from the same text.
-    #[allow(dead_code)]
-    services: Option<toml::Value>,
-    #[allow(dead_code)]
-    logs: Option<toml::Value>,
+}
+
+/// The config file's keys the policy owns.
+pub const SECTIONS: &[&str] = &["security", "roles", "policy"];
+
+/// The policy and security settings of a config file's policy section.
+pub fn configure(section: &Section<'_>) -> Result<(Policy, Security), ConfigError> {
+    let raw: RawPolicy = section.parse()?;
+    raw.validate().map_err(|message| section.invalid("policy", message))
 }
 
 #[derive(Debug, Deserialize, Default)]

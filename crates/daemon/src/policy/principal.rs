@@ -64,6 +64,12 @@ impl Principal {
         Self { name: PrincipalName::new("daemon"), subjects: vec!["daemon".into()], daemon_user: true }
     }
 
+    /// Whether this is the daemon itself (its hosted apps' own sessions),
+    /// the one principal that may serve `$sys.*` and call `__` methods.
+    pub fn is_daemon(&self) -> bool {
+        self.name.as_str() == "daemon"
+    }
+
     fn named(name: String) -> Self {
         Self { name: PrincipalName::new(&name), subjects: vec![name], daemon_user: false }
     }

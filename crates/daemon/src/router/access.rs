@@ -42,8 +42,6 @@ pub struct LocalPeer {
     cred: PeerCred,
     os: Principal,
     session: Option<u32>,
-    /// This daemon's own process (the supervisor's connection).
-    daemon: bool,
 }
 
 impl LocalPeer {
@@ -52,7 +50,6 @@ impl LocalPeer {
             cred,
             os: Principal::local(cred.uid, cred.gid, rustix::process::geteuid().as_raw()),
             session: cred.pid.and_then(session_of),
-            daemon: cred.pid == Some(std::process::id()),
         }
     }
 }
@@ -105,9 +102,6 @@ impl Router {
         credential: &str,
     ) -> Result<Principal, Refusal> {
         let denied = |message: String| Err((ErrorCode::PermissionDenied, message));
-        if let Some(LocalPeer { daemon: true, .. }) = peer {
-            return Ok(Principal::daemon());
-        }
         if let Some(secret) = credential.strip_prefix("secret:") {
             let found = self.access.secrets.iter().find(|(known, _)| constant_time_eq(known, secret));
             let Some((_, identity)) = found else {
@@ -256,6 +250,17 @@ fn session_of(pid: u32) -> Option<u32> {
     // After "pid (comm) state ppid pgrp session": comm may hold spaces, so
     // split after ')'.
     stat.rsplit_once(')')?.1.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// A fresh random secret from the kernel (one `getrandom` call, no file to
+/// open: cheap enough under the router's lock), hex encoded.
+pub fn new_secret() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    let filled = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
+    if filled != bytes.len() {
+        return Err(std::io::Error::other("the kernel returned fewer random bytes than asked"));
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Compares without stopping at the first difference.

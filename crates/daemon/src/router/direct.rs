@@ -125,7 +125,7 @@ impl Router {
         let (pid, uid) = callee
             .map(|s| (s.caller.pid, s.caller.uid))
             .ok_or((ErrorCode::InstanceGone, format!("instance {instance} is gone")))?;
-        let ticket = crate::supervisor::new_secret()
+        let ticket = super::access::new_secret()
             .map_err(|err| (ErrorCode::Overloaded, format!("no randomness for a ticket: {err}")))?;
         Ok(DirectGrant {
             grant: 0,

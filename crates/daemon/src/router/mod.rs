@@ -138,7 +138,7 @@ pub struct Router {
 
 impl Router {
     pub fn new(limits: Limits, data_dir: std::path::PathBuf, queues: queues::QueueState) -> Self {
-        let mut router = Self {
+        Self {
             sessions: HashMap::new(),
             registry: Registry::default(),
             pending: Pending::default(),
@@ -154,12 +154,7 @@ impl Router {
             data_dir,
             shutting_down: false,
             started: Instant::now(),
-        };
-        // Calls to the supervisor made before it registered wait for it.
-        if let Ok(supervisor) = ServiceName::parse(switchboard_proto::supervision::SERVICES_SERVICE) {
-            router.set_hold(&supervisor, Some(Hold::Starting));
         }
-        router
     }
 
     /// Admits a connection that completed its handshake as `principal`;
@@ -370,7 +365,7 @@ impl Router {
     /// Whether `session` is a connection of this daemon process itself (the
     /// supervisor), as the kernel's peer credentials say.
     pub fn is_daemon_session(&self, session: SessionId) -> bool {
-        self.sessions.get(&session).is_some_and(|s| s.caller.pid == std::process::id())
+        self.sessions.get(&session).is_some_and(|s| s.principal.is_daemon())
     }
 
     pub fn registry(&self) -> &Registry {

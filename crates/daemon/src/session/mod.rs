@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::listen::budget::HandshakeSlot;
+use crate::policy::Principal;
 use crate::router::access::LocalPeer;
 use crate::router::topics::BacklogSignal;
 use crate::router::{Router, SessionLink};
@@ -37,13 +38,18 @@ pub enum Origin {
     /// Through TLS, bridged over an internal socket pair whose peer
     /// credentials are the daemon's own and must never be used.
     Tls { common_name: Option<String> },
+    /// Opened by a hosted app through [`crate::host::RouterHandle`] for
+    /// `principal`: the app vouches for who it is; the policy, limits and
+    /// reloads of that principal apply as to anyone.
+    Hosted { principal: Principal },
 }
 
 /// What lets a connection in: its place among pending handshakes, given
-/// back once it has said `Hello`, and the connection limit it then takes.
+/// back once it has said `Hello`, and the connection limit it then takes
+/// (none for the daemon's own connections).
 pub struct Admission {
-    pub handshake: HandshakeSlot,
-    pub permits: Arc<Semaphore>,
+    pub handshake: Option<HandshakeSlot>,
+    pub permits: Option<Arc<Semaphore>>,
 }
 
 /// Serves one accepted connection until it ends.
@@ -56,9 +62,10 @@ pub async fn serve(
     stop: CancellationToken,
     admission: Admission,
 ) {
-    let (cred, common_name) = match origin {
-        Origin::Socket => (stream.peer_cred(), None),
-        Origin::Tls { common_name } => (None, common_name),
+    let (cred, common_name, hosted) = match origin {
+        Origin::Socket => (stream.peer_cred(), None, None),
+        Origin::Tls { common_name } => (None, common_name, None),
+        Origin::Hosted { principal } => (None, None, Some(principal)),
     };
     let (read, write) = match stream.into_split() {
         Ok(halves) => halves,
@@ -80,12 +87,17 @@ pub async fn serve(
     };
     drop(admission.handshake);
     // Over the connection limit a client is told so, not left waiting.
-    let Ok(_permit) = admission.permits.try_acquire_owned() else {
-        let limit = limits.max_connections;
-        tracing::warn!(%peer, client = %hello.client_name, "connection refused: {limit} connections is the limit");
-        let message = format!("the daemon already has {limit} connections (its limit)");
-        let goodbye = Frame::Goodbye { code: ErrorCode::Overloaded, message };
-        return turn_away(&outbox, writer, Some(goodbye), &limits).await;
+    let permit = admission.permits.map(Semaphore::try_acquire_owned);
+    let _permit = match permit {
+        Some(Err(_)) => {
+            let limit = limits.max_connections;
+            tracing::warn!(%peer, client = %hello.client_name, "connection refused: {limit} connections is the limit");
+            let message = format!("the daemon already has {limit} connections (its limit)");
+            let goodbye = Frame::Goodbye { code: ErrorCode::Overloaded, message };
+            return turn_away(&outbox, writer, Some(goodbye), &limits).await;
+        }
+        Some(Ok(permit)) => Some(permit),
+        None => None,
     };
     reader.set_max_frame(limits.max_frame);
     let uid = cred.map_or(u32::MAX, |c| c.uid);
@@ -103,9 +115,15 @@ pub async fn serve(
             uid,
             pid,
         };
-        let admitted = router
-            .authenticate(local, common_name.as_deref(), &hello.credential)
-            .and_then(|principal| router.add_session(link, principal));
+        let principal = match hosted {
+            Some(_) if !hello.credential.is_empty() => Err((
+                ErrorCode::BadRequest,
+                "a hosted connection presents no credential: its host says who it is".to_owned(),
+            )),
+            Some(principal) => Ok(principal),
+            None => router.authenticate(local, common_name.as_deref(), &hello.credential),
+        };
+        let admitted = principal.and_then(|principal| router.add_session(link, principal));
         if let Ok(session) = admitted {
             let _ = outbox.push(&handshake::welcome(session, &limits));
         }

@@ -19,10 +19,17 @@ use super::instance::{self, Instance, Intent, Wiring};
 use super::logs::LogBook;
 use super::process::SpawnError;
 use super::state::{Event as Transition, State};
-use super::{health, Answer, Event, Key, Published, Setup};
-use crate::router::access::InstanceIdentity;
-use crate::router::Hold;
-use crate::session::{lock, SharedRouter};
+use super::{health, Answer, Event, Key, Published};
+use switchboard_daemon::host::{Hold, InstanceIdentity, RouterHandle};
+use switchboard_transport::Endpoint;
+
+/// Where the runtime keeps its files and how it reaches the daemon.
+pub(crate) struct Setup {
+    pub data_dir: PathBuf,
+    /// The daemon's endpoint, which services are told to connect to.
+    pub endpoint: Endpoint,
+    pub router: RouterHandle,
+}
 
 /// A supervised service.
 pub(super) struct Service {
@@ -58,7 +65,7 @@ pub(crate) struct Runtime {
     pub(super) logs: LogSettings,
     pub(super) services: BTreeMap<String, Service>,
     pub(super) bus: Bus,
-    pub(super) router: SharedRouter,
+    pub(super) router: RouterHandle,
     pub(super) events: mpsc::UnboundedSender<Event>,
     pub(super) published: mpsc::UnboundedSender<Published>,
     pub(super) waiters: Vec<Waiter>,
@@ -73,7 +80,6 @@ impl Runtime {
         setup: Setup,
         config: SupervisorConfig,
         bus: Bus,
-        router: SharedRouter,
         events: mpsc::UnboundedSender<Event>,
         published: mpsc::UnboundedSender<Published>,
     ) -> Self {
@@ -81,11 +87,11 @@ impl Runtime {
         let endpoint = setup.endpoint.to_string();
         let seed = (u64::from(std::process::id()) ^ (super::logs::now_ms() << 16)) | 1;
         let mut runtime = Self {
+            router: setup.router.clone(),
             setup,
             logs: config.logs.clone(),
             services: BTreeMap::new(),
             bus,
-            router,
             events,
             published,
             waiters: Vec::new(),
@@ -124,17 +130,7 @@ impl Runtime {
             Event::Check { key, gen } => self.check(&key, gen),
             Event::Health { key, gen, result } => self.health(&key, gen, result),
             Event::ControlDone { key, gen, code, result } => self.control_done(&key, gen, code, result),
-            Event::Reload { reply } => {
-                let answer = self.reload();
-                match reply {
-                    Some(reply) => drop(reply.send(answer)),
-                    None => {
-                        if let Err((_, why)) = answer {
-                            tracing::error!("reload refused: {why}");
-                        }
-                    }
-                }
-            }
+            Event::Reload { config, reply } => drop(reply.send(self.reload(config))),
             Event::Shutdown { done } => {
                 tracing::info!("stopping supervised services");
                 self.shutdown = Some(done);
@@ -179,7 +175,7 @@ impl Runtime {
 
     /// Brings processes in line with what is desired, publishes changes,
     /// answers waiters.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         self.finish_replacements();
         let names: Vec<String> = self.services.keys().cloned().collect();
         // A service started here may be Running at once (`ready = "started"`),
@@ -306,7 +302,7 @@ impl Runtime {
         instance.status.clear();
         let (gen, number) = (instance.gen, instance.index);
         let key: Key = (name.to_owned(), number);
-        let secret = match instance::new_secret() {
+        let secret = match switchboard_daemon::host::new_secret() {
             Ok(secret) => secret,
             Err(err) => {
                 return self.start_failed(&key, format!("cannot make an instance secret: {err}"), true)
@@ -337,7 +333,7 @@ impl Runtime {
                     super::cgroup::Cgroup::apply(&format!("{name}-{number}"), &spec.cgroup, launched.pid);
                 let identity =
                     InstanceIdentity { service: name.to_owned(), instance: number, session: launched.pid };
-                lock(&self.router).register_secret(secret, identity);
+                self.router.register_secret(secret, identity);
                 let Some(instance) = self.find_any(&key) else { return };
                 instance.pid = Some(launched.pid);
                 instance.tasks = launched.tasks;

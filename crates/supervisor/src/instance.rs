@@ -243,14 +243,3 @@ async fn capture(
         emit(&mut line);
     }
 }
-
-/// A fresh random secret from the kernel (one `getrandom` call, no file to
-/// open: cheap enough under the router's lock), hex encoded.
-pub fn new_secret() -> std::io::Result<String> {
-    let mut bytes = [0u8; 16];
-    let filled = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())?;
-    if filled != bytes.len() {
-        return Err(std::io::Error::other("the kernel returned fewer random bytes than asked"));
-    }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}

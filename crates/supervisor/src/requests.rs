@@ -19,7 +19,7 @@ use super::reactions::control_call;
 use super::runtime::{Goal, Runtime, Waiter};
 use super::state::{Event as Transition, State};
 use super::{Answer, Key, Published};
-use crate::session::lock;
+use switchboard_daemon::host::constant_time_eq;
 
 type Refusal = (ErrorCode, String);
 
@@ -76,7 +76,6 @@ impl Runtime {
             sup::PAUSE => self.pause_request(payload, true),
             sup::CONTINUE => self.pause_request(payload, false),
             sup::CONTROL => self.control_request(payload),
-            sup::RELOAD => self.reload().map(Outcome::Now),
             sup::LOGS => self.logs_request(payload),
             sup::ATTACH => self.attach(payload, caller),
             sup::PROGRESS => self.progress(payload, caller),
@@ -324,7 +323,7 @@ impl Runtime {
                 .iter()
                 .find(|i| {
                     !attach.secret.is_empty()
-                        && crate::router::access::constant_time_eq(&i.secret, &attach.secret)
+                        && constant_time_eq(&i.secret, &attach.secret)
                         && i.state().has_process()
                 })
                 .map(|i| ((name.clone(), i.index), s.spec.ready, i.attached.is_some()))
@@ -350,10 +349,7 @@ impl Runtime {
             let message = format!("{instance_principal} has attached already; its secret is spent");
             return Err((ErrorCode::PermissionDenied, message));
         }
-        let owner = lock(&self.router)
-            .registry()
-            .get(attach.control_instance)
-            .map(|i| (i.session, i.service.to_string()));
+        let owner = self.router.instance_owner(attach.control_instance);
         if owner != Some((caller.session, key.0.clone())) {
             let message = format!(
                 "bus instance {} is not this connection's registration of {}",

@@ -14,7 +14,7 @@ use rustix::process::{Pid, Resource, Rlimit, Signal};
 use tokio::process::{Child, Command};
 
 use super::config::ServiceSpec;
-use crate::policy::users::{lookup_group, lookup_user};
+use switchboard_daemon::host::users::{lookup_group, lookup_user};
 
 /// Why an instance could not be started.
 #[derive(Debug, thiserror::Error)]

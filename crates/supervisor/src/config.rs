@@ -1,6 +1,7 @@
 //! The supervisor's TOML config: which services exist and how to run them.
 //!
-//! Parsing only: the file becomes validated [`ServiceSpec`]s or a
+//! Parsing only: the supervisor's part of the config file (`[services.*]`
+//! and `[logs]`, see [`SECTIONS`]) becomes validated [`ServiceSpec`]s or a
 //! [`ConfigError`] naming the service and field. Nothing here starts a process.
 //!
 //! ```toml
@@ -21,19 +22,20 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_daemon::config_file::ConfigFile;
+use switchboard_daemon::host::{ConfigError, Section};
 use switchboard_proto::{ServiceName, Target};
 
 use super::restart::{RestartMode, RestartPolicy};
 
-/// Why a config could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config {}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
-    #[error("service {service}: {message}")]
-    Invalid { service: String, message: String },
+/// The config file's keys the supervisor owns.
+pub const SECTIONS: &[&str] = &["services", "logs"];
+
+/// A service's settings refused: which service, and why.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    service: String,
+    message: String,
 }
 
 /// When a service starts.
@@ -137,11 +139,20 @@ pub struct SupervisorConfig {
 }
 
 impl SupervisorConfig {
-    /// The services part of a config file's text (the whole file is read by
-    /// [`crate::config_file::ConfigFile`]).
+    /// The supervisor's section of a config file.
+    pub fn configure(section: &Section<'_>) -> Result<Self, ConfigError> {
+        let raw: RawFile = section.parse()?;
+        Self::validate(raw).map_err(|err| section.invalid(&format!("service {}", err.service), err.message))
+    }
+
+    /// A config file's text that holds only the supervisor's sections.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawFile = toml::from_str(text)
-            .map_err(|err| ConfigError::Syntax { path: PathBuf::new(), message: err.to_string() })?;
+        let file = ConfigFile::from_text("(text)", text.to_owned());
+        let sections = file.split(&[SECTIONS])?;
+        sections.first().map_or_else(|| Ok(Self::default()), Self::configure)
+    }
+
+    fn validate(raw: RawFile) -> Result<Self, Invalid> {
         let mut services = Vec::new();
         for (name, service) in raw.services {
             services.push(service.validate(&name)?);
@@ -169,8 +180,8 @@ impl SupervisorConfig {
     }
 }
 
-fn invalid(service: &str, message: String) -> ConfigError {
-    ConfigError::Invalid { service: service.to_owned(), message }
+fn invalid(service: &str, message: String) -> Invalid {
+    Invalid { service: service.to_owned(), message }
 }
 
 /// A dependency cycle, as the names along it, if there is one.
@@ -211,13 +222,6 @@ struct RawFile {
     #[serde(default)]
     services: BTreeMap<String, RawService>,
     logs: Option<RawLogs>,
-    // Read by the policy (`crate::policy::RawPolicy`), from the same text.
-    #[allow(dead_code)]
-    roles: Option<toml::Value>,
-    #[allow(dead_code)]
-    policy: Option<toml::Value>,
-    #[allow(dead_code)]
-    security: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -292,7 +296,7 @@ struct RawHealth {
 pub const RLIMITS: &[&str] = &["nofile", "nproc", "core", "as", "data", "stack", "fsize", "memlock", "cpu"];
 
 impl RawService {
-    fn validate(self, name: &str) -> Result<ServiceSpec, ConfigError> {
+    fn validate(self, name: &str) -> Result<ServiceSpec, Invalid> {
         let bad = |message: String| invalid(name, message);
         let service = ServiceName::parse(name).map_err(|err| bad(format!("invalid name: {err}")))?;
         if service.is_reserved() {
@@ -301,14 +305,13 @@ impl RawService {
         if self.command.trim().is_empty() {
             return Err(bad("command is empty".into()));
         }
-        let duration =
-            |field: &str, text: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
-                match text {
-                    None => Ok(default),
-                    Some(text) => humantime::parse_duration(&text)
-                        .map_err(|err| bad(format!("{field} = {text:?}: {err} (try 500ms, 5s, 2m)"))),
-                }
-            };
+        let duration = |field: &str, text: Option<String>, default: Duration| -> Result<Duration, Invalid> {
+            match text {
+                None => Ok(default),
+                Some(text) => humantime::parse_duration(&text)
+                    .map_err(|err| bad(format!("{field} = {text:?}: {err} (try 500ms, 5s, 2m)"))),
+            }
+        };
         for resource in self.limits.keys() {
             if !RLIMITS.contains(&resource.as_str()) {
                 return Err(bad(format!("unknown limit {resource:?}; known: {}", RLIMITS.join(", "))));

@@ -42,7 +42,7 @@ impl Runtime {
         let secret = std::mem::take(&mut instance.secret);
         let intent = instance.intent.take();
         let desired = instance.desired;
-        crate::session::lock(&self.router).forget_secret(&secret);
+        self.router.forget_secret(&secret);
         self.note(&key.0, key.1, &format!("exited: {description}"));
         self.transition(key, Transition::Exited);
         match intent {

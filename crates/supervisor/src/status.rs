@@ -12,8 +12,7 @@ use super::instance::Instance;
 use super::runtime::{Goal, Runtime};
 use super::state::State;
 use super::Published;
-use crate::router::Hold;
-use crate::session::lock;
+use switchboard_daemon::host::Hold;
 
 fn encode<T: serde::Serialize>(value: &T) -> Bytes {
     Bytes::from(switchboard_proto::sys::encode(value))
@@ -50,7 +49,7 @@ impl Runtime {
         let hold_changed = service.hold != hold;
         let spec_name = service.spec.name.clone();
         if hold_changed {
-            lock(&self.router).set_hold(&spec_name, hold);
+            self.router.set_hold(&spec_name, hold);
         }
         if let Some(service) = self.services.get_mut(name) {
             service.hold = hold;

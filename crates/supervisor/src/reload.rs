@@ -1,28 +1,19 @@
-//! Reloading the config: added services start, removed ones stop and are
-//! forgotten, changed ones restart with their new settings, the rest are
-//! not touched; the policy is replaced at once.
+//! Applying a reloaded config (the host re-read the file and validated it):
+//! added services start, removed ones stop and are forgotten, changed ones
+//! restart with their new settings, the rest are not touched.
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
-use switchboard_proto::supervision as sup;
-use switchboard_proto::ErrorCode;
-
-use super::config::StartType;
+use super::config::{StartType, SupervisorConfig};
 use super::instance::{Instance, Intent};
 use super::runtime::Runtime;
-use crate::session::lock;
+use bytes::Bytes;
+use switchboard_proto::supervision as sup;
 
 impl Runtime {
-    /// Re-reads the config; starts added services, stops removed ones,
-    /// restarts changed ones, leaves the rest alone.
-    pub(super) fn reload(&mut self) -> Result<Bytes, (ErrorCode, String)> {
-        let file =
-            self.setup.load().map_err(|err| (ErrorCode::BadRequest, format!("reload refused: {err}")))?;
-        let grants = file.policy.len();
-        lock(&self.router).set_policy(file.policy, file.security);
-        tracing::info!(grants, "policy reloaded");
-        let config = file.services;
+    /// Starts added services, stops removed ones, restarts changed ones,
+    /// leaves the rest alone; returns the report.
+    pub(super) fn reload(&mut self, config: SupervisorConfig) -> Bytes {
         self.logs = config.logs.clone();
         let mut report = sup::ReloadReport::default();
         let mut seen = BTreeSet::new();
@@ -63,7 +54,7 @@ impl Runtime {
             }
         }
         tracing::info!(added = ?report.added, removed = ?report.removed, changed = ?report.changed, "config reloaded");
-        Ok(Bytes::from(switchboard_proto::sys::encode(&report)))
+        Bytes::from(switchboard_proto::sys::encode(&report))
     }
 
     /// Applies changed specs once the old instances stopped; forgets
@@ -84,7 +75,7 @@ impl Runtime {
         }
         for name in forget {
             if let Some(service) = self.services.remove(&name) {
-                lock(&self.router).set_hold(&service.spec.name, None);
+                self.router.set_hold(&service.spec.name, None);
                 self.publish_state(&name, Bytes::new());
             }
         }
