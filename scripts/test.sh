@@ -18,8 +18,11 @@ bash scripts/install-test-deps.sh
 step "format"
 cargo fmt --all -- --check
 
-step "lint"
+step "lint (clippy; too_many_lines at 80, see clippy.toml)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "size (no source file over 500 lines outside its tests)"
+bash scripts/check-size.sh
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

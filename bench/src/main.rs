@@ -143,16 +143,7 @@ fn main() -> anyhow::Result<()> {
                 require_peers,
                 baseline_daemon: baseline_daemon.as_deref(),
             };
-            let rows = workloads::run_all(&options)?;
-            stats::print_table(&rows);
-            if cfg!(debug_assertions) {
-                println!(
-                    "\n(debug build: these numbers only show that every case runs; measure with --release)"
-                );
-            }
-            std::fs::write(&out, serde_json::to_string_pretty(&rows)?)?;
-            println!("\nrows written to {}", out.display());
-            check_complete(&rows)
+            all(&options, &out)
         }
         Command::Profile { addr, count, in_flight, routed } => {
             workloads::profile(&addr, count, in_flight, routed)
@@ -217,6 +208,18 @@ fn main() -> anyhow::Result<()> {
             pubsub::publisher(&addr, count, size, gap_us)
         }
     }
+}
+
+/// `all`: runs, prints the table, writes the rows, checks every case ran.
+fn all(options: &workloads::RunOptions<'_>, out: &std::path::Path) -> anyhow::Result<()> {
+    let rows = workloads::run_all(options)?;
+    stats::print_table(&rows);
+    if cfg!(debug_assertions) {
+        println!("\n(debug build: these numbers only show that every case runs; measure with --release)");
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&rows)?)?;
+    println!("\nrows written to {}", out.display());
+    check_complete(&rows)
 }
 
 /// Every case must have produced numbers; this is what `--quick` checks.

@@ -220,34 +220,7 @@ impl Collected {
                 row
             })
             .collect();
-        // Every peer row gets Switchboard ÷ peer for the same case.
-        let switchboard: Vec<(String, f64, f64)> = rows
-            .iter()
-            .filter(|r| r.system == SWITCHBOARD)
-            .map(|r| (r.case.clone(), r.p50_us, r.rate_per_s))
-            .collect();
-        let routed: Vec<(String, f64, f64)> = rows
-            .iter()
-            .filter(|r| r.system == SWITCHBOARD_ROUTED)
-            .map(|r| (r.case.clone(), r.p50_us, r.rate_per_s))
-            .collect();
-        let compared = |system: &str| PEERS.iter().any(|p| system.starts_with(p)) || system == BASELINE;
-        for row in rows.iter_mut().filter(|r| compared(&r.system) || r.system == BASELINE_ROUTED) {
-            let ours = if row.system == BASELINE_ROUTED { &routed } else { &switchboard };
-            let Some((_, p50, rate)) = ours.iter().find(|(case, _, _)| *case == row.case) else {
-                continue;
-            };
-            let by_rate =
-                row.case.contains("in flight") || row.case.contains("received") || row.case.contains("put");
-            if by_rate {
-                row.ratio = Some(rate / row.rate_per_s);
-                row.ratio_of = Some("rate");
-            } else {
-                row.ratio = Some(p50 / row.p50_us);
-                row.ratio_of = Some("p50");
-            }
-            row.baseline = Some(row.system.clone());
-        }
+        compare_with_switchboard(&mut rows);
         // The queue store against redb: by rate.
         let redb = rows.iter().find(|r| r.group == "store" && r.system == "redb").map(|r| r.rate_per_s);
         if let (Some(redb), Some(log)) =
@@ -304,6 +277,39 @@ impl Collected {
     }
 }
 
+/// Every peer row (and the baseline build's) gets Switchboard ÷ it for the
+/// same case.
+fn compare_with_switchboard(rows: &mut [Row]) {
+    // Every peer row gets Switchboard ÷ peer for the same case.
+    let switchboard: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter(|r| r.system == SWITCHBOARD)
+        .map(|r| (r.case.clone(), r.p50_us, r.rate_per_s))
+        .collect();
+    let routed: Vec<(String, f64, f64)> = rows
+        .iter()
+        .filter(|r| r.system == SWITCHBOARD_ROUTED)
+        .map(|r| (r.case.clone(), r.p50_us, r.rate_per_s))
+        .collect();
+    let compared = |system: &str| PEERS.iter().any(|p| system.starts_with(p)) || system == BASELINE;
+    for row in rows.iter_mut().filter(|r| compared(&r.system) || r.system == BASELINE_ROUTED) {
+        let ours = if row.system == BASELINE_ROUTED { &routed } else { &switchboard };
+        let Some((_, p50, rate)) = ours.iter().find(|(case, _, _)| *case == row.case) else {
+            continue;
+        };
+        let by_rate =
+            row.case.contains("in flight") || row.case.contains("received") || row.case.contains("put");
+        if by_rate {
+            row.ratio = Some(rate / row.rate_per_s);
+            row.ratio_of = Some("rate");
+        } else {
+            row.ratio = Some(p50 / row.p50_us);
+            row.ratio_of = Some("p50");
+        }
+        row.baseline = Some(row.system.clone());
+    }
+}
+
 /// What `all` was asked to run.
 pub struct RunOptions<'a> {
     pub quick: bool,
@@ -314,96 +320,49 @@ pub struct RunOptions<'a> {
     pub baseline_daemon: Option<&'a Path>,
 }
 
+impl Counts {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                latency_samples: 2_000,
+                throughput_calls: 20_000,
+                pubsub_messages: 50_000,
+                fanout_messages: 200,
+                queue_puts: 20_000,
+                queue_e2e: 10_000,
+            }
+        } else {
+            Self {
+                latency_samples: 20_000,
+                throughput_calls: 200_000,
+                pubsub_messages: 1_000_000,
+                fanout_messages: 1_000,
+                queue_puts: 300_000,
+                queue_e2e: 100_000,
+            }
+        }
+    }
+}
+
+/// What every measurement of a run shares.
+struct Bench<'a> {
+    setup: &'a Setup,
+    peers: &'a crate::peers::Peers,
+    runtime: &'a tokio::runtime::Runtime,
+    counts: Counts,
+    quick: bool,
+    /// Connections to each build's daemon: direct calls, and routed ones.
+    callers: Vec<(&'static str, Bus)>,
+    /// Each build's daemon address.
+    daemons: Vec<(&'static str, String)>,
+}
+
 /// Runs every case `repeats` times and returns the table rows.
 pub fn run_all(options: &RunOptions<'_>) -> anyhow::Result<Vec<Row>> {
     let RunOptions { quick, repeats, only, data_root, require_peers, baseline_daemon } = *options;
     let wanted = |group: &str| only.is_none_or(|only| group.contains(only));
-    let counts = if quick {
-        Counts {
-            latency_samples: 2_000,
-            throughput_calls: 20_000,
-            pubsub_messages: 50_000,
-            fanout_messages: 200,
-            queue_puts: 20_000,
-            queue_e2e: 10_000,
-        }
-    } else {
-        Counts {
-            latency_samples: 20_000,
-            throughput_calls: 200_000,
-            pubsub_messages: 1_000_000,
-            fanout_messages: 1_000,
-            queue_puts: 300_000,
-            queue_e2e: 100_000,
-        }
-    };
     let setup = Setup::start(data_root, baseline_daemon)?;
-    let dbus = match crate::peers::find("dbus-daemon") {
-        Some(daemon) => Some(crate::peers::dbus::DBus::start(&daemon, &setup.dir.join("dbus"))?),
-        None if require_peers => anyhow::bail!("dbus-daemon is not installed: run scripts/install-peers.sh"),
-        None => {
-            eprintln!(
-                "dbus-daemon is not installed: D-Bus cases skipped (scripts/install-peers.sh installs it)"
-            );
-            None
-        }
-    };
-    let dbus_broker = match (
-        &dbus,
-        crate::peers::find("dbus-broker-launch"),
-        crate::peers::find("systemd-socket-activate"),
-    ) {
-        (Some(regular), Some(launch), Some(activate)) => {
-            let dir = setup.dir.join("dbus-broker");
-            match crate::peers::dbus::DBus::start_broker(&activate, &launch, &regular.address, &dir) {
-                Ok(broker) => Some(broker),
-                Err(err) if require_peers => return Err(err.context("dbus-broker did not start")),
-                Err(err) => {
-                    eprintln!("dbus-broker did not start ({err:#}): its cases are skipped");
-                    None
-                }
-            }
-        }
-        _ if require_peers => {
-            anyhow::bail!("dbus-broker needs dbus-daemon, dbus-broker-launch and systemd-socket-activate: run scripts/install-peers.sh")
-        }
-        _ => {
-            eprintln!("dbus-broker, dbus-daemon or systemd-socket-activate is missing: dbus-broker cases skipped (scripts/install-peers.sh installs them)");
-            None
-        }
-    };
-    let nats = match crate::peers::find("nats-server") {
-        Some(server) => Some(crate::peers::nats::Nats::start(&server, &setup.data_dir)?),
-        None if require_peers => anyhow::bail!("nats-server is not installed: run scripts/install-peers.sh"),
-        None => {
-            eprintln!(
-                "nats-server is not installed: NATS cases skipped (scripts/install-peers.sh installs it)"
-            );
-            None
-        }
-    };
-    // The broker itself, not /usr/sbin's wrapper (which switches user and
-    // drops the environment that gives this run its private ports).
-    let broker =
-        Some(std::path::PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server")).filter(|p| p.is_file());
-    let rabbit = match (broker, crate::peers::find("epmd")) {
-        (Some(server), Some(epmd)) => match crate::peers::rabbitmq::Rabbit::start(&server, &epmd, &setup.dir)
-        {
-            Ok(rabbit) => Some(rabbit),
-            Err(err) if require_peers => return Err(err.context("RabbitMQ did not start")),
-            Err(err) => {
-                eprintln!("RabbitMQ did not start ({err:#}): RabbitMQ cases skipped");
-                None
-            }
-        },
-        _ if require_peers => anyhow::bail!("rabbitmq-server is not installed: run scripts/install-peers.sh"),
-        _ => {
-            eprintln!("rabbitmq-server is not installed: RabbitMQ cases skipped (scripts/install-peers.sh installs it)");
-            None
-        }
-    };
-    // libzmq is linked in, so ZeroMQ always runs (no server to install).
-    let zmq = crate::peers::zeromq::Zmq::start(&setup.dir)?;
+    let peers = crate::peers::Peers::start(&setup.dir, &setup.data_dir, require_peers)?;
     if crate::queues::on_tmpfs(data_root) {
         eprintln!(
             "warning: {} is a tmpfs: fsync costs nothing there, so queue numbers prove nothing",
@@ -411,173 +370,188 @@ pub fn run_all(options: &RunOptions<'_>) -> anyhow::Result<Vec<Row>> {
         );
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let bus = runtime.block_on(Bus::connect(&setup.bus_addr))?;
-    // Calls from here take a direct channel to the echo service (the
-    // default); calls on `routed` all go through the daemon.
-    let routed = runtime.block_on(Bus::connect(&setup.bus_addr))?;
-    routed.set_direct_calls(false);
-    if wanted("call") {
-        runtime.block_on(open_direct(&bus))?;
-    }
-    // The same two connections to the baseline build's daemon, if any.
-    let mut callers = vec![(SWITCHBOARD, bus.clone()), (SWITCHBOARD_ROUTED, routed.clone())];
+    // Calls on the first connection of each daemon take a direct channel to
+    // the echo service (the default); calls on the second go through the daemon.
+    let mut callers = Vec::new();
     let mut daemons = vec![(SWITCHBOARD, setup.bus_addr.clone())];
-    if let Some(addr) = &setup.baseline_addr {
+    daemons.extend(setup.baseline_addr.clone().map(|addr| (BASELINE, addr)));
+    for (system, addr) in &daemons {
         let direct = runtime.block_on(Bus::connect(addr))?;
-        let base_routed = runtime.block_on(Bus::connect(addr))?;
-        base_routed.set_direct_calls(false);
+        let routed = runtime.block_on(Bus::connect(addr))?;
+        routed.set_direct_calls(false);
         if wanted("call") {
             runtime.block_on(open_direct(&direct))?;
         }
-        callers.extend([(BASELINE, direct), (BASELINE_ROUTED, base_routed)]);
-        daemons.push((BASELINE, addr.clone()));
+        let routed_name = if *system == SWITCHBOARD { SWITCHBOARD_ROUTED } else { BASELINE_ROUTED };
+        callers.extend([(*system, direct), (routed_name, routed)]);
     }
+    let bench = Bench {
+        setup: &setup,
+        peers: &peers,
+        runtime: &runtime,
+        counts: Counts::new(quick),
+        quick,
+        callers,
+        daemons,
+    };
     let policy = if wanted("policy") { Some(PolicyBench::start(&setup.dir, &runtime)?) } else { None };
-    let policy = policy.as_ref();
-
     let mut collected = Collected::default();
     for repeat in 0..repeats {
         eprintln!("repeat {}/{repeats}", repeat + 1);
         for (i, size) in SIZES.iter().copied().enumerate() {
-            let s = size_name(size);
             if wanted("limit") {
-                let raw = raw_round_trips(&setup.raw_echo[i], size, counts.latency_samples)?;
-                collected.add("limit", format!("unix ping-pong {s}"), "raw socket", raw, None);
-                let relay = raw_round_trips(&setup.relay[i], size, counts.latency_samples)?;
-                collected.add("limit", format!("two-hop relay {s}"), "raw socket", relay, None);
+                bench.limits(i, size, &mut collected)?;
             }
             if wanted("call") {
-                // From a task, as a service issues calls (calling straight from
-                // `block_on` adds one zero-timeout epoll_wait per call).
-                for (system, bus) in &callers {
-                    let system = *system;
-                    let task = runtime.spawn(call_latency(bus.clone(), size, counts.latency_samples));
-                    let latency = runtime.block_on(task)??;
-                    collected.add("call", format!("call round trip {s}"), system, latency, None);
-                    let tput = runtime.block_on(call_throughput(bus, size, counts.throughput_calls))?;
-                    collected.add("call", format!("calls, {IN_FLIGHT} in flight {s}"), system, tput, None);
-                }
-                if let Some(dbus) = &dbus {
-                    let samples = counts.latency_samples / 4;
-                    let latency = crate::peers::dbus::call_latency(&dbus.address, size, samples)?;
-                    collected.add("call", format!("call round trip {s}"), "dbus-daemon", latency, None);
-                }
-                if let Some(broker) = &dbus_broker {
-                    let samples = counts.latency_samples / 4;
-                    let latency = crate::peers::dbus::call_latency(&broker.address, size, samples)?;
-                    collected.add("call", format!("call round trip {s}"), "dbus-broker", latency, None);
-                }
-                let latency = crate::peers::zeromq::request_latency(&zmq.rep, size, counts.latency_samples)?;
-                collected.add("call", format!("call round trip {s}"), ZMQ_REQ, latency, None);
-                if let Some(nats) = &nats {
-                    let latency =
-                        crate::peers::nats::request_latency(&nats.url, size, counts.latency_samples)?;
-                    collected.add("call", format!("call round trip {s}"), NATS_REQUEST, latency, None);
-                    let tput =
-                        crate::peers::nats::request_throughput(&nats.url, size, counts.throughput_calls)?;
-                    collected.add(
-                        "call",
-                        format!("calls, {IN_FLIGHT} in flight {s}"),
-                        NATS_REQUEST,
-                        tput,
-                        None,
-                    );
-                }
+                bench.calls(size, &mut collected)?;
             }
             if wanted("pubsub") {
-                for subscribers in [1, 4] {
-                    let messages = counts.pubsub_messages / subscribers as u64;
-                    let case = format!("pub/sub 1 → {subscribers} {s}, received");
-                    for (system, addr) in &daemons {
-                        let result = crate::pubsub::run(addr, subscribers, messages, size, 0)?;
-                        let lost =
-                            100.0 * (result.published - result.received) as f64 / result.published as f64;
-                        collected.add("pubsub", case.clone(), system, result.sample, Some(lost));
-                    }
-                    if let Some(nats) = &nats {
-                        let system = crate::pubsub::System::Nats;
-                        let result =
-                            crate::pubsub::run_on(system, &nats.url, subscribers, messages, size, 0)?;
-                        let lost =
-                            100.0 * (result.published - result.received) as f64 / result.published as f64;
-                        collected.add("pubsub", case.clone(), "nats", result.sample, Some(lost));
-                    }
-                    let system = crate::pubsub::System::Zmq;
-                    let result = crate::pubsub::run_on(system, &zmq.publish, subscribers, messages, size, 0)?;
-                    let lost = 100.0 * (result.published - result.received) as f64 / result.published as f64;
-                    collected.add("pubsub", case, ZMQ_PUBSUB, result.sample, Some(lost));
-                }
-                for (system, addr) in &daemons {
-                    let fanout = crate::pubsub::run(addr, 4, counts.fanout_messages, size, 1000)?;
-                    collected.add(
-                        "pubsub",
-                        format!("fan-out latency 1 → 4 {s}"),
-                        system,
-                        fanout.sample,
-                        None,
-                    );
-                }
+                bench.pubsub(size, &mut collected)?;
             }
         }
         if wanted("queue") {
-            let probe = if quick { Duration::from_millis(200) } else { Duration::from_secs(1) };
-            let fsync = crate::queues::fsync_rate(&setup.data_dir, probe)?;
-            collected.add("queue", "disk: 4 KiB write + fdatasync".into(), "this disk", fsync, None);
-            let name = format!("bench-puts-{repeat}");
-            for (system, addr) in &daemons {
-                let puts = runtime.block_on(crate::queues::confirmed_puts(addr, &name, counts.queue_puts))?;
-                collected.add("queue", "confirmed puts 256 B, 16 × 64 in flight".into(), system, puts, None);
-            }
-            if let Some(nats) = &nats {
-                let js = crate::peers::nats::jetstream_puts(&nats.url, counts.queue_puts)?;
-                let case = "confirmed puts 256 B, 16 × 64 in flight".to_owned();
-                collected.add("queue", case, "nats jetstream (file, default sync)", js, None);
-            }
-            let name = format!("bench-e2e-{repeat}");
-            for (system, addr) in &daemons {
-                let e2e = runtime.block_on(crate::queues::end_to_end(addr, &name, counts.queue_e2e))?;
-                collected.add("queue", "put → consume → ack 256 B".into(), system, e2e, None);
-            }
-            if let Some(rabbit) = &rabbit {
-                let puts = crate::peers::rabbitmq::confirmed_puts(&rabbit.url, counts.queue_puts)?;
-                let case = "confirmed puts 256 B, 16 × 64 in flight".to_owned();
-                collected.add("queue", case, RABBIT, puts, None);
-                let e2e = crate::peers::rabbitmq::end_to_end(&rabbit.url, counts.queue_e2e)?;
-                collected.add("queue", "put → consume → ack 256 B".into(), RABBIT, e2e, None);
-            }
-            if let Some(nats) = &nats {
-                let js = crate::peers::nats::jetstream_end_to_end(&nats.url, counts.queue_e2e)?;
-                let system = "nats jetstream (file, default sync)";
-                collected.add("queue", "put → consume → ack 256 B".into(), system, js, None);
-            }
-            // The store decision (docs/PERFORMANCE.md): same batches, same disk.
-            let records = counts.queue_puts / 10;
-            let log = crate::queues::store_segment_log(&setup.data_dir, records)?;
-            collected.add("store", "64 × 256 B per durable commit".into(), "segment log", log, None);
-            let redb = crate::queues::store_redb(&setup.data_dir, records)?;
-            collected.add("store", "64 × 256 B per durable commit".into(), "redb", redb, None);
+            bench.queues(repeat, &mut collected)?;
         }
-        if let Some(policy) = policy {
-            let task = policy.measure(counts.latency_samples, repeat);
-            let (plain, checked) = runtime.block_on(task)?;
+        if let Some(policy) = &policy {
+            let (plain, checked) = runtime.block_on(policy.measure(bench.counts.latency_samples, repeat))?;
             let case = "call round trip 16 B, policy".to_owned();
             collected.add("policy", case.clone(), "no policy", plain, None);
             collected.add("policy", case, "20-rule policy", checked, None);
         }
         if wanted("supervisor") {
-            let restarts = if quick { 20 } else { 200 };
-            let (supervised, floor) = crate::supervision::restart_to_ready(&setup.dir, restarts)?;
-            let case = "kill -9 → new instance READY=1".to_owned();
-            collected.add("supervisor", case.clone(), SWITCHBOARD, supervised, None);
-            collected.add("supervisor", case, "raw spawn", floor, None);
-            let services = 200;
-            let (many, none) = crate::supervision::memory(&setup.dir, services)?;
-            let case = |n| format!("daemon RSS in MiB (in rate column), {n} idle services");
-            collected.add("supervisor", case(services), SWITCHBOARD, Sample::rate(many), None);
-            collected.add("supervisor", case(0), SWITCHBOARD, Sample::rate(none), None);
+            bench.supervisor(&mut collected)?;
         }
     }
     Ok(collected.rows())
+}
+
+impl Bench<'_> {
+    /// The raw socket limits: one hop, and two through a relay.
+    fn limits(&self, i: usize, size: usize, collected: &mut Collected) -> anyhow::Result<()> {
+        let (s, samples) = (size_name(size), self.counts.latency_samples);
+        let raw = raw_round_trips(&self.setup.raw_echo[i], size, samples)?;
+        collected.add("limit", format!("unix ping-pong {s}"), "raw socket", raw, None);
+        let relay = raw_round_trips(&self.setup.relay[i], size, samples)?;
+        collected.add("limit", format!("two-hop relay {s}"), "raw socket", relay, None);
+        Ok(())
+    }
+
+    fn calls(&self, size: usize, collected: &mut Collected) -> anyhow::Result<()> {
+        let (s, counts, runtime) = (size_name(size), &self.counts, self.runtime);
+        let latency_case = format!("call round trip {s}");
+        let throughput_case = format!("calls, {IN_FLIGHT} in flight {s}");
+        for (system, bus) in &self.callers {
+            // From a task, as a service issues calls (calling straight from
+            // `block_on` adds one zero-timeout epoll_wait per call).
+            let latency = runtime.block_on(runtime.spawn(call_latency(
+                bus.clone(),
+                size,
+                counts.latency_samples,
+            )))??;
+            collected.add("call", latency_case.clone(), system, latency, None);
+            let tput = runtime.block_on(call_throughput(bus, size, counts.throughput_calls))?;
+            collected.add("call", throughput_case.clone(), system, tput, None);
+        }
+        for (name, dbus) in [("dbus-daemon", &self.peers.dbus), ("dbus-broker", &self.peers.dbus_broker)] {
+            if let Some(dbus) = dbus {
+                let latency =
+                    crate::peers::dbus::call_latency(&dbus.address, size, counts.latency_samples / 4)?;
+                collected.add("call", latency_case.clone(), name, latency, None);
+            }
+        }
+        let latency =
+            crate::peers::zeromq::request_latency(&self.peers.zmq.rep, size, counts.latency_samples)?;
+        collected.add("call", latency_case.clone(), ZMQ_REQ, latency, None);
+        if let Some(nats) = &self.peers.nats {
+            let latency = crate::peers::nats::request_latency(&nats.url, size, counts.latency_samples)?;
+            collected.add("call", latency_case, NATS_REQUEST, latency, None);
+            let tput = crate::peers::nats::request_throughput(&nats.url, size, counts.throughput_calls)?;
+            collected.add("call", throughput_case, NATS_REQUEST, tput, None);
+        }
+        Ok(())
+    }
+
+    fn pubsub(&self, size: usize, collected: &mut Collected) -> anyhow::Result<()> {
+        let s = size_name(size);
+        let lost =
+            |r: &crate::pubsub::PubSubResult| 100.0 * (r.published - r.received) as f64 / r.published as f64;
+        for subscribers in [1, 4] {
+            let messages = self.counts.pubsub_messages / subscribers as u64;
+            let case = format!("pub/sub 1 → {subscribers} {s}, received");
+            for (system, addr) in &self.daemons {
+                let result = crate::pubsub::run(addr, subscribers, messages, size, 0)?;
+                collected.add("pubsub", case.clone(), system, result.sample, Some(lost(&result)));
+            }
+            if let Some(nats) = &self.peers.nats {
+                let system = crate::pubsub::System::Nats;
+                let result = crate::pubsub::run_on(system, &nats.url, subscribers, messages, size, 0)?;
+                collected.add("pubsub", case.clone(), "nats", result.sample, Some(lost(&result)));
+            }
+            let system = crate::pubsub::System::Zmq;
+            let result =
+                crate::pubsub::run_on(system, &self.peers.zmq.publish, subscribers, messages, size, 0)?;
+            collected.add("pubsub", case, ZMQ_PUBSUB, result.sample, Some(lost(&result)));
+        }
+        for (system, addr) in &self.daemons {
+            let fanout = crate::pubsub::run(addr, 4, self.counts.fanout_messages, size, 1000)?;
+            collected.add("pubsub", format!("fan-out latency 1 → 4 {s}"), system, fanout.sample, None);
+        }
+        Ok(())
+    }
+
+    fn queues(&self, repeat: usize, collected: &mut Collected) -> anyhow::Result<()> {
+        let (counts, runtime, data_dir) = (&self.counts, self.runtime, &self.setup.data_dir);
+        let probe = if self.quick { Duration::from_millis(200) } else { Duration::from_secs(1) };
+        let fsync = crate::queues::fsync_rate(data_dir, probe)?;
+        collected.add("queue", "disk: 4 KiB write + fdatasync".into(), "this disk", fsync, None);
+        let (puts_case, e2e_case) = ("confirmed puts 256 B, 16 × 64 in flight", "put → consume → ack 256 B");
+        let jetstream = "nats jetstream (file, default sync)";
+        let name = format!("bench-puts-{repeat}");
+        for (system, addr) in &self.daemons {
+            let puts = runtime.block_on(crate::queues::confirmed_puts(addr, &name, counts.queue_puts))?;
+            collected.add("queue", puts_case.into(), system, puts, None);
+        }
+        if let Some(nats) = &self.peers.nats {
+            let js = crate::peers::nats::jetstream_puts(&nats.url, counts.queue_puts)?;
+            collected.add("queue", puts_case.into(), jetstream, js, None);
+        }
+        let name = format!("bench-e2e-{repeat}");
+        for (system, addr) in &self.daemons {
+            let e2e = runtime.block_on(crate::queues::end_to_end(addr, &name, counts.queue_e2e))?;
+            collected.add("queue", e2e_case.into(), system, e2e, None);
+        }
+        if let Some(rabbit) = &self.peers.rabbit {
+            let puts = crate::peers::rabbitmq::confirmed_puts(&rabbit.url, counts.queue_puts)?;
+            collected.add("queue", puts_case.into(), RABBIT, puts, None);
+            let e2e = crate::peers::rabbitmq::end_to_end(&rabbit.url, counts.queue_e2e)?;
+            collected.add("queue", e2e_case.into(), RABBIT, e2e, None);
+        }
+        if let Some(nats) = &self.peers.nats {
+            let js = crate::peers::nats::jetstream_end_to_end(&nats.url, counts.queue_e2e)?;
+            collected.add("queue", e2e_case.into(), jetstream, js, None);
+        }
+        // The store decision (docs/PERFORMANCE.md): same batches, same disk.
+        let records = counts.queue_puts / 10;
+        let log = crate::queues::store_segment_log(data_dir, records)?;
+        collected.add("store", "64 × 256 B per durable commit".into(), "segment log", log, None);
+        let redb = crate::queues::store_redb(data_dir, records)?;
+        collected.add("store", "64 × 256 B per durable commit".into(), "redb", redb, None);
+        Ok(())
+    }
+
+    fn supervisor(&self, collected: &mut Collected) -> anyhow::Result<()> {
+        let restarts = if self.quick { 20 } else { 200 };
+        let (supervised, floor) = crate::supervision::restart_to_ready(&self.setup.dir, restarts)?;
+        let case = "kill -9 → new instance READY=1".to_owned();
+        collected.add("supervisor", case.clone(), SWITCHBOARD, supervised, None);
+        collected.add("supervisor", case, "raw spawn", floor, None);
+        let services = 200;
+        let (many, none) = crate::supervision::memory(&self.setup.dir, services)?;
+        let case = |n| format!("daemon RSS in MiB (in rate column), {n} idle services");
+        collected.add("supervisor", case(services), SWITCHBOARD, Sample::rate(many), None);
+        collected.add("supervisor", case(0), SWITCHBOARD, Sample::rate(none), None);
+        Ok(())
+    }
 }
 
 /// Sequential round trips of `size`-byte messages through a raw socket path.

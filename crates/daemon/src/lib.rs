@@ -27,19 +27,18 @@ pub mod policy;
 pub mod private_dir;
 pub mod queues;
 pub mod router;
+mod running;
 pub mod session;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchboard_proto::DEFAULT_MAX_FRAME;
 use switchboard_transport::{default_socket_path, Endpoint};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use bytes::Bytes;
 use config_file::ConfigFile;
@@ -292,81 +291,27 @@ impl Daemon {
         shutdown: CancellationToken,
         ready: impl FnOnce(),
     ) -> Result<BTreeMap<String, Bytes>, DaemonError> {
-        let limits = self.config.limits.clone();
-        let endpoints = self.endpoints();
-        let (completions_tx, mut completions) = tokio::sync::mpsc::unbounded_channel();
-        let (writer, writer_thread) = queues::writer::Writer::spawn(self.store, completions_tx);
-        let queue_state = router::queues::QueueState::new(
-            self.recovered,
-            writer,
-            self.config.queue_auto_create,
-            self.config.max_queues,
-        );
-        let mut router = Router::new(limits.clone(), self.config.data_dir.clone(), queue_state);
-        let (policy, security) = self.policy;
-        if !policy.is_empty() {
-            tracing::info!(grants = policy.len(), "policy loaded");
-        }
-        router.set_policy(policy, security);
-        let router = Arc::new(Mutex::new(router));
-        let committer = {
-            let router = router.clone();
-            tokio::spawn(async move {
-                while let Some(completed) = completions.recv().await {
-                    session::lock(&router).queue_completed(completed);
-                }
-            })
-        };
-        let stop_accepting = CancellationToken::new();
-        let stop_sessions = CancellationToken::new();
-        let sessions = TaskTracker::new();
-        let gates = listen::Gates {
-            connections: Arc::new(Semaphore::new(limits.max_connections)),
-            handshakes: listen::budget::HandshakeBudget::new(
-                limits.max_handshakes_per_peer,
-                limits.max_handshakes,
-            ),
-        };
+        let started = running::Running::start(self.store, self.recovered, self.policy, &self.config);
         let (reload_requests, mut reloads) = tokio::sync::mpsc::channel(4);
         let context = host::AppContext {
-            router: host::RouterHandle::new(
-                router.clone(),
-                limits.clone(),
-                stop_sessions.clone(),
-                sessions.clone(),
-                gates.connections.clone(),
-            ),
-            endpoints,
+            router: started.handle(),
+            endpoints: self.listeners.iter().map(|l| l.endpoint()).collect(),
             data_dir: self.config.data_dir.clone(),
             reloader: host::Reloader(reload_requests),
         };
         // Apps first: a client let in before them could find a configured
         // service missing instead of held while it starts.
-        let mut failure = self.apps.start(&context, std::mem::take(&mut self.inherited)).await.err();
-        let mut accepting = Vec::new();
+        let failure = self.apps.start(&context, std::mem::take(&mut self.inherited)).await.err();
         if failure.is_none() {
-            for listener in &self.listeners {
-                accepting.push(tokio::spawn(listen::accept_loop(
-                    listener.clone(),
-                    router.clone(),
-                    limits.clone(),
-                    stop_accepting.clone(),
-                    stop_sessions.clone(),
-                    sessions.clone(),
-                    gates.clone(),
-                )));
-            }
-        }
-        let sweeper = tokio::spawn(expire_calls(router.clone(), stop_sessions.clone()));
-        if failure.is_none() {
+            started.accept(&self.listeners);
             ready();
             loop {
                 let outcome = tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = self.hand_off.cancelled() => break,
-                    () = self.reload.notified() => reload(&self.config, &mut self.apps, &router).await,
+                    () = self.reload.notified() => reload(&self.config, &mut self.apps, &started.router).await,
                     Some(reply) = reloads.recv() => {
-                        let outcome = reload(&self.config, &mut self.apps, &router).await;
+                        let outcome = reload(&self.config, &mut self.apps, &started.router).await;
                         let _ = reply.send(outcome);
                         continue;
                     }
@@ -376,7 +321,6 @@ impl Daemon {
                 }
             }
         }
-
         let handed_off = if self.hand_off.is_cancelled() && !shutdown.is_cancelled() {
             tracing::info!("handing off to a successor");
             self.apps.hand_off().await
@@ -385,29 +329,9 @@ impl Daemon {
             self.apps.stop().await;
             BTreeMap::new()
         };
-        stop_accepting.cancel();
-        for task in accepting {
-            let _ = task.await;
-        }
-        drop(self.listeners); // removes socket and lock files
-        session::lock(&router).shut_down();
-        stop_sessions.cancel();
-        sessions.close();
-        if tokio::time::timeout(self.config.shutdown_grace, sessions.wait()).await.is_err() {
-            tracing::warn!("some connections did not close within {:?}", self.config.shutdown_grace);
-        }
-        let _ = sweeper.await;
-        // Dropping the last router handle drops the writer's sender: the
-        // writer thread finishes what it was given and ends.
-        committer.abort();
-        let _ = committer.await;
         drop(context);
-        drop(router);
-        let join = tokio::task::spawn_blocking(move || writer_thread.join());
-        if tokio::time::timeout(self.config.shutdown_grace, join).await.is_err() {
-            tracing::warn!("the queue writer did not finish within {:?}", self.config.shutdown_grace);
-        }
-        failure.take().map_or(Ok(handed_off), |err| Err(err.into()))
+        started.stop(self.listeners, self.config.shutdown_grace).await;
+        failure.map_or(Ok(handed_off), |err| Err(err.into()))
     }
 }
 
@@ -441,16 +365,4 @@ async fn reload(
     session::lock(router).set_policy(policy, security);
     tracing::info!(grants, "policy reloaded");
     apps.reload().await
-}
-/// Answers calls whose deadline passed. Callers enforce their own deadline
-/// too; this frees the daemon's state and tells callers that lost track.
-async fn expire_calls(router: Arc<Mutex<Router>>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(25));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => session::lock(&router).expire(Instant::now()),
-        }
-    }
 }

@@ -209,6 +209,79 @@ fn args_struct(contract: &Ident, method: &Method) -> (Ident, TokenStream) {
     (name, tokens)
 }
 
+/// The client's methods for one contract method: a call (and its
+/// broadcast), a queued put, or a notification (and its notify-all).
+fn client_method(method: &Method, args_name: &syn::Ident) -> TokenStream {
+    let name = &method.name;
+    let method_str = LitStr::new(&name.to_string(), Span::call_site());
+    let params = method.args.iter().map(|(n, t)| quote! { #n: #t });
+    let field_inits = method.args.iter().map(|(n, _)| quote! { #n: &#n });
+    let encode = quote! {
+        let args = #args_name { #(#field_inits,)* _marker: ::core::marker::PhantomData };
+        let payload = ::switchboard::encode(&args)?;
+        let target = self.target(#method_str)?;
+    };
+    let signature_doc = format!("`{}`", method.signature);
+    if let Some(ok) = &method.output {
+        let broadcast = format_ident!("{}_broadcast", name);
+        let params2 = params.clone();
+        let field_inits2 = method.args.iter().map(|(n, _)| quote! { #n: &#n });
+        quote! {
+            #[doc = #signature_doc]
+            pub async fn #name(&self, #(#params),*) -> ::core::result::Result<#ok, ::switchboard::CallError> {
+                #encode
+                let reply = self.bus.call_with(target, payload, self.options.clone()).await?;
+                ::switchboard::__private::decode_reply(&reply, #method_str)
+            }
+
+            #[doc = "Calls it on every instance; one result per instance."]
+            pub async fn #broadcast(&self, #(#params2),*)
+                -> ::core::result::Result<::std::vec::Vec<(::switchboard::InstanceId, ::core::result::Result<#ok, ::switchboard::CallError>)>, ::switchboard::CallError>
+            {
+                let args = #args_name { #(#field_inits2,)* _marker: ::core::marker::PhantomData };
+                let payload = ::switchboard::encode(&args)?;
+                let target = self.target(#method_str)?;
+                let outcome = self.bus.broadcast(target, payload, self.options.clone()).await?;
+                Ok(outcome.replies.into_iter().map(|reply| {
+                    (reply.instance, reply.result.and_then(|bytes| ::switchboard::__private::decode_reply(&bytes, #method_str)))
+                }).collect())
+            }
+        }
+    } else if method.queued {
+        let queued_inits = method.args.iter().map(|(n, _)| quote! { #n: &#n });
+        quote! {
+            #[doc = #signature_doc]
+            #[doc = ""]
+            #[doc = "Stored in the durable queue `<service>.<method>` (so it waits while no instance runs); returns the message id once it is on disk."]
+            pub async fn #name(&self, #(#params),*) -> ::core::result::Result<u64, ::switchboard::CallError> {
+                let args = #args_name { #(#queued_inits,)* _marker: ::core::marker::PhantomData };
+                let payload = ::switchboard::encode(&args)?;
+                let queue = self.bus.queue(&format!("{}.{}", self.service, #method_str))?;
+                queue.put(payload).await
+            }
+        }
+    } else {
+        let all = format_ident!("{}_all", name);
+        let params2 = params.clone();
+        let field_inits2 = method.args.iter().map(|(n, _)| quote! { #n: &#n });
+        quote! {
+            #[doc = #signature_doc]
+            pub async fn #name(&self, #(#params),*) -> ::core::result::Result<(), ::switchboard::CallError> {
+                #encode
+                self.bus.notify_with(target, payload, self.options.clone(), false).await
+            }
+
+            #[doc = "Notifies every instance."]
+            pub async fn #all(&self, #(#params2),*) -> ::core::result::Result<(), ::switchboard::CallError> {
+                let args = #args_name { #(#field_inits2,)* _marker: ::core::marker::PhantomData };
+                let payload = ::switchboard::encode(&args)?;
+                let target = self.target(#method_str)?;
+                self.bus.notify_with(target, payload, self.options.clone(), true).await
+            }
+        }
+    }
+}
+
 fn client(contract: &ItemTrait, service: &str, methods: &[Method]) -> TokenStream {
     let vis = &contract.vis;
     let trait_name = &contract.ident;
@@ -217,76 +290,9 @@ fn client(contract: &ItemTrait, service: &str, methods: &[Method]) -> TokenStrea
     let mut items = Vec::new();
     let mut helpers = Vec::new();
     for method in methods {
-        let name = &method.name;
-        let method_str = LitStr::new(&name.to_string(), Span::call_site());
-        let params = method.args.iter().map(|(n, t)| quote! { #n: #t });
-        let field_inits = method.args.iter().map(|(n, _)| quote! { #n: &#n });
         let (args_name, args_tokens) = args_struct(trait_name, method);
         helpers.push(args_tokens);
-        let encode = quote! {
-            let args = #args_name { #(#field_inits,)* _marker: ::core::marker::PhantomData };
-            let payload = ::switchboard::encode(&args)?;
-            let target = self.target(#method_str)?;
-        };
-        let signature_doc = format!("`{}`", method.signature);
-        if let Some(ok) = &method.output {
-            let broadcast = format_ident!("{}_broadcast", name);
-            let params2 = params.clone();
-            let field_inits2 = method.args.iter().map(|(n, _)| quote! { #n: &#n });
-            items.push(quote! {
-                #[doc = #signature_doc]
-                pub async fn #name(&self, #(#params),*) -> ::core::result::Result<#ok, ::switchboard::CallError> {
-                    #encode
-                    let reply = self.bus.call_with(target, payload, self.options.clone()).await?;
-                    ::switchboard::__private::decode_reply(&reply, #method_str)
-                }
-
-                #[doc = "Calls it on every instance; one result per instance."]
-                pub async fn #broadcast(&self, #(#params2),*)
-                    -> ::core::result::Result<::std::vec::Vec<(::switchboard::InstanceId, ::core::result::Result<#ok, ::switchboard::CallError>)>, ::switchboard::CallError>
-                {
-                    let args = #args_name { #(#field_inits2,)* _marker: ::core::marker::PhantomData };
-                    let payload = ::switchboard::encode(&args)?;
-                    let target = self.target(#method_str)?;
-                    let outcome = self.bus.broadcast(target, payload, self.options.clone()).await?;
-                    Ok(outcome.replies.into_iter().map(|reply| {
-                        (reply.instance, reply.result.and_then(|bytes| ::switchboard::__private::decode_reply(&bytes, #method_str)))
-                    }).collect())
-                }
-            });
-        } else if method.queued {
-            let queued_inits = method.args.iter().map(|(n, _)| quote! { #n: &#n });
-            items.push(quote! {
-                #[doc = #signature_doc]
-                #[doc = ""]
-                #[doc = "Stored in the durable queue `<service>.<method>` (so it waits while no instance runs); returns the message id once it is on disk."]
-                pub async fn #name(&self, #(#params),*) -> ::core::result::Result<u64, ::switchboard::CallError> {
-                    let args = #args_name { #(#queued_inits,)* _marker: ::core::marker::PhantomData };
-                    let payload = ::switchboard::encode(&args)?;
-                    let queue = self.bus.queue(&format!("{}.{}", self.service, #method_str))?;
-                    queue.put(payload).await
-                }
-            });
-        } else {
-            let all = format_ident!("{}_all", name);
-            let params2 = params.clone();
-            let field_inits2 = method.args.iter().map(|(n, _)| quote! { #n: &#n });
-            items.push(quote! {
-                #[doc = #signature_doc]
-                pub async fn #name(&self, #(#params),*) -> ::core::result::Result<(), ::switchboard::CallError> {
-                    #encode
-                    self.bus.notify_with(target, payload, self.options.clone(), false).await
-                }
-
-                #[doc = "Notifies every instance."]
-                pub async fn #all(&self, #(#params2),*) -> ::core::result::Result<(), ::switchboard::CallError> {
-                    let args = #args_name { #(#field_inits2,)* _marker: ::core::marker::PhantomData };
-                    let payload = ::switchboard::encode(&args)?;
-                    let target = self.target(#method_str)?;
-                    self.bus.notify_with(target, payload, self.options.clone(), true).await
-                }
-            });
-        }
+        items.push(client_method(method, &args_name));
     }
     quote! {
         #(#helpers)*

@@ -201,6 +201,7 @@ impl From<TopicError> for NameOrTopic {
 const CALLER: [&str; 4] = ["caller.session", "caller.uid", "caller.pid", "caller.principal"];
 const PUBLISHER: [&str; 4] = ["publisher.session", "publisher.uid", "publisher.pid", "publisher.principal"];
 
+#[allow(clippy::too_many_lines)] // a table: one arm per frame kind
 fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
     let kind_byte = body.get_u8(); // len ≥ 1 was checked by the caller
     let name = kind::name(kind_byte).ok_or(DecodeError::UnknownKind(kind_byte))?;

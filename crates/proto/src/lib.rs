@@ -23,6 +23,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod caller;
 mod codec;
 pub mod direct;
 mod encode;

@@ -305,65 +305,15 @@ impl RawService {
         if self.command.trim().is_empty() {
             return Err(bad("command is empty".into()));
         }
-        let duration = |field: &str, text: Option<String>, default: Duration| -> Result<Duration, Invalid> {
-            match text {
-                None => Ok(default),
-                Some(text) => humantime::parse_duration(&text)
-                    .map_err(|err| bad(format!("{field} = {text:?}: {err} (try 500ms, 5s, 2m)"))),
-            }
-        };
+        let duration =
+            |field: &str, text: Option<String>, default: Duration| duration(name, field, text, default);
         for resource in self.limits.keys() {
             if !RLIMITS.contains(&resource.as_str()) {
                 return Err(bad(format!("unknown limit {resource:?}; known: {}", RLIMITS.join(", "))));
             }
         }
-        let mode = match self.restart.as_deref() {
-            None | Some("on-failure") => RestartMode::OnFailure,
-            Some("never") => RestartMode::Never,
-            Some("always") => RestartMode::Always,
-            Some(other) => {
-                return Err(bad(format!("restart = {other:?}: expected never, on-failure or always")))
-            }
-        };
-        let defaults = RestartPolicy::default();
-        let backoff = self.backoff.unwrap_or_default();
-        let budget = self.budget.unwrap_or_default();
-        let multiplier = backoff.multiplier.unwrap_or(defaults.multiplier);
-        let jitter = backoff.jitter.unwrap_or(defaults.jitter);
-        if !(1.0..=100.0).contains(&multiplier) {
-            return Err(bad(format!("backoff.multiplier = {multiplier}: expected 1.0 to 100.0")));
-        }
-        if !(0.0..=1.0).contains(&jitter) {
-            return Err(bad(format!("backoff.jitter = {jitter}: expected 0.0 to 1.0")));
-        }
-        let restart = RestartPolicy {
-            mode,
-            initial: duration("backoff.initial", backoff.initial, defaults.initial)?,
-            max: duration("backoff.max", backoff.max, defaults.max)?,
-            multiplier,
-            jitter,
-            budget: budget.restarts.unwrap_or(defaults.budget),
-            window: duration("budget.window", budget.window, defaults.window)?,
-            reset_after: duration("budget.reset_after", budget.reset_after, defaults.reset_after)?,
-        };
-        let health = match self.health {
-            None => None,
-            Some(raw) => {
-                let probe = match (raw.command, raw.call) {
-                    (Some(command), None) => Probe::Command(command),
-                    (None, Some(call)) => Probe::Call(
-                        Target::parse(&call).map_err(|err| bad(format!("health.call = {call:?}: {err}")))?,
-                    ),
-                    _ => return Err(bad("health needs exactly one of `command` or `call`".into())),
-                };
-                Some(HealthCheck {
-                    probe,
-                    interval: duration("health.interval", raw.interval, Duration::from_secs(10))?,
-                    timeout: duration("health.timeout", raw.timeout, Duration::from_secs(5))?,
-                    threshold: raw.threshold.unwrap_or(3).max(1),
-                })
-            }
-        };
+        let restart = restart_policy(name, self.restart.as_deref(), self.backoff, self.budget)?;
+        let health = self.health.map(|raw| health_check(name, raw)).transpose()?;
         let cgroup = CgroupLimits {
             memory_max: self.memory_max.map(|m| parse_bytes(&m).map_err(&bad)).transpose()?,
             cpu_percent: self.cpu_max.map(|c| parse_percent(&c).map_err(&bad)).transpose()?,
@@ -395,6 +345,74 @@ impl RawService {
             health,
         })
     }
+}
+
+/// A duration setting of `service`, in humantime's notation.
+fn duration(
+    service: &str,
+    field: &str,
+    text: Option<String>,
+    default: Duration,
+) -> Result<Duration, Invalid> {
+    match text {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(&text)
+            .map_err(|err| invalid(service, format!("{field} = {text:?}: {err} (try 500ms, 5s, 2m)"))),
+    }
+}
+
+/// `restart`, `backoff` and `budget` of `service`.
+fn restart_policy(
+    service: &str,
+    restart: Option<&str>,
+    backoff: Option<RawBackoff>,
+    budget: Option<RawBudget>,
+) -> Result<RestartPolicy, Invalid> {
+    let bad = |message: String| invalid(service, message);
+    let mode = match restart {
+        None | Some("on-failure") => RestartMode::OnFailure,
+        Some("never") => RestartMode::Never,
+        Some("always") => RestartMode::Always,
+        Some(other) => return Err(bad(format!("restart = {other:?}: expected never, on-failure or always"))),
+    };
+    let defaults = RestartPolicy::default();
+    let (backoff, budget) = (backoff.unwrap_or_default(), budget.unwrap_or_default());
+    let multiplier = backoff.multiplier.unwrap_or(defaults.multiplier);
+    let jitter = backoff.jitter.unwrap_or(defaults.jitter);
+    if !(1.0..=100.0).contains(&multiplier) {
+        return Err(bad(format!("backoff.multiplier = {multiplier}: expected 1.0 to 100.0")));
+    }
+    if !(0.0..=1.0).contains(&jitter) {
+        return Err(bad(format!("backoff.jitter = {jitter}: expected 0.0 to 1.0")));
+    }
+    Ok(RestartPolicy {
+        mode,
+        initial: duration(service, "backoff.initial", backoff.initial, defaults.initial)?,
+        max: duration(service, "backoff.max", backoff.max, defaults.max)?,
+        multiplier,
+        jitter,
+        budget: budget.restarts.unwrap_or(defaults.budget),
+        window: duration(service, "budget.window", budget.window, defaults.window)?,
+        reset_after: duration(service, "budget.reset_after", budget.reset_after, defaults.reset_after)?,
+    })
+}
+
+/// `health` of `service`.
+fn health_check(service: &str, raw: RawHealth) -> Result<HealthCheck, Invalid> {
+    let bad = |message: String| invalid(service, message);
+    let probe = match (raw.command, raw.call) {
+        (Some(command), None) => Probe::Command(command),
+        (None, Some(call)) => {
+            Probe::Call(Target::parse(&call).map_err(|err| bad(format!("health.call = {call:?}: {err}")))?)
+        }
+        _ => return Err(bad("health needs exactly one of `command` or `call`".into())),
+    };
+    Ok(HealthCheck {
+        probe,
+        interval: duration(service, "health.interval", raw.interval, Duration::from_secs(10))?,
+        timeout: duration(service, "health.timeout", raw.timeout, Duration::from_secs(5))?,
+        threshold: raw.threshold.unwrap_or(3).max(1),
+    })
 }
 
 /// `512M`, `1G`, `65536` → bytes.

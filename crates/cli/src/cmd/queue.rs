@@ -119,31 +119,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bus = connect(&args.connection, "switchboard-queue").await?;
     let handle = |name: &str| bus.queue(name).map_err(|e| Usage(e.to_string()));
     match args.command {
-        Command::Declare(d) => {
-            let mut options = QueueOptions::default();
-            if let Some(v) = d.max_messages {
-                options.max_messages = v;
-            }
-            if let Some(v) = d.max_bytes {
-                options.max_bytes = v;
-            }
-            if d.overflow.as_deref() == Some("drop-oldest") {
-                options.overflow = Overflow::DropOldest;
-            }
-            if let Some(v) = d.max_attempts {
-                options.max_attempts = v;
-            }
-            if let Some(v) = d.visibility_timeout {
-                options.visibility_timeout_ms = v.as_millis() as u64;
-            }
-            if let Some(v) = d.dedup_window {
-                options.dedup_window_ms = v.as_millis() as u64;
-            }
-            if let Some(v) = d.ttl {
-                options.default_ttl_ms = v.as_millis() as u64;
-            }
-            handle(&d.queue)?.declare(options).await?;
-        }
+        Command::Declare(d) => handle(&d.queue)?.declare(options_of(&d)).await?,
+        Command::Get(g) => get(handle(&g.queue)?, &g).await?,
+        Command::Ls { json } => list(&bus, json).await?,
         Command::Put(p) => {
             let payload =
                 json::payload_from_arg(p.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
@@ -152,35 +130,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let options = PutOptions { priority: p.priority, ttl: p.ttl, id: p.id, headers };
             let id = handle(&p.queue)?.put_with(payload, options).await?;
             output::line(id)?;
-        }
-        Command::Get(g) => {
-            let mut consumer = handle(&g.queue)?.consume(g.count.min(1024) as u32).await?;
-            let deadline = tokio::time::Instant::now() + g.wait;
-            let mut received = 0;
-            while received < g.count {
-                let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, consumer.next()).await else {
-                    break;
-                };
-                received += 1;
-                let headers: serde_json::Map<String, serde_json::Value> =
-                    delivery.headers.iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
-                output::line(serde_json::json!({
-                    "id": delivery.id,
-                    "attempt": delivery.attempt,
-                    "priority": delivery.priority,
-                    "headers": headers,
-                    "payload": json::display_payload(&delivery.payload),
-                }))?;
-                if !g.no_ack {
-                    delivery.ack().await?;
-                }
-            }
-            if received < g.count && g.count != u64::MAX {
-                if received == 0 {
-                    anyhow::bail!("no message in {} within {:?}", g.queue, g.wait);
-                }
-                eprintln!("received {received} of {} within {:?}", g.count, g.wait);
-            }
         }
         Command::Peek(p) => {
             for m in handle(&p.queue)?.peek(p.count).await? {
@@ -195,33 +144,95 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Purge { queue } => output::line(handle(&queue)?.purge().await?)?,
         Command::Delete { queue } => handle(&queue)?.delete().await?,
-        Command::Ls { json } => {
-            let queues = bus.queues().await?;
-            if json {
-                output::line(serde_json::to_string_pretty(&queues)?)?;
-            } else if queues.is_empty() {
-                output::line("no queues")?;
-            } else {
-                let width = queues.iter().map(|q| q.queue.len()).max().unwrap_or(5).max(5);
-                output::line(format_args!(
-                    "{:<width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8}  {:>8}  {:>9}",
-                    "QUEUE", "DEPTH", "IN FLIGHT", "CONSUMERS", "DEAD-LTR", "PUT/S", "ACK/S", "BYTES"
-                ))?;
-                for q in queues {
-                    output::line(format_args!(
-                        "{:<width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8.0}  {:>8.0}  {:>9}",
-                        q.queue,
-                        q.depth,
-                        q.in_flight,
-                        q.consumers,
-                        q.dead_lettered_total,
-                        q.put_rate,
-                        q.ack_rate,
-                        q.bytes
-                    ))?;
-                }
-            }
-        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The options `queue declare` was given; the rest keep their defaults.
+fn options_of(d: &DeclareArgs) -> QueueOptions {
+    let mut options = QueueOptions::default();
+    if let Some(v) = d.max_messages {
+        options.max_messages = v;
+    }
+    if let Some(v) = d.max_bytes {
+        options.max_bytes = v;
+    }
+    if d.overflow.as_deref() == Some("drop-oldest") {
+        options.overflow = Overflow::DropOldest;
+    }
+    if let Some(v) = d.max_attempts {
+        options.max_attempts = v;
+    }
+    if let Some(v) = d.visibility_timeout {
+        options.visibility_timeout_ms = v.as_millis() as u64;
+    }
+    if let Some(v) = d.dedup_window {
+        options.dedup_window_ms = v.as_millis() as u64;
+    }
+    if let Some(v) = d.ttl {
+        options.default_ttl_ms = v.as_millis() as u64;
+    }
+    options
+}
+
+/// `queue get`: up to `count` messages within `wait`, printed as JSON lines.
+async fn get(queue: switchboard::Queue, g: &GetArgs) -> anyhow::Result<()> {
+    let mut consumer = queue.consume(g.count.min(1024) as u32).await?;
+    let deadline = tokio::time::Instant::now() + g.wait;
+    let mut received = 0;
+    while received < g.count {
+        let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, consumer.next()).await else {
+            break;
+        };
+        received += 1;
+        let headers: serde_json::Map<String, serde_json::Value> =
+            delivery.headers.iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+        output::line(serde_json::json!({
+            "id": delivery.id,
+            "attempt": delivery.attempt,
+            "priority": delivery.priority,
+            "headers": headers,
+            "payload": json::display_payload(&delivery.payload),
+        }))?;
+        if !g.no_ack {
+            delivery.ack().await?;
+        }
+    }
+    if received < g.count && g.count != u64::MAX {
+        if received == 0 {
+            anyhow::bail!("no message in {} within {:?}", g.queue, g.wait);
+        }
+        eprintln!("received {received} of {} within {:?}", g.count, g.wait);
+    }
+    Ok(())
+}
+
+/// `queue ls`: a table, or JSON.
+async fn list(bus: &switchboard::Bus, json: bool) -> anyhow::Result<()> {
+    let queues = bus.queues().await?;
+    if json {
+        output::line(serde_json::to_string_pretty(&queues)?)?;
+    } else if queues.is_empty() {
+        output::line("no queues")?;
+    } else {
+        let width = queues.iter().map(|q| q.queue.len()).max().unwrap_or(5).max(5);
+        output::line(format_args!(
+            "{:<width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8}  {:>8}  {:>9}",
+            "QUEUE", "DEPTH", "IN FLIGHT", "CONSUMERS", "DEAD-LTR", "PUT/S", "ACK/S", "BYTES"
+        ))?;
+        for q in queues {
+            output::line(format_args!(
+                "{:<width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8.0}  {:>8.0}  {:>9}",
+                q.queue,
+                q.depth,
+                q.in_flight,
+                q.consumers,
+                q.dead_lettered_total,
+                q.put_rate,
+                q.ack_rate,
+                q.bytes
+            ))?;
+        }
+    }
+    Ok(())
 }

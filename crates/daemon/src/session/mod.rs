@@ -10,7 +10,7 @@ mod handshake;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use switchboard_proto::{ErrorCode, Frame, SessionId};
+use switchboard_proto::{ErrorCode, Frame, Hello, SessionId};
 use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, Stream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -87,17 +87,15 @@ pub async fn serve(
     };
     drop(admission.handshake);
     // Over the connection limit a client is told so, not left waiting.
-    let permit = admission.permits.map(Semaphore::try_acquire_owned);
-    let _permit = match permit {
-        Some(Err(_)) => {
+    let _permit = match admission.permits.map(Semaphore::try_acquire_owned).transpose() {
+        Ok(permit) => permit,
+        Err(_) => {
             let limit = limits.max_connections;
             tracing::warn!(%peer, client = %hello.client_name, "connection refused: {limit} connections is the limit");
             let message = format!("the daemon already has {limit} connections (its limit)");
             let goodbye = Frame::Goodbye { code: ErrorCode::Overloaded, message };
             return turn_away(&outbox, writer, Some(goodbye), &limits).await;
         }
-        Some(Ok(permit)) => Some(permit),
-        None => None,
     };
     reader.set_max_frame(limits.max_frame);
     let uid = cred.map_or(u32::MAX, |c| c.uid);
@@ -105,30 +103,15 @@ pub async fn serve(
     let kill = stop.child_token();
     let backlog = Arc::new(BacklogSignal::default());
     let local = cred.map(LocalPeer::identify);
-    let admitted = {
-        let mut router = lock(&router);
-        let link = SessionLink {
-            outbox: outbox.clone(),
-            kill: kill.clone(),
-            backlog: backlog.clone(),
-            client_name: hello.client_name.clone(),
-            uid,
-            pid,
-        };
-        let principal = match hosted {
-            Some(_) if !hello.credential.is_empty() => Err((
-                ErrorCode::BadRequest,
-                "a hosted connection presents no credential: its host says who it is".to_owned(),
-            )),
-            Some(principal) => Ok(principal),
-            None => router.authenticate(local, common_name.as_deref(), &hello.credential),
-        };
-        let admitted = principal.and_then(|principal| router.add_session(link, principal));
-        if let Ok(session) = admitted {
-            let _ = outbox.push(&handshake::welcome(session, &limits));
-        }
-        admitted
+    let link = SessionLink {
+        outbox: outbox.clone(),
+        kill: kill.clone(),
+        backlog: backlog.clone(),
+        client_name: hello.client_name.clone(),
+        uid,
+        pid,
     };
+    let admitted = enter(&router, Claim { local, common_name, hosted }, &hello, link, &limits);
     let session = match admitted {
         Ok(session) => session,
         Err((code, message)) => {
@@ -159,6 +142,38 @@ pub async fn serve(
     if tokio::time::timeout(limits.handshake_timeout, writer).await.is_err() {
         abort.abort();
     }
+}
+
+/// Who a connection says it is, before the router has checked.
+struct Claim {
+    local: Option<LocalPeer>,
+    common_name: Option<String>,
+    /// The principal a host opened it for.
+    hosted: Option<Principal>,
+}
+
+/// Says who the connection is and lets it into the router (answering with
+/// `Welcome`), or says why not.
+fn enter(
+    router: &SharedRouter,
+    claim: Claim,
+    hello: &Hello,
+    link: SessionLink,
+    limits: &Limits,
+) -> Result<SessionId, (ErrorCode, String)> {
+    let outbox = link.outbox.clone();
+    let mut router = lock(router);
+    let principal = match claim.hosted {
+        Some(_) if !hello.credential.is_empty() => Err((
+            ErrorCode::BadRequest,
+            "a hosted connection presents no credential: its host says who it is".to_owned(),
+        )),
+        Some(principal) => Ok(principal),
+        None => router.authenticate(claim.local, claim.common_name.as_deref(), &hello.credential),
+    };
+    let session = principal.and_then(|principal| router.add_session(link, principal))?;
+    let _ = outbox.push(&handshake::welcome(session, limits));
+    Ok(session)
 }
 
 /// Ends a connection that will not be served: sends `goodbye` if there is

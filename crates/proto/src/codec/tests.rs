@@ -51,6 +51,7 @@ fn code() -> impl Strategy<Value = ErrorCode> {
     any::<u16>().prop_map(ErrorCode::from_u16)
 }
 
+#[allow(clippy::too_many_lines)] // a table: one strategy per frame kind
 fn frame() -> impl Strategy<Value = Frame> {
     let control = prop_oneof![
         (any::<u16>(), any::<u32>(), ".{0,40}", "(|secret:[0-9a-f]{32}|token:.{0,20})").prop_map(

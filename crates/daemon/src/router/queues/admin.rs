@@ -1,0 +1,163 @@
+//! `$sys.queues.*`: list, declare, peek, purge, delete.
+
+use bytes::Bytes;
+use switchboard_proto::sys::{self, PeekedMessage, QueueDeclare, QueueInfo, QueuePeek, QueueRef};
+use switchboard_proto::{ErrorCode, Frame, Headers, QueueName, SessionId};
+
+use crate::queues::queue::Queue;
+use crate::queues::record::Record;
+
+use super::state::{options_bytes, removal, Done, History, QueueState};
+use super::Router;
+
+impl Router {
+    /// `$sys.queues.*`. Answers now, or once the change is on disk.
+    pub(in crate::router) fn queue_admin(&mut self, from: SessionId, id: u32, method: &str, payload: &Bytes) {
+        let bad = |what: &str, err: rmp_serde::decode::Error| {
+            (ErrorCode::BadArguments, format!("arguments of $sys.queues.{what}: {err}"))
+        };
+        let result: Result<Option<Vec<u8>>, (ErrorCode, String)> = match method {
+            sys::QUEUES_LIST => Ok(Some(sys::encode(&self.queue_infos()))),
+            sys::QUEUES_DECLARE => sys::decode::<QueueDeclare>(payload)
+                .map_err(|e| bad("declare", e))
+                .and_then(|d| self.declare(from, id, d).map(|()| None)),
+            sys::QUEUES_PEEK => sys::decode::<QueuePeek>(payload)
+                .map_err(|e| bad("peek", e))
+                .and_then(|p| self.peek(&p).map(|found| Some(sys::encode(&found)))),
+            sys::QUEUES_PURGE => sys::decode::<QueueRef>(payload)
+                .map_err(|e| bad("purge", e))
+                .and_then(|r| self.purge(from, id, &r.queue).map(|()| None)),
+            sys::QUEUES_DELETE => sys::decode::<QueueRef>(payload)
+                .map_err(|e| bad("delete", e))
+                .and_then(|r| self.delete_queue(from, id, &r.queue).map(|()| None)),
+            other => Err((
+                ErrorCode::NoSuchMethod,
+                format!("service {} has no method {other}", sys::QUEUES_SERVICE),
+            )),
+        };
+        match result {
+            Ok(Some(reply)) => self.send(from, &Frame::Reply { id, payload: Bytes::from(reply) }),
+            Ok(None) => {}
+            Err((code, message)) => self.send_error(from, id, code, message),
+        }
+    }
+
+    fn declare(
+        &mut self,
+        from: SessionId,
+        req: u32,
+        declare: QueueDeclare,
+    ) -> Result<(), (ErrorCode, String)> {
+        let name = QueueName::parse(&declare.queue).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
+        let name = name.as_str().to_owned();
+        let record = Record::Declare { queue: name.clone(), options: options_bytes(&declare.options) };
+        match self.queues.queues.get_mut(&name) {
+            Some(queue) => queue.options = declare.options,
+            None => {
+                if self.queues.counts_toward_limit(&name) {
+                    self.queues.room_for_one_more()?;
+                }
+                self.queues.queues.insert(name.clone(), Queue::new(name.clone(), declare.options));
+            }
+        }
+        self.submit(vec![record], Done::Declared { session: from, req });
+        Ok(())
+    }
+
+    fn existing(&self, name: &str) -> Result<&Queue, (ErrorCode, String)> {
+        self.queues.queues.get(name).ok_or_else(|| (ErrorCode::NoSuchQueue, format!("no queue named {name}")))
+    }
+
+    fn peek(&self, peek: &QueuePeek) -> Result<Vec<PeekedMessage>, (ErrorCode, String)> {
+        let queue = self.existing(&peek.queue)?;
+        Ok(queue
+            .peek(peek.count as usize)
+            .into_iter()
+            .map(|m| PeekedMessage {
+                id: m.id,
+                priority: m.priority,
+                attempts: m.attempts,
+                put_at_ms: m.put_at_ms,
+                expires_at_ms: m.expires_at_ms,
+                headers: Headers::from_wire(m.headers.clone())
+                    .map(|h| h.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+                    .unwrap_or_default(),
+                payload: m.payload.to_vec(),
+            })
+            .collect())
+    }
+
+    fn purge(&mut self, from: SessionId, req: u32, name: &str) -> Result<(), (ErrorCode, String)> {
+        self.existing(name)?;
+        let Some(queue) = self.queues.queues.get_mut(name) else { return Ok(()) };
+        let ids = queue.purge();
+        let mut records = vec![Record::Purge { queue: name.to_owned() }];
+        for id in &ids {
+            records.extend(removal(queue, *id).into_iter().skip(1));
+        }
+        self.queues.tags.retain(|_, q| q != name);
+        self.submit(records, Done::Purged { session: from, req, queue: name.to_owned(), ids });
+        Ok(())
+    }
+
+    /// Deletes an empty queue nobody consumes from.
+    fn delete_queue(&mut self, from: SessionId, req: u32, name: &str) -> Result<(), (ErrorCode, String)> {
+        let queue = self.existing(name)?;
+        let held = queue.held();
+        if held > 0 {
+            let message = format!("queue {name} holds {held} messages; purge it before deleting it");
+            return Err((ErrorCode::BadRequest, message));
+        }
+        let consumers = self.queues.consumers.values().filter(|c| c.queue == name).count();
+        if consumers > 0 {
+            return Err((ErrorCode::BadRequest, format!("queue {name} has {consumers} consumers")));
+        }
+        self.queues.queues.remove(name);
+        self.queues.history.remove(name);
+        self.queues.cursors.remove(name);
+        let record = Record::Delete { queue: name.to_owned() };
+        self.submit(vec![record], Done::Declared { session: from, req });
+        Ok(())
+    }
+
+    fn queue_infos(&self) -> Vec<QueueInfo> {
+        let mut infos: Vec<QueueInfo> = self
+            .queues
+            .queues
+            .values()
+            .map(|q| {
+                let (put_rate, ack_rate) = self.queues.history.get(&q.name).map_or((0.0, 0.0), rates);
+                QueueInfo {
+                    queue: q.name.clone(),
+                    options: q.options.clone(),
+                    depth: q.depth(),
+                    in_flight: q.in_flight(),
+                    bytes: q.bytes(),
+                    consumers: self.queues.consumers.values().filter(|c| c.queue == q.name).count() as u32,
+                    put_total: q.counters.put,
+                    acked_total: q.counters.acked,
+                    dead_lettered_total: q.counters.dead_lettered,
+                    dropped_total: q.counters.dropped,
+                    put_rate,
+                    ack_rate,
+                }
+            })
+            .collect();
+        infos.sort_by(|a, b| a.queue.cmp(&b.queue));
+        infos
+    }
+
+    pub fn queue_state(&self) -> &QueueState {
+        &self.queues
+    }
+}
+
+fn rates(history: &History) -> (f64, f64) {
+    match (history.0.front(), history.0.back()) {
+        (Some(first), Some(last)) if last.0 > first.0 => {
+            let secs = last.0.duration_since(first.0).as_secs_f64();
+            ((last.1 - first.1) as f64 / secs, (last.2 - first.2) as f64 / secs)
+        }
+        _ => (0.0, 0.0),
+    }
+}
