@@ -16,9 +16,6 @@ use crate::connection::{lock, Link, Waiter, WireError};
 use crate::direct::{self, Sent};
 use crate::{Bus, CallError};
 
-/// Bytes a `Call` frame adds around its payload, names and headers.
-const CALL_OVERHEAD: usize = 1 + 4 + 4 + 8 + 1 + 1;
-
 /// Options of one call, notification or broadcast.
 #[derive(Debug, Clone)]
 pub struct CallOptions {
@@ -138,7 +135,7 @@ fn check_size(
 
 /// The size of a `Call` frame (length prefix excluded).
 fn call_size(service: &ServiceName, method: &MethodName, headers: &Headers, payload: &Bytes) -> usize {
-    CALL_OVERHEAD + service.as_bytes().len() + method.as_bytes().len() + headers.wire_len() + payload.len()
+    switchboard_proto::sizes::call_len(service, method, headers, payload.len())
 }
 
 /// Whether a frame of `size` bytes carrying `payload` bytes fits the

@@ -108,35 +108,65 @@ impl CallError {
         }
     }
 
+    /// The daemon's error code this error stands for, if it came from one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        Some(match self {
+            Self::NoSuchService(_) => ErrorCode::NoSuchService,
+            Self::NoSuchMethod(_) => ErrorCode::NoSuchMethod,
+            Self::NoSuchInstance(_) => ErrorCode::NoSuchInstance,
+            Self::Timeout(_) => ErrorCode::Timeout,
+            Self::InstanceGone(_) => ErrorCode::InstanceGone,
+            Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::Rejected(_) => ErrorCode::Rejected,
+            Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::Overloaded(_) => ErrorCode::Overloaded,
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::BadArguments(_) => ErrorCode::BadArguments,
+            Self::QueueFull(_) => ErrorCode::QueueFull,
+            Self::NoSuchQueue(_) => ErrorCode::NoSuchQueue,
+            Self::StaleDelivery(_) => ErrorCode::StaleDelivery,
+            Self::StorageFailed(_) => ErrorCode::StorageFailed,
+            Self::ServicePaused(_) => ErrorCode::ServicePaused,
+            Self::ServiceFailed(_) => ErrorCode::ServiceFailed,
+            Self::InvalidTransition(_) => ErrorCode::InvalidTransition,
+            Self::Other { code, .. } => *code,
+            Self::InvalidTarget(_)
+            | Self::ConnectionLost
+            | Self::Closed
+            | Self::Encode(_)
+            | Self::Decode(_) => return None,
+        })
+    }
+
     /// The stable short name of the error kind (`"timeout"`, `"instance_gone"`…),
-    /// as the CLI prints it in `--json` output.
+    /// as the CLI prints it in `--json` output: the daemon's code's name
+    /// ([`ErrorCode::name`]), or what went wrong on this side.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::NoSuchService(_) => "no_such_service",
-            Self::NoSuchMethod(_) => "no_such_method",
-            Self::NoSuchInstance(_) => "no_such_instance",
-            Self::Timeout(_) => "timeout",
-            Self::InstanceGone(_) => "instance_gone",
-            Self::PayloadTooLarge(_) => "payload_too_large",
-            Self::Rejected(_) => "rejected",
-            Self::ShuttingDown => "shutting_down",
-            Self::PermissionDenied(_) => "permission_denied",
-            Self::Overloaded(_) => "overloaded",
-            Self::BadRequest(_) => "bad_request",
-            Self::BadArguments(_) => "bad_arguments",
-            Self::QueueFull(_) => "queue_full",
-            Self::NoSuchQueue(_) => "no_such_queue",
-            Self::StaleDelivery(_) => "stale_delivery",
-            Self::StorageFailed(_) => "storage_failed",
-            Self::ServicePaused(_) => "service_paused",
-            Self::ServiceFailed(_) => "service_failed",
-            Self::InvalidTransition(_) => "invalid_transition",
-            Self::InvalidTarget(_) => "invalid_target",
-            Self::ConnectionLost => "connection_lost",
-            Self::Closed => "closed",
-            Self::Encode(_) => "encode",
-            Self::Decode(_) => "decode",
-            Self::Other { code, .. } => code.name(),
+        match (self.code(), self) {
+            (Some(code), _) => code.name(),
+            (None, Self::InvalidTarget(_)) => "invalid_target",
+            (None, Self::ConnectionLost) => "connection_lost",
+            (None, Self::Closed) => "closed",
+            (None, Self::Encode(_)) => "encode",
+            (None, _) => "decode",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_daemon_code_maps_to_a_variant_and_back_with_its_name() {
+        for code in ErrorCode::ALL.iter().copied().filter(|c| {
+            // Session-level codes end a connection; they never answer a call.
+            !matches!(c, ErrorCode::UnsupportedVersion | ErrorCode::ProtocolViolation)
+        }) {
+            let err = CallError::from_wire(code, "why".into(), Duration::from_secs(1));
+            assert_eq!(err.code(), Some(code), "{code:?}");
+            assert_eq!(err.kind(), code.name());
         }
     }
 }

@@ -21,9 +21,6 @@ use crate::bus::DEFAULT_TIMEOUT;
 use crate::connection::{lock, Link, Waiter};
 use crate::{Bus, CallError};
 
-/// Bytes a `QueuePut` frame adds around its payload, name, id and headers.
-const PUT_OVERHEAD: usize = 1 + 4 + 1 + 4 + 1 + 2;
-
 /// Options of one put.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -106,11 +103,8 @@ impl Queue {
         let dedup_id = options.id.unwrap_or_default();
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let check = |link: &Link| {
-            let size = PUT_OVERHEAD
-                + self.name.as_bytes().len()
-                + dedup_id.len()
-                + options.headers.wire_len()
-                + payload.len();
+            let size =
+                switchboard_proto::sizes::put_len(&self.name, &dedup_id, &options.headers, payload.len());
             crate::calls::fits(link, size, payload.len())
         };
         let frame = |req, _: &Link| {

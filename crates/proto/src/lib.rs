@@ -31,6 +31,7 @@ mod error;
 mod frame;
 mod headers;
 mod names;
+pub mod sizes;
 pub mod supervision;
 pub mod sys;
 mod topic;

@@ -10,15 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use switchboard_proto::direct::DAEMON_DIRECT;
-use switchboard_proto::supervision as sup;
-use switchboard_proto::sys::{self, QueueRef};
-use switchboard_proto::{ErrorCode, MethodName, PrincipalName, ServiceName, SessionId};
+use switchboard_proto::{ErrorCode, PrincipalName};
 use switchboard_transport::PeerCred;
 
 use super::Router;
-use crate::policy::{Op, Policy, Principal, Rules, Security};
+use crate::policy::{Policy, Principal, Rules, Security};
 
 /// A refusal: the error code and message to send.
 pub type Refusal = (ErrorCode, String);
@@ -61,13 +57,13 @@ pub struct Access {
     pub security: Security,
     secrets: HashMap<String, InstanceIdentity>,
     connections: HashMap<PrincipalName, usize>,
-    buckets: HashMap<PrincipalName, Bucket>,
+    pub(super) buckets: HashMap<PrincipalName, Bucket>,
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+pub(super) struct Bucket {
+    pub tokens: f64,
+    pub at: Instant,
 }
 
 impl Router {
@@ -155,88 +151,6 @@ impl Router {
                 self.access.buckets.remove(name);
             }
         }
-    }
-
-    /// Whether `from` may do `op` on `target`.
-    pub(super) fn permit(&self, from: SessionId, op: Op, target: &str) -> Result<(), Refusal> {
-        let Some(session) = self.sessions.get(&from) else {
-            return Err((ErrorCode::PermissionDenied, "unknown connection".into()));
-        };
-        if session.rules.permits(op, target) {
-            return Ok(());
-        }
-        let principal = &session.caller.principal;
-        tracing::info!(session = from, %principal, "permission denied: {op} {target}");
-        let what =
-            if op == Op::Admin { "administer the daemon".to_owned() } else { format!("{op} {target}") };
-        Err((ErrorCode::PermissionDenied, format!("{principal} may not {what}")))
-    }
-
-    /// The check in front of a call to `service.method`, with the daemon's
-    /// own services mapped to what they do.
-    pub(super) fn permit_call(
-        &self,
-        from: SessionId,
-        service: &ServiceName,
-        method: &MethodName,
-        payload: &Bytes,
-    ) -> Result<(), Refusal> {
-        if self.sessions.get(&from).is_some_and(|s| s.rules.unrestricted()) {
-            return Ok(());
-        }
-        let queue = || sys::decode::<QueueRef>(payload).map(|q| q.queue).unwrap_or_default();
-        let supervised = || sys::decode::<sup::ServiceRef>(payload).map(|s| s.service).unwrap_or_default();
-        match (service.as_str(), method.as_str()) {
-            // A direct channel is checked against every method it reaches.
-            (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI | DAEMON_DIRECT) => Ok(()),
-            (sup::SERVICES_SERVICE, sup::ATTACH | sup::PROGRESS | sup::LOG) => Ok(()),
-            (sys::QUEUES_SERVICE, sys::QUEUES_DECLARE | sys::QUEUES_DELETE) => {
-                self.permit(from, Op::QueueDeclare, &queue())
-            }
-            (sys::QUEUES_SERVICE, sys::QUEUES_PEEK) => self.permit(from, Op::QueueGet, &queue()),
-            (sys::QUEUES_SERVICE, sys::QUEUES_PURGE) | (sup::SERVICES_SERVICE, sup::RELOAD) => {
-                self.permit(from, Op::Admin, "")
-            }
-            (
-                sup::SERVICES_SERVICE,
-                sup::START | sup::STOP | sup::RESTART | sup::PAUSE | sup::CONTINUE | sup::CONTROL,
-            ) => self.permit(from, Op::Control, &supervised()),
-            _ => self.permit(from, Op::Call, &format!("{service}.{method}")),
-        }
-    }
-
-    /// Spends one message of the sender's principal rate; false if none is left.
-    pub(super) fn within_rate(&mut self, from: SessionId) -> bool {
-        let rate = self.access.security.messages_per_second;
-        if rate == 0 {
-            return true;
-        }
-        let Some(session) = self.sessions.get(&from) else { return true };
-        if session.principal.daemon_user {
-            return true;
-        }
-        let burst = f64::from(self.access.security.burst.max(1));
-        let now = Instant::now();
-        let bucket = self
-            .access
-            .buckets
-            .entry(session.caller.principal.clone())
-            .or_insert(Bucket { tokens: burst, at: now });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * f64::from(rate)).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    pub(super) fn rate_refusal(&self, from: SessionId) -> Refusal {
-        let principal = self.sessions.get(&from).map(|s| s.caller.principal.to_string()).unwrap_or_default();
-        let rate = self.access.security.messages_per_second;
-        (ErrorCode::Overloaded, format!("{principal} is over its rate of {rate} messages/s"))
     }
 }
 

@@ -12,53 +12,12 @@ use switchboard_proto::{
 use super::{Congested, PendingCall, Router};
 use crate::policy::Op;
 
-/// Bytes a `Request` frame adds around its payload, method and headers.
-const REQUEST_OVERHEAD: usize = 1 + 4 + 4 + 8 + 8 + 4 + 4 + 1;
-
 /// An answer as the callee (or the daemon on its behalf) gave it.
 pub(super) type Outcome = Result<Bytes, (ErrorCode, String)>;
 
 impl Router {
-    /// Refuses a call or broadcast the caller may not make now; `Err` holds
-    /// the error to send.
-    pub(super) fn admit(
-        &self,
-        from: SessionId,
-        method: &MethodName,
-        headers: &Headers,
-        payload: &Bytes,
-    ) -> Result<(), (ErrorCode, String)> {
-        if self.shutting_down {
-            return Err((ErrorCode::ShuttingDown, "the daemon is shutting down".into()));
-        }
-        if method.is_reserved() && !self.is_daemon_session(from) {
-            return Err((ErrorCode::NoSuchMethod, format!("method {method} is reserved for the daemon")));
-        }
-        let inflight = self.sessions.get(&from).map_or(0, |s| s.inflight);
-        if inflight >= self.limits.max_inflight {
-            let message = format!(
-                "this connection already has {} calls in flight (the limit)",
-                self.limits.max_inflight
-            );
-            return Err((ErrorCode::Overloaded, message));
-        }
-        let size = payload.len() + REQUEST_OVERHEAD + method.as_bytes().len() + headers.wire_len();
-        if size > self.limits.max_frame as usize {
-            let message = format!(
-                "payload of {} bytes does not fit the maximum frame of {} bytes",
-                payload.len(),
-                self.limits.max_frame
-            );
-            return Err((ErrorCode::PayloadTooLarge, message));
-        }
-        Ok(())
-    }
-
     pub(super) fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
-        let access = self.permit_call(from, &call.service, &call.method, &call.payload);
-        let access =
-            access.and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) });
-        if let Err((code, message)) = access {
+        if let Err((code, message)) = self.allowed_call(from, &call.service, &call.method, &call.payload) {
             self.send_error(from, call.id, code, message);
             return None;
         }
@@ -127,12 +86,7 @@ impl Router {
         if self.shutting_down || reserved || (method.is_reserved() && !self.is_daemon_session(from)) {
             return None;
         }
-        let target = || format!("{service}.{method}");
-        let unrestricted = self.sessions.get(&from).is_some_and(|s| s.rules.unrestricted());
-        let access = if unrestricted { Ok(()) } else { self.permit(from, Op::Notify, &target()) };
-        let access =
-            access.and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) });
-        if let Err((code, message)) = access {
+        if let Err((code, message)) = self.allowed(from, Op::Notify, &format!("{service}.{method}")) {
             // A notification has no reply: the refusal goes back under id 0.
             self.send_error(from, 0, code, message);
             return None;
@@ -174,8 +128,7 @@ impl Router {
     pub(super) fn broadcast(&mut self, from: SessionId, broadcast: Broadcast) -> Option<Congested> {
         let Broadcast { id, timeout_ms, service, method, headers, payload } = broadcast;
         let targets = self
-            .permit_call(from, &service, &method, &payload)
-            .and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) })
+            .allowed_call(from, &service, &method, &payload)
             .and_then(|()| self.admit(from, &method, &headers, &payload))
             .and_then(|()| self.registry.serving(&service, &method));
         let targets = match targets {

@@ -13,6 +13,7 @@
 //! subscriber's session pumps it ([`Router::pump`]) as its socket drains.
 
 pub mod access;
+mod admission;
 mod calls;
 mod direct;
 mod holds;

@@ -77,12 +77,9 @@ impl Router {
         let Some(session) = self.sessions.get(&from) else {
             return;
         };
-        let (publisher, unrestricted) = (session.caller.clone(), session.rules.unrestricted());
+        let publisher = session.caller.clone();
         let Publish { retain, topic, headers, payload } = publish;
-        let access = if unrestricted { Ok(()) } else { self.permit(from, Op::Publish, topic.as_str()) };
-        let access =
-            access.and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) });
-        if let Err((code, message)) = access {
+        if let Err((code, message)) = self.allowed(from, Op::Publish, topic.as_str()) {
             // A publication has no reply: the refusal goes back under id 0.
             return self.send_error(from, 0, code, message);
         }

@@ -28,9 +28,7 @@ pub use state::{Done, QueueState};
 impl Router {
     pub(super) fn queue_put(&mut self, from: SessionId, put: QueuePut) {
         let QueuePut { req, priority, ttl_ms, queue, dedup_id, headers, payload } = put;
-        let access = self.permit(from, Op::QueuePut, queue.as_str());
-        let access =
-            access.and_then(|()| if self.within_rate(from) { Ok(()) } else { Err(self.rate_refusal(from)) });
+        let access = self.allowed(from, Op::QueuePut, queue.as_str());
         if let Err((code, message)) = access {
             return self.send_error(from, req, code, message);
         }

@@ -1,0 +1,158 @@
+//! The one admission path: every operation a connection asks for passes
+//! here before anything is looked up or routed. First the policy (may this
+//! principal do this to that?), then its message rate; calls and
+//! broadcasts, and calls parked while their service starts, then meet the
+//! call limits (shutdown, reserved methods, calls in flight, frame size).
+//! A refusal is the typed error to send; nothing here sends it.
+//!
+//! Connections are admitted by the same rules at the door: the handshake
+//! budget and the connection limit (`crate::listen`), then the
+//! principal's connection limit (`Router::add_session`).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchboard_proto::direct::DAEMON_DIRECT;
+use switchboard_proto::supervision as sup;
+use switchboard_proto::sys::{self, QueueRef};
+use switchboard_proto::{sizes, ErrorCode, Headers, MethodName, ServiceName, SessionId};
+
+use super::access::{Bucket, Refusal};
+use super::Router;
+use crate::policy::Op;
+
+impl Router {
+    /// Policy and rate for `op` on `target` (a notification, a publication,
+    /// a queue operation).
+    pub(super) fn allowed(&mut self, from: SessionId, op: Op, target: &str) -> Result<(), Refusal> {
+        let unrestricted = self.sessions.get(&from).is_some_and(|s| s.rules.unrestricted());
+        if !unrestricted {
+            self.permit(from, op, target)?;
+        }
+        self.spend_rate(from)
+    }
+
+    /// Policy and rate for a call or broadcast to `service.method`.
+    pub(super) fn allowed_call(
+        &mut self,
+        from: SessionId,
+        service: &ServiceName,
+        method: &MethodName,
+        payload: &Bytes,
+    ) -> Result<(), Refusal> {
+        self.permit_call(from, service, method, payload)?;
+        self.spend_rate(from)
+    }
+
+    /// The limits in front of a call or broadcast about to be forwarded
+    /// (parked ones too, before they wait): shutting down, reserved
+    /// methods, calls in flight, and the size of the `Request` it makes.
+    pub(super) fn admit(
+        &self,
+        from: SessionId,
+        method: &MethodName,
+        headers: &Headers,
+        payload: &Bytes,
+    ) -> Result<(), (ErrorCode, String)> {
+        if self.shutting_down {
+            return Err((ErrorCode::ShuttingDown, "the daemon is shutting down".into()));
+        }
+        if method.is_reserved() && !self.is_daemon_session(from) {
+            return Err((ErrorCode::NoSuchMethod, format!("method {method} is reserved for the daemon")));
+        }
+        let inflight = self.sessions.get(&from).map_or(0, |s| s.inflight);
+        if inflight >= self.limits.max_inflight {
+            let message = format!(
+                "this connection already has {} calls in flight (the limit)",
+                self.limits.max_inflight
+            );
+            return Err((ErrorCode::Overloaded, message));
+        }
+        let principal = self.sessions.get(&from).map(|s| s.caller.principal.clone()).unwrap_or_default();
+        let size = sizes::request_len(&principal, method, headers, payload.len());
+        if size > self.limits.max_frame as usize {
+            let message = format!(
+                "payload of {} bytes does not fit the maximum frame of {} bytes",
+                payload.len(),
+                self.limits.max_frame
+            );
+            return Err((ErrorCode::PayloadTooLarge, message));
+        }
+        Ok(())
+    }
+
+    /// Whether `from` may do `op` on `target`.
+    /// (Policy alone: subscriptions, consumers and watches are not messages
+    /// and spend no rate.)
+    pub(super) fn permit(&self, from: SessionId, op: Op, target: &str) -> Result<(), Refusal> {
+        let Some(session) = self.sessions.get(&from) else {
+            return Err((ErrorCode::PermissionDenied, "unknown connection".into()));
+        };
+        if session.rules.permits(op, target) {
+            return Ok(());
+        }
+        let principal = &session.caller.principal;
+        tracing::info!(session = from, %principal, "permission denied: {op} {target}");
+        let what =
+            if op == Op::Admin { "administer the daemon".to_owned() } else { format!("{op} {target}") };
+        Err((ErrorCode::PermissionDenied, format!("{principal} may not {what}")))
+    }
+
+    /// The check in front of a call to `service.method`, with the daemon's
+    /// own services mapped to what they do.
+    fn permit_call(
+        &self,
+        from: SessionId,
+        service: &ServiceName,
+        method: &MethodName,
+        payload: &Bytes,
+    ) -> Result<(), Refusal> {
+        if self.sessions.get(&from).is_some_and(|s| s.rules.unrestricted()) {
+            return Ok(());
+        }
+        let queue = || sys::decode::<QueueRef>(payload).map(|q| q.queue).unwrap_or_default();
+        let supervised = || sys::decode::<sup::ServiceRef>(payload).map(|s| s.service).unwrap_or_default();
+        match (service.as_str(), method.as_str()) {
+            // A direct channel is checked against every method it reaches.
+            (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI | DAEMON_DIRECT) => Ok(()),
+            (sup::SERVICES_SERVICE, sup::ATTACH | sup::PROGRESS | sup::LOG) => Ok(()),
+            (sys::QUEUES_SERVICE, sys::QUEUES_DECLARE | sys::QUEUES_DELETE) => {
+                self.permit(from, Op::QueueDeclare, &queue())
+            }
+            (sys::QUEUES_SERVICE, sys::QUEUES_PEEK) => self.permit(from, Op::QueueGet, &queue()),
+            (sys::QUEUES_SERVICE, sys::QUEUES_PURGE) | (sup::SERVICES_SERVICE, sup::RELOAD) => {
+                self.permit(from, Op::Admin, "")
+            }
+            (
+                sup::SERVICES_SERVICE,
+                sup::START | sup::STOP | sup::RESTART | sup::PAUSE | sup::CONTINUE | sup::CONTROL,
+            ) => self.permit(from, Op::Control, &supervised()),
+            _ => self.permit(from, Op::Call, &format!("{service}.{method}")),
+        }
+    }
+
+    /// Spends one message of the sender's principal rate, or refuses.
+    fn spend_rate(&mut self, from: SessionId) -> Result<(), Refusal> {
+        let rate = self.access.security.messages_per_second;
+        let Some(session) = self.sessions.get(&from) else { return Ok(()) };
+        if rate == 0 || session.principal.daemon_user {
+            return Ok(());
+        }
+        let burst = f64::from(self.access.security.burst.max(1));
+        let now = Instant::now();
+        let principal = session.caller.principal.clone();
+        let bucket =
+            self.access.buckets.entry(principal.clone()).or_insert(Bucket { tokens: burst, at: now });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * f64::from(rate)).min(burst);
+        bucket.at = now;
+        if bucket.tokens < 1.0 {
+            return Err((
+                ErrorCode::Overloaded,
+                format!("{principal} is over its rate of {rate} messages/s"),
+            ));
+        }
+        bucket.tokens -= 1.0;
+        Ok(())
+    }
+}
