@@ -156,6 +156,20 @@ impl Outbox {
         self.drained.notify_waiters();
     }
 
+    /// Takes everything queued, as the writer would, for a reader in this
+    /// process instead of a socket (the router's unit tests read what it
+    /// sent this way).
+    pub fn drain(&self) -> BytesMut {
+        let mut batch = Vec::new();
+        self.take(&mut batch);
+        let mut out = BytesMut::with_capacity(batch.iter().map(Bytes::len).sum());
+        for bytes in &batch {
+            out.extend_from_slice(bytes);
+        }
+        self.written(out.len());
+        out
+    }
+
     /// Moves everything queued into `batch`; returns false once closed and empty.
     fn take(&self, batch: &mut Vec<Bytes>) -> bool {
         let mut q = self.lock();

@@ -22,6 +22,8 @@ mod pubsub;
 pub mod queues;
 mod recheck;
 mod registry;
+#[cfg(test)]
+mod tests;
 pub mod topics;
 
 use std::collections::HashMap;
