@@ -24,6 +24,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "size (no source file over 500 lines outside its tests)"
 bash scripts/check-size.sh
 
+step "layering (the daemon never depends on the client; ARCHITECTURE.md)"
+if cargo tree --locked -p switchboard-daemon --prefix none | grep -q '^switchboard v'; then
+  echo "switchboard-daemon depends on the client crate (switchboard): hosted apps live in their own crates" >&2
+  exit 1
+fi
+
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 

@@ -138,3 +138,28 @@ fn help_teaches() {
     let text = stdout(&out);
     assert!(text.contains("--exec") && text.contains("Example"), "{text}");
 }
+
+#[test]
+fn ls_sys_lists_the_daemon_api_and_every_listed_query_answers() {
+    let daemon = Daemon::start();
+    let out = daemon.cli(&["ls", "--sys", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let api: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let targets: Vec<&str> = api.iter().filter_map(|m| m["target"].as_str()).collect();
+    assert!(
+        targets.contains(&"$sys.queues.declare") && targets.contains(&"$sys.services.status"),
+        "{targets:?}"
+    );
+    // Every method listed as taking nothing answers on a real daemon.
+    let queries = api.iter().filter(|m| m["takes"] == "-").filter_map(|m| m["target"].as_str());
+    for target in queries {
+        let out = daemon.cli(&["call", target]).output().unwrap();
+        assert!(out.status.success(), "{target}: {}", stderr(&out));
+    }
+    // What is not declared is not there.
+    let out = daemon.cli(&["call", "$sys.queues.explode"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no such method"), "{}", stderr(&out));
+    let text = stdout(&daemon.cli(&["ls", "--sys"]).output().unwrap());
+    assert!(text.starts_with("METHOD") && text.contains("$sys.daemon.whoami"), "{text}");
+}

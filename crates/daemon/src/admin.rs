@@ -1,46 +1,27 @@
-//! The daemon's own services, `$sys.*`, answered inline by the router so the
+//! The daemon's read-only `$sys.*` answers (who am I, the registry, topics,
+//! facts about the daemon), which `crate::router`'s `sys_calls` dispatches, so the
 //! CLI and any client discover the bus through ordinary calls.
 //!
 //! Must stay cheap and side-effect free: it runs under the router lock.
 
-use bytes::Bytes;
-use switchboard_proto::sys::{
-    self, DaemonInfo, InstanceInfo, ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami,
-};
-use switchboard_proto::{ErrorCode, MethodName, ServiceName, SessionId};
+use switchboard_proto::sys::{DaemonInfo, InstanceInfo, ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami};
+use switchboard_proto::SessionId;
 
 use crate::router::Router;
 
-/// Answers a call to a reserved (`$`) service.
-pub fn call(
-    router: &Router,
-    from: SessionId,
-    service: &ServiceName,
-    method: &MethodName,
-    _payload: &Bytes,
-) -> Result<Bytes, (ErrorCode, String)> {
-    let reply = match (service.as_str(), method.as_str()) {
-        (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI) => {
-            let caller = router.sessions().get(&from).map(|s| s.caller.clone()).unwrap_or_default();
-            sys::encode(&Whoami {
-                principal: caller.principal.to_string(),
-                session: caller.session,
-                uid: caller.uid,
-                pid: caller.pid,
-            })
-        }
-        (sys::REGISTRY_SERVICE, sys::REGISTRY_LIST) => sys::encode(&list(router)),
-        (sys::DAEMON_SERVICE, sys::DAEMON_INFO) => sys::encode(&info(router)),
-        (sys::TOPICS_SERVICE, sys::TOPICS_LIST) => sys::encode(&topics(router)),
-        (sys::REGISTRY_SERVICE | sys::DAEMON_SERVICE | sys::TOPICS_SERVICE, _) => {
-            return Err((ErrorCode::NoSuchMethod, format!("service {service} has no method {method}")))
-        }
-        _ => return Err((ErrorCode::NoSuchService, format!("no service named {service} is registered"))),
-    };
-    Ok(Bytes::from(reply))
+/// `$sys.daemon.whoami`.
+pub fn whoami(router: &Router, from: SessionId) -> Whoami {
+    let caller = router.sessions().get(&from).map(|s| s.caller.clone()).unwrap_or_default();
+    Whoami {
+        principal: caller.principal.to_string(),
+        session: caller.session,
+        uid: caller.uid,
+        pid: caller.pid,
+    }
 }
 
-fn list(router: &Router) -> Vec<ServiceInfo> {
+/// `$sys.registry.list`.
+pub fn list(router: &Router) -> Vec<ServiceInfo> {
     router
         .registry()
         .services()
@@ -70,7 +51,8 @@ fn list(router: &Router) -> Vec<ServiceInfo> {
         .collect()
 }
 
-fn topics(router: &Router) -> TopicsInfo {
+/// `$sys.topics.list`.
+pub fn topics(router: &Router) -> TopicsInfo {
     let mut subscriptions: Vec<SubscriptionInfo> = router
         .topics()
         .all()
@@ -93,7 +75,8 @@ fn topics(router: &Router) -> TopicsInfo {
     }
 }
 
-fn info(router: &Router) -> DaemonInfo {
+/// `$sys.daemon.info`.
+pub fn info(router: &Router) -> DaemonInfo {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     DaemonInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -23,6 +23,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod caller;
 mod codec;
 pub mod direct;

@@ -12,6 +12,8 @@ use crate::{output, Connection};
 /// With SERVICE, only that service, with its method signatures. MISSED
 /// counts messages a subscriber lost because it did not keep up. With
 /// --watch, print instances coming up and going down as they happen.
+/// With --sys, list the daemon's own API instead: every `$sys` method,
+/// what it takes and what it gives (the schemas are in docs/protocol.md).
 #[derive(clap::Args)]
 pub struct Args {
     /// Only this service.
@@ -23,11 +25,18 @@ pub struct Args {
     /// Keep running and print registry changes.
     #[arg(long)]
     watch: bool,
+    /// List the daemon's own `$sys` methods (what they take and give) and exit.
+    #[arg(long, conflicts_with_all = ["watch", "service"])]
+    sys: bool,
     #[command(flatten)]
     connection: Connection,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.sys {
+        print_sys_api(args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let bus = connect(&args.connection, "switchboard-ls").await?;
     let mut events = if args.watch { Some(bus.watch(1024).await?) } else { None };
     let mut services = bus.services().await?;
@@ -166,4 +175,30 @@ pub async fn whoami(args: WhoamiArgs) -> anyhow::Result<ExitCode> {
         output::line(format!("{} (uid {}, pid {}, session {})", me.principal, me.uid, me.pid, me.session))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `$sys` API as the protocol crate declares it.
+fn print_sys_api(json: bool) -> anyhow::Result<()> {
+    let methods = switchboard_proto::api::SYS_METHODS;
+    if json {
+        let list: Vec<serde_json::Value> = methods
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "target": format!("{}.{}", m.service, m.method),
+                    "takes": m.takes,
+                    "gives": m.gives,
+                    "about": m.about,
+                })
+            })
+            .collect();
+        return output::line(serde_json::to_string_pretty(&list)?);
+    }
+    let width = methods.iter().map(|m| m.service.len() + m.method.len() + 1).max().unwrap_or(6);
+    output::line(format_args!("{:<width$}  {:<15}  {:<16}  ABOUT", "METHOD", "TAKES", "GIVES"))?;
+    for m in methods {
+        let target = format!("{}.{}", m.service, m.method);
+        output::line(format_args!("{target:<width$}  {:<15}  {:<16}  {}", m.takes, m.gives, m.about))?;
+    }
+    Ok(())
 }

@@ -12,9 +12,9 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use switchboard_proto::direct::DAEMON_DIRECT;
+use switchboard_proto::api::SysCall;
 use switchboard_proto::supervision as sup;
-use switchboard_proto::sys::{self, QueueRef};
+use switchboard_proto::sys::{self, QueueDeclare, QueueRef};
 use switchboard_proto::{sizes, ErrorCode, Headers, MethodName, ServiceName, SessionId};
 
 use super::access::{Bucket, Refusal};
@@ -110,25 +110,43 @@ impl Router {
         if self.sessions.get(&from).is_some_and(|s| s.rules.unrestricted()) {
             return Ok(());
         }
-        let queue = || sys::decode::<QueueRef>(payload).map(|q| q.queue).unwrap_or_default();
         let supervised = || sys::decode::<sup::ServiceRef>(payload).map(|s| s.service).unwrap_or_default();
         match (service.as_str(), method.as_str()) {
-            // A direct channel is checked against every method it reaches.
-            (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI | DAEMON_DIRECT) => Ok(()),
             (sup::SERVICES_SERVICE, sup::ATTACH | sup::PROGRESS | sup::LOG) => Ok(()),
-            (sys::QUEUES_SERVICE, sys::QUEUES_DECLARE | sys::QUEUES_DELETE) => {
-                self.permit(from, Op::QueueDeclare, &queue())
-            }
-            (sys::QUEUES_SERVICE, sys::QUEUES_PEEK) => self.permit(from, Op::QueueGet, &queue()),
-            (sys::QUEUES_SERVICE, sys::QUEUES_PURGE) | (sup::SERVICES_SERVICE, sup::RELOAD) => {
-                self.permit(from, Op::Admin, "")
-            }
+            (sup::SERVICES_SERVICE, sup::RELOAD) => self.permit(from, Op::Admin, ""),
             (
                 sup::SERVICES_SERVICE,
                 sup::START | sup::STOP | sup::RESTART | sup::PAUSE | sup::CONTINUE | sup::CONTROL,
             ) => self.permit(from, Op::Control, &supervised()),
             _ => self.permit(from, Op::Call, &format!("{service}.{method}")),
         }
+    }
+
+    /// Policy and rate for a `$sys` call the router answers itself; `call`
+    /// is `None` when it did not decode (it is then checked as a plain call,
+    /// and the caller told what was wrong with it).
+    pub(super) fn admit_sys(
+        &mut self,
+        from: SessionId,
+        service: &ServiceName,
+        method: &MethodName,
+        call: Option<&SysCall>,
+    ) -> Result<(), Refusal> {
+        if !self.sessions.get(&from).is_some_and(|s| s.rules.unrestricted()) {
+            match call {
+                Some(SysCall::DaemonWhoami | SysCall::DaemonDirect(_)) => {} // a direct channel is checked per method it reaches
+                Some(
+                    SysCall::QueuesDeclare(QueueDeclare { queue, .. })
+                    | SysCall::QueuesDelete(QueueRef { queue }),
+                ) => {
+                    self.permit(from, Op::QueueDeclare, queue)?;
+                }
+                Some(SysCall::QueuesPeek(peek)) => self.permit(from, Op::QueueGet, &peek.queue)?,
+                Some(SysCall::QueuesPurge(_)) => self.permit(from, Op::Admin, "")?,
+                _ => self.permit(from, Op::Call, &format!("{service}.{method}"))?,
+            }
+        }
+        self.spend_rate(from)
     }
 
     /// Spends one message of the sender's principal rate, or refuses.

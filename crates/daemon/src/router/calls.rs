@@ -4,10 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_proto::direct::DAEMON_DIRECT;
-use switchboard_proto::{
-    sys, Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId,
-};
+use switchboard_proto::api::SysCall;
+use switchboard_proto::{Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId};
 
 use super::{Congested, PendingCall, Router};
 use crate::policy::Op;
@@ -17,6 +15,12 @@ pub(super) type Outcome = Result<Bytes, (ErrorCode, String)>;
 
 impl Router {
     pub(super) fn call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
+        if call.service.is_reserved() {
+            if let Some(decoded) = SysCall::decode(call.service.as_str(), call.method.as_str(), &call.payload)
+            {
+                return self.sys_call(from, &call, decoded);
+            }
+        }
         if let Err((code, message)) = self.allowed_call(from, &call.service, &call.method, &call.payload) {
             self.send_error(from, call.id, code, message);
             return None;
@@ -28,20 +32,6 @@ impl Router {
     /// Routes a call already allowed (policy, rate) and past any hold.
     pub(super) fn route_call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
-        if service.as_str() == sys::QUEUES_SERVICE && !self.shutting_down {
-            self.queue_admin(from, id, method.as_str(), &payload);
-            return None;
-        }
-        if service.as_str() == sys::DAEMON_SERVICE && method.as_str() == DAEMON_DIRECT {
-            return self.grant_direct(from, id, timeout_ms, &payload);
-        }
-        if service.is_reserved() && !self.shutting_down && !self.registry.has(&service) {
-            match crate::admin::call(self, from, &service, &method, &payload) {
-                Ok(reply) => self.send(from, &Frame::Reply { id, payload: reply }),
-                Err((code, message)) => self.send_error(from, id, code, message),
-            }
-            return None;
-        }
         let chosen = self
             .admit(from, &method, &headers, &payload)
             .and_then(|()| self.registry.choose(&service, &method, instance));

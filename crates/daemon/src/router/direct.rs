@@ -53,9 +53,9 @@ impl Router {
         from: SessionId,
         id: u32,
         timeout_ms: u32,
-        payload: &Bytes,
+        request: &DirectRequest,
     ) -> Option<Congested> {
-        let mut offer = match self.check_grant(from, payload) {
+        let mut offer = match self.check_grant(from, request) {
             Ok(offer) => offer,
             Err((code, message)) => {
                 tracing::debug!(session = from, "direct channel refused: {message}");
@@ -78,10 +78,8 @@ impl Router {
 
     /// Whether `from` may have a direct channel to the service it names;
     /// the grant to offer the instance chosen for it (without its id).
-    fn check_grant(&mut self, from: SessionId, payload: &Bytes) -> Result<DirectGrant, Refusal> {
+    fn check_grant(&mut self, from: SessionId, request: &DirectRequest) -> Result<DirectGrant, Refusal> {
         let refuse = |why: String| Err((ErrorCode::PermissionDenied, format!("no direct channel: {why}")));
-        let request = sys::decode::<DirectRequest>(payload)
-            .map_err(|err| (ErrorCode::BadRequest, format!("direct request: {err}")))?;
         let service = ServiceName::parse(&request.service)
             .map_err(|err| (ErrorCode::BadRequest, format!("direct request: {err}")))?;
         if self.shutting_down {

@@ -22,6 +22,7 @@ mod pubsub;
 pub mod queues;
 mod recheck;
 mod registry;
+mod sys_calls;
 #[cfg(test)]
 mod tests;
 pub mod topics;

@@ -1,8 +1,8 @@
-//! `$sys.queues.*`: list, declare, peek, purge, delete.
+//! `$sys.queues.*` (list, declare, peek, purge, delete), as `crate::router`'s `sys_calls`
+//! dispatches them.
 
-use bytes::Bytes;
-use switchboard_proto::sys::{self, PeekedMessage, QueueDeclare, QueueInfo, QueuePeek, QueueRef};
-use switchboard_proto::{ErrorCode, Frame, Headers, QueueName, SessionId};
+use switchboard_proto::sys::{PeekedMessage, QueueDeclare, QueueInfo, QueuePeek};
+use switchboard_proto::{ErrorCode, Headers, QueueName, SessionId};
 
 use crate::queues::queue::Queue;
 use crate::queues::record::Record;
@@ -11,53 +11,23 @@ use super::state::{options_bytes, removal, Done, History, QueueState};
 use super::Router;
 
 impl Router {
-    /// `$sys.queues.*`. Answers now, or once the change is on disk.
-    pub(in crate::router) fn queue_admin(&mut self, from: SessionId, id: u32, method: &str, payload: &Bytes) {
-        let bad = |what: &str, err: rmp_serde::decode::Error| {
-            (ErrorCode::BadArguments, format!("arguments of $sys.queues.{what}: {err}"))
-        };
-        let result: Result<Option<Vec<u8>>, (ErrorCode, String)> = match method {
-            sys::QUEUES_LIST => Ok(Some(sys::encode(&self.queue_infos()))),
-            sys::QUEUES_DECLARE => sys::decode::<QueueDeclare>(payload)
-                .map_err(|e| bad("declare", e))
-                .and_then(|d| self.declare(from, id, d).map(|()| None)),
-            sys::QUEUES_PEEK => sys::decode::<QueuePeek>(payload)
-                .map_err(|e| bad("peek", e))
-                .and_then(|p| self.peek(&p).map(|found| Some(sys::encode(&found)))),
-            sys::QUEUES_PURGE => sys::decode::<QueueRef>(payload)
-                .map_err(|e| bad("purge", e))
-                .and_then(|r| self.purge(from, id, &r.queue).map(|()| None)),
-            sys::QUEUES_DELETE => sys::decode::<QueueRef>(payload)
-                .map_err(|e| bad("delete", e))
-                .and_then(|r| self.delete_queue(from, id, &r.queue).map(|()| None)),
-            other => Err((
-                ErrorCode::NoSuchMethod,
-                format!("service {} has no method {other}", sys::QUEUES_SERVICE),
-            )),
-        };
-        match result {
-            Ok(Some(reply)) => self.send(from, &Frame::Reply { id, payload: Bytes::from(reply) }),
-            Ok(None) => {}
-            Err((code, message)) => self.send_error(from, id, code, message),
-        }
-    }
-
-    fn declare(
+    /// `$sys.queues.declare`: answered once the declaration is on disk.
+    pub(in crate::router) fn declare(
         &mut self,
         from: SessionId,
         req: u32,
-        declare: QueueDeclare,
+        declare: &QueueDeclare,
     ) -> Result<(), (ErrorCode, String)> {
         let name = QueueName::parse(&declare.queue).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         let name = name.as_str().to_owned();
         let record = Record::Declare { queue: name.clone(), options: options_bytes(&declare.options) };
         match self.queues.queues.get_mut(&name) {
-            Some(queue) => queue.options = declare.options,
+            Some(queue) => queue.options = declare.options.clone(),
             None => {
                 if self.queues.counts_toward_limit(&name) {
                     self.queues.room_for_one_more()?;
                 }
-                self.queues.queues.insert(name.clone(), Queue::new(name.clone(), declare.options));
+                self.queues.queues.insert(name.clone(), Queue::new(name.clone(), declare.options.clone()));
             }
         }
         self.submit(vec![record], Done::Declared { session: from, req });
@@ -68,7 +38,10 @@ impl Router {
         self.queues.queues.get(name).ok_or_else(|| (ErrorCode::NoSuchQueue, format!("no queue named {name}")))
     }
 
-    fn peek(&self, peek: &QueuePeek) -> Result<Vec<PeekedMessage>, (ErrorCode, String)> {
+    pub(in crate::router) fn peek(
+        &self,
+        peek: &QueuePeek,
+    ) -> Result<Vec<PeekedMessage>, (ErrorCode, String)> {
         let queue = self.existing(&peek.queue)?;
         Ok(queue
             .peek(peek.count as usize)
@@ -87,7 +60,12 @@ impl Router {
             .collect())
     }
 
-    fn purge(&mut self, from: SessionId, req: u32, name: &str) -> Result<(), (ErrorCode, String)> {
+    pub(in crate::router) fn purge(
+        &mut self,
+        from: SessionId,
+        req: u32,
+        name: &str,
+    ) -> Result<(), (ErrorCode, String)> {
         self.existing(name)?;
         let Some(queue) = self.queues.queues.get_mut(name) else { return Ok(()) };
         let ids = queue.purge();
@@ -101,7 +79,12 @@ impl Router {
     }
 
     /// Deletes an empty queue nobody consumes from.
-    fn delete_queue(&mut self, from: SessionId, req: u32, name: &str) -> Result<(), (ErrorCode, String)> {
+    pub(in crate::router) fn delete_queue(
+        &mut self,
+        from: SessionId,
+        req: u32,
+        name: &str,
+    ) -> Result<(), (ErrorCode, String)> {
         let queue = self.existing(name)?;
         let held = queue.held();
         if held > 0 {
@@ -120,7 +103,7 @@ impl Router {
         Ok(())
     }
 
-    fn queue_infos(&self) -> Vec<QueueInfo> {
+    pub(in crate::router) fn queue_infos(&self) -> Vec<QueueInfo> {
         let mut infos: Vec<QueueInfo> = self
             .queues
             .queues

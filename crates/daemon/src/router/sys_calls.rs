@@ -1,0 +1,57 @@
+//! `$sys.*` calls the router answers itself (the methods of
+//! `switchboard_proto::api::SysCall`): decoded once, admitted by the rule
+//! of each method, dispatched here and nowhere else. The supervisor's
+//! `$sys.services` is not here: an app serves it like any service.
+
+use bytes::Bytes;
+use switchboard_proto::api::{SysCall, SysError};
+use switchboard_proto::{sys, Call, ErrorCode, Frame, SessionId};
+
+use super::{Congested, Router};
+
+impl Router {
+    /// Answers a `$sys` call: now, once a change is on disk (queues), or
+    /// when the instance answers (a direct channel's grant).
+    pub(super) fn sys_call(
+        &mut self,
+        from: SessionId,
+        call: &Call,
+        decoded: Result<SysCall, SysError>,
+    ) -> Option<Congested> {
+        let id = call.id;
+        let admitted = self
+            .admit_sys(from, &call.service, &call.method, decoded.as_ref().ok())
+            .and(decoded)
+            .and_then(|sys_call| {
+                if self.shutting_down {
+                    return Err((ErrorCode::ShuttingDown, "the daemon is shutting down".into()));
+                }
+                Ok(sys_call)
+            });
+        let sys_call = match admitted {
+            Ok(sys_call) => sys_call,
+            Err((code, message)) => {
+                self.send_error(from, id, code, message);
+                return None;
+            }
+        };
+        let answer: Result<Option<Vec<u8>>, SysError> = match &sys_call {
+            SysCall::DaemonDirect(request) => return self.grant_direct(from, id, call.timeout_ms, request),
+            SysCall::QueuesList => Ok(Some(sys::encode(&self.queue_infos()))),
+            SysCall::QueuesDeclare(declare) => self.declare(from, id, declare).map(|()| None),
+            SysCall::QueuesPeek(peek) => self.peek(peek).map(|found| Some(sys::encode(&found))),
+            SysCall::QueuesPurge(queue) => self.purge(from, id, &queue.queue).map(|()| None),
+            SysCall::QueuesDelete(queue) => self.delete_queue(from, id, &queue.queue).map(|()| None),
+            SysCall::DaemonInfo => Ok(Some(sys::encode(&crate::admin::info(self)))),
+            SysCall::DaemonWhoami => Ok(Some(sys::encode(&crate::admin::whoami(self, from)))),
+            SysCall::RegistryList => Ok(Some(sys::encode(&crate::admin::list(self)))),
+            SysCall::TopicsList => Ok(Some(sys::encode(&crate::admin::topics(self)))),
+        };
+        match answer {
+            Ok(Some(reply)) => self.send(from, &Frame::Reply { id, payload: Bytes::from(reply) }),
+            Ok(None) => {}
+            Err((code, message)) => self.send_error(from, id, code, message),
+        }
+        None
+    }
+}
