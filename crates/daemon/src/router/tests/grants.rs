@@ -1,11 +1,10 @@
 //! Direct channels: granted only while every call would go to that one
 //! instance anyway, and revoked at both ends the moment that stops holding.
 
-use bytes::Bytes;
 use switchboard_proto::direct::{DirectRequest, DAEMON_DIRECT, GRANT_METHOD};
-use switchboard_proto::{sys, Call, ErrorCode, Frame, Headers, ServiceName};
+use switchboard_proto::{sys, ErrorCode, Frame};
 
-use super::{errors, method, Bench};
+use super::{errors, Bench};
 use crate::policy::Principal;
 use crate::Limits;
 
@@ -15,19 +14,8 @@ const POLICY: &str = "[[policy]]\nprincipal = \"token:svc\"\nallow = [\"serve ec
 /// Asks for a direct channel to `echo`; the grant id the instance is
 /// offered, or the error the caller got.
 fn ask(bench: &mut Bench, caller: u64, callee: u64) -> Result<u64, ErrorCode> {
-    let id = bench.id();
-    let payload = Bytes::from(sys::encode(&DirectRequest { service: "echo".into(), instance: 0 }));
-    let service = ServiceName::parse(sys::DAEMON_SERVICE).unwrap();
-    let call = Call {
-        id,
-        timeout_ms: 1000,
-        instance: 0,
-        service,
-        method: method(DAEMON_DIRECT),
-        headers: Headers::new(),
-        payload,
-    };
-    bench.send(caller, Frame::Call(call));
+    let request = sys::encode(&DirectRequest { service: "echo".into(), instance: 0 });
+    bench.call(caller, &format!("{}.{DAEMON_DIRECT}", sys::DAEMON_SERVICE), &request, 1000);
     if let Some(code) = errors(&bench.received(caller)).first() {
         return Err(*code);
     }

@@ -6,26 +6,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_proto::sys::{self, QueueDeclare, QueueOptions};
-use switchboard_proto::{Call, Frame, Headers, QueueDelivery, QueueName, QueuePut, ServiceName};
+use switchboard_proto::{Frame, Headers, QueueDelivery, QueueName, QueuePut};
 
-use super::{errors, method, replies, Bench};
+use super::{errors, replies, Bench};
 use crate::policy::Principal;
 use crate::Limits;
 
 fn declare(bench: &mut Bench, from: u64, queue: &str, options: QueueOptions) {
-    let id = bench.id();
-    let payload = Bytes::from(sys::encode(&QueueDeclare { queue: queue.into(), options }));
-    let service = ServiceName::parse(sys::QUEUES_SERVICE).unwrap();
-    let call = Call {
-        id,
-        timeout_ms: 1000,
-        instance: 0,
-        service,
-        method: method(sys::QUEUES_DECLARE),
-        headers: Headers::new(),
-        payload,
-    };
-    bench.send(from, Frame::Call(call));
+    let declare = sys::encode(&QueueDeclare { queue: queue.into(), options });
+    bench.call(from, &format!("{}.{}", sys::QUEUES_SERVICE, sys::QUEUES_DECLARE), &declare, 1000);
     bench.commit();
     assert_eq!(replies(&bench.received(from)).len(), 1, "declared");
 }
