@@ -58,16 +58,8 @@ fn error_codes(frames: &[Frame]) -> Vec<ErrorCode> {
 #[test]
 fn calls_to_a_starting_service_are_admitted_before_they_park() {
     let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("services.toml");
-    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
-    // Never registers on the bus: it stays starting for the whole test.
-    std::fs::write(
-        &config,
-        format!(
-            "[services.slow]\ncommand = \"sh\"\nargs = [\"-c\", \"sleep 30\"]\nready = \"bus\"\n{root}\n"
-        ),
-    )
-    .unwrap();
+    // It stays starting for the whole test.
+    let config = support::never_ready_service(work.path());
     let daemon = Daemon::start_with(&[
         "--config",
         config.to_str().unwrap(),
@@ -76,8 +68,8 @@ fn calls_to_a_starting_service_are_admitted_before_they_park() {
         "--max-frame",
         "65536",
     ]);
-    // The hold is in place once the supervisor reports the service starting
-    // (the daemon lets clients in before its apps are up: issue 19).
+    // The service is starting (the daemon let no client in before its hold
+    // was in place: tests/startup.rs).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = daemon.cli(&["status", "slow", "--json"]).output().unwrap();

@@ -51,16 +51,8 @@ fn answer(stream: &mut UnixStream) -> Vec<Frame> {
 #[test]
 fn a_call_made_the_instant_the_socket_exists_finds_the_starting_service_held() {
     let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("services.toml");
-    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
-    // Never registers on the bus: it stays starting while the call waits.
-    std::fs::write(
-        &config,
-        format!(
-            "[services.slow]\ncommand = \"sh\"\nargs = [\"-c\", \"sleep 30\"]\nready = \"bus\"\n{root}\n"
-        ),
-    )
-    .unwrap();
+    // It stays starting while the call waits.
+    let config = support::never_ready_service(work.path());
     let mut hello_and_call = BytesMut::new();
     let hello = Hello {
         version: PROTOCOL_VERSION,

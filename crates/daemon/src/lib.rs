@@ -291,7 +291,7 @@ impl Daemon {
         shutdown: CancellationToken,
         ready: impl FnOnce(),
     ) -> Result<BTreeMap<String, Bytes>, DaemonError> {
-        let started = running::Running::start(self.store, self.recovered, self.policy, &self.config);
+        let mut started = running::Running::start(self.store, self.recovered, self.policy, &self.config);
         let (reload_requests, mut reloads) = tokio::sync::mpsc::channel(4);
         let context = host::AppContext {
             router: started.handle(),

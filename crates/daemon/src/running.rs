@@ -30,7 +30,7 @@ pub(crate) struct Running {
     stop_accepting: CancellationToken,
     stop_sessions: CancellationToken,
     sessions: TaskTracker,
-    accepting: Mutex<Vec<JoinHandle<()>>>,
+    accepting: Vec<JoinHandle<()>>,
     committer: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     writer_thread: std::thread::JoinHandle<()>,
@@ -80,7 +80,7 @@ impl Running {
             stop_accepting: CancellationToken::new(),
             stop_sessions,
             sessions: TaskTracker::new(),
-            accepting: Mutex::new(Vec::new()),
+            accepting: Vec::new(),
             committer,
             sweeper,
             writer_thread,
@@ -99,10 +99,9 @@ impl Running {
     }
 
     /// Lets clients in: an accept loop per listener.
-    pub fn accept(&self, listeners: &[Arc<Listener>]) {
-        let mut accepting = self.accepting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub fn accept(&mut self, listeners: &[Arc<Listener>]) {
         for listener in listeners {
-            accepting.push(tokio::spawn(listen::accept_loop(
+            self.accepting.push(tokio::spawn(listen::accept_loop(
                 listener.clone(),
                 self.router.clone(),
                 self.limits.clone(),
@@ -119,9 +118,7 @@ impl Running {
     /// `grace` for them, then lets the queue writer finish.
     pub async fn stop(self, listeners: Vec<Arc<Listener>>, grace: Duration) {
         self.stop_accepting.cancel();
-        let accepting =
-            std::mem::take(&mut *self.accepting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-        for task in accepting {
+        for task in self.accepting {
             let _ = task.await;
         }
         drop(listeners); // removes socket and lock files

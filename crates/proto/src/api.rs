@@ -159,32 +159,30 @@ impl SysCall {
         {
             return None;
         }
-        let args = |what: &str, err: rmp_serde::decode::Error| {
-            (ErrorCode::BadArguments, format!("arguments of {service}.{what}: {err}"))
-        };
+        let args = (service, method, payload);
         Some(match (service, method) {
             (sys::DAEMON_SERVICE, sys::DAEMON_INFO) => Ok(Self::DaemonInfo),
             (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI) => Ok(Self::DaemonWhoami),
-            (sys::DAEMON_SERVICE, DAEMON_DIRECT) => {
-                sys::decode(payload).map(Self::DaemonDirect).map_err(|e| args(method, e))
-            }
+            (sys::DAEMON_SERVICE, DAEMON_DIRECT) => Self::arguments(args, Self::DaemonDirect),
             (sys::REGISTRY_SERVICE, sys::REGISTRY_LIST) => Ok(Self::RegistryList),
             (sys::TOPICS_SERVICE, sys::TOPICS_LIST) => Ok(Self::TopicsList),
             (sys::QUEUES_SERVICE, sys::QUEUES_LIST) => Ok(Self::QueuesList),
-            (sys::QUEUES_SERVICE, sys::QUEUES_DECLARE) => {
-                sys::decode(payload).map(Self::QueuesDeclare).map_err(|e| args(method, e))
-            }
-            (sys::QUEUES_SERVICE, sys::QUEUES_PEEK) => {
-                sys::decode(payload).map(Self::QueuesPeek).map_err(|e| args(method, e))
-            }
-            (sys::QUEUES_SERVICE, sys::QUEUES_PURGE) => {
-                sys::decode(payload).map(Self::QueuesPurge).map_err(|e| args(method, e))
-            }
-            (sys::QUEUES_SERVICE, sys::QUEUES_DELETE) => {
-                sys::decode(payload).map(Self::QueuesDelete).map_err(|e| args(method, e))
-            }
+            (sys::QUEUES_SERVICE, sys::QUEUES_DECLARE) => Self::arguments(args, Self::QueuesDeclare),
+            (sys::QUEUES_SERVICE, sys::QUEUES_PEEK) => Self::arguments(args, Self::QueuesPeek),
+            (sys::QUEUES_SERVICE, sys::QUEUES_PURGE) => Self::arguments(args, Self::QueuesPurge),
+            (sys::QUEUES_SERVICE, sys::QUEUES_DELETE) => Self::arguments(args, Self::QueuesDelete),
             _ => Err((ErrorCode::NoSuchMethod, format!("service {service} has no method {method}"))),
         })
+    }
+
+    /// Decodes the arguments `variant` carries, naming the method if they do not fit.
+    fn arguments<T: serde::de::DeserializeOwned>(
+        (service, method, payload): (&str, &str, &[u8]),
+        variant: fn(T) -> Self,
+    ) -> Result<Self, SysError> {
+        sys::decode(payload)
+            .map(variant)
+            .map_err(|err| (ErrorCode::BadArguments, format!("arguments of {service}.{method}: {err}")))
     }
 }
 

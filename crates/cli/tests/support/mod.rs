@@ -201,6 +201,19 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     check()
 }
 
+/// Writes a config with one service, `slow`, that never becomes ready (it
+/// waits to register on the bus and never does): calls to it are held as
+/// to a starting service. Returns the file.
+pub fn never_ready_service(dir: &Path) -> PathBuf {
+    let config = dir.join("services.toml");
+    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
+    let text = format!(
+        "[services.slow]\ncommand = \"sh\"\nargs = [\"-c\", \"sleep 30\"]\nready = \"bus\"\n{root}\n"
+    );
+    std::fs::write(&config, text).expect("write the config");
+    config
+}
+
 /// The second OS user the tests that need one run as.
 pub const OTHER_USER: &str = "sbtest";
 
