@@ -22,8 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchboard_daemon::config_file::ConfigFile;
-use switchboard_daemon::host::{ConfigError, Section};
+use switchboard_daemon::host::{ConfigError, ConfigFile, Section};
 use switchboard_proto::{ServiceName, Target};
 
 use super::restart::{RestartMode, RestartPolicy};

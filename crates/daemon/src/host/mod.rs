@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::config_file::{ConfigError, Section};
+pub use crate::config_file::{ConfigError, ConfigFile, Section};
 pub use crate::policy::users;
 pub use crate::policy::Principal;
 pub use crate::router::access::{constant_time_eq, new_secret, InstanceIdentity};
