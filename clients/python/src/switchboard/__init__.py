@@ -1,0 +1,108 @@
+"""Switchboard's Python client: calls, notifications, broadcasts, topics,
+durable queues and supervised services on the Switchboard bus.
+
+    import switchboard
+    bus = await switchboard.connect()
+    reply = await bus.call("billing.charge", {"account": "a", "cents": 5}, timeout=2.0)
+
+The wire protocol is docs/protocol.md; payloads are MessagePack, maps keyed
+by field name, so Python values, Rust `#[contract]` types and the CLI's JSON
+map onto one another.
+"""
+
+from ._connection import default_address, default_socket_path
+from ._wire import Caller
+from .bus import DEFAULT_TIMEOUT, Bus, connect
+from .calls import BroadcastReply
+from .errors import (
+    BadArguments,
+    BadRequest,
+    CallError,
+    Closed,
+    ConnectError,
+    ConnectionLost,
+    DecodeError,
+    ErrorCode,
+    HandshakeFailed,
+    InstanceGone,
+    InvalidName,
+    InvalidTransition,
+    NoSuchInstance,
+    NoSuchMethod,
+    NoSuchQueue,
+    NoSuchService,
+    Overloaded,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProtocolViolation,
+    QueueFull,
+    Refused,
+    Rejected,
+    ServiceFailed,
+    ServicePaused,
+    ShuttingDown,
+    StaleDelivery,
+    StorageFailed,
+    SwitchboardError,
+    Timeout,
+    Unreachable,
+    UnsupportedVersion,
+    UntrustedDaemon,
+)
+from .queues import Consumer, Delivery, Queue
+from .serving import Request, Service, current_request
+from .topics import Lagged, Message, Subscription
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "BadArguments",
+    "BadRequest",
+    "BroadcastReply",
+    "Bus",
+    "CallError",
+    "Caller",
+    "Closed",
+    "ConnectError",
+    "ConnectionLost",
+    "Consumer",
+    "DecodeError",
+    "Delivery",
+    "ErrorCode",
+    "HandshakeFailed",
+    "InstanceGone",
+    "InvalidName",
+    "InvalidTransition",
+    "Lagged",
+    "Message",
+    "NoSuchInstance",
+    "NoSuchMethod",
+    "NoSuchQueue",
+    "NoSuchService",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "ProtocolViolation",
+    "Queue",
+    "QueueFull",
+    "Refused",
+    "Rejected",
+    "Request",
+    "Service",
+    "ServiceFailed",
+    "ServicePaused",
+    "ShuttingDown",
+    "StaleDelivery",
+    "StorageFailed",
+    "Subscription",
+    "SwitchboardError",
+    "Timeout",
+    "Unreachable",
+    "UnsupportedVersion",
+    "UntrustedDaemon",
+    "connect",
+    "current_request",
+    "default_address",
+    "default_socket_path",
+]

@@ -1,0 +1,310 @@
+"""The frames of docs/protocol.md: encoding what a client sends and decoding
+what the daemon sends. Pure functions over bytes; no I/O, no state.
+
+A frame is `len:u32le kind:u8 body`; `len` counts `kind` and the body.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+PROTOCOL_VERSION = 1
+HANDSHAKE_MAX_FRAME = 64 * 1024
+
+HELLO = 1
+WELCOME = 2
+REGISTER = 3
+REGISTERED = 4
+UNREGISTER = 5
+CALL = 6
+NOTIFY = 7
+REQUEST = 8
+REPLY = 9
+ERROR = 10
+WATCH = 11
+EVENT = 12
+GOODBYE = 13
+BROADCAST = 14
+BROADCAST_START = 15
+BROADCAST_RESULT = 16
+SUBSCRIBE = 17
+UNSUBSCRIBE = 18
+PUBLISH = 19
+MESSAGE = 20
+LAGGED = 21
+QUEUE_PUT = 22
+QUEUE_CONSUME = 23
+QUEUE_CANCEL = 24
+QUEUE_DELIVERY = 25
+QUEUE_ACK = 26
+QUEUE_NACK = 27
+REVOKE = 28
+ENDED = 29
+
+NO_HEADERS = b"\x00\x00"
+
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_HEAD = struct.Struct("<IB")
+_ID_TIMEOUT_INSTANCE = struct.Struct("<IIQ")
+_CALLER = struct.Struct("<QII")
+
+
+class ProtocolError(Exception):
+    """The daemon sent a frame this client cannot read."""
+
+
+def frame(kind: int, body: bytes) -> bytes:
+    return _HEAD.pack(len(body) + 1, kind) + body
+
+
+def name(data: bytes) -> bytes:
+    return _U8.pack(len(data)) + data
+
+
+def text(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > 0xFFFF:
+        raise ValueError("text longer than 65,535 bytes")
+    return _U16.pack(len(data)) + data
+
+
+def headers(pairs: Optional[Mapping[str, str]]) -> bytes:
+    if not pairs:
+        return NO_HEADERS
+    parts = [_U16.pack(len(pairs))]
+    for key, value in pairs.items():
+        parts.append(name(key.encode()))
+        parts.append(text(value))
+    return b"".join(parts)
+
+
+def hello(client_name: str, credential: str) -> bytes:
+    return frame(HELLO, struct.pack("<HI", PROTOCOL_VERSION, 0) + text(client_name) + text(credential))
+
+
+def call_prefix(service: bytes, method: bytes) -> bytes:
+    """What follows `id timeout instance` in every Call to one target."""
+    return name(service) + name(method)
+
+
+def call(req: int, timeout_ms: int, instance: int, prefix: bytes, head: bytes, payload: bytes) -> bytes:
+    body_len = 16 + len(prefix) + len(head) + len(payload) + 1
+    return b"".join(
+        (_HEAD.pack(body_len, CALL), _ID_TIMEOUT_INSTANCE.pack(req, timeout_ms, instance), prefix, head, payload)
+    )
+
+
+def notify(everyone: bool, instance: int, prefix: bytes, head: bytes, payload: bytes) -> bytes:
+    return frame(NOTIFY, struct.pack("<BQ", int(everyone), instance) + prefix + head + payload)
+
+
+def broadcast(req: int, timeout_ms: int, prefix: bytes, head: bytes, payload: bytes) -> bytes:
+    return frame(BROADCAST, struct.pack("<II", req, timeout_ms) + prefix + head + payload)
+
+
+def reply(req: int, payload: bytes) -> bytes:
+    return b"".join((_HEAD.pack(5 + len(payload), REPLY), _U32.pack(req), payload))
+
+
+def error(req: int, code: int, message: str) -> bytes:
+    data = message.encode()[:0xFFFF].decode(errors="ignore")
+    return frame(ERROR, struct.pack("<IH", req, code) + text(data))
+
+
+def register(req: int, service: bytes, methods: List[Tuple[bytes, str]]) -> bytes:
+    parts = [struct.pack("<I", req), name(service), _U16.pack(len(methods))]
+    for method, signature in methods:
+        parts.append(name(method))
+        parts.append(text(signature))
+    return frame(REGISTER, b"".join(parts))
+
+
+def unregister(req: int, instance: int) -> bytes:
+    return frame(UNREGISTER, struct.pack("<IQ", req, instance))
+
+
+def watch(req: int) -> bytes:
+    return frame(WATCH, _U32.pack(req))
+
+
+def subscribe(req: int, sid: int, pattern: bytes) -> bytes:
+    return frame(SUBSCRIBE, struct.pack("<II", req, sid) + name(pattern))
+
+
+def unsubscribe(req: int, sid: int) -> bytes:
+    return frame(UNSUBSCRIBE, struct.pack("<II", req, sid))
+
+
+def publish(retain: bool, topic: bytes, head: bytes, payload: bytes) -> bytes:
+    return frame(PUBLISH, _U8.pack(int(retain)) + name(topic) + head + payload)
+
+
+def lagged(sid: int, missed: int) -> bytes:
+    return frame(LAGGED, struct.pack("<IQ", sid, missed))
+
+
+def queue_put(
+    req: int, priority: int, ttl_ms: int, queue: bytes, dedup_id: str, head: bytes, payload: bytes
+) -> bytes:
+    body = struct.pack("<IBI", req, priority, ttl_ms) + name(queue) + text(dedup_id) + head + payload
+    return frame(QUEUE_PUT, body)
+
+
+def queue_consume(req: int, consumer: int, prefetch: int, queue: bytes) -> bytes:
+    return frame(QUEUE_CONSUME, struct.pack("<III", req, consumer, prefetch) + name(queue))
+
+
+def queue_cancel(req: int, consumer: int) -> bytes:
+    return frame(QUEUE_CANCEL, struct.pack("<II", req, consumer))
+
+
+def queue_ack(req: int, tag: int) -> bytes:
+    return frame(QUEUE_ACK, struct.pack("<IQ", req, tag))
+
+
+def queue_nack(req: int, tag: int, delay_ms: int) -> bytes:
+    return frame(QUEUE_NACK, struct.pack("<IQI", req, tag, delay_ms))
+
+
+class Caller(NamedTuple):
+    """Who sent a request or publication, as the daemon verified it."""
+
+    session: int
+    uid: int
+    pid: int
+    principal: str
+
+
+class Cursor:
+    """Reads the fields of one frame body in order."""
+
+    __slots__ = ("at", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def _take(self, count: int) -> bytes:
+        end = self.at + count
+        if end > len(self.data):
+            raise ProtocolError("truncated frame")
+        chunk = self.data[self.at : end]
+        self.at = end
+        return chunk
+
+    def u8(self) -> int:
+        return self._take(1)[0]
+
+    def u16(self) -> int:
+        value: int = _U16.unpack(self._take(2))[0]
+        return value
+
+    def u32(self) -> int:
+        value: int = _U32.unpack(self._take(4))[0]
+        return value
+
+    def u64(self) -> int:
+        value: int = _U64.unpack(self._take(8))[0]
+        return value
+
+    def name(self) -> str:
+        return self._take(self.u8()).decode()
+
+    def text(self) -> str:
+        return self._take(self.u16()).decode()
+
+    def headers(self) -> Dict[str, str]:
+        count = self.u16()
+        return {self.name(): self.text() for _ in range(count)}
+
+    def caller(self) -> Caller:
+        session, uid, pid = _CALLER.unpack(self._take(16))
+        return Caller(session, uid, pid, self.name())
+
+    def rest(self) -> bytes:
+        chunk = self.data[self.at :]
+        self.at = len(self.data)
+        return chunk
+
+    def end(self) -> None:
+        if self.at != len(self.data):
+            raise ProtocolError("trailing bytes after the last field")
+
+
+class Welcome(NamedTuple):
+    session: int
+    max_frame: int
+    max_inflight: int
+
+
+def welcome(body: bytes) -> Welcome:
+    cursor = Cursor(body)
+    cursor.u16()
+    cursor.u32()
+    result = Welcome(cursor.u64(), cursor.u32(), cursor.u32())
+    cursor.end()
+    return result
+
+
+class Request(NamedTuple):
+    req: int
+    timeout_ms: int
+    instance: int
+    caller: Caller
+    method: str
+    headers: Dict[str, str]
+    payload: bytes
+
+
+def request(body: bytes) -> Request:
+    cursor = Cursor(body)
+    req, timeout_ms, instance = _ID_TIMEOUT_INSTANCE.unpack(cursor._take(16))
+    return Request(req, timeout_ms, instance, cursor.caller(), cursor.name(), cursor.headers(), cursor.rest())
+
+
+class Message(NamedTuple):
+    sid: int
+    retained: bool
+    publisher: Caller
+    topic: str
+    headers: Dict[str, str]
+    payload: bytes
+
+
+def message(body: bytes) -> Message:
+    cursor = Cursor(body)
+    sid, retained = cursor.u32(), cursor.u8() == 1
+    return Message(sid, retained, cursor.caller(), cursor.name(), cursor.headers(), cursor.rest())
+
+
+class Delivery(NamedTuple):
+    consumer: int
+    tag: int
+    id: int
+    attempt: int
+    priority: int
+    headers: Dict[str, str]
+    payload: bytes
+
+
+def delivery(body: bytes) -> Delivery:
+    cursor = Cursor(body)
+    consumer, tag, message_id, attempt, priority = struct.unpack("<IQQIB", cursor._take(25))
+    return Delivery(consumer, tag, message_id, attempt, priority, cursor.headers(), cursor.rest())
+
+
+def error_body(body: bytes) -> Tuple[int, int, str]:
+    """`Error`: (id, code, message)."""
+    cursor = Cursor(body)
+    result = (cursor.u32(), cursor.u16(), cursor.text())
+    cursor.end()
+    return result
+
+
+def goodbye(body: bytes) -> Tuple[int, str]:
+    cursor = Cursor(body)
+    return cursor.u16(), cursor.text()

@@ -1,0 +1,584 @@
+"""`Bus`: the handle an application holds, and the one connection under it.
+
+Any number of calls, subscriptions, consumers and served methods share the
+connection, multiplexed by id. The bus owns what each frame from the daemon
+means (answers wake their callers, requests go to the method served,
+messages to their subscription); when the connection breaks it fails what
+was in flight with `ConnectionLost`, reconnects with exponential backoff, and
+registers every service, subscription, consumer and watch again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import msgpack
+
+from . import _wire as wire
+from . import names
+from ._connection import FrameProtocol, Link, credential_from_env, default_address, default_client_name, open_link
+from .calls import BroadcastReply, Gathering
+from .errors import Closed, ConnectionLost, PayloadTooLarge, PermissionDenied, Timeout, from_wire
+from .queues import Consumer, Delivery, Queue
+from .serving import Handler, Method, Service, methods_of
+from .topics import DEFAULT_SUBSCRIPTION_CAPACITY, Lagged, Message, Subscription
+from .dispatch import serve_request
+
+log = logging.getLogger("switchboard")
+
+DEFAULT_TIMEOUT = 30.0
+BACKOFF_START = 0.05
+BACKOFF_MAX = 2.0
+_PREFIX_CACHE = 1024
+_U32 = struct.Struct("<I")
+_ERR_HEAD = struct.Struct("<IH")
+
+Pending = Union["asyncio.Future[Any]", Gathering]
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(payload: bytes) -> Any:
+    return msgpack.unpackb(payload, raw=False, strict_map_key=False) if payload else None
+
+
+async def connect(
+    address: Optional[str] = None, *, name: Optional[str] = None, token: Optional[str] = None
+) -> Bus:
+    """Connects to `address` (`unix:PATH`, a socket path or `tcp://HOST:PORT`),
+    else `$SWITCHBOARD_ADDR`, else the default socket.
+
+    The credential is `token` if given, else the instance secret a supervisor
+    gave this process (`SWITCHBOARD_INSTANCE_SECRET`), else `$SWITCHBOARD_TOKEN`.
+    """
+    credential = f"token:{token}" if token else credential_from_env()
+    bus = Bus(address or default_address(), name or default_client_name(), credential)
+    await bus._connect_first()
+    return bus
+
+
+class Bus:
+    """A connection to the switchboard daemon. Use `connect()` to make one."""
+
+    def __init__(self, address: str, client_name: str, credential: str) -> None:
+        self.address = address
+        self.client_name = client_name
+        self._credential = credential
+        self._loop = asyncio.get_running_loop()
+        self._link: Optional[Link] = None
+        self._link_up = asyncio.Event()
+        self._closed = False
+        self._next_id = 0
+        self._pending: Dict[int, Pending] = {}
+        self._prefixes: Dict[str, bytes] = {}
+        self._services: List[Service] = []
+        self._instances: Dict[int, Service] = {}
+        self._subscriptions: Dict[int, Subscription] = {}
+        self._consumers: Dict[int, Consumer] = {}
+        self._watches: Dict[int, asyncio.Queue[Any]] = {}
+        self._reconnecting: Optional[asyncio.Task[None]] = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- connection -----------------------------------------------------
+
+    async def _connect_first(self) -> None:
+        self._attach(await open_link(self.address, self.client_name, self._credential, self._lost))
+
+    def _attach(self, link: Link) -> None:
+        link.protocol.on_frame = self._on_frame
+        self._link = link
+        self._link_up.set()
+
+    def _lost(self, protocol: FrameProtocol) -> None:
+        link = self._link
+        if link is None or link.protocol is not protocol:
+            return
+        self._link = None
+        self._link_up.clear()
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            if isinstance(waiter, Gathering):
+                waiter.fail(ConnectionLost("the connection to the daemon was lost"))
+            elif not waiter.done():
+                waiter.set_exception(ConnectionLost("the connection to the daemon was lost before the reply came"))
+        self._instances.clear()
+        if not self._closed and self._reconnecting is None:
+            self._reconnecting = self._loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = BACKOFF_START
+        try:
+            while not self._closed:
+                await asyncio.sleep(delay)
+                try:
+                    link = await open_link(self.address, self.client_name, self._credential, self._lost)
+                except Exception as err:
+                    log.debug("reconnect to %s failed: %s", self.address, err)
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
+                if self._closed:
+                    link.close()
+                    return
+                self._attach(link)
+                log.info("reconnected to %s", self.address)
+                await self._restore()
+                return
+        finally:
+            self._reconnecting = None
+
+    async def _restore(self) -> None:
+        """Registers services, subscriptions, consumers and watches again."""
+        for service in list(self._services):
+            try:
+                await self._register(service)
+            except Exception as err:
+                log.warning("could not register %s again: %s", service.name, err)
+        for sub in list(self._subscriptions.values()):
+            self._send_nowait(lambda req, s=sub: wire.subscribe(req, s.sid, s.pattern.encode()))
+        for consumer in list(self._consumers.values()):
+            self._send_nowait(
+                lambda req, c=consumer: wire.queue_consume(req, c.id, c.prefetch, c.queue.encode())
+            )
+        for req, queue in list(self._watches.items()):
+            del self._watches[req]
+            new = self._id()
+            self._watches[new] = queue
+            self._write(wire.watch(new))
+
+    def close(self) -> None:
+        """Closes the connection; what was in flight fails with `Closed`."""
+        if self._closed:
+            return
+        self._closed = True
+        for sub in self._subscriptions.values():
+            sub._end(None)
+        for consumer in self._consumers.values():
+            consumer._end(None)
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            if isinstance(waiter, Gathering):
+                waiter.fail(Closed("the bus was closed"))
+            elif not waiter.done():
+                waiter.set_exception(Closed("the bus was closed"))
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def session(self) -> Optional[int]:
+        """The daemon's id of the current connection (`None` while reconnecting)."""
+        return self._link.session if self._link is not None else None
+
+    @property
+    def connected(self) -> bool:
+        return self._link is not None
+
+    def _id(self) -> int:
+        while True:
+            self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+            if self._next_id and self._next_id not in self._pending:
+                return self._next_id
+
+    async def _live_link(self, deadline: float) -> Link:
+        """The connection, waiting for a reconnect up to `deadline`."""
+        while True:
+            if self._closed:
+                raise Closed("the bus was closed")
+            link = self._link
+            if link is not None:
+                return link
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConnectionLost("no connection to the daemon before the deadline")
+            try:
+                await asyncio.wait_for(self._link_up.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def _write(self, data: bytes) -> None:
+        link = self._link
+        if link is not None:
+            link.write(data)
+
+    def _send_nowait(self, build: Any) -> None:
+        """Sends a request whose answer nobody waits for (restores, cancels)."""
+        req = self._id()
+        future: asyncio.Future[Any] = self._loop.create_future()
+        future.add_done_callback(lambda f: f.exception())
+        self._pending[req] = future
+        self._write(build(req))
+
+    def _check_size(self, link: Link, frame_len: int) -> None:
+        if frame_len - 4 > link.max_frame:
+            raise PayloadTooLarge(
+                f"a frame of {frame_len - 4} bytes does not fit the daemon's maximum of {link.max_frame} bytes"
+            )
+
+    async def _request(self, build: Any, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """Sends `build(req)` and waits for its `Reply` or `Error`."""
+        deadline = time.monotonic() + timeout
+        link = await self._live_link(deadline)
+        req = self._id()
+        data = build(req)
+        self._check_size(link, len(data))
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._pending[req] = future
+        link.write(data)
+        timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._expire, req, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, req: int, timeout: float) -> None:
+        waiter = self._pending.pop(req, None)
+        if isinstance(waiter, Gathering):
+            waiter.expire()
+        elif waiter is not None and not waiter.done():
+            waiter.set_exception(Timeout(f"no reply within {timeout:g} s"))
+
+    # --- frames from the daemon ----------------------------------------
+
+    def _on_frame(self, kind: int, body: bytes) -> None:
+        if kind == wire.REPLY:
+            waiter = self._pending.pop(_U32.unpack_from(body)[0], None)
+            if waiter is not None and not isinstance(waiter, Gathering) and not waiter.done():
+                waiter.set_result(body[4:])
+        elif kind == wire.REQUEST:
+            request = wire.request(body)
+            service = self._instances.get(request.instance)
+            serve_request(self, service, request)
+        elif kind == wire.MESSAGE:
+            msg = wire.message(body)
+            sub = self._subscriptions.get(msg.sid)
+            if sub is not None:
+                sub._push(Message(msg.topic, msg.payload, msg.headers, msg.publisher, msg.retained))
+        else:
+            self._on_control_frame(kind, body)
+
+    def _on_control_frame(self, kind: int, body: bytes) -> None:
+        if kind == wire.ERROR:
+            req, code, message = wire.error_body(body)
+            waiter = self._pending.pop(req, None)
+            if isinstance(waiter, Gathering):
+                waiter.fail(from_wire(code, message))
+            elif waiter is not None and not waiter.done():
+                waiter.set_exception(from_wire(code, message))
+        elif kind == wire.REGISTERED:
+            req, instance = struct.unpack("<IQ", body)
+            waiter = self._pending.pop(req, None)
+            if waiter is not None and not isinstance(waiter, Gathering) and not waiter.done():
+                waiter.set_result(instance)
+        elif kind in (wire.BROADCAST_START, wire.BROADCAST_RESULT):
+            self._on_broadcast(kind, body)
+        elif kind == wire.LAGGED:
+            sid, missed = struct.unpack("<IQ", body)
+            sub = self._subscriptions.get(sid)
+            if sub is not None:
+                sub._push(Lagged(missed))
+        elif kind == wire.QUEUE_DELIVERY:
+            d = wire.delivery(body)
+            consumer = self._consumers.get(d.consumer)
+            if consumer is not None:
+                consumer._push(Delivery(d.id, d.attempt, d.priority, d.headers, d.payload, d.tag, self))
+        elif kind == wire.EVENT:
+            req = _U32.unpack_from(body)[0]
+            queue = self._watches.get(req)
+            if queue is not None and queue.qsize() < queue.maxsize:
+                queue.put_nowait(_unpack(body[4:]))
+        elif kind == wire.ENDED:
+            self._on_ended(body)
+        elif kind == wire.GOODBYE:
+            code, message = wire.goodbye(body)
+            log.warning("the daemon closed the connection (%s): %s", from_wire(code, "").kind, message)
+
+    def _on_broadcast(self, kind: int, body: bytes) -> None:
+        req = _U32.unpack_from(body)[0]
+        gathering = self._pending.get(req)
+        if not isinstance(gathering, Gathering):
+            return
+        if kind == wire.BROADCAST_START:
+            (count,) = struct.unpack_from("<H", body, 4)
+            done = gathering.start(list(struct.unpack_from(f"<{count}Q", body, 6)))
+        else:
+            instance, code = struct.unpack_from("<QH", body, 4)
+            payload = body[14:]
+            done = gathering.result(instance, code, payload)
+        if done:
+            self._pending.pop(req, None)
+
+    def _on_ended(self, body: bytes) -> None:
+        cursor = wire.Cursor(body)
+        what, ended_id, code, message = cursor.u8(), cursor.u64(), cursor.u16(), cursor.text()
+        why = from_wire(code, message)
+        if what == 1 and ended_id in self._subscriptions:
+            self._subscriptions.pop(ended_id)._end(why)
+        elif what == 2 and ended_id in self._consumers:
+            self._consumers.pop(ended_id)._end(why)
+        elif what == 3:
+            service = self._instances.pop(ended_id, None)
+            if service is not None and service in self._services:
+                self._services.remove(service)
+        elif what == 4:
+            self._watches.pop(ended_id, None)
+        log.warning("the daemon ended %s: %s", ("", "a subscription", "a consumer", "a service", "a watch")[what % 5], why)
+
+    # --- calls ----------------------------------------------------------
+
+    def _prefix(self, target: str) -> bytes:
+        prefix = self._prefixes.get(target)
+        if prefix is None:
+            if len(self._prefixes) >= _PREFIX_CACHE:
+                self._prefixes.clear()
+            prefix = wire.call_prefix(*names.target(target))
+            self._prefixes[target] = prefix
+        return prefix
+
+    async def call(
+        self,
+        target: str,
+        args: Any = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        instance: int = 0,
+        headers: Optional[Mapping[str, str]] = None,
+        raw: bool = False,
+    ) -> Any:
+        """Calls `SERVICE.METHOD` with `args` (MessagePack-encoded; `raw=True`
+        sends bytes as they are and returns the reply's bytes) and returns the
+        decoded reply. Raises the `CallError` subclass of what went wrong."""
+        prefix = self._prefix(target)
+        head = wire.headers(names.headers(headers))
+        payload = args if raw else _pack(args)
+        deadline = time.monotonic() + timeout
+        link = await self._live_link(deadline)
+        async with link.inflight:
+            req = self._id()
+            data = wire.call(req, int(timeout * 1000), instance, prefix, head, payload)
+            self._check_size(link, len(data))
+            future: asyncio.Future[bytes] = self._loop.create_future()
+            self._pending[req] = future
+            link.write(data)
+            timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._expire, req, timeout)
+            try:
+                reply = await future
+            finally:
+                timer.cancel()
+        return reply if raw else _unpack(reply)
+
+    async def notify(
+        self,
+        target: str,
+        args: Any = None,
+        *,
+        instance: int = 0,
+        all: bool = False,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        """Sends a one-way notification (to every instance with `all=True`)."""
+        prefix = self._prefix(target)
+        head = wire.headers(names.headers(headers))
+        link = await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)
+        data = wire.notify(all, instance, prefix, head, _pack(args))
+        self._check_size(link, len(data))
+        link.write(data)
+        await link.drain()
+
+    async def broadcast(
+        self,
+        target: str,
+        args: Any = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> List[BroadcastReply]:
+        """Calls the method on every instance; one `BroadcastReply` per instance,
+        once all answered, failed or the deadline passed."""
+        prefix = self._prefix(target)
+        head = wire.headers(names.headers(headers))
+        deadline = time.monotonic() + timeout
+        link = await self._live_link(deadline)
+        req = self._id()
+        data = wire.broadcast(req, int(timeout * 1000), prefix, head, _pack(args))
+        self._check_size(link, len(data))
+        gathering = Gathering(self._loop, timeout)
+        self._pending[req] = gathering
+        link.write(data)
+        timer = self._loop.call_later(timeout, self._expire, req, timeout)
+        try:
+            return await gathering.done
+        finally:
+            timer.cancel()
+
+    # --- topics ---------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        value: Any = None,
+        *,
+        retain: bool = False,
+        headers: Optional[Mapping[str, str]] = None,
+        raw: bool = False,
+    ) -> None:
+        """Publishes `value` (MessagePack; bytes as they are with `raw=True`).
+        Returns once queued; `flush()` waits until the daemon has it."""
+        data = wire.publish(
+            retain, names.topic(topic), wire.headers(names.headers(headers)), value if raw else _pack(value)
+        )
+        link = await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)
+        self._check_size(link, len(data))
+        link.write(data)
+        await link.drain()
+
+    async def subscribe(self, pattern: str, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY) -> Subscription:
+        """Subscribes to `pattern` (`*` one token, `>` the rest); retained values come first."""
+        encoded = names.pattern(pattern)
+        sid = 1
+        while sid in self._subscriptions:
+            sid += 1
+        sub = Subscription(self, sid, pattern, capacity)
+        self._subscriptions[sid] = sub
+        try:
+            await self._request(lambda req: wire.subscribe(req, sid, encoded))
+        except BaseException:
+            self._subscriptions.pop(sid, None)
+            raise
+        return sub
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        if self._subscriptions.pop(sub.sid, None) is not None and self._link is not None:
+            await self._request(lambda req: wire.unsubscribe(req, sub.sid))
+
+    def _report_lagged(self, sid: int, missed: int) -> None:
+        self._write(wire.lagged(sid, missed))
+
+    # --- serving --------------------------------------------------------
+
+    async def serve(
+        self, service: str, methods: Mapping[str, Handler], *, max_concurrency: int = 1024
+    ) -> Service:
+        """Registers `service` with `methods` (name → async or plain function)."""
+        names.service(service)
+        served = Service(self, service, methods_of(methods), max_concurrency)
+        await self._register(served)
+        self._services.append(served)
+        return served
+
+    async def _register(self, service: Service) -> None:
+        spec = service.register_spec()
+        reply: Any = await self._request(lambda req: wire.register(req, service.name.encode(), spec))
+        service.instance = int(reply)
+        self._instances[service.instance] = service
+
+    async def _unregister(self, service: Service) -> None:
+        if service in self._services:
+            self._services.remove(service)
+        instance = service.instance
+        if self._instances.pop(instance, None) is not None and self._link is not None:
+            await self._request(lambda req: wire.unregister(req, instance))
+
+    def _answer(self, req: int, payload: bytes) -> None:
+        link = self._link
+        if link is None:
+            return
+        if len(payload) + 9 > link.max_frame:
+            self._answer_error(req, int(PayloadTooLarge.code or 5), f"the reply of {len(payload)} bytes is too large")
+            return
+        link.write(wire.reply(req, payload))
+
+    def _answer_error(self, req: int, code: int, message: str) -> None:
+        self._write(wire.error(req, code, message))
+
+    # --- queues ---------------------------------------------------------
+
+    def queue(self, name: str) -> Queue:
+        """A handle on the durable queue `name` (nothing is sent yet)."""
+        return Queue(self, name)
+
+    async def _queue_put(
+        self, queue: str, value: Any, priority: int, ttl: Optional[float], dedup_id: str,
+        headers: Optional[Mapping[str, str]], raw: bool,
+    ) -> int:
+        head = wire.headers(names.headers(headers))
+        payload = value if raw else _pack(value)
+        ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        reply = await self._request(
+            lambda req: wire.queue_put(req, priority, ttl_ms, queue.encode(), dedup_id, head, payload)
+        )
+        return int(struct.unpack("<Q", reply)[0])
+
+    async def _consume(self, queue: str, prefetch: int) -> Consumer:
+        consumer_id = 1
+        while consumer_id in self._consumers:
+            consumer_id += 1
+        consumer = Consumer(self, consumer_id, queue, prefetch)
+        self._consumers[consumer_id] = consumer
+        try:
+            await self._request(lambda req: wire.queue_consume(req, consumer_id, prefetch, queue.encode()))
+        except BaseException:
+            self._consumers.pop(consumer_id, None)
+            raise
+        return consumer
+
+    async def _cancel_consumer(self, consumer: Consumer) -> None:
+        if self._consumers.pop(consumer.id, None) is not None and self._link is not None:
+            await self._request(lambda req: wire.queue_cancel(req, consumer.id))
+
+    async def _queue_ack(self, tag: int) -> None:
+        await self._request(lambda req: wire.queue_ack(req, tag))
+
+    async def _queue_nack(self, tag: int, delay: float) -> None:
+        await self._request(lambda req: wire.queue_nack(req, tag, max(0, int(delay * 1000))))
+
+    # --- discovery --------------------------------------------------------
+
+    async def whoami(self) -> Dict[str, Any]:
+        """Who the daemon says this connection is: `{principal, session, uid, pid}`."""
+        result: Dict[str, Any] = await self.call("$sys.daemon.whoami")
+        return result
+
+    async def services(self) -> List[Dict[str, Any]]:
+        """Every registered service with its instances and method signatures."""
+        result: List[Dict[str, Any]] = await self.call("$sys.registry.list")
+        return result
+
+    async def flush(self) -> None:
+        """Waits until the daemon has everything sent so far (one round trip)."""
+        await self.whoami()
+
+    async def watch(self, capacity: int = 1024) -> asyncio.Queue[Dict[str, Any]]:
+        """A queue of registry changes (`{event: "up"|"down", service, instance, ...}`) from now on."""
+        queue: asyncio.Queue[Dict[str, Any]] = asyncio.Queue(maxsize=max(1, capacity))
+        holder: List[int] = []
+
+        def build(req: int) -> bytes:
+            holder.append(req)
+            self._watches[req] = queue
+            return wire.watch(req)
+
+        try:
+            await self._request(build)
+        except BaseException:
+            for req in holder:
+                self._watches.pop(req, None)
+            raise
+        return queue
+
+    def _refuse_direct(self, req: int) -> None:
+        self._answer_error(req, int(PermissionDenied.code or 8), "this client takes no direct channels")
+

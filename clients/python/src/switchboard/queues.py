@@ -1,0 +1,180 @@
+"""Durable queues from the client's side: `Queue` (declare, put, consume,
+peek, purge, delete), `Consumer` and `Delivery`.
+
+A put returns only once the daemon has the message on disk; a delivery is
+acked or nacked once; a consumer's unacknowledged deliveries return to the
+queue when it is closed or its connection drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, List, Mapping, Optional
+
+import msgpack
+
+from . import names
+from .errors import CallError
+
+if TYPE_CHECKING:
+    from .bus import Bus
+
+QUEUES_SERVICE = "$sys.queues"
+DEFAULT_PREFETCH = 16
+
+
+@dataclass
+class Delivery:
+    """One delivered message; `ack()` or `nack()` it."""
+
+    id: int
+    attempt: int
+    priority: int
+    headers: Dict[str, str]
+    payload: bytes
+    tag: int
+    _bus: Bus = field(repr=False)
+
+    @property
+    def value(self) -> Any:
+        """The payload decoded from MessagePack (an empty payload is `None`)."""
+        return msgpack.unpackb(self.payload, raw=False) if self.payload else None
+
+    async def ack(self) -> None:
+        """Done: returns once the removal is on disk (`StaleDelivery` if it had returned to the queue)."""
+        await self._bus._queue_ack(self.tag)
+
+    async def nack(self, delay: float = 0.0) -> None:
+        """Not done: the message returns to the queue after `delay` seconds."""
+        await self._bus._queue_nack(self.tag, delay)
+
+
+class Consumer:
+    """An async iterator of deliveries; `close()` stops consuming."""
+
+    def __init__(self, bus: Bus, consumer_id: int, queue: str, prefetch: int) -> None:
+        self.id = consumer_id
+        self.queue = queue
+        self.prefetch = prefetch
+        self._bus = bus
+        self._items: Deque[Delivery] = collections.deque()
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._closed = False
+        self.ended: Optional[CallError] = None
+
+    def _push(self, delivery: Delivery) -> None:
+        self._items.append(delivery)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _end(self, why: Optional[CallError]) -> None:
+        self._closed = True
+        self.ended = why
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        delivery = await self.next()
+        if delivery is None:
+            raise StopAsyncIteration
+        return delivery
+
+    async def next(self, timeout: Optional[float] = None) -> Optional[Delivery]:
+        """The next delivery; `None` once the consumer ended (or `timeout` passed)."""
+        while not self._items:
+            if self._closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    async def close(self) -> None:
+        """Stops consuming; deliveries not yet acked return to the queue."""
+        if not self._closed:
+            self._end(None)
+            await self._bus._cancel_consumer(self)
+
+
+class Queue:
+    """A named durable queue (validated; nothing is sent until used)."""
+
+    def __init__(self, bus: Bus, name: str) -> None:
+        names.queue(name)
+        self.name = name
+        self._bus = bus
+
+    async def declare(
+        self,
+        *,
+        max_messages: Optional[int] = None,
+        max_bytes: Optional[int] = None,
+        overflow: Optional[str] = None,
+        max_attempts: Optional[int] = None,
+        visibility_timeout: Optional[float] = None,
+        dedup_window: Optional[float] = None,
+        default_ttl: Optional[float] = None,
+    ) -> None:
+        """Creates the queue, or changes its options (every option may be omitted)."""
+        options: Dict[str, Any] = {
+            "max_messages": max_messages,
+            "max_bytes": max_bytes,
+            "overflow": overflow,
+            "max_attempts": max_attempts,
+            "visibility_timeout_ms": _ms(visibility_timeout),
+            "dedup_window_ms": _ms(dedup_window),
+            "default_ttl_ms": _ms(default_ttl),
+        }
+        options = {key: value for key, value in options.items() if value is not None}
+        await self._bus.call(f"{QUEUES_SERVICE}.declare", {"queue": self.name, "options": options})
+
+    async def put(
+        self,
+        value: Any = None,
+        *,
+        priority: int = 0,
+        ttl: Optional[float] = None,
+        id: Optional[str] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        raw: bool = False,
+    ) -> int:
+        """Puts a message (MessagePack of `value`, or `value` itself with `raw=True`).
+
+        Returns the message id once it is on disk. `id` suppresses duplicates
+        within the queue's window; `priority` is 0-9, higher first.
+        """
+        if not 0 <= priority <= 9:
+            raise ValueError(f"priority {priority} is out of range: 0-9")
+        return await self._bus._queue_put(self.name, value, priority, ttl, id or "", headers, raw)
+
+    async def consume(self, prefetch: int = DEFAULT_PREFETCH) -> Consumer:
+        """Starts consuming: at most `prefetch` deliveries unacknowledged at once."""
+        return await self._bus._consume(self.name, max(1, prefetch))
+
+    async def peek(self, count: int = 10) -> List[Dict[str, Any]]:
+        result: List[Dict[str, Any]] = await self._bus.call(
+            f"{QUEUES_SERVICE}.peek", {"queue": self.name, "count": count}
+        )
+        return result
+
+    async def purge(self) -> int:
+        """Removes every waiting message; returns how many, once on disk."""
+        removed: int = await self._bus.call(f"{QUEUES_SERVICE}.purge", {"queue": self.name})
+        return removed
+
+    async def delete(self) -> None:
+        """Removes an empty queue nobody consumes from."""
+        await self._bus.call(f"{QUEUES_SERVICE}.delete", {"queue": self.name})
+
+
+def _ms(seconds: Optional[float]) -> Optional[int]:
+    return None if seconds is None else int(seconds * 1000)

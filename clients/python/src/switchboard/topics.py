@@ -1,0 +1,132 @@
+"""Publish/subscribe from the client's side: what a subscription yields.
+
+A subscription's messages wait in a bounded inbox until the application
+takes them. The connection never waits for the application: when the inbox
+is full the oldest message is dropped, and the next item the application
+takes is `Lagged(n)` — counting drops here and those the daemon reported for
+its own backlog. Drops made here are reported to the daemon (a `Lagged`
+frame), so `switchboard ls` shows them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, Optional, Union
+
+import msgpack
+
+from ._wire import Caller
+from .errors import CallError
+
+if TYPE_CHECKING:
+    from .bus import Bus
+
+DEFAULT_SUBSCRIPTION_CAPACITY = 8192
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message received on a subscription."""
+
+    topic: str
+    payload: bytes
+    headers: Dict[str, str]
+    publisher: Caller
+    retained: bool
+
+    @property
+    def value(self) -> Any:
+        """The payload decoded from MessagePack (an empty payload is `None`)."""
+        return msgpack.unpackb(self.payload, raw=False) if self.payload else None
+
+
+@dataclass(frozen=True)
+class Lagged:
+    """This many messages were dropped before the next one (the subscriber did not keep up)."""
+
+    missed: int
+
+
+Item = Union[Message, Lagged]
+
+
+class Subscription:
+    """An async iterator of `Message` and `Lagged` items; `close()` unsubscribes.
+
+    It ends when closed, when the bus closes, or when the daemon ends it
+    (a policy reload no longer allows it: `ended` says why).
+    """
+
+    def __init__(self, bus: Bus, sid: int, pattern: str, capacity: int) -> None:
+        self.sid = sid
+        self.pattern = pattern
+        self._bus = bus
+        self._capacity = max(1, capacity)
+        self._items: Deque[Item] = collections.deque()
+        self._dropped = 0
+        self._waiter: Optional[asyncio.Future[None]] = None
+        self._closed = False
+        self.ended: Optional[CallError] = None
+
+    # Called by the bus, on the event loop; never waits.
+    def _push(self, item: Item) -> None:
+        items = self._items
+        if len(items) >= self._capacity:
+            oldest = items.popleft()
+            dropped = oldest.missed if isinstance(oldest, Lagged) else 1
+            self._dropped += dropped
+            if isinstance(oldest, Message):
+                self._bus._report_lagged(self.sid, 1)
+        items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _end(self, why: Optional[CallError]) -> None:
+        self._closed = True
+        self.ended = why
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def __aiter__(self) -> AsyncIterator[Item]:
+        return self
+
+    async def __anext__(self) -> Item:
+        item = await self.next()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def next(self, timeout: Optional[float] = None) -> Optional[Item]:
+        """The next item; `None` once the subscription ended (or `timeout` passed)."""
+        while True:
+            if self._dropped:
+                missed, self._dropped = self._dropped, 0
+                return Lagged(missed)
+            if self._items:
+                item = self._items.popleft()
+                if isinstance(item, Lagged):
+                    missed = item.missed
+                    while self._items and isinstance(self._items[0], Lagged):
+                        missed += self._items.popleft().missed
+                    return Lagged(missed)
+                return item
+            if self._closed:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+
+    async def close(self) -> None:
+        """Unsubscribes; items already received can still be read."""
+        if not self._closed:
+            self._closed = True
+            await self._bus._unsubscribe(self)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)

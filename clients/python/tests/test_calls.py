@@ -1,0 +1,152 @@
+"""Calls, notifications and broadcasts between Python services through a real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Dict, List, Optional
+
+import switchboard
+from conftest import Daemon, run_async
+
+
+@run_async
+async def test_a_typed_server_takes_keyword_arguments_and_shows_its_signatures(daemon: Daemon) -> None:
+    bus = await switchboard.connect(daemon.address)
+
+    def double(x: int) -> int:
+        return x * 2
+
+    async def charge(account: str, cents: int, note: Optional[str] = None) -> Dict[str, object]:
+        return {"account": account, "cents": cents, "note": note}
+
+    await bus.serve("billing", {"double": double, "charge": charge})
+    assert await bus.call("billing.double", {"x": 21}, timeout=2.0) == 42
+    assert await bus.call("billing.charge", {"account": "a", "cents": 5}) == {
+        "account": "a",
+        "cents": 5,
+        "note": None,
+    }
+    [info] = [s for s in await bus.services() if s["service"] == "billing"]
+    assert sorted(info["instances"][0]["signatures"]) == [
+        "charge(account: str, cents: int, note: Optional[str]) -> Dict[str, object]",
+        "double(x: int) -> int",
+    ]
+    # The CLI's JSON maps onto the keyword arguments, and `ls` shows the signatures.
+    out = await asyncio.to_thread(daemon.cli, "call", "billing.charge", '{"account":"b","cents":7}')
+    assert json.loads(out.stdout) == {"account": "b", "cents": 7, "note": None}
+    listing = await asyncio.to_thread(daemon.cli, "ls", "billing")
+    assert "double(x: int) -> int" in listing.stdout
+    bus.close()
+
+
+@run_async
+async def test_arguments_that_do_not_fit_are_bad_arguments_naming_method_and_argument(daemon: Daemon) -> None:
+    bus = await switchboard.connect(daemon.address)
+
+    def double(x: int) -> int:
+        return x * 2
+
+    await bus.serve("math", {"double": double})
+    cases = [
+        ({"x": "five"}, "argument `x` of double (a string): expected int"),
+        ({}, "argument `x` of double is missing"),
+        ({"x": 1, "y": 2}, "argument `y` of double is not expected"),
+        ([1, 2], "expected a map of argument names to values, got an array"),
+    ]
+    for args, message in cases:
+        try:
+            await bus.call("math.double", args)
+        except switchboard.BadArguments as err:
+            assert message in err.message, err.message
+            assert err.kind == "bad_arguments"
+        else:
+            raise AssertionError(f"{args!r} was accepted")
+    bus.close()
+
+
+@run_async
+async def test_handlers_see_the_verified_caller_headers_and_deadline(daemon: Daemon) -> None:
+    server = await switchboard.connect(daemon.address, name="server")
+    caller = await switchboard.connect(daemon.address, name="caller")
+    seen: List[switchboard.Request] = []
+
+    def who() -> str:
+        request = switchboard.current_request()
+        assert request is not None
+        seen.append(request)
+        return request.caller.principal
+
+    await server.serve("who", {"am_i": who})
+    principal = await caller.call("who.am_i", None, timeout=5.0, headers={"trace": "abc"})
+    me = await caller.whoami()
+    assert principal == me["principal"]
+    request = seen[0]
+    assert request.caller.session == me["session"] and request.caller.pid == me["pid"]
+    assert request.headers == {"trace": "abc"}
+    remaining = request.remaining()
+    assert remaining is not None and 4.0 < remaining <= 5.0
+    assert switchboard.current_request() is None
+    server.close()
+    caller.close()
+
+
+@run_async
+async def test_notifications_reach_one_instance_or_all_and_broadcasts_answer_per_instance(daemon: Daemon) -> None:
+    buses = [await switchboard.connect(daemon.address) for _ in range(3)]
+    got: List[str] = []
+    for index, bus in enumerate(buses):
+
+        def note(text: str, index: int = index) -> str:
+            got.append(f"{index}:{text}")
+            return f"instance {index}"
+
+        await bus.serve("worker", {"note": note})
+    caller = await switchboard.connect(daemon.address)
+    await caller.notify("audit.note", "dropped: nobody serves it")
+    await caller.notify("worker.note", {"text": "one"})
+    await caller.notify("worker.note", {"text": "all"}, all=True)
+    await caller.flush()
+    while len(got) < 4:
+        await asyncio.sleep(0.01)
+    assert sorted(g.split(":")[1] for g in got) == ["all", "all", "all", "one"]
+    answers = await caller.broadcast("worker.note", {"text": "b"}, timeout=2.0)
+    assert len(answers) == 3 and all(a.ok for a in answers)
+    assert sorted(a.value for a in answers) == ["instance 0", "instance 1", "instance 2"]
+    assert len({a.instance for a in answers}) == 3
+    for bus in [*buses, caller]:
+        bus.close()
+
+
+@run_async
+async def test_a_call_can_pick_its_instance_and_plain_and_async_handlers_mix(daemon: Daemon) -> None:
+    a = await switchboard.connect(daemon.address)
+    b = await switchboard.connect(daemon.address)
+    await a.serve("pick", {"me": lambda: "a"})
+
+    async def me_b() -> str:
+        await asyncio.sleep(0)
+        return "b"
+
+    service_b = await b.serve("pick", {"me": me_b})
+    results = {await a.call("pick.me", instance=service_b.instance) for _ in range(5)}
+    assert results == {"b"}
+    await service_b.stop()
+    assert await a.call("pick.me") == "a"
+    a.close()
+    b.close()
+
+
+@run_async
+async def test_raw_payloads_pass_unchanged(daemon: Daemon) -> None:
+    bus = await switchboard.connect(daemon.address)
+    await bus.serve("raw", {"echo": lambda data: data})
+    assert await bus.call("raw.echo", {"data": b"\x00\xffbytes"}) == b"\x00\xffbytes"
+    # A raw payload that is not an argument map is refused, typed.
+    try:
+        await bus.call("raw.echo", b"\x01\x02", raw=True)
+    except switchboard.BadArguments:
+        pass
+    else:
+        raise AssertionError("a raw non-map payload was accepted")
+    bus.close()
