@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import Any, Callable, Coroutine, Dict
 
 import switchboard
 from switchboard import service
@@ -52,7 +52,7 @@ async def supervised() -> None:
             await control.progress(1, 2.0, "reloading")
             return None
         if control.code == 130:
-            return {"flushed": control.payload.decode() or "all"}
+            return {"flushed": control.value or "all"}
         if control.code == 131:
             raise switchboard.Rejected("131 is refused on purpose")
         return None
@@ -66,7 +66,11 @@ async def supervised() -> None:
     await service.run(bus, "cache", {"get": get}, controls, ready=ready)
 
 
-ROLES = {"slow-service": slow_service, "consumer": consumer, "supervised": supervised}
+ROLES: Dict[str, Callable[..., Coroutine[Any, Any, None]]] = {
+    "slow-service": slow_service,
+    "consumer": consumer,
+    "supervised": supervised,
+}
 
 if __name__ == "__main__":
     asyncio.run(ROLES[sys.argv[1]](*sys.argv[2:]))

@@ -6,8 +6,9 @@ import asyncio
 import json
 from typing import Dict, List, Optional
 
+from conftest import Daemon, eventually, run_async
+
 import switchboard
-from conftest import Daemon, run_async
 
 
 @run_async
@@ -107,8 +108,11 @@ async def test_notifications_reach_one_instance_or_all_and_broadcasts_answer_per
     await caller.notify("worker.note", {"text": "one"})
     await caller.notify("worker.note", {"text": "all"}, all=True)
     await caller.flush()
-    while len(got) < 4:
-        await asyncio.sleep(0.01)
+
+    async def four() -> bool:
+        return len(got) == 4
+
+    await eventually(four, "four notifications arrived")
     assert sorted(g.split(":")[1] for g in got) == ["all", "all", "all", "one"]
     answers = await caller.broadcast("worker.note", {"text": "b"}, timeout=2.0)
     assert len(answers) == 3 and all(a.ok for a in answers)

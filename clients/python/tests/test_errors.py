@@ -9,8 +9,9 @@ import socket
 import struct
 from typing import Any, Awaitable, Callable, Type
 
-import switchboard
 from conftest import Daemon, Helper, run_async
+
+import switchboard
 from switchboard import _wire as wire
 from switchboard.errors import ErrorCode, from_wire
 

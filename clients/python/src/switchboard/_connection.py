@@ -155,9 +155,7 @@ class Link:
         self.transport.close()
 
 
-async def open_link(
-    address: str, client_name: str, credential: str, on_lost: Callable[[FrameProtocol], None]
-) -> Link:
+async def open_link(address: str, client_name: str, credential: str, on_lost: Callable[[FrameProtocol], None]) -> Link:
     """Connects to `address` and performs the handshake."""
     kind, where, port = parse_address(address)
     loop = asyncio.get_running_loop()

@@ -147,9 +147,7 @@ def lagged(sid: int, missed: int) -> bytes:
     return frame(LAGGED, struct.pack("<IQ", sid, missed))
 
 
-def queue_put(
-    req: int, priority: int, ttl_ms: int, queue: bytes, dedup_id: str, head: bytes, payload: bytes
-) -> bytes:
+def queue_put(req: int, priority: int, ttl_ms: int, queue: bytes, dedup_id: str, head: bytes, payload: bytes) -> bytes:
     body = struct.pack("<IBI", req, priority, ttl_ms) + name(queue) + text(dedup_id) + head + payload
     return frame(QUEUE_PUT, body)
 

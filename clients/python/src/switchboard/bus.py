@@ -11,10 +11,11 @@ registers every service, subscription, consumer and watch again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import msgpack
 
@@ -22,11 +23,11 @@ from . import _wire as wire
 from . import names
 from ._connection import FrameProtocol, Link, credential_from_env, default_address, default_client_name, open_link
 from .calls import BroadcastReply, Gathering
+from .dispatch import serve_request
 from .errors import Closed, ConnectionLost, PayloadTooLarge, PermissionDenied, Timeout, from_wire
 from .queues import Consumer, Delivery, Queue
-from .serving import Handler, Method, Service, methods_of
+from .serving import Handler, Service, methods_of
 from .topics import DEFAULT_SUBSCRIPTION_CAPACITY, Lagged, Message, Subscription
-from .dispatch import serve_request
 
 log = logging.getLogger("switchboard")
 
@@ -48,9 +49,7 @@ def _unpack(payload: bytes) -> Any:
     return msgpack.unpackb(payload, raw=False, strict_map_key=False) if payload else None
 
 
-async def connect(
-    address: Optional[str] = None, *, name: Optional[str] = None, token: Optional[str] = None
-) -> Bus:
+async def connect(address: Optional[str] = None, *, name: Optional[str] = None, token: Optional[str] = None) -> Bus:
     """Connects to `address` (`unix:PATH`, a socket path or `tcp://HOST:PORT`),
     else `$SWITCHBOARD_ADDR`, else the default socket.
 
@@ -142,9 +141,7 @@ class Bus:
         for sub in list(self._subscriptions.values()):
             self._send_nowait(lambda req, s=sub: wire.subscribe(req, s.sid, s.pattern.encode()))
         for consumer in list(self._consumers.values()):
-            self._send_nowait(
-                lambda req, c=consumer: wire.queue_consume(req, c.id, c.prefetch, c.queue.encode())
-            )
+            self._send_nowait(lambda req, c=consumer: wire.queue_consume(req, c.id, c.prefetch, c.queue.encode()))
         for req, queue in list(self._watches.items()):
             del self._watches[req]
             new = self._id()
@@ -204,10 +201,8 @@ class Bus:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ConnectionLost("no connection to the daemon before the deadline")
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._link_up.wait(), left)
-            except asyncio.TimeoutError:
-                pass
 
     def _write(self, data: bytes) -> None:
         link = self._link
@@ -335,7 +330,8 @@ class Bus:
                 self._services.remove(service)
         elif what == 4:
             self._watches.pop(ended_id, None)
-        log.warning("the daemon ended %s: %s", ("", "a subscription", "a consumer", "a service", "a watch")[what % 5], why)
+        what_name = ("something", "a subscription", "a consumer", "a service", "a watch")[what % 5]
+        log.warning("the daemon ended %s: %s", what_name, why)
 
     # --- calls ----------------------------------------------------------
 
@@ -469,9 +465,7 @@ class Bus:
 
     # --- serving --------------------------------------------------------
 
-    async def serve(
-        self, service: str, methods: Mapping[str, Handler], *, max_concurrency: int = 1024
-    ) -> Service:
+    async def serve(self, service: str, methods: Mapping[str, Handler], *, max_concurrency: int = 1024) -> Service:
         """Registers `service` with `methods` (name → async or plain function)."""
         names.service(service)
         served = Service(self, service, methods_of(methods), max_concurrency)
@@ -511,8 +505,14 @@ class Bus:
         return Queue(self, name)
 
     async def _queue_put(
-        self, queue: str, value: Any, priority: int, ttl: Optional[float], dedup_id: str,
-        headers: Optional[Mapping[str, str]], raw: bool,
+        self,
+        queue: str,
+        value: Any,
+        priority: int,
+        ttl: Optional[float],
+        dedup_id: str,
+        headers: Optional[Mapping[str, str]],
+        raw: bool,
     ) -> int:
         head = wire.headers(names.headers(headers))
         payload = value if raw else _pack(value)
@@ -581,4 +581,3 @@ class Bus:
 
     def _refuse_direct(self, req: int) -> None:
         self._answer_error(req, int(PermissionDenied.code or 8), "this client takes no direct channels")
-

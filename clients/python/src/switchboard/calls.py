@@ -62,9 +62,7 @@ class Gathering:
             return
         for instance in self.instances:
             if instance not in self.replies:
-                self.replies[instance] = BroadcastReply(
-                    instance, error=Timeout(f"no reply within {self.timeout:g} s")
-                )
+                self.replies[instance] = BroadcastReply(instance, error=Timeout(f"no reply within {self.timeout:g} s"))
         self._finish_if_complete()
 
     def _finish_if_complete(self) -> bool:

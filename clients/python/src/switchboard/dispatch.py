@@ -118,4 +118,3 @@ def _fail(bus: Bus, req: int, method: Method, err: BaseException) -> None:
         log.warning("handler %s raised %s: %s", method.name, type(err).__name__, err)
     if req:
         bus._answer_error(req, int(error.code or ErrorCode.REJECTED), error.message)
-

@@ -185,9 +185,7 @@ _LOCAL_KINDS: Dict[type, str] = {
 }
 
 _BY_CODE: Dict[int, Type[CallError]] = {
-    int(cls.code): cls
-    for cls in CallError.__subclasses__()
-    if cls.code is not None
+    int(cls.code): cls for cls in CallError.__subclasses__() if cls.code is not None
 }
 
 

@@ -20,6 +20,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+import msgpack
+
 from .bus import Bus
 from .errors import Rejected
 from .serving import Handler, Service
@@ -50,6 +52,11 @@ class Control:
     code: int
     payload: bytes
     bus: Bus = field(repr=False)
+
+    @property
+    def value(self) -> Any:
+        """The payload decoded from MessagePack (the CLI sends its JSON so); `None` if empty."""
+        return msgpack.unpackb(self.payload, raw=False) if self.payload else None
 
     async def progress(self, checkpoint: int, wait_hint: float, status: str = "") -> None:
         """Tells the supervisor the control is progressing: `checkpoint` must

@@ -113,9 +113,7 @@ def fits(value: Any, hint: Any) -> bool:
             return all(fits(item, args[0]) for item in value)
         return True
     if origin is dict:
-        return isinstance(value, dict) and all(
-            fits(k, args[0]) and fits(v, args[1]) for k, v in value.items()
-        )
+        return isinstance(value, dict) and all(fits(k, args[0]) and fits(v, args[1]) for k, v in value.items())
     return True
 
 
@@ -161,13 +159,16 @@ class Method:
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise BadArguments(f"arguments of {method}: expected a map of argument names to values, got {_kind(values)}")
+            raise BadArguments(
+                f"arguments of {method}: expected a map of argument names to values, got {_kind(values)}"
+            )
         known = {pname for pname, _, _ in self.params}
         for key in values:
             if not isinstance(key, str):
                 raise BadArguments(f"arguments of {method}: argument names must be strings")
             if key not in known and not self.takes_any:
-                raise BadArguments(f"argument `{key}` of {method} is not expected (takes: {', '.join(sorted(known)) or 'none'})")
+                takes = ", ".join(sorted(known)) or "none"
+                raise BadArguments(f"argument `{key}` of {method} is not expected (takes: {takes})")
         for pname, hint, required in self.params:
             if pname not in values:
                 if required and not fits(None, hint):
@@ -200,7 +201,7 @@ class Service:
         self.max_concurrency = max_concurrency
         self._bus = bus
         self._stopped = False
-        self.tasks: "set[asyncio.Task[Any]]" = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     def register_spec(self) -> List[Tuple[bytes, str]]:
         return [(name.encode(), method.signature) for name, method in self.methods.items()]

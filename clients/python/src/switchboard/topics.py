@@ -110,7 +110,9 @@ class Subscription:
                 if isinstance(item, Lagged):
                     missed = item.missed
                     while self._items and isinstance(self._items[0], Lagged):
-                        missed += self._items.popleft().missed
+                        following = self._items.popleft()
+                        assert isinstance(following, Lagged)
+                        missed += following.missed
                     return Lagged(missed)
                 return item
             if self._closed:
