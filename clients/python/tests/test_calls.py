@@ -154,3 +154,25 @@ async def test_raw_payloads_pass_unchanged(daemon: Daemon) -> None:
     else:
         raise AssertionError("a raw non-map payload was accepted")
     bus.close()
+
+
+def test_the_synchronous_facade_calls_serves_publishes_and_uses_queues(daemon: Daemon) -> None:
+    from switchboard import sync
+
+    with sync.connect(daemon.address, name="script") as bus:
+        bus.serve("sync", {"add": lambda a, b: a + b})
+        assert bus.call("sync.add", {"a": 2, "b": 3}, timeout=2.0) == 5
+        try:
+            bus.call("sync.nope")
+        except switchboard.NoSuchMethod:
+            pass
+        else:
+            raise AssertionError("an unknown method answered")
+        sub = bus.subscribe("script.>")
+        bus.publish("script.done", {"ok": True}, retain=True)
+        item = sub.next(timeout=5)
+        assert isinstance(item, switchboard.Message) and item.value == {"ok": True}
+        bus.put("chores", "sweep", priority=3)
+        [delivery] = bus.get("chores", count=5, wait=0.5)
+        assert delivery.value == "sweep" and delivery.priority == 3
+        assert bus.whoami()["principal"].startswith("user:")

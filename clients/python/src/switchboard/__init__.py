@@ -11,7 +11,7 @@ map onto one another.
 """
 
 from ._connection import default_address, default_socket_path
-from ._wire import Caller
+from ._wire import Caller, Message
 from .bus import DEFAULT_TIMEOUT, Bus, connect
 from .calls import BroadcastReply
 from .errors import (
@@ -51,7 +51,7 @@ from .errors import (
 )
 from .queues import Consumer, Delivery, Queue
 from .serving import Request, Service, current_request
-from .topics import Lagged, Message, Subscription
+from .topics import Lagged, Subscription
 
 __version__ = "0.1.0"
 

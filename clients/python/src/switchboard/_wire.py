@@ -7,7 +7,9 @@ A frame is `len:u32le kind:u8 body`; `len` counts `kind` and the body.
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+import msgpack
 
 PROTOCOL_VERSION = 1
 HANDSHAKE_MAX_FRAME = 64 * 1024
@@ -139,8 +141,10 @@ def unsubscribe(req: int, sid: int) -> bytes:
     return frame(UNSUBSCRIBE, struct.pack("<II", req, sid))
 
 
-def publish(retain: bool, topic: bytes, head: bytes, payload: bytes) -> bytes:
-    return frame(PUBLISH, _U8.pack(int(retain)) + name(topic) + head + payload)
+def publish(retain: bool, topic_field: bytes, head: bytes, payload: bytes) -> bytes:
+    """`Publish`; `topic_field` is the topic already as a `name` field (`name(topic)`)."""
+    body_len = 2 + len(topic_field) + len(head) + len(payload)
+    return b"".join((_HEAD.pack(body_len, PUBLISH), b"\x01" if retain else b"\x00", topic_field, head, payload))
 
 
 def lagged(sid: int, missed: int) -> bytes:
@@ -258,25 +262,86 @@ class Request(NamedTuple):
     payload: bytes
 
 
-def request(body: bytes) -> Request:
+_REQUEST_HEAD = struct.Struct("<IIQQIIB")
+_MESSAGE_HEAD = struct.Struct("<IBQIIB")
+_callers: Dict[bytes, Caller] = {}
+_names: Dict[bytes, str] = {}
+
+
+def _caller(key: bytes, session: int, uid: int, pid: int, principal: bytes) -> Caller:
+    """The same peer sends many frames: its `Caller` is made once (bounded cache)."""
+    caller = _callers.get(key)
+    if caller is None:
+        if len(_callers) >= 4096:
+            _callers.clear()
+        caller = _callers[key] = Caller(session, uid, pid, principal.decode())
+    return caller
+
+
+def _name(raw: bytes) -> str:
+    """Topic and method names repeat: each is decoded once (bounded cache)."""
+    name = _names.get(raw)
+    if name is None:
+        if len(_names) >= 4096:
+            _names.clear()
+        name = _names[raw] = raw.decode()
+    return name
+
+
+def _tail(body: bytes, at: int) -> Tuple[Dict[str, str], bytes]:
+    """`headers payload` from `at` to the end of the body."""
+    if len(body) < at + 2:
+        raise ProtocolError("truncated frame")
+    if body[at] == 0 and body[at + 1] == 0:
+        return {}, body[at + 2 :]
     cursor = Cursor(body)
-    req, timeout_ms, instance = _ID_TIMEOUT_INSTANCE.unpack(cursor._take(16))
-    return Request(req, timeout_ms, instance, cursor.caller(), cursor.name(), cursor.headers(), cursor.rest())
+    cursor.at = at
+    return cursor.headers(), cursor.rest()
+
+
+def request(body: bytes) -> Request:
+    """`Request`, read without a `Cursor`: it is the hot path of every served call."""
+    try:
+        req, timeout_ms, instance, session, uid, pid, plen = _REQUEST_HEAD.unpack_from(body)
+        at = 33 + plen
+        caller = _caller(body[16:at], session, uid, pid, body[33:at])
+        mlen = body[at]
+        method = _name(body[at + 1 : at + 1 + mlen])
+        headers, payload = _tail(body, at + 1 + mlen)
+    except (struct.error, IndexError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"malformed Request: {err}") from None
+    return Request(req, timeout_ms, instance, caller, method, headers, payload)
 
 
 class Message(NamedTuple):
-    sid: int
-    retained: bool
-    publisher: Caller
+    """A message received on a subscription (`switchboard.Message`)."""
+
     topic: str
-    headers: Dict[str, str]
     payload: bytes
+    headers: Dict[str, str]
+    #: Who published it, as the daemon verified it.
+    publisher: Caller
+    #: A retained value replayed when the subscription started.
+    retained: bool
+
+    @property
+    def value(self) -> Any:
+        """The payload decoded from MessagePack (an empty payload is `None`)."""
+        return msgpack.unpackb(self.payload, raw=False, strict_map_key=False) if self.payload else None
 
 
-def message(body: bytes) -> Message:
-    cursor = Cursor(body)
-    sid, retained = cursor.u32(), cursor.u8() == 1
-    return Message(sid, retained, cursor.caller(), cursor.name(), cursor.headers(), cursor.rest())
+def message(body: bytes) -> Tuple[int, Message]:
+    """`Message`, read without a `Cursor`: it is the hot path of every subscription."""
+    try:
+        sid, retained, session, uid, pid, plen = _MESSAGE_HEAD.unpack_from(body)
+        at = 22 + plen
+        publisher = _caller(body[5:at], session, uid, pid, body[22:at])
+        tlen = body[at]
+        topic = _name(body[at + 1 : at + 1 + tlen])
+        headers, payload = _tail(body, at + 1 + tlen)
+    except (struct.error, IndexError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"malformed Message: {err}") from None
+    return sid, Message(topic, payload, headers, publisher, retained == 1)
 
 
 class Delivery(NamedTuple):

@@ -27,7 +27,7 @@ from .dispatch import serve_request
 from .errors import Closed, ConnectionLost, PayloadTooLarge, PermissionDenied, Timeout, from_wire
 from .queues import Consumer, Delivery, Queue
 from .serving import Handler, Service, methods_of
-from .topics import DEFAULT_SUBSCRIPTION_CAPACITY, Lagged, Message, Subscription
+from .topics import DEFAULT_SUBSCRIPTION_CAPACITY, Lagged, Subscription
 
 log = logging.getLogger("switchboard")
 
@@ -76,6 +76,7 @@ class Bus:
         self._next_id = 0
         self._pending: Dict[int, Pending] = {}
         self._prefixes: Dict[str, bytes] = {}
+        self._topics: Dict[str, bytes] = {}
         self._services: List[Service] = []
         self._instances: Dict[int, Service] = {}
         self._subscriptions: Dict[int, Subscription] = {}
@@ -258,10 +259,10 @@ class Bus:
             service = self._instances.get(request.instance)
             serve_request(self, service, request)
         elif kind == wire.MESSAGE:
-            msg = wire.message(body)
-            sub = self._subscriptions.get(msg.sid)
+            sid, message = wire.message(body)
+            sub = self._subscriptions.get(sid)
             if sub is not None:
-                sub._push(Message(msg.topic, msg.payload, msg.headers, msg.publisher, msg.retained))
+                sub._push(message)
         else:
             self._on_control_frame(kind, body)
 
@@ -358,10 +359,10 @@ class Bus:
         sends bytes as they are and returns the reply's bytes) and returns the
         decoded reply. Raises the `CallError` subclass of what went wrong."""
         prefix = self._prefix(target)
-        head = wire.headers(names.headers(headers))
+        head = wire.headers(names.headers(headers)) if headers else wire.NO_HEADERS
         payload = args if raw else _pack(args)
         deadline = time.monotonic() + timeout
-        link = await self._live_link(deadline)
+        link = self._link or await self._live_link(deadline)
         async with link.inflight:
             req = self._id()
             data = wire.call(req, int(timeout * 1000), instance, prefix, head, payload)
@@ -433,13 +434,18 @@ class Bus:
     ) -> None:
         """Publishes `value` (MessagePack; bytes as they are with `raw=True`).
         Returns once queued; `flush()` waits until the daemon has it."""
-        data = wire.publish(
-            retain, names.topic(topic), wire.headers(names.headers(headers)), value if raw else _pack(value)
-        )
-        link = await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)
+        field = self._topics.get(topic)
+        if field is None:
+            if len(self._topics) >= _PREFIX_CACHE:
+                self._topics.clear()
+            field = self._topics[topic] = wire.name(names.topic(topic))
+        head = wire.headers(names.headers(headers)) if headers else wire.NO_HEADERS
+        data = wire.publish(retain, field, head, value if raw else _pack(value))
+        link = self._link or await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)
         self._check_size(link, len(data))
         link.write(data)
-        await link.drain()
+        if link.protocol.writable is not None:
+            await link.drain()
 
     async def subscribe(self, pattern: str, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY) -> Subscription:
         """Subscribes to `pattern` (`*` one token, `>` the rest); retained values come first."""

@@ -13,33 +13,15 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, Optional, Union
+from typing import TYPE_CHECKING, AsyncIterator, Deque, Optional, Union
 
-import msgpack
-
-from ._wire import Caller
+from ._wire import Message
 from .errors import CallError
 
 if TYPE_CHECKING:
     from .bus import Bus
 
 DEFAULT_SUBSCRIPTION_CAPACITY = 8192
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message received on a subscription."""
-
-    topic: str
-    payload: bytes
-    headers: Dict[str, str]
-    publisher: Caller
-    retained: bool
-
-    @property
-    def value(self) -> Any:
-        """The payload decoded from MessagePack (an empty payload is `None`)."""
-        return msgpack.unpackb(self.payload, raw=False) if self.payload else None
 
 
 @dataclass(frozen=True)
@@ -94,6 +76,8 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Item:
+        if self._items and not self._dropped and isinstance(self._items[0], Message):
+            return self._items.popleft()
         item = await self.next()
         if item is None:
             raise StopAsyncIteration
