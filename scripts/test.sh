@@ -15,6 +15,9 @@ fi
 step "build and test dependencies (libzmq for the benchmark; systemd-notify, openssl, useradd, strace, unshare/nsenter, libnss-extrausers for the tests)"
 bash scripts/install-test-deps.sh
 
+step "Python client's virtualenv (python3-venv, pip install ./clients/python, pytest, mypy, ruff)"
+bash scripts/python-env.sh
+
 step "format"
 cargo fmt --all -- --check
 
@@ -36,6 +39,10 @@ trap 'rm -rf "$out"' EXIT
 step "tests (unit, property, end-to-end against the real daemon binary)"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$out/test.log"
 
+step "Python client: ruff, mypy --strict (Python 3.9), pytest against the real daemon, wheel"
+cargo build --workspace --bins --locked
+bash scripts/test-python.sh 2>&1 | tee "$out/python.log"
+
 step "peers for the benchmark (best effort: a peer that cannot be installed is skipped, and says so)"
 bash scripts/install-peers.sh || echo "warning: could not install the benchmark's peers"
 
@@ -43,4 +50,5 @@ step "benchmark smoke run (--quick: every case runs and yields numbers; no speed
 cargo run --locked -p switchboard-bench -- all --quick --out "$out/bench.json"
 
 # One total for the whole run (cargo prints a line per test binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$out/test.log"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\nRust tests: %d passed, %d failed\n", p, f }' "$out/test.log"
+grep -E '^[0-9]+ passed' "$out/python.log" | sed 's/^/Python tests: /' || true

@@ -9,6 +9,7 @@ mod children;
 mod load;
 mod peers;
 mod pubsub;
+mod python;
 mod queues;
 mod stats;
 mod supervision;
@@ -41,7 +42,7 @@ enum Command {
         #[arg(long, default_value = "bench-results.json")]
         out: PathBuf,
         /// Only workload groups whose name contains this (limit, call, pubsub, queue,
-        /// store, policy, supervisor).
+        /// store, policy, supervisor, python).
         #[arg(long, value_name = "GROUP")]
         only: Option<String>,
         /// Where the daemon keeps queue data. Must be on the disk being

@@ -41,6 +41,10 @@ struct Counts {
     /// Confirmed puts per run, and messages per end-to-end run.
     queue_puts: usize,
     queue_e2e: usize,
+    /// Python on both ends: round trips, calls at 64 in flight, messages.
+    python_calls: usize,
+    python_rate_calls: usize,
+    python_messages: u64,
 }
 
 /// Everything the workloads talk to, started once per run.
@@ -330,6 +334,9 @@ impl Counts {
                 fanout_messages: 200,
                 queue_puts: 20_000,
                 queue_e2e: 10_000,
+                python_calls: 500,
+                python_rate_calls: 2_048,
+                python_messages: 10_000,
             }
         } else {
             Self {
@@ -339,6 +346,9 @@ impl Counts {
                 fanout_messages: 1_000,
                 queue_puts: 300_000,
                 queue_e2e: 100_000,
+                python_calls: 5_000,
+                python_rate_calls: 32_768,
+                python_messages: 200_000,
             }
         }
     }
@@ -395,6 +405,7 @@ pub fn run_all(options: &RunOptions<'_>) -> anyhow::Result<Vec<Row>> {
         daemons,
     };
     let policy = if wanted("policy") { Some(PolicyBench::start(&setup.dir, &runtime)?) } else { None };
+    let python = if wanted("python") { python_or_skip(require_peers)? } else { None };
     let mut collected = Collected::default();
     for repeat in 0..repeats {
         eprintln!("repeat {}/{repeats}", repeat + 1);
@@ -421,11 +432,53 @@ pub fn run_all(options: &RunOptions<'_>) -> anyhow::Result<Vec<Row>> {
         if wanted("supervisor") {
             bench.supervisor(&mut collected)?;
         }
+        if let Some(python) = &python {
+            bench.python(python, &mut collected)?;
+        }
     }
     Ok(collected.rows())
 }
 
+/// The project's Python, or a note that its cases are skipped.
+fn python_or_skip(required: bool) -> anyhow::Result<Option<crate::python::Python>> {
+    match crate::python::Python::find() {
+        Ok(python) => Ok(Some(python)),
+        Err(why) if required => anyhow::bail!("{why}"),
+        Err(why) => {
+            eprintln!("{why}: Python cases skipped");
+            Ok(None)
+        }
+    }
+}
+
 impl Bench<'_> {
+    /// Python client against nats-py and dbus-fast, Python on both ends.
+    fn python(&self, python: &crate::python::Python, collected: &mut Collected) -> anyhow::Result<()> {
+        use crate::python::{Target, CALL_CASE, PUBSUB_CASE, RATE_CASE};
+        let counts = &self.counts;
+        let mut targets = vec![(SWITCHBOARD, Target { kind: "switchboard", address: &self.setup.bus_addr })];
+        if let Some(nats) = &self.peers.nats {
+            targets.push(("nats-py", Target { kind: "nats", address: &nats.url }));
+        }
+        if let Some(dbus) = &self.peers.dbus {
+            targets.push(("dbus-fast (dbus-daemon)", Target { kind: "dbus", address: &dbus.address }));
+        }
+        for (system, target) in &targets {
+            if let Some(sample) = python.calls(target, counts.python_calls, 1)? {
+                collected.add("python", CALL_CASE.to_owned(), system, sample, None);
+            }
+            if let Some(sample) = python.calls(target, counts.python_rate_calls, IN_FLIGHT)? {
+                collected.add("python", RATE_CASE.to_owned(), system, sample, None);
+            }
+            if target.kind != "dbus" {
+                if let Some((sample, lost)) = python.pubsub(target, counts.python_messages)? {
+                    collected.add("python", PUBSUB_CASE.to_owned(), system, sample, lost);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The raw socket limits: one hop, and two through a relay.
     fn limits(&self, i: usize, size: usize, collected: &mut Collected) -> anyhow::Result<()> {
         let (s, samples) = (size_name(size), self.counts.latency_samples);
