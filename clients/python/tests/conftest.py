@@ -51,8 +51,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: flo
 class Daemon:
     """A `switchboard up` process of this test."""
 
-    def __init__(self, directory: Path, config: Optional[str] = None, args: Optional[List[str]] = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        config: Optional[str] = None,
+        args: Optional[List[str]] = None,
+        wrapper: Optional[List[str]] = None,
+    ) -> None:
         self.dir = directory
+        self.wrapper = list(wrapper or [])
         self.socket = directory / "bus.sock"
         self.address = f"unix:{self.socket}"
         self.args = list(args or [])
@@ -64,7 +71,15 @@ class Daemon:
         self.start()
 
     def start(self) -> None:
-        command = [str(SWITCHBOARD), "up", "--listen", self.address, "--data-dir", str(self.dir / "data")]
+        command = [
+            *self.wrapper,
+            str(SWITCHBOARD),
+            "up",
+            "--listen",
+            self.address,
+            "--data-dir",
+            str(self.dir / "data"),
+        ]
         if self.config is not None:
             command += ["--config", str(self.config)]
         log = open(self.dir / "daemon.log", "a")  # noqa: SIM115 - the daemon keeps writing after we return
@@ -124,8 +139,10 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     started: List[Daemon] = []
 
-    def make(config: Optional[str] = None, args: Optional[List[str]] = None) -> Daemon:
-        d = Daemon(tmp_path, config, args)
+    def make(
+        config: Optional[str] = None, args: Optional[List[str]] = None, wrapper: Optional[List[str]] = None
+    ) -> Daemon:
+        d = Daemon(tmp_path, config, args, wrapper)
         started.append(d)
         return d
 

@@ -71,7 +71,11 @@ environment = {{ PYTHONPATH = "{":".join(sys.path)}" }}
 
 
 async def status(daemon: Daemon) -> Dict[str, Any]:
-    out = await asyncio.to_thread(daemon.cli, "status", "cache", "--json")
+    return await status_of(daemon, "cache")
+
+
+async def status_of(daemon: Daemon, service: str) -> Dict[str, Any]:
+    out = await asyncio.to_thread(daemon.cli, "status", service, "--json")
     parsed: Any = json.loads(out.stdout)
     return dict(parsed[0] if isinstance(parsed, list) else parsed)
 
@@ -147,3 +151,18 @@ async def test_a_service_whose_restarts_are_spent_is_service_failed(make_daemon:
     else:
         raise AssertionError("a failed service was called")
     bus.close()
+
+
+@run_async
+async def test_notify_ready_makes_a_notify_service_running(make_daemon: Callable[..., Daemon]) -> None:
+    script = "import time; from switchboard.service import notify_ready; assert notify_ready('up'); time.sleep(60)"
+    daemon = make_daemon(
+        f'[services.plain]\ncommand = "{sys.executable}"\nargs = ["-c", "{script}"]\nready = "notify"\n'
+        f'start_timeout = "20s"\nenvironment = {{ PYTHONPATH = "{":".join(sys.path)}" }}\n{AS_ROOT}\n'
+    )
+
+    async def running() -> bool:
+        state = await status_of(daemon, "plain")
+        return bool(state["state"] == "Running" and state["instances"][0]["status"] == "up")
+
+    await eventually(running, "plain is Running after READY=1 with its STATUS", limit=20)

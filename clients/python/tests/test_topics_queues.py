@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
+from pathlib import Path
 from typing import Callable, List
 
+import pytest
 from conftest import Daemon, Helper, eventually, run_async
 
 import switchboard
@@ -155,3 +159,64 @@ async def test_a_python_producers_messages_are_consumed_by_the_cli(daemon: Daemo
     assert [line["payload"] for line in lines] == [{"report": 0}, {"report": 1}, {"report": 2}], out.stdout
     assert await q.peek() == []
     bus.close()
+
+
+NEEDS_ROOT = "needs root: mounts a 512 KiB tmpfs in a private mount namespace (unshare -m, nsenter)"
+
+
+def mount_small_tmpfs(data: Path) -> subprocess.Popen[str]:
+    """A mount namespace with a 512 KiB tmpfs, 200 KiB of it taken, at `data`,
+    kept alive by a sleeping shell (kill it to end the namespace)."""
+    script = (
+        f"mount -t tmpfs -o size=512k,mode=0700 switchboard-test {data} && "
+        f"head -c 200k /dev/zero > {data}/filler && echo up && exec sleep 300"
+    )
+    holder = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    if holder.stdout.readline().strip() != "up":
+        holder.kill()
+        raise AssertionError("could not mount the test tmpfs")
+    return holder
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true", reason=NEEDS_ROOT)
+@run_async
+async def test_a_full_disk_answers_storage_failed_and_puts_resume_when_space_returns(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    assert os.geteuid() == 0, NEEDS_ROOT  # in CI (CI=true) this test never skips silently
+    data = tmp_path / "data"
+    data.mkdir()
+    holder = await asyncio.to_thread(mount_small_tmpfs, data)
+    try:
+        in_namespace = ["nsenter", "-t", str(holder.pid), "-m", "--"]
+        daemon = make_daemon(args=["--queue-segment-bytes", "65536"], wrapper=in_namespace)
+        bus = await switchboard.connect(daemon.address)
+        q = bus.queue("big")
+        failed = 0
+        for n in range(2000):
+            try:
+                await q.put(f"m{n:04}-" + "y" * 1000)
+            except switchboard.StorageFailed:
+                failed += 1
+                if failed >= 3:
+                    break
+        assert failed >= 3, "the disk never filled"
+        assert (await bus.whoami())["principal"].startswith("user:"), "the connection survives"
+        await asyncio.to_thread(subprocess.run, [*in_namespace, "rm", str(data / "filler")], check=True)
+
+        async def stored() -> bool:
+            try:
+                await q.purge()
+                await q.put("after space returned")
+                return True
+            except switchboard.StorageFailed:
+                return False
+
+        await eventually(stored, "puts are confirmed again once space returns")
+        bus.close()
+    finally:
+        holder.kill()
+        holder.wait()
