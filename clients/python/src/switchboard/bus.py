@@ -15,7 +15,7 @@ import contextlib
 import logging
 import struct
 import time
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import msgpack
 
@@ -24,7 +24,7 @@ from . import names
 from ._connection import FrameProtocol, Link, credential_from_env, default_address, default_client_name, open_link
 from .calls import BroadcastReply, Gathering
 from .dispatch import serve_request
-from .errors import Closed, ConnectionLost, PayloadTooLarge, PermissionDenied, Timeout, from_wire
+from .errors import CallError, Closed, ConnectionLost, PayloadTooLarge, PermissionDenied, Timeout, from_wire
 from .queues import Consumer, Delivery, Queue
 from .serving import Handler, Service, methods_of
 from .topics import DEFAULT_SUBSCRIPTION_CAPACITY, Lagged, Subscription
@@ -36,7 +36,6 @@ BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
 _PREFIX_CACHE = 1024
 _U32 = struct.Struct("<I")
-_ERR_HEAD = struct.Struct("<IH")
 
 Pending = Union["asyncio.Future[Any]", Gathering]
 
@@ -79,11 +78,12 @@ class Bus:
         self._topics: Dict[str, bytes] = {}
         self._services: List[Service] = []
         self._instances: Dict[int, Service] = {}
+        #: Registrations awaiting `Registered`, by request id.
+        self._registering: Dict[int, Service] = {}
         self._subscriptions: Dict[int, Subscription] = {}
         self._consumers: Dict[int, Consumer] = {}
         self._watches: Dict[int, asyncio.Queue[Any]] = {}
         self._reconnecting: Optional[asyncio.Task[None]] = None
-        self._background: set[asyncio.Task[Any]] = set()
 
     # --- connection -----------------------------------------------------
 
@@ -101,15 +101,18 @@ class Bus:
             return
         self._link = None
         self._link_up.clear()
-        pending, self._pending = self._pending, {}
-        for waiter in pending.values():
-            if isinstance(waiter, Gathering):
-                waiter.fail(ConnectionLost("the connection to the daemon was lost"))
-            elif not waiter.done():
-                waiter.set_exception(ConnectionLost("the connection to the daemon was lost before the reply came"))
+        self._fail_pending(ConnectionLost("the connection to the daemon was lost before the answer came"))
         self._instances.clear()
         if not self._closed and self._reconnecting is None:
             self._reconnecting = self._loop.create_task(self._reconnect())
+
+    def _fail_pending(self, error: CallError) -> None:
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            if isinstance(waiter, Gathering):
+                waiter.fail(error)
+            elif not waiter.done():
+                waiter.set_exception(error)
 
     async def _reconnect(self) -> None:
         delay = BACKOFF_START
@@ -140,9 +143,15 @@ class Bus:
             except Exception as err:
                 log.warning("could not register %s again: %s", service.name, err)
         for sub in list(self._subscriptions.values()):
-            self._send_nowait(lambda req, s=sub: wire.subscribe(req, s.sid, s.pattern.encode()))
+            self._send_nowait(f"subscription {sub.pattern}", wire.subscribe, sub.sid, sub.pattern.encode())
         for consumer in list(self._consumers.values()):
-            self._send_nowait(lambda req, c=consumer: wire.queue_consume(req, c.id, c.prefetch, c.queue.encode()))
+            self._send_nowait(
+                f"consumer of {consumer.queue}",
+                wire.queue_consume,
+                consumer.id,
+                consumer.prefetch,
+                consumer.queue.encode(),
+            )
         for req, queue in list(self._watches.items()):
             del self._watches[req]
             new = self._id()
@@ -158,12 +167,7 @@ class Bus:
             sub._end(None)
         for consumer in self._consumers.values():
             consumer._end(None)
-        pending, self._pending = self._pending, {}
-        for waiter in pending.values():
-            if isinstance(waiter, Gathering):
-                waiter.fail(Closed("the bus was closed"))
-            elif not waiter.done():
-                waiter.set_exception(Closed("the bus was closed"))
+        self._fail_pending(Closed("the bus was closed"))
         if self._reconnecting is not None:
             self._reconnecting.cancel()
         if self._link is not None:
@@ -210,13 +214,18 @@ class Bus:
         if link is not None:
             link.write(data)
 
-    def _send_nowait(self, build: Any) -> None:
-        """Sends a request whose answer nobody waits for (restores, cancels)."""
+    def _send_nowait(self, what: str, make: Callable[..., bytes], *args: Any) -> None:
+        """Sends a request nobody waits for (a restore); a refusal is logged."""
         req = self._id()
         future: asyncio.Future[Any] = self._loop.create_future()
-        future.add_done_callback(lambda f: f.exception())
+
+        def logged(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.warning("could not restore %s after reconnecting: %s", what, done.exception())
+
+        future.add_done_callback(logged)
         self._pending[req] = future
-        self._write(build(req))
+        self._write(make(req, *args))
 
     def _check_size(self, link: Link, frame_len: int) -> None:
         if frame_len - 4 > link.max_frame:
@@ -224,12 +233,14 @@ class Bus:
                 f"a frame of {frame_len - 4} bytes does not fit the daemon's maximum of {link.max_frame} bytes"
             )
 
-    async def _request(self, build: Any, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-        """Sends `build(req)` and waits for its `Reply` or `Error`."""
+    async def _request(self, build: Callable[[int], bytes], timeout: float = DEFAULT_TIMEOUT) -> bytes:
+        """Sends `build(req)` and waits for its `Reply` (the payload) or `Error` (raised)."""
         deadline = time.monotonic() + timeout
-        link = await self._live_link(deadline)
+        link = self._link or await self._live_link(deadline)
         req = self._id()
-        data = build(req)
+        return await self._round_trip(link, req, build(req), deadline, timeout)
+
+    async def _round_trip(self, link: Link, req: int, data: bytes, deadline: float, timeout: float) -> bytes:
         self._check_size(link, len(data))
         future: asyncio.Future[bytes] = self._loop.create_future()
         self._pending[req] = future
@@ -277,6 +288,12 @@ class Bus:
         elif kind == wire.REGISTERED:
             req, instance = struct.unpack("<IQ", body)
             waiter = self._pending.pop(req, None)
+            service = self._registering.pop(req, None)
+            if service is not None:
+                # Mapped before the registrant wakes: a request for the new
+                # instance may be the very next frame in this read.
+                service.instance = instance
+                self._instances[instance] = service
             if waiter is not None and not isinstance(waiter, Gathering) and not waiter.done():
                 waiter.set_result(instance)
         elif kind in (wire.BROADCAST_START, wire.BROADCAST_RESULT):
@@ -366,15 +383,7 @@ class Bus:
         async with link.inflight:
             req = self._id()
             data = wire.call(req, int(timeout * 1000), instance, prefix, head, payload)
-            self._check_size(link, len(data))
-            future: asyncio.Future[bytes] = self._loop.create_future()
-            self._pending[req] = future
-            link.write(data)
-            timer = self._loop.call_later(max(0.0, deadline - time.monotonic()), self._expire, req, timeout)
-            try:
-                reply = await future
-            finally:
-                timer.cancel()
+            reply = await self._round_trip(link, req, data, deadline, timeout)
         return reply if raw else _unpack(reply)
 
     async def notify(
@@ -449,25 +458,7 @@ class Bus:
 
     async def subscribe(self, pattern: str, *, capacity: int = DEFAULT_SUBSCRIPTION_CAPACITY) -> Subscription:
         """Subscribes to `pattern` (`*` one token, `>` the rest); retained values come first."""
-        encoded = names.pattern(pattern)
-        sid = 1
-        while sid in self._subscriptions:
-            sid += 1
-        sub = Subscription(self, sid, pattern, capacity)
-        self._subscriptions[sid] = sub
-        try:
-            await self._request(lambda req: wire.subscribe(req, sid, encoded))
-        except BaseException:
-            self._subscriptions.pop(sid, None)
-            raise
-        return sub
-
-    async def _unsubscribe(self, sub: Subscription) -> None:
-        if self._subscriptions.pop(sub.sid, None) is not None and self._link is not None:
-            await self._request(lambda req: wire.unsubscribe(req, sub.sid))
-
-    def _report_lagged(self, sid: int, missed: int) -> None:
-        self._write(wire.lagged(sid, missed))
+        return await Subscription.open(self, pattern, capacity)
 
     # --- serving --------------------------------------------------------
 
@@ -481,9 +472,18 @@ class Bus:
 
     async def _register(self, service: Service) -> None:
         spec = service.register_spec()
-        reply: Any = await self._request(lambda req: wire.register(req, service.name.encode(), spec))
-        service.instance = int(reply)
-        self._instances[service.instance] = service
+        held: List[int] = []
+
+        def register(req: int) -> bytes:
+            held.append(req)
+            self._registering[req] = service
+            return wire.register(req, service.name.encode(), spec)
+
+        try:
+            await self._request(register)
+        finally:
+            for req in held:
+                self._registering.pop(req, None)
 
     async def _unregister(self, service: Service) -> None:
         if service in self._services:
@@ -509,47 +509,6 @@ class Bus:
     def queue(self, name: str) -> Queue:
         """A handle on the durable queue `name` (nothing is sent yet)."""
         return Queue(self, name)
-
-    async def _queue_put(
-        self,
-        queue: str,
-        value: Any,
-        priority: int,
-        ttl: Optional[float],
-        dedup_id: str,
-        headers: Optional[Mapping[str, str]],
-        raw: bool,
-    ) -> int:
-        head = wire.headers(names.headers(headers))
-        payload = value if raw else _pack(value)
-        ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
-        reply = await self._request(
-            lambda req: wire.queue_put(req, priority, ttl_ms, queue.encode(), dedup_id, head, payload)
-        )
-        return int(struct.unpack("<Q", reply)[0])
-
-    async def _consume(self, queue: str, prefetch: int) -> Consumer:
-        consumer_id = 1
-        while consumer_id in self._consumers:
-            consumer_id += 1
-        consumer = Consumer(self, consumer_id, queue, prefetch)
-        self._consumers[consumer_id] = consumer
-        try:
-            await self._request(lambda req: wire.queue_consume(req, consumer_id, prefetch, queue.encode()))
-        except BaseException:
-            self._consumers.pop(consumer_id, None)
-            raise
-        return consumer
-
-    async def _cancel_consumer(self, consumer: Consumer) -> None:
-        if self._consumers.pop(consumer.id, None) is not None and self._link is not None:
-            await self._request(lambda req: wire.queue_cancel(req, consumer.id))
-
-    async def _queue_ack(self, tag: int) -> None:
-        await self._request(lambda req: wire.queue_ack(req, tag))
-
-    async def _queue_nack(self, tag: int, delay: float) -> None:
-        await self._request(lambda req: wire.queue_nack(req, tag, max(0, int(delay * 1000))))
 
     # --- discovery --------------------------------------------------------
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, List, Mapping, Optional
 
 import msgpack
 
+from . import _wire as wire
 from . import names
 from .errors import CallError
 
@@ -44,11 +46,13 @@ class Delivery:
 
     async def ack(self) -> None:
         """Done: returns once the removal is on disk (`StaleDelivery` if it had returned to the queue)."""
-        await self._bus._queue_ack(self.tag)
+        tag = self.tag
+        await self._bus._request(lambda req: wire.queue_ack(req, tag))
 
     async def nack(self, delay: float = 0.0) -> None:
         """Not done: the message returns to the queue after `delay` seconds."""
-        await self._bus._queue_nack(self.tag, delay)
+        tag, delay_ms = self.tag, max(0, int(delay * 1000))
+        await self._bus._request(lambda req: wire.queue_nack(req, tag, delay_ms))
 
 
 class Consumer:
@@ -102,7 +106,9 @@ class Consumer:
         """Stops consuming; deliveries not yet acked return to the queue."""
         if not self._closed:
             self._end(None)
-            await self._bus._cancel_consumer(self)
+            bus = self._bus
+            if bus._consumers.pop(self.id, None) is not None and bus.connected:
+                await bus._request(lambda req: wire.queue_cancel(req, self.id))
 
 
 class Queue:
@@ -154,11 +160,30 @@ class Queue:
         """
         if not 0 <= priority <= 9:
             raise ValueError(f"priority {priority} is out of range: 0-9")
-        return await self._bus._queue_put(self.name, value, priority, ttl, id or "", headers, raw)
+        head = wire.headers(names.headers(headers)) if headers else wire.NO_HEADERS
+        payload = value if raw else msgpack.packb(value, use_bin_type=True)
+        ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        queue, dedup_id = self.name.encode(), id or ""
+        reply = await self._bus._request(
+            lambda req: wire.queue_put(req, priority, ttl_ms, queue, dedup_id, head, payload)
+        )
+        return int(struct.unpack("<Q", reply)[0])
 
     async def consume(self, prefetch: int = DEFAULT_PREFETCH) -> Consumer:
         """Starts consuming: at most `prefetch` deliveries unacknowledged at once."""
-        return await self._bus._consume(self.name, max(1, prefetch))
+        bus, prefetch = self._bus, max(1, prefetch)
+        consumer_id = 1
+        while consumer_id in bus._consumers:
+            consumer_id += 1
+        consumer = Consumer(bus, consumer_id, self.name, prefetch)
+        bus._consumers[consumer_id] = consumer
+        queue = self.name.encode()
+        try:
+            await bus._request(lambda req: wire.queue_consume(req, consumer_id, prefetch, queue))
+        except BaseException:
+            bus._consumers.pop(consumer_id, None)
+            raise
+        return consumer
 
     async def peek(self, count: int = 10) -> List[Dict[str, Any]]:
         result: List[Dict[str, Any]] = await self._bus.call(

@@ -15,6 +15,8 @@ import collections
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, Deque, Optional, Union
 
+from . import _wire as wire
+from . import names
 from ._wire import Message
 from .errors import CallError
 
@@ -41,6 +43,22 @@ class Subscription:
     (a policy reload no longer allows it: `ended` says why).
     """
 
+    @classmethod
+    async def open(cls, bus: Bus, pattern: str, capacity: int) -> Subscription:
+        """Subscribes (`Bus.subscribe`): the first free sid, kept for reconnects."""
+        encoded = names.pattern(pattern)
+        sid = 1
+        while sid in bus._subscriptions:
+            sid += 1
+        sub = cls(bus, sid, pattern, capacity)
+        bus._subscriptions[sid] = sub
+        try:
+            await bus._request(lambda req: wire.subscribe(req, sid, encoded))
+        except BaseException:
+            bus._subscriptions.pop(sid, None)
+            raise
+        return sub
+
     def __init__(self, bus: Bus, sid: int, pattern: str, capacity: int) -> None:
         self.sid = sid
         self.pattern = pattern
@@ -60,7 +78,7 @@ class Subscription:
             dropped = oldest.missed if isinstance(oldest, Lagged) else 1
             self._dropped += dropped
             if isinstance(oldest, Message):
-                self._bus._report_lagged(self.sid, 1)
+                self._bus._write(wire.lagged(self.sid, 1))
         items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -113,6 +131,8 @@ class Subscription:
         """Unsubscribes; items already received can still be read."""
         if not self._closed:
             self._closed = True
-            await self._bus._unsubscribe(self)
+            bus = self._bus
+            if bus._subscriptions.pop(self.sid, None) is not None and bus.connected:
+                await bus._request(lambda req: wire.unsubscribe(req, self.sid))
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(None)
