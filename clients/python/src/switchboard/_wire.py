@@ -59,6 +59,11 @@ class ProtocolError(Exception):
     """The daemon sent a frame this client cannot read."""
 
 
+def millis(seconds: float, least: int = 0) -> int:
+    """Seconds as a `u32` count of milliseconds (clamped to the field)."""
+    return min(0xFFFFFFFF, max(least, int(seconds * 1000)))
+
+
 def frame(kind: int, body: bytes) -> bytes:
     return _HEAD.pack(len(body) + 1, kind) + body
 

@@ -382,7 +382,7 @@ class Bus:
         link = self._link or await self._live_link(deadline)
         async with link.inflight:
             req = self._id()
-            data = wire.call(req, int(timeout * 1000), instance, prefix, head, payload)
+            data = wire.call(req, wire.millis(timeout, 1), instance, prefix, head, payload)
             reply = await self._round_trip(link, req, data, deadline, timeout)
         return reply if raw else _unpack(reply)
 
@@ -419,7 +419,7 @@ class Bus:
         deadline = time.monotonic() + timeout
         link = await self._live_link(deadline)
         req = self._id()
-        data = wire.broadcast(req, int(timeout * 1000), prefix, head, _pack(args))
+        data = wire.broadcast(req, wire.millis(timeout, 1), prefix, head, _pack(args))
         self._check_size(link, len(data))
         gathering = Gathering(self._loop, timeout)
         self._pending[req] = gathering

@@ -51,7 +51,7 @@ class Delivery:
 
     async def nack(self, delay: float = 0.0) -> None:
         """Not done: the message returns to the queue after `delay` seconds."""
-        tag, delay_ms = self.tag, max(0, int(delay * 1000))
+        tag, delay_ms = self.tag, wire.millis(delay)
         await self._bus._request(lambda req: wire.queue_nack(req, tag, delay_ms))
 
 
@@ -162,7 +162,7 @@ class Queue:
             raise ValueError(f"priority {priority} is out of range: 0-9")
         head = wire.headers(names.headers(headers)) if headers else wire.NO_HEADERS
         payload = value if raw else msgpack.packb(value, use_bin_type=True)
-        ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        ttl_ms = 0 if ttl is None else wire.millis(ttl, 1)
         queue, dedup_id = self.name.encode(), id or ""
         reply = await self._bus._request(
             lambda req: wire.queue_put(req, priority, ttl_ms, queue, dedup_id, head, payload)
