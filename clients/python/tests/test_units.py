@@ -3,6 +3,7 @@ example, the naming rules, and how a function's hints bind arguments."""
 
 from __future__ import annotations
 
+import re
 from typing import Dict, List, Optional
 
 import msgpack
@@ -88,10 +89,7 @@ def test_a_functions_hints_are_its_signature_and_its_argument_checks() -> None:
         ({"account": "a", "cents": 5, "tags": [1]}, "argument `tags` of charge (an array): expected List[str]"),
         ({"cents": 5, "tags": []}, "argument `account` of charge is missing"),
     ]:
-        with pytest.raises(
-            switchboard.BadArguments,
-            match=why.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]"),
-        ):
+        with pytest.raises(switchboard.BadArguments, match=re.escape(why)):
             method.bind(msgpack.packb(bad))
     with pytest.raises(switchboard.BadArguments, match="not MessagePack"):
         method.bind(b"\xc1")
