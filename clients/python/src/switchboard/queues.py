@@ -8,17 +8,15 @@ queue when it is closed or its connection drops.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Deque, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Mapping, Optional
 
 import msgpack
 
 from . import _wire as wire
 from . import names
-from .errors import CallError
+from ._inbox import Inbox
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -55,29 +53,22 @@ class Delivery:
         await self._bus._request(lambda req: wire.queue_nack(req, tag, delay_ms))
 
 
-class Consumer:
-    """An async iterator of deliveries; `close()` stops consuming."""
+class Consumer(Inbox[Delivery]):
+    """An async iterator of deliveries; `close()` stops consuming.
+
+    It holds at most `prefetch` deliveries (the daemon sends no more until
+    some are acked or nacked)."""
 
     def __init__(self, bus: Bus, consumer_id: int, queue: str, prefetch: int) -> None:
+        super().__init__()
         self.id = consumer_id
         self.queue = queue
         self.prefetch = prefetch
         self._bus = bus
-        self._items: Deque[Delivery] = collections.deque()
-        self._waiter: Optional[asyncio.Future[None]] = None
-        self._closed = False
-        self.ended: Optional[CallError] = None
 
     def _push(self, delivery: Delivery) -> None:
         self._items.append(delivery)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _end(self, why: Optional[CallError]) -> None:
-        self._closed = True
-        self.ended = why
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake()
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
         return self
@@ -91,15 +82,8 @@ class Consumer:
     async def next(self, timeout: Optional[float] = None) -> Optional[Delivery]:
         """The next delivery; `None` once the consumer ended (or `timeout` passed)."""
         while not self._items:
-            if self._closed:
+            if self._closed or not await self._wait(timeout):
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(self._waiter, timeout)
-            except asyncio.TimeoutError:
-                return None
-            finally:
-                self._waiter = None
         return self._items.popleft()
 
     async def close(self) -> None:

@@ -10,15 +10,13 @@ frame), so `switchboard ls` shows them too.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, Deque, Optional, Union
+from typing import TYPE_CHECKING, AsyncIterator, Optional, Union
 
 from . import _wire as wire
 from . import names
+from ._inbox import Inbox
 from ._wire import Message
-from .errors import CallError
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -36,7 +34,7 @@ class Lagged:
 Item = Union[Message, Lagged]
 
 
-class Subscription:
+class Subscription(Inbox[Item]):
     """An async iterator of `Message` and `Lagged` items; `close()` unsubscribes.
 
     It ends when closed, when the bus closes, or when the daemon ends it
@@ -60,15 +58,12 @@ class Subscription:
         return sub
 
     def __init__(self, bus: Bus, sid: int, pattern: str, capacity: int) -> None:
+        super().__init__()
         self.sid = sid
         self.pattern = pattern
         self._bus = bus
         self._capacity = max(1, capacity)
-        self._items: Deque[Item] = collections.deque()
         self._dropped = 0
-        self._waiter: Optional[asyncio.Future[None]] = None
-        self._closed = False
-        self.ended: Optional[CallError] = None
 
     # Called by the bus, on the event loop; never waits.
     def _push(self, item: Item) -> None:
@@ -80,15 +75,7 @@ class Subscription:
             if isinstance(oldest, Message):
                 self._bus._write(wire.lagged(self.sid, 1))
         items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _end(self, why: Optional[CallError]) -> None:
-        self._closed = True
-        self.ended = why
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wake()
 
     def __aiter__(self) -> AsyncIterator[Item]:
         return self
@@ -117,15 +104,8 @@ class Subscription:
                         missed += following.missed
                     return Lagged(missed)
                 return item
-            if self._closed:
+            if self._closed or not await self._wait(timeout):
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(self._waiter, timeout)
-            except asyncio.TimeoutError:
-                return None
-            finally:
-                self._waiter = None
 
     async def close(self) -> None:
         """Unsubscribes; items already received can still be read."""
@@ -134,5 +114,4 @@ class Subscription:
             bus = self._bus
             if bus._subscriptions.pop(self.sid, None) is not None and bus.connected:
                 await bus._request(lambda req: wire.unsubscribe(req, self.sid))
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
+            self._wake()
