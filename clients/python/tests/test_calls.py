@@ -176,3 +176,19 @@ def test_the_synchronous_facade_calls_serves_publishes_and_uses_queues(daemon: D
         [delivery] = bus.get("chores", count=5, wait=0.5)
         assert delivery.value == "sweep" and delivery.priority == 3
         assert bus.whoami()["principal"].startswith("user:")
+
+
+@run_async
+async def test_a_registry_watch_sees_instances_come_and_go(daemon: Daemon) -> None:
+    watcher = await switchboard.connect(daemon.address)
+    events = await watcher.watch()
+    server = await switchboard.connect(daemon.address, name="watched")
+    service = await server.serve("watched", {"ping": lambda: "pong"})
+    up = await asyncio.wait_for(events.get(), 5)
+    assert (up["event"], up["service"], up["instance"]) == ("up", "watched", service.instance)
+    assert up["methods"] == ["ping"]
+    await service.stop()
+    down = await asyncio.wait_for(events.get(), 5)
+    assert (down["event"], down["service"]) == ("down", "watched")
+    watcher.close()
+    server.close()
