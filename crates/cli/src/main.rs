@@ -9,6 +9,7 @@
 mod cmd;
 mod json;
 mod output;
+mod systemd;
 
 use std::process::ExitCode;
 use std::time::Duration;

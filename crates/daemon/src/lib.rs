@@ -128,6 +128,9 @@ pub struct Config {
     /// Allow plain (unencrypted, unauthenticated) TCP listeners on loopback;
     /// also `allow_plain_tcp` in the config's `[security]`.
     pub allow_plain_tcp: bool,
+    /// Listening sockets handed over at start (systemd socket activation),
+    /// served beside `listen`.
+    pub inherited: Vec<listen::Inherited>,
 }
 
 /// The default of [`Config::max_queues`].
@@ -146,6 +149,7 @@ impl Default for Config {
             config_file: None,
             config_text: None,
             allow_plain_tcp: false,
+            inherited: Vec::new(),
         }
     }
 }
@@ -174,6 +178,8 @@ pub enum DaemonError {
     AlreadyRunning { socket: PathBuf, pid: Option<u32> },
     #[error("cannot listen on {endpoint}: {source}")]
     Listen { endpoint: Endpoint, source: io::Error },
+    #[error("cannot serve a socket handed over by the service manager (LISTEN_FDS): {why}")]
+    Inherited { why: String },
     #[error(
         "refusing plain TCP on {endpoint}: without TLS only loopback addresses (127.0.0.1, ::1) are allowed"
     )]
@@ -228,7 +234,9 @@ impl Daemon {
             None => None,
         };
         let rules = listen::Rules { socket_mode: security.socket_mode, allow_plain_tcp: allow_tcp, tls };
-        let listeners = listen::bind(&config.listen, &rules).await?.into_iter().map(Arc::new).collect();
+        let mut listeners = listen::adopt(&config.inherited, &rules)?;
+        listeners.extend(listen::bind(&config.listen, &rules).await?);
+        let listeners = listeners.into_iter().map(Arc::new).collect();
         if config.data_dir.starts_with(std::env::temp_dir()) {
             // The fallback without a home: a shared place, so it must be ours.
             private_dir::ensure(&config.data_dir, 0o700)

@@ -1,6 +1,7 @@
 //! `switchboard up`: run the daemon in the foreground.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::output;
+use crate::systemd::ServiceManager;
 
 /// Run the switchboard daemon in the foreground.
 ///
@@ -26,6 +28,11 @@ use crate::output;
 /// (see docs/supervisor.md); SIGHUP or `switchboard reload` re-reads the file
 /// and touches only the services that changed. --demo runs a built-in config
 /// with the example services.
+///
+/// Under systemd (Type=notify) it sends READY=1 once it listens and has
+/// recovered its queues, STOPPING=1 when it stops, and WATCHDOG=1 pings when
+/// WatchdogSec is set; with socket activation it serves the sockets systemd
+/// hands it (LISTEN_FDS) instead of the default socket.
 #[derive(clap::Args)]
 pub struct Args {
     /// Where to listen: unix:PATH or tcp://127.0.0.1:PORT (repeatable).
@@ -82,7 +89,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // First, while this is the only thread: it edits the environment.
+    let manager = ServiceManager::from_env()?;
     let mut config = Config::default();
+    if !manager.sockets.is_empty() {
+        // Socket activation: the manager's sockets replace the default one.
+        config.listen.clear();
+        config.inherited.clone_from(&manager.sockets);
+    }
     if !args.listen.is_empty() {
         config.listen = args.listen;
     }
@@ -108,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
     };
-    let result = runtime.block_on(serve(config));
+    let result = runtime.block_on(serve(config, Arc::new(manager)));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -119,7 +133,7 @@ fn hosted_apps() -> Apps {
     Apps::new().with::<Supervisor>()
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(config: Config, manager: Arc<ServiceManager>) -> anyhow::Result<ExitCode> {
     let daemon = Daemon::bind(config, hosted_apps()).await?;
     // Handlers first: a signal sent as soon as "ready" is read must be caught.
     let shutdown = CancellationToken::new();
@@ -134,20 +148,34 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
     });
     let (endpoints, queues) = (daemon.endpoints(), daemon.data_dir().join("queues"));
-    // Said once the apps are up and clients are let in.
+    // Said once the apps are up, the queues recovered and clients let in.
+    let notifier = manager.clone();
     let ready = move || {
-        for endpoint in endpoints {
+        for endpoint in &endpoints {
             let _ = output::line(format_args!("switchboard: listening on {endpoint}"));
         }
         let _ = output::line(format_args!("switchboard: queues in {}", queues.display()));
         let _ = output::line(format_args!("switchboard: ready (pid {})", std::process::id()));
+        let listening: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
+        notifier.notify(&format!("READY=1\nSTATUS=listening on {}", listening.join(", ")));
     };
+    if let Some(every) = manager.watchdog {
+        let pinger = manager.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                pinger.notify("WATCHDOG=1");
+            }
+        });
+    }
     let stopper = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = interrupt.recv() => tracing::info!("SIGINT received"),
             _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
+        manager.notify("STOPPING=1\nSTATUS=stopping: services first, then the bus");
         stopper.cancel();
     });
     daemon.run(shutdown, ready).await?;

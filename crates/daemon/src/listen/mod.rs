@@ -40,6 +40,14 @@ pub struct Rules {
     pub tls: Option<Arc<TlsServer>>,
 }
 
+/// A listening socket this process was handed at start (systemd socket
+/// activation: `LISTEN_FDS`), served instead of or beside `listen`.
+#[derive(Debug, Clone)]
+pub enum Inherited {
+    Unix(Arc<std::os::unix::net::UnixListener>),
+    Tcp(Arc<std::net::TcpListener>),
+}
+
 /// A bound endpoint.
 pub enum Listener {
     Unix(UnixEndpoint),
@@ -102,6 +110,33 @@ pub async fn bind(endpoints: &[Endpoint], rules: &Rules) -> Result<Vec<Listener>
                     .ok_or_else(|| DaemonError::NoTlsConfig { endpoint: endpoint.clone() })?;
                 let (listener, local) = bind_tcp(endpoint, addr, false).await?;
                 Listener::Tls { listener, endpoint: Endpoint::Tls(local), tls }
+            }
+        };
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Serves inherited sockets under the same rules as bound ones: plain TCP
+/// only on loopback and only when allowed.
+pub fn adopt(inherited: &[Inherited], rules: &Rules) -> Result<Vec<Listener>, DaemonError> {
+    let failed = |err: io::Error| DaemonError::Inherited { why: format!("an inherited TCP socket: {err}") };
+    let mut listeners = Vec::with_capacity(inherited.len());
+    for socket in inherited {
+        let listener = match socket {
+            Inherited::Unix(unix) => Listener::Unix(UnixEndpoint::adopt(unix)?),
+            Inherited::Tcp(tcp) => {
+                let local = tcp.local_addr().map_err(failed)?;
+                let endpoint = Endpoint::Tcp(local.to_string());
+                if !local.ip().is_loopback() {
+                    return Err(DaemonError::NotLoopback { endpoint });
+                }
+                if !rules.allow_plain_tcp {
+                    return Err(DaemonError::PlainTcpNotAllowed { endpoint });
+                }
+                let tcp = tcp.try_clone().map_err(failed)?;
+                tcp.set_nonblocking(true).map_err(failed)?;
+                Listener::Tcp { listener: TcpListener::from_std(tcp).map_err(failed)?, endpoint }
             }
         };
         listeners.push(listener);

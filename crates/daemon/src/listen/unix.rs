@@ -4,6 +4,9 @@
 //! lifetime and holds its pid. A second daemon finds it locked and refuses,
 //! naming the pid; a socket file whose lock is free was left by a crash and
 //! is replaced. Both files are removed when the endpoint is dropped.
+//!
+//! A socket handed over by systemd (socket activation) is adopted as it is:
+//! no lock file, and its file is left in place — systemd owns it.
 
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
@@ -16,12 +19,12 @@ use tokio::net::UnixListener;
 
 use crate::DaemonError;
 
-/// A bound Unix socket; removes its files when dropped.
+/// A bound Unix socket; removes its files when dropped (unless adopted).
 pub struct UnixEndpoint {
     listener: UnixListener,
     path: PathBuf,
-    lock_path: PathBuf,
-    _lock: File,
+    /// The lock file, for a socket this daemon bound itself.
+    owned: Option<(PathBuf, File)>,
 }
 
 impl UnixEndpoint {
@@ -62,7 +65,20 @@ impl UnixEndpoint {
         // 0600 by default: only the daemon's user may connect; a policy that
         // grants others widens it (`[security] socket_mode`).
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(failed)?;
-        Ok(Self { listener, path: path.to_owned(), lock_path, _lock: lock })
+        Ok(Self { listener, path: path.to_owned(), owned: Some((lock_path, lock)) })
+    }
+
+    /// A listening socket this process was given (systemd's `LISTEN_FDS`).
+    pub fn adopt(listener: &std::os::unix::net::UnixListener) -> Result<Self, DaemonError> {
+        let unnamed = || DaemonError::Inherited { why: "an inherited Unix socket has no path".into() };
+        let failed =
+            |err: std::io::Error| DaemonError::Inherited { why: format!("an inherited Unix socket: {err}") };
+        let path =
+            listener.local_addr().map_err(failed)?.as_pathname().map(Path::to_owned).ok_or_else(unnamed)?;
+        let listener = listener.try_clone().map_err(failed)?;
+        listener.set_nonblocking(true).map_err(failed)?;
+        let listener = UnixListener::from_std(listener).map_err(failed)?;
+        Ok(Self { listener, path, owned: None })
     }
 
     pub fn listener(&self) -> &UnixListener {
@@ -76,8 +92,10 @@ impl UnixEndpoint {
 
 impl Drop for UnixEndpoint {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-        let _ = fs::remove_file(&self.lock_path);
+        if let Some((lock_path, _)) = &self.owned {
+            let _ = fs::remove_file(&self.path);
+            let _ = fs::remove_file(lock_path);
+        }
     }
 }
 
