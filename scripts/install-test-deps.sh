@@ -11,6 +11,7 @@
 #   unshare, nsenter the queue fault tests fill a private tmpfs (package util-linux;
 #   mount            mount is its own package)
 #   libnss-extrausers the security tests resolve a user that only NSS knows
+#   man-db           the man page test renders every generated page with `man -l`
 set -euo pipefail
 . "$(dirname "$0")/apt-install.sh"
 
@@ -24,10 +25,12 @@ command -v strace >/dev/null 2>&1 || need+=(strace)
 { command -v unshare && command -v nsenter; } >/dev/null 2>&1 || need+=(util-linux)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 dpkg -s libnss-extrausers >/dev/null 2>&1 || need+=(libnss-extrausers)
+command -v man >/dev/null 2>&1 || need+=(man-db)
 if [ ${#need[@]} -eq 0 ]; then
   echo "test dependencies already installed"
   exit 0
 fi
 apt_install "${need[@]}"
 command -v systemd-notify >/dev/null && command -v openssl >/dev/null && command -v strace >/dev/null \
-  && command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v mount >/dev/null
+  && command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v mount >/dev/null \
+  && command -v man >/dev/null

@@ -33,7 +33,7 @@ use switchboard_proto::supervision as sup;
 /// socket ($XDG_RUNTIME_DIR/switchboard/bus.sock or /tmp/switchboard-UID/bus.sock).
 #[derive(Parser)]
 #[command(name = "switchboard", version, propagate_version = true)]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +67,10 @@ enum Command {
     Logs(cmd::logs::Args),
     Reload(cmd::services::ReloadArgs),
     Whoami(cmd::ls::WhoamiArgs),
+    Completions(cmd::shell::CompletionsArgs),
+    Man(cmd::shell::ManArgs),
+    #[command(hide = true)]
+    Names(cmd::shell::NamesArgs),
 }
 
 /// Parses durations like `500ms`, `5s`, `2m`.
@@ -101,6 +105,9 @@ fn main() -> ExitCode {
         Command::Logs(args) => cmd::client_runtime(cmd::logs::run(args)),
         Command::Reload(args) => cmd::client_runtime(cmd::services::reload(args)),
         Command::Whoami(args) => cmd::client_runtime(cmd::ls::whoami(args)),
+        Command::Completions(args) => cmd::shell::completions(&args),
+        Command::Man(args) => cmd::shell::man(&args),
+        Command::Names(args) => cmd::client_runtime(cmd::shell::names(args)),
     };
     match result {
         Ok(code) => code,

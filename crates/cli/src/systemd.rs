@@ -75,22 +75,23 @@ fn inherited_sockets() -> anyhow::Result<Vec<Inherited>> {
     let mut fds = listenfd::ListenFd::from_env();
     let mut sockets = Vec::with_capacity(fds.len());
     for index in 0..fds.len() {
-        let socket =
-            match fds.take_unix_listener(index) {
-                Ok(Some(unix)) => Inherited::Unix(Arc::new(unix)),
+        let socket = match fds.take_unix_listener(index) {
+            Ok(Some(unix)) => Inherited::Unix(Arc::new(unix)),
+            Ok(None) => continue,
+            Err(_) => match fds.take_tcp_listener(index) {
+                Ok(Some(tcp)) => Inherited::Tcp(Arc::new(tcp)),
                 Ok(None) => continue,
-                Err(_) => match fds.take_tcp_listener(index) {
-                    Ok(Some(tcp)) => Inherited::Tcp(Arc::new(tcp)),
-                    Ok(None) => continue,
-                    Err(err) => return Err(io::Error::new(
+                Err(err) => {
+                    return Err(io::Error::new(
                         err.kind(),
                         format!(
                             "LISTEN_FDS socket {index} is neither a Unix stream nor a TCP listener: {err}"
                         ),
                     )
-                    .into()),
-                },
-            };
+                    .into())
+                }
+            },
+        };
         sockets.push(socket);
     }
     Ok(sockets)

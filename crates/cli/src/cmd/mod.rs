@@ -7,6 +7,7 @@ pub mod ls;
 pub mod queue;
 pub mod respond;
 pub mod services;
+pub mod shell;
 pub mod topics;
 pub mod up;
 
