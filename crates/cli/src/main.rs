@@ -78,12 +78,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("{err} (try 500ms, 5s, 2m)"))
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Up(_)) { "info" } else { "warn" };
+/// The log goes to stderr: colored only on a terminal, one JSON object per
+/// line with `up --log-format json`. `SWITCHBOARD_LOG` filters it
+/// (`info` for the daemon, `warn` for client commands by default).
+fn init_logging(daemon: bool, format: cmd::up::LogFormat) {
+    use std::io::IsTerminal;
+    let default_level = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHBOARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        cmd::up::LogFormat::Json => builder.json().with_current_span(false).init(),
+        cmd::up::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match &cli.command {
+        Command::Up(args) => args.log_format,
+        _ => cmd::up::LogFormat::Text,
+    };
+    init_logging(matches!(cli.command, Command::Up(_)), format);
 
     let result = match cli.command {
         Command::Up(args) => cmd::up::run(args),

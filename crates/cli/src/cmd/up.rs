@@ -86,6 +86,17 @@ pub struct Args {
     /// identity: they are `anonymous` unless they present a token.
     #[arg(long)]
     allow_plain_tcp: bool,
+    /// How the daemon's own log (on stderr) is written: text (colored only
+    /// on a terminal) or json (one object per line, for journald, Loki, jq).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The daemon's log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
