@@ -67,6 +67,8 @@ enum Command {
     Logs(cmd::logs::Args),
     Reload(cmd::services::ReloadArgs),
     Whoami(cmd::ls::WhoamiArgs),
+    Install(cmd::install::InstallArgs),
+    Uninstall(cmd::install::UninstallArgs),
     Completions(cmd::shell::CompletionsArgs),
     Man(cmd::shell::ManArgs),
     #[command(hide = true)]
@@ -121,6 +123,8 @@ fn main() -> ExitCode {
         Command::Logs(args) => cmd::client_runtime(cmd::logs::run(args)),
         Command::Reload(args) => cmd::client_runtime(cmd::services::reload(args)),
         Command::Whoami(args) => cmd::client_runtime(cmd::ls::whoami(args)),
+        Command::Install(args) => cmd::install::install(&args),
+        Command::Uninstall(args) => cmd::install::uninstall(&args),
         Command::Completions(args) => cmd::shell::completions(&args),
         Command::Man(args) => cmd::shell::man(&args),
         Command::Names(args) => cmd::client_runtime(cmd::shell::names(args)),

@@ -25,6 +25,8 @@ async fn a_log_file_gets_plain_text_and_json_on_request() {
     let log = json.log();
     let lines: Vec<serde_json::Value> = log.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     assert!(lines.len() >= 3, "{log}");
-    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["target"].is_string()));
+    assert!(lines
+        .iter()
+        .all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["target"].is_string()));
     assert!(lines.iter().any(|l| l["fields"]["message"] == "shutting down"), "{log}");
 }

@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod demo;
+pub mod install;
 pub mod logs;
 pub mod ls;
 pub mod queue;

@@ -98,35 +98,59 @@ complete -F _switchboard_dynamic -o bashdefault -o default switchboard
 "#;
 
 pub fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
+    let name = match args.shell {
+        Shell::Bash => "bash",
+        Shell::Zsh => "zsh",
+        Shell::Fish => "fish",
+    };
+    std::io::stdout().lock().write_all(&completion_script(name)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The completion script for `bash`, `zsh` or `fish`.
+pub fn completion_script(shell: &str) -> anyhow::Result<Vec<u8>> {
     let mut command = crate::Cli::command();
-    let mut out = std::io::stdout().lock();
-    match args.shell {
-        Shell::Bash => {
-            clap_complete::generate(clap_complete::Shell::Bash, &mut command, "switchboard", &mut out);
-            out.write_all(BASH_DYNAMIC.as_bytes())?;
-        }
-        Shell::Zsh => {
-            clap_complete::generate(clap_complete::Shell::Zsh, &mut command, "switchboard", &mut out)
-        }
-        Shell::Fish => {
-            clap_complete::generate(clap_complete::Shell::Fish, &mut command, "switchboard", &mut out)
-        }
+    let mut script = Vec::new();
+    let generator = match shell {
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        "fish" => clap_complete::Shell::Fish,
+        other => anyhow::bail!("no completions for {other}: bash, zsh or fish"),
+    };
+    clap_complete::generate(generator, &mut command, "switchboard", &mut script);
+    if shell == "bash" {
+        script.extend_from_slice(BASH_DYNAMIC.as_bytes());
+    }
+    Ok(script)
+}
+
+pub fn man(args: &ManArgs) -> anyhow::Result<ExitCode> {
+    for path in write_man_pages(&args.dir)? {
+        crate::output::line(path.display())?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn man(args: &ManArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.dir)?;
+/// The pages: `switchboard` and one per visible subcommand, as (name, command).
+fn man_pages() -> Vec<(String, clap::Command)> {
     let command = crate::Cli::command();
-    let mut written = vec![write_page(&args.dir, "switchboard", command.clone())?];
+    let mut pages = vec![("switchboard".to_owned(), command.clone())];
     for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         let name = format!("switchboard-{}", sub.get_name());
-        written.push(write_page(&args.dir, &name, sub.clone().name(name.clone()))?);
+        pages.push((name.clone(), sub.clone().name(name)));
     }
-    for path in written {
-        crate::output::line(path.display())?;
-    }
-    Ok(ExitCode::SUCCESS)
+    pages
+}
+
+/// The file names [`write_man_pages`] writes.
+pub fn man_page_names() -> Vec<String> {
+    man_pages().into_iter().map(|(name, _)| format!("{name}.1")).collect()
+}
+
+/// Writes every page into `dir` (created if missing); returns their paths.
+pub fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    man_pages().into_iter().map(|(name, command)| write_page(dir, &name, command)).collect()
 }
 
 fn write_page(dir: &std::path::Path, name: &str, command: clap::Command) -> anyhow::Result<PathBuf> {
