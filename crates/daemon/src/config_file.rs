@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use toml::de::{DeTable, Deserializer};
+use toml::de::{DeTable, DeValue, Deserializer};
 use toml::Spanned;
 
 /// Why a config could not be used.
@@ -25,9 +25,10 @@ pub enum ConfigError {
     Syntax { origin: String, line: Option<usize>, message: String },
     #[error("config {origin}, line {line}: unknown section `{key}` (known: {known})")]
     UnknownSection { origin: String, line: usize, key: String, known: String },
-    /// An owner's own validation refused its section.
-    #[error("config {origin}: {what}: {message}")]
-    Invalid { origin: String, what: String, message: String },
+    /// An owner's own validation refused its section (at `line` when the
+    /// refused part is known to start there).
+    #[error("config {origin}{}: {what}: {message}", at_line(*line))]
+    Invalid { origin: String, line: Option<usize>, what: String, message: String },
 }
 
 fn at_line(line: Option<usize>) -> String {
@@ -64,25 +65,43 @@ impl ConfigFile {
     /// order of `owners` (each a list of top-level keys). A key no owner
     /// lists is refused.
     pub fn split(&self, owners: &[&[&str]]) -> Result<Vec<Section<'_>>, ConfigError> {
+        let (sections, mut unknown) = self.split_all(owners)?;
+        match unknown.is_empty() {
+            true => Ok(sections),
+            false => Err(unknown.remove(0)),
+        }
+    }
+
+    /// As [`ConfigFile::split`], but every key no owner lists is returned as
+    /// an error beside the sections instead of stopping at the first
+    /// (`switchboard check` reports every problem). A syntax error still
+    /// stops: nothing after it can be read.
+    pub fn split_all(&self, owners: &[&[&str]]) -> Result<(Vec<Section<'_>>, Vec<ConfigError>), ConfigError> {
         let root = DeTable::parse(&self.text).map_err(|err| self.syntax(&err))?;
         let span = root.span();
         let mut parts: Vec<DeTable<'_>> = owners.iter().map(|_| DeTable::new()).collect();
+        let mut unknown = Vec::new();
         for (key, value) in root.into_inner() {
-            let Some(owner) = owners.iter().position(|keys| keys.contains(&key.get_ref().as_ref())) else {
-                let known: Vec<&str> = owners.iter().flat_map(|keys| keys.iter().copied()).collect();
-                return Err(ConfigError::UnknownSection {
-                    origin: self.origin.clone(),
-                    line: self.line_of(key.span().start),
-                    key: key.get_ref().to_string(),
-                    known: known.join(", "),
-                });
-            };
-            parts[owner].insert(key, value);
+            match owners.iter().position(|keys| keys.contains(&key.get_ref().as_ref())) {
+                Some(owner) => {
+                    parts[owner].insert(key, value);
+                }
+                None => {
+                    let known: Vec<&str> = owners.iter().flat_map(|keys| keys.iter().copied()).collect();
+                    unknown.push(ConfigError::UnknownSection {
+                        origin: self.origin.clone(),
+                        line: self.line_of(key.span().start),
+                        key: key.get_ref().to_string(),
+                        known: known.join(", "),
+                    });
+                }
+            }
         }
-        Ok(parts
+        let sections = parts
             .into_iter()
-            .map(|table| Section { file: self, table: Spanned::new(span.clone(), table) })
-            .collect())
+            .map(|table| Section { file: self, table: Spanned::new(span.clone(), table), line: None })
+            .collect();
+        Ok((sections, unknown))
     }
 
     fn line_of(&self, offset: usize) -> usize {
@@ -103,6 +122,8 @@ impl ConfigFile {
 pub struct Section<'a> {
     file: &'a ConfigFile,
     table: Spanned<DeTable<'a>>,
+    /// Where this section starts, for one of [`Section::entries`].
+    line: Option<usize>,
 }
 
 impl Section<'_> {
@@ -114,12 +135,47 @@ impl Section<'_> {
     /// The error for a value the owner's own checks refuse: `what` names it
     /// (`service web`).
     pub fn invalid(&self, what: &str, message: String) -> ConfigError {
-        ConfigError::Invalid { origin: self.file.origin.clone(), what: what.to_owned(), message }
+        ConfigError::Invalid {
+            origin: self.file.origin.clone(),
+            line: self.line,
+            what: what.to_owned(),
+            message,
+        }
     }
 
     /// Whether the file says nothing to this owner.
     pub fn is_empty(&self) -> bool {
         self.table.get_ref().is_empty()
+    }
+
+    /// Each entry of the table `key` (`[services.web]`, `[services.db]`) as
+    /// a section of its own holding only `key.NAME`, with its name: an owner
+    /// checks entries one by one to report every mistake, each with its line.
+    pub fn entries(&self, key: &str) -> Vec<(String, Section<'_>)> {
+        let Some((outer, value)) = self.table.get_ref().get_key_value(key) else {
+            return Vec::new();
+        };
+        let DeValue::Table(entries) = value.get_ref() else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .map(|(name, entry)| {
+                let mut inner = DeTable::new();
+                inner.insert(name.clone(), entry.clone());
+                let mut table = DeTable::new();
+                table.insert(outer.clone(), Spanned::new(value.span(), DeValue::Table(inner)));
+                let line = Some(self.file.line_of(name.span().start));
+                let section =
+                    Section { file: self.file, table: Spanned::new(self.table.span(), table), line };
+                (name.get_ref().to_string(), section)
+            })
+            .collect()
+    }
+
+    /// The line a top-level key of this section starts on, if present.
+    pub fn line_of(&self, key: &str) -> Option<usize> {
+        self.table.get_ref().get_key_value(key).map(|(k, _)| self.file.line_of(k.span().start))
     }
 }
 

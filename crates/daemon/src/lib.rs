@@ -362,12 +362,35 @@ fn configure(
     Ok(policy)
 }
 
-/// Re-reads the config file; applies it only if every part is accepted.
+/// Every problem of a config file, for the daemon's policy and each app:
+/// what `switchboard check` prints and what makes a reload refuse. Empty
+/// means the file is good.
+pub fn check_config(file: &ConfigFile, apps: &Apps) -> Vec<config_file::ConfigError> {
+    let mut owners = vec![policy::SECTIONS];
+    owners.extend(apps.sections());
+    let (sections, mut problems) = match file.split_all(&owners) {
+        Ok(split) => split,
+        Err(syntax) => return vec![syntax],
+    };
+    problems.extend(policy::configure(&sections[0]).err());
+    problems.extend(apps.check(&sections[1..]));
+    problems
+}
+
+/// Re-reads the config file; applies it only if every part is accepted
+/// (the same check as `switchboard check`: every problem is named).
 async fn reload(
     config: &Config,
     apps: &mut Apps,
     router: &Arc<Mutex<Router>>,
 ) -> Result<host::Reports, String> {
+    if let Some(path) = &config.config_file {
+        let problems = ConfigFile::read(path).map_or_else(|err| vec![err], |file| check_config(&file, apps));
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(format!("reload refused: {}", list.join("; ")));
+        }
+    }
     let (policy, security) = configure(config, apps).map_err(|err| format!("reload refused: {err}"))?;
     let grants = policy.len();
     session::lock(router).set_policy(policy, security);

@@ -141,7 +141,7 @@ impl SupervisorConfig {
     /// The supervisor's section of a config file.
     pub fn configure(section: &Section<'_>) -> Result<Self, ConfigError> {
         let raw: RawFile = section.parse()?;
-        Self::validate(raw).map_err(|err| section.invalid(&format!("service {}", err.service), err.message))
+        Self::validate(raw).map_err(|err| err.into_error(section))
     }
 
     /// A config file's text that holds only the supervisor's sections.
@@ -156,16 +156,9 @@ impl SupervisorConfig {
         for (name, service) in raw.services {
             services.push(service.validate(&name)?);
         }
-        let known: HashMap<&str, &ServiceSpec> = services.iter().map(|s| (s.name.as_str(), s)).collect();
-        for spec in &services {
-            for dep in &spec.requires {
-                if !known.contains_key(dep.as_str()) {
-                    return Err(invalid(spec.name.as_str(), format!("requires unknown service {dep:?}")));
-                }
-            }
-        }
-        if let Some(cycle) = find_cycle(&services) {
-            return Err(invalid(&cycle[0], format!("dependency cycle: {}", cycle.join(" → "))));
+        let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        if let Some(err) = dependency_problems(&services, &names).into_iter().next() {
+            return Err(err);
         }
         let logs = raw.logs.unwrap_or_default();
         let defaults = LogSettings::default();
@@ -181,6 +174,54 @@ impl SupervisorConfig {
 
 fn invalid(service: &str, message: String) -> Invalid {
     Invalid { service: service.to_owned(), message }
+}
+
+/// Requirements naming no service (`known` lists every service the file
+/// declares), then a dependency cycle.
+pub(crate) fn dependency_problems(services: &[ServiceSpec], known: &[&str]) -> Vec<Invalid> {
+    let mut problems = Vec::new();
+    for spec in services {
+        for dep in spec.requires.iter().filter(|dep| !known.contains(&dep.as_str())) {
+            problems.push(invalid(spec.name.as_str(), format!("requires unknown service {dep:?}")));
+        }
+    }
+    if let Some(cycle) = find_cycle(services) {
+        problems.push(invalid(&cycle[0], format!("dependency cycle: {}", cycle.join(" → "))));
+    }
+    problems
+}
+
+impl Invalid {
+    pub(crate) fn is_about(&self, service: &str) -> bool {
+        self.service == service
+    }
+
+    pub(crate) fn into_error(self, section: &Section<'_>) -> ConfigError {
+        section.invalid(&format!("service {}", self.service), self.message)
+    }
+}
+
+/// One `[services.NAME]` table, validated alone (`switchboard check`).
+pub(crate) fn service_of(entry: &Section<'_>) -> Result<Vec<ServiceSpec>, ConfigError> {
+    let raw: RawFile = entry.parse()?;
+    raw.services
+        .into_iter()
+        .map(|(name, service)| service.validate(&name).map_err(|err| err.into_error(entry)))
+        .collect()
+}
+
+/// The `[logs]` table alone.
+pub(crate) fn logs_problem(section: &Section<'_>) -> Option<ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct LogsOnly {
+        #[serde(default)]
+        #[allow(dead_code)] // read only to be skipped
+        services: serde::de::IgnoredAny,
+        #[allow(dead_code)] // read only to be checked
+        logs: Option<RawLogs>,
+    }
+    section.parse::<LogsOnly>().err()
 }
 
 /// A dependency cycle, as the names along it, if there is one.

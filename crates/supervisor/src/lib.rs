@@ -15,6 +15,7 @@
 //! lifecycle ([`state`]) and restart policy ([`restart`]) are pure code.
 
 mod cgroup;
+mod check;
 pub mod config;
 mod health;
 mod instance;
@@ -123,6 +124,10 @@ impl App for Supervisor {
 
     fn configure(section: &Section<'_>) -> Result<SupervisorConfig, ConfigError> {
         SupervisorConfig::configure(section)
+    }
+
+    fn check(section: &Section<'_>) -> Vec<ConfigError> {
+        check::problems(section)
     }
 
     /// Connects to the daemon, registers `$sys.services`, puts a hold on

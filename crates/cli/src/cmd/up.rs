@@ -140,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// The apps `up` hosts beside the router, in the order they start. A new
 /// app (in its own crate) is one more `with` here.
-fn hosted_apps() -> Apps {
+pub fn hosted_apps() -> Apps {
     Apps::new().with::<Supervisor>()
 }
 

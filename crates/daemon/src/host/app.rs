@@ -46,6 +46,14 @@ pub trait App: Sized + Send + 'static {
     /// changes nothing.
     fn configure(section: &Section<'_>) -> Result<Self::Config, ConfigError>;
 
+    /// Every problem of its section, for `switchboard check` and before a
+    /// reload: what `configure` refuses, and what would fail only once
+    /// applied (a command that is not there, a user that does not exist).
+    /// By default `configure`'s first refusal.
+    fn check(section: &Section<'_>) -> Vec<ConfigError> {
+        Self::configure(section).err().into_iter().collect()
+    }
+
     /// Starts; returns once it is ready for clients (the host lets them in
     /// only after every app started). `inherited` is what the same app
     /// handed off before the daemon re-executed itself, if it did.
@@ -78,6 +86,7 @@ trait Hosted: Send {
     fn name(&self) -> &'static str;
     fn sections(&self) -> &'static [&'static str];
     fn configure(&mut self, section: &Section<'_>) -> Result<(), ConfigError>;
+    fn check(&self, section: &Section<'_>) -> Vec<ConfigError>;
     fn discard(&mut self);
     fn start(&mut self, context: AppContext, inherited: Option<Bytes>)
         -> BoxFuture<'_, Result<(), AppError>>;
@@ -104,6 +113,10 @@ impl<A: App> Hosted for Slot<A> {
     fn configure(&mut self, section: &Section<'_>) -> Result<(), ConfigError> {
         self.pending = Some(A::configure(section)?);
         Ok(())
+    }
+
+    fn check(&self, section: &Section<'_>) -> Vec<ConfigError> {
+        A::check(section)
     }
 
     fn discard(&mut self) {
@@ -182,6 +195,11 @@ impl Apps {
             }
         }
         Ok(())
+    }
+
+    /// Every problem of each app's section (in the order of [`Apps::sections`]).
+    pub(crate) fn check(&self, sections: &[Section<'_>]) -> Vec<ConfigError> {
+        self.slots.iter().zip(sections).flat_map(|(slot, section)| slot.check(section)).collect()
     }
 
     pub(crate) fn discard(&mut self) {
