@@ -66,6 +66,9 @@ pub struct NotifyArgs {
     /// Notify every instance instead of one.
     #[arg(long)]
     all: bool,
+    /// Print {"notified": TARGET, "all": …} once the daemon has it.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -120,6 +123,9 @@ pub async fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
     bus.notify_with(&args.target, payload, options, args.all).await?;
     // Wait until the daemon has read it: a round trip on the same connection.
     bus.flush().await?;
+    if args.json {
+        output::line(serde_json::json!({ "notified": args.target.to_string(), "all": args.all }))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

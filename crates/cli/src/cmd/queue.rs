@@ -20,6 +20,9 @@ use crate::{json, output, parse_duration, Connection};
 pub struct Args {
     #[command(subcommand)]
     command: Command,
+    /// Print results as JSON (put: {"queue","id"}, purge: {"queue","removed"}, …).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -40,10 +43,7 @@ enum Command {
     /// under the daemon's --max-queues).
     Delete { queue: String },
     /// Every queue: depth, in flight, consumers, dead-lettered, rates.
-    Ls {
-        #[arg(long)]
-        json: bool,
-    },
+    Ls,
 }
 
 #[derive(clap::Args)]
@@ -118,10 +118,16 @@ struct PeekArgs {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bus = connect(&args.connection, "switchboard-queue").await?;
     let handle = |name: &str| bus.queue(name).map_err(|e| Usage(e.to_string()));
+    let json = args.json;
+    // What a command that otherwise prints nothing (or a bare number) says with --json.
+    let report = |value: serde_json::Value| if json { output::line(value) } else { Ok(()) };
     match args.command {
-        Command::Declare(d) => handle(&d.queue)?.declare(options_of(&d)).await?,
+        Command::Declare(d) => {
+            handle(&d.queue)?.declare(options_of(&d)).await?;
+            report(serde_json::json!({ "queue": d.queue, "declared": true }))?;
+        }
         Command::Get(g) => get(handle(&g.queue)?, &g).await?,
-        Command::Ls { json } => list(&bus, json).await?,
+        Command::Ls => list(&bus, json).await?,
         Command::Put(p) => {
             let payload =
                 json::payload_from_arg(p.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
@@ -129,7 +135,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map_err(|e| Usage(e.to_string()))?;
             let options = PutOptions { priority: p.priority, ttl: p.ttl, id: p.id, headers };
             let id = handle(&p.queue)?.put_with(payload, options).await?;
-            output::line(id)?;
+            match json {
+                true => report(serde_json::json!({ "queue": p.queue, "id": id }))?,
+                false => output::line(id)?,
+            }
         }
         Command::Peek(p) => {
             for m in handle(&p.queue)?.peek(p.count).await? {
@@ -142,8 +151,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }))?;
             }
         }
-        Command::Purge { queue } => output::line(handle(&queue)?.purge().await?)?,
-        Command::Delete { queue } => handle(&queue)?.delete().await?,
+        Command::Purge { queue } => {
+            let removed = handle(&queue)?.purge().await?;
+            match json {
+                true => report(serde_json::json!({ "queue": queue, "removed": removed }))?,
+                false => output::line(removed)?,
+            }
+        }
+        Command::Delete { queue } => {
+            handle(&queue)?.delete().await?;
+            report(serde_json::json!({ "queue": queue, "deleted": true }))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

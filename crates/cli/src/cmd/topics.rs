@@ -29,6 +29,9 @@ pub struct PubArgs {
     /// A header subscribers see, KEY=VALUE (repeatable).
     #[arg(long = "header", short = 'H', value_name = "KEY=VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// Print {"published": TOPIC, "retain": …} once the daemon has it.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -65,9 +68,14 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| Usage(e.to_string()))?;
     let bus = connect(&args.connection, "switchboard-pub").await?;
     let options = PublishOptions { retain: args.retain || args.clear, headers };
+    let topic = args.topic.to_string();
     bus.publish_with(args.topic, payload, options).await?;
     // A round trip on the same connection: the daemon has handled it.
     bus.flush().await?;
+    if args.json {
+        let retain = args.retain || args.clear;
+        output::line(serde_json::json!({ "published": topic, "retain": retain, "cleared": args.clear }))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
