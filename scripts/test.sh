@@ -43,6 +43,13 @@ step "Python client: ruff, mypy --strict (Python 3.9), pytest against the real d
 cargo build --workspace --bins --locked
 bash scripts/test-python.sh 2>&1 | tee "$out/python.log"
 
+step "Debian package (a pinned cargo-deb; the debug binary, to spare a release build; contents checked)"
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb 3.8.0" ]; then
+  cargo install --locked --version 3.8.0 cargo-deb
+fi
+PROFILE=dev bash scripts/deb.sh
+bash scripts/check-deb.sh
+
 step "peers for the benchmark (best effort: a peer that cannot be installed is skipped, and says so)"
 bash scripts/install-peers.sh || echo "warning: could not install the benchmark's peers"
 
