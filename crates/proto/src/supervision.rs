@@ -153,6 +153,11 @@ pub struct ServiceStatus {
     pub requires: Vec<String>,
     /// Set while a start, stop or control is refused or failed.
     pub last_error: String,
+    /// How it came to be where it is, when that is worth knowing: it was
+    /// started again because the previous daemon was killed without
+    /// stopping it (its processes died with that daemon).
+    #[serde(default)]
+    pub note: String,
 }
 
 /// One instance of a supervised service.

@@ -100,6 +100,8 @@ pub(crate) enum Published {
 pub struct Supervisor {
     events: mpsc::UnboundedSender<Event>,
     task: tokio::task::JoinHandle<()>,
+    /// Removed on a clean stop; see [`mark_running`].
+    marker: std::path::PathBuf,
 }
 
 const METHODS: &[&str] = &[
@@ -153,7 +155,10 @@ impl App for Supervisor {
             .map_err(|err| failed(&format!("cannot register $sys.services: {err}")))?;
         let (published, outbox) = mpsc::unbounded_channel();
         tokio::spawn(publish(bus.clone(), outbox));
-        let setup = runtime::Setup { data_dir: context.data_dir, endpoint, router: context.router };
+        let marker = context.data_dir.join(RUNNING_MARKER);
+        let after_crash_of = mark_running(&marker);
+        let setup =
+            runtime::Setup { data_dir: context.data_dir, endpoint, router: context.router, after_crash_of };
         let mut runtime = runtime::Runtime::new(setup, config, bus, events.clone(), published);
         // Holds in place before the host lets clients in.
         runtime.settle();
@@ -161,7 +166,7 @@ impl App for Supervisor {
             runtime.run(inbox).await;
             drop(service);
         });
-        Ok(Self { events, task })
+        Ok(Self { events, task, marker })
     }
 
     async fn reload(&mut self, config: SupervisorConfig) -> Result<Bytes, String> {
@@ -177,7 +182,25 @@ impl App for Supervisor {
             let _ = stopped.await;
         }
         let _ = self.task.await;
+        // A clean stop: the next daemon starts nothing "again".
+        let _ = std::fs::remove_file(&self.marker);
     }
+}
+
+/// The file that says a daemon is running this supervisor (its pid); left
+/// behind only when that daemon did not stop its services.
+const RUNNING_MARKER: &str = "supervisor.pid";
+
+/// Records this daemon as running; returns the pid of a previous one that
+/// never stopped cleanly, if the marker says there was one.
+fn mark_running(marker: &std::path::Path) -> Option<u32> {
+    let previous = std::fs::read_to_string(marker).ok().and_then(|text| text.trim().parse::<u32>().ok());
+    if let Err(err) = std::fs::create_dir_all(marker.parent().unwrap_or(marker))
+        .and_then(|()| std::fs::write(marker, std::process::id().to_string()))
+    {
+        tracing::warn!("cannot write {}: {err} (a crash will not be noticed next time)", marker.display());
+    }
+    previous.filter(|pid| *pid != std::process::id())
 }
 
 /// Serves `$sys.services`: every method becomes an [`Event`] for the

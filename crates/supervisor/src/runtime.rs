@@ -29,6 +29,9 @@ pub(crate) struct Setup {
     /// The daemon's endpoint, which services are told to connect to.
     pub endpoint: Endpoint,
     pub router: RouterHandle,
+    /// The pid of a previous daemon that ended without stopping its
+    /// services (killed, or crashed): they died with it and start again now.
+    pub after_crash_of: Option<u32>,
 }
 
 /// A supervised service.
@@ -37,6 +40,8 @@ pub(super) struct Service {
     pub instances: Vec<Instance>,
     pub log: Arc<Mutex<LogBook>>,
     pub last_error: String,
+    /// See `ServiceStatus::note`.
+    pub note: String,
     /// A changed spec from a reload, applied once the old instances stopped.
     pub replacement: Option<(ServiceSpec, bool)>,
     /// Removed by a reload: forgotten once stopped.
@@ -103,6 +108,20 @@ impl Runtime {
         for spec in config.services {
             runtime.add_service(spec);
         }
+        if let Some(pid) = runtime.setup.after_crash_of {
+            let text = format!(
+                "the previous daemon (pid {pid}) ended without stopping this service (killed or crashed); \
+                 its processes died with it"
+            );
+            let names: Vec<String> = runtime.services.keys().cloned().collect();
+            for name in names {
+                runtime.note(&name, 0, &text);
+                if let Some(service) = runtime.services.get_mut(&name) {
+                    service.note =
+                        format!("started again after the previous daemon (pid {pid}) was killed or crashed");
+                }
+            }
+        }
         runtime
     }
 
@@ -165,6 +184,7 @@ impl Runtime {
                 instances,
                 log: Arc::new(Mutex::new(log)),
                 last_error: String::new(),
+                note: String::new(),
                 replacement: None,
                 removed: false,
                 hold: None,

@@ -30,6 +30,7 @@ impl Runtime {
             instances: service.instances.iter().map(|i| i.status(now)).collect(),
             requires: service.spec.requires.clone(),
             last_error: service.last_error.clone(),
+            note: service.note.clone(),
         })
     }
 

@@ -125,6 +125,9 @@ fn print_status(status: &ServiceStatus) -> anyhow::Result<()> {
     if !status.last_error.is_empty() {
         output::line(format!("  error: {}", status.last_error))?;
     }
+    if !status.note.is_empty() {
+        output::line(format!("  note: {}", status.note))?;
+    }
     for i in &status.instances {
         let mut line = format!("  #{:<3} {:<16}", i.instance, i.state);
         if let Some(pid) = i.pid {
