@@ -349,8 +349,17 @@ impl Runtime {
                 self.start_failed(&key, err.to_string(), permanent);
             }
             Ok(launched) => {
-                let cgroup =
-                    super::cgroup::Cgroup::apply(&format!("{name}-{number}"), &spec.cgroup, launched.pid);
+                let cgroup = match super::cgroup::Cgroup::apply(
+                    &format!("{name}-{number}"),
+                    &spec.cgroup,
+                    launched.pid,
+                ) {
+                    Ok(cgroup) => cgroup,
+                    Err(why) => {
+                        self.note(name, number, &format!("memory_max and cpu_max are not applied: {why}"));
+                        None
+                    }
+                };
                 let identity =
                     InstanceIdentity { service: name.to_owned(), instance: number, session: launched.pid };
                 self.router.register_secret(secret, identity);
