@@ -59,7 +59,7 @@ async def supervised() -> None:
 
     async def ready(_: switchboard.Service) -> None:
         await service.set_status(bus, "serving 1 cache")
-        await service.log(bus, "info", "cache warmed", keys="42")
+        await service.log(bus, "warn", "cache warmed", id="cache.warmed", keys="42")
         print("ready", flush=True)
 
     controls = service.Controls(pause=True, reload=True, custom=(130, 131), handler=on_control)

@@ -120,8 +120,10 @@ async def test_a_supervised_python_service_is_paused_continued_and_controlled_fr
     assert "flushed" in out.stdout, out.stdout
     refused = await asyncio.to_thread(daemon.cli, "control", "cache", "131", check=False)
     assert refused.returncode != 0 and "131 is refused on purpose" in refused.stdout + refused.stderr
-    logs = await asyncio.to_thread(daemon.cli, "logs", "cache")
-    assert "cache warmed" in logs.stdout and "keys=42" in logs.stdout, logs.stdout
+    logs = await asyncio.to_thread(daemon.cli, "logs", "cache", "--level", "warning", "--json")
+    events = [json.loads(line) for line in logs.stdout.splitlines()]
+    [event] = [e for e in events if e["stream"] == "event"]
+    assert (event["line"], event["level"], event["id"]) == ("cache warmed keys=42", "warning", "cache.warmed")
 
     await asyncio.to_thread(daemon.cli, "stop", "cache")
     assert (await status(daemon))["state"] == "Stopped"

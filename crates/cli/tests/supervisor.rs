@@ -266,7 +266,10 @@ fn a_bus_aware_service_handles_pause_custom_controls_and_reload_itself() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not accept pause"), "{out:?}");
     // Reload: the service logs a structured event through the library.
     s.ok(&["control", "cache", "reload"]);
-    assert!(s.logs("cache").iter().any(|l| l.stream == "event" && l.line == "info reloaded entries=42"));
+    assert!(s
+        .logs("cache")
+        .iter()
+        .any(|l| l.stream == "event" && l.line == "reloaded entries=42" && l.level == "info"));
     // Stop goes through its control handler and the process exits by itself.
     let pid = s.pid("cache");
     s.ok(&["stop", "cache"]);

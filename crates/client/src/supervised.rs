@@ -216,6 +216,7 @@ pub async fn log(bus: &Bus, level: &str, message: &str, fields: &[(&str, &str)])
         level: level.to_owned(),
         message: message.to_owned(),
         fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        id: String::new(),
     };
     let target = format!("{}.{}", sup::SERVICES_SERVICE, sup::LOG);
     bus.call(target.as_str(), Bytes::from(switchboard_proto::sys::encode(&event))).await.map(drop)

@@ -100,9 +100,32 @@ pub struct Progress {
 /// A structured event an attached instance logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEvent {
+    /// A syslog severity name (see [`SEVERITIES`]; `warn`, `error`, `fatal` are accepted).
     pub level: String,
     pub message: String,
     pub fields: Vec<(String, String)>,
+    /// The event's own identifier (`cache.warmed`), if it has one: what a
+    /// program matches on instead of the message text.
+    #[serde(default)]
+    pub id: String,
+}
+
+/// Syslog severities, most severe first; a line's `level` is one of them.
+pub const SEVERITIES: [&str; 8] = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
+
+/// The severity number (0 = emerg … 7 = debug) of a level name, accepting
+/// the usual spellings (`error`, `warn`, `critical`, `fatal`, `panic`).
+pub fn severity(name: &str) -> Option<u8> {
+    let name = name.trim().to_ascii_lowercase();
+    let canonical = match name.as_str() {
+        "panic" => "emerg",
+        "fatal" | "critical" => "crit",
+        "error" => "err",
+        "warn" => "warning",
+        "trace" => "debug",
+        other => other,
+    };
+    SEVERITIES.iter().position(|s| *s == canonical).and_then(|at| u8::try_from(at).ok())
 }
 
 /// `$sys.services.logs` arguments.
@@ -115,6 +138,9 @@ pub struct LogQuery {
     pub grep: String,
     /// At most this many (the newest); 0 = the default of 1,000.
     pub limit: u32,
+    /// Only lines at least this severe (`warning` also shows err, crit…); empty = all.
+    #[serde(default)]
+    pub level: String,
 }
 
 /// One captured line (or structured event) of a service.
@@ -129,6 +155,16 @@ pub struct LogLine {
     /// `stdout`, `stderr`, `event` or `supervisor`.
     pub stream: String,
     pub line: String,
+    /// Its severity, one of [`SEVERITIES`] (older lines without one read as `info`).
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// A structured event's identifier, if it gave one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+}
+
+fn default_level() -> String {
+    "info".to_owned()
 }
 
 /// What `reload` did.

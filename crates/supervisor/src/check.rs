@@ -6,6 +6,7 @@
 //!
 //! Reads the file system and the user database; starts nothing.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +35,7 @@ pub fn problems(section: &Section<'_>) -> Vec<ConfigError> {
     }
     problems.extend(config::logs_problem(section));
     let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
-    for problem in config::dependency_problems(&services, &names) {
+    for problem in dependency_problems(&services, &names) {
         // Named at the service's own table.
         let at = entries.iter().find(|(name, _)| problem.is_about(name)).map_or(section, |(_, entry)| entry);
         problems.push(problem.into_error(at));
@@ -88,4 +89,51 @@ fn executable(path: &Path) -> Result<(), String> {
         Ok(_) => Err(format!("command {} is not a file", path.display())),
         Err(err) => Err(format!("command {}: {err}", path.display())),
     }
+}
+
+/// Requirements naming no service (`known` lists every service the file
+/// declares), then a dependency cycle.
+pub(crate) fn dependency_problems(services: &[ServiceSpec], known: &[&str]) -> Vec<config::Invalid> {
+    let mut problems = Vec::new();
+    for spec in services {
+        for dep in spec.requires.iter().filter(|dep| !known.contains(&dep.as_str())) {
+            problems.push(config::invalid(spec.name.as_str(), format!("requires unknown service {dep:?}")));
+        }
+    }
+    if let Some(cycle) = find_cycle(services) {
+        problems.push(config::invalid(&cycle[0], format!("dependency cycle: {}", cycle.join(" → "))));
+    }
+    problems
+}
+
+/// A dependency cycle, as the names along it, if there is one.
+fn find_cycle(services: &[ServiceSpec]) -> Option<Vec<String>> {
+    let requires: HashMap<&str, &[String]> =
+        services.iter().map(|s| (s.name.as_str(), s.requires.as_slice())).collect();
+    fn visit<'a>(
+        name: &'a str,
+        requires: &HashMap<&'a str, &'a [String]>,
+        path: &mut Vec<&'a str>,
+        done: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| *p == name) {
+            let mut cycle: Vec<String> = path[at..].iter().map(|s| (*s).to_owned()).collect();
+            cycle.push(name.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(&name) {
+            return None;
+        }
+        path.push(name);
+        for dep in requires.get(name).copied().unwrap_or_default() {
+            if let Some(cycle) = visit(dep, requires, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(name);
+        None
+    }
+    let mut done = Vec::new();
+    services.iter().find_map(|s| visit(s.name.as_str(), &requires, &mut Vec::new(), &mut done))
 }

@@ -17,7 +17,7 @@
 //! health = { command = "curl -fs localhost:8080/health", interval = "5s", threshold = 3 }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use serde::Deserialize;
 use switchboard_daemon::host::{ConfigError, ConfigFile, Section};
 use switchboard_proto::{ServiceName, Target};
 
+use super::journal::{ForwardTo, LogForwarding};
 use super::restart::{RestartMode, RestartPolicy};
 
 /// The config file's keys the supervisor owns.
@@ -114,6 +115,8 @@ pub struct ServiceSpec {
     pub watchdog: Option<Duration>,
     pub restart: RestartPolicy,
     pub health: Option<HealthCheck>,
+    /// Every line also goes to the journal (`log = "journal"`).
+    pub log_to_journal: bool,
 }
 
 /// Where captured logs go and how much of them is kept.
@@ -122,11 +125,13 @@ pub struct LogSettings {
     pub max_file_bytes: u64,
     /// Rotated files kept besides the current one.
     pub keep_files: u32,
+    /// The journal and syslog, and what goes there (`journal.rs`).
+    pub forwarding: LogForwarding,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { max_file_bytes: 4 * 1024 * 1024, keep_files: 4 }
+        Self { max_file_bytes: 4 * 1024 * 1024, keep_files: 4, forwarding: LogForwarding::default() }
     }
 }
 
@@ -157,7 +162,7 @@ impl SupervisorConfig {
             services.push(service.validate(&name)?);
         }
         let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-        if let Some(err) = dependency_problems(&services, &names).into_iter().next() {
+        if let Some(err) = super::check::dependency_problems(&services, &names).into_iter().next() {
             return Err(err);
         }
         let logs = raw.logs.unwrap_or_default();
@@ -167,28 +172,15 @@ impl SupervisorConfig {
             logs: LogSettings {
                 max_file_bytes: logs.max_file_bytes.unwrap_or(defaults.max_file_bytes).max(4096),
                 keep_files: logs.keep_files.unwrap_or(defaults.keep_files),
+                forwarding: forwarding(&logs, defaults.forwarding)
+                    .map_err(|message| invalid("logs", message))?,
             },
         })
     }
 }
 
-fn invalid(service: &str, message: String) -> Invalid {
+pub(crate) fn invalid(service: &str, message: String) -> Invalid {
     Invalid { service: service.to_owned(), message }
-}
-
-/// Requirements naming no service (`known` lists every service the file
-/// declares), then a dependency cycle.
-pub(crate) fn dependency_problems(services: &[ServiceSpec], known: &[&str]) -> Vec<Invalid> {
-    let mut problems = Vec::new();
-    for spec in services {
-        for dep in spec.requires.iter().filter(|dep| !known.contains(&dep.as_str())) {
-            problems.push(invalid(spec.name.as_str(), format!("requires unknown service {dep:?}")));
-        }
-    }
-    if let Some(cycle) = find_cycle(services) {
-        problems.push(invalid(&cycle[0], format!("dependency cycle: {}", cycle.join(" → "))));
-    }
-    problems
 }
 
 impl Invalid {
@@ -224,38 +216,6 @@ pub(crate) fn logs_problem(section: &Section<'_>) -> Option<ConfigError> {
     section.parse::<LogsOnly>().err()
 }
 
-/// A dependency cycle, as the names along it, if there is one.
-fn find_cycle(services: &[ServiceSpec]) -> Option<Vec<String>> {
-    let requires: HashMap<&str, &[String]> =
-        services.iter().map(|s| (s.name.as_str(), s.requires.as_slice())).collect();
-    fn visit<'a>(
-        name: &'a str,
-        requires: &HashMap<&'a str, &'a [String]>,
-        path: &mut Vec<&'a str>,
-        done: &mut Vec<&'a str>,
-    ) -> Option<Vec<String>> {
-        if let Some(at) = path.iter().position(|p| *p == name) {
-            let mut cycle: Vec<String> = path[at..].iter().map(|s| (*s).to_owned()).collect();
-            cycle.push(name.to_owned());
-            return Some(cycle);
-        }
-        if done.contains(&name) {
-            return None;
-        }
-        path.push(name);
-        for dep in requires.get(name).copied().unwrap_or_default() {
-            if let Some(cycle) = visit(dep, requires, path, done) {
-                return Some(cycle);
-            }
-        }
-        path.pop();
-        done.push(name);
-        None
-    }
-    let mut done = Vec::new();
-    services.iter().find_map(|s| visit(s.name.as_str(), &requires, &mut Vec::new(), &mut done))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -269,6 +229,35 @@ struct RawFile {
 struct RawLogs {
     max_file_bytes: Option<u64>,
     keep_files: Option<u32>,
+    journal_socket: Option<PathBuf>,
+    syslog_socket: Option<PathBuf>,
+    /// Lines at least this severe, of every service, go to `forward_to`.
+    forward: Option<String>,
+    forward_to: Option<String>,
+}
+
+/// `[logs]`'s journal and syslog keys.
+fn forwarding(logs: &RawLogs, defaults: LogForwarding) -> Result<LogForwarding, String> {
+    let forward = match &logs.forward {
+        None => None,
+        Some(level) => Some(switchboard_proto::supervision::severity(level).ok_or_else(|| {
+            format!(
+                "forward = {level:?}: expected a severity ({})",
+                switchboard_proto::supervision::SEVERITIES.join(", ")
+            )
+        })?),
+    };
+    let forward_to = match logs.forward_to.as_deref() {
+        None | Some("journal") => ForwardTo::Journal,
+        Some("syslog") => ForwardTo::Syslog,
+        Some(other) => return Err(format!("forward_to = {other:?}: expected journal or syslog")),
+    };
+    Ok(LogForwarding {
+        journal_socket: logs.journal_socket.clone().unwrap_or(defaults.journal_socket),
+        syslog_socket: logs.syslog_socket.clone().unwrap_or(defaults.syslog_socket),
+        forward,
+        forward_to,
+    })
 }
 
 #[derive(Deserialize)]
@@ -303,6 +292,8 @@ struct RawService {
     backoff: Option<RawBackoff>,
     budget: Option<RawBudget>,
     health: Option<RawHealth>,
+    /// `files` (the default) or `journal`: also every line to the journal.
+    log: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -383,6 +374,11 @@ impl RawService {
             watchdog: self.watchdog.map(|w| duration("watchdog", Some(w), Duration::ZERO)).transpose()?,
             restart,
             health,
+            log_to_journal: match self.log.as_deref() {
+                None | Some("files") => false,
+                Some("journal") => true,
+                Some(other) => return Err(bad(format!("log = {other:?}: expected files or journal"))),
+            },
         })
     }
 }

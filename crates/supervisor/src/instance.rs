@@ -209,6 +209,9 @@ pub fn launch(spec: &ServiceSpec, wiring: Wiring<'_>) -> Result<Launched, SpawnE
     Ok(Launched { pid, tasks })
 }
 
+/// The severity of a line that says none.
+const INFO: u8 = 6;
+
 /// Copies a stream into the log line by line (cutting overlong lines) and
 /// publishes each line on `sys.logs.<service>`.
 async fn capture(
@@ -223,7 +226,9 @@ async fn capture(
     let emit = |line: &mut Vec<u8>| {
         let text = String::from_utf8_lossy(line).into_owned();
         line.clear();
-        let entry = log.lock().unwrap_or_else(|p| p.into_inner()).append(index, name, &text);
+        // `<3>…` (systemd's level prefix) sets the severity; plain lines are info.
+        let (level, text) = super::journal::level_prefix(&text).unwrap_or((INFO, &text));
+        let entry = log.lock().unwrap_or_else(|p| p.into_inner()).append(index, name, text, level, "");
         let _ = published.send(Published::Log(entry));
     };
     loop {

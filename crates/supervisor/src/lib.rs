@@ -19,6 +19,7 @@ mod check;
 pub mod config;
 mod health;
 mod instance;
+mod journal;
 mod logs;
 mod notify;
 mod process;

@@ -9,9 +9,12 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use switchboard_proto::supervision::{LogLine, LogQuery};
+use std::sync::Arc;
+
+use switchboard_proto::supervision::{severity, LogLine, LogQuery, SEVERITIES};
 
 use super::config::LogSettings;
+use super::journal::Forwarder;
 
 /// Lines a query returns when it does not say.
 pub const DEFAULT_QUERY_LIMIT: usize = 1000;
@@ -26,6 +29,8 @@ pub struct LogBook {
     size: u64,
     next_seq: u64,
     settings: LogSettings,
+    /// Where lines go besides the files, and whether all of this service's do.
+    forwarder: Option<(Arc<Forwarder>, bool)>,
 }
 
 impl LogBook {
@@ -43,6 +48,7 @@ impl LogBook {
             size,
             next_seq: last_seq + 1,
             settings,
+            forwarder: None,
         })
     }
 
@@ -51,11 +57,26 @@ impl LogBook {
     /// why it failed). Never a fallback to a shared temporary directory.
     pub fn unopened(dir: &Path, service: &str, settings: LogSettings) -> Self {
         let path = dir.join(format!("{service}.log"));
-        Self { service: service.to_owned(), path, file: None, size: 0, next_seq: 1, settings }
+        Self {
+            service: service.to_owned(),
+            path,
+            file: None,
+            size: 0,
+            next_seq: 1,
+            settings,
+            forwarder: None,
+        }
     }
 
-    /// Appends one line; returns it as stored (numbered and stamped).
-    pub fn append(&mut self, instance: u32, stream: &str, text: &str) -> LogLine {
+    /// Sends lines on to the journal or syslog too (see `journal.rs`):
+    /// every line when `to_journal`, else the severe ones if configured.
+    pub fn forward_with(&mut self, forwarder: Arc<Forwarder>, to_journal: bool) {
+        self.forwarder = Some((forwarder, to_journal));
+    }
+
+    /// Appends one line at `level` (0 emerg … 7 debug; see `SEVERITIES`) and
+    /// with an event's `id` (or empty); returns it as stored.
+    pub fn append(&mut self, instance: u32, stream: &str, text: &str, level: u8, id: &str) -> LogLine {
         let mut line = text.trim_end_matches(['\n', '\r']).to_owned();
         if line.len() > MAX_LINE {
             let mut cut = MAX_LINE;
@@ -72,10 +93,15 @@ impl LogBook {
             instance,
             stream: stream.to_owned(),
             line,
+            level: SEVERITIES[usize::from(level.min(7))].to_owned(),
+            id: id.to_owned(),
         };
         self.next_seq += 1;
         if let Err(err) = self.write(&entry) {
             tracing::warn!(service = %self.service, "cannot write log {}: {err}", self.path.display());
+        }
+        if let Some((forwarder, to_journal)) = &self.forwarder {
+            forwarder.send(&entry, *to_journal, None);
         }
         entry
     }
@@ -115,13 +141,17 @@ impl LogBook {
     /// Lines matching `query`, oldest first, at most its limit (the newest).
     pub fn query(&self, query: &LogQuery) -> Vec<LogLine> {
         let limit = if query.limit == 0 { DEFAULT_QUERY_LIMIT } else { query.limit as usize };
+        let at_least = severity(&query.level).unwrap_or(7);
+        let severe_enough = |line: &LogLine| severity(&line.level).unwrap_or(6) <= at_least;
         let mut files: Vec<PathBuf> =
             (1..=self.settings.keep_files).rev().map(|n| rotated(&self.path, n)).collect();
         files.push(self.path.clone());
         let mut matched: std::collections::VecDeque<LogLine> = Default::default();
         for file in files {
             for line in read_lines(&file) {
-                if line.ts_ms >= query.since_ms && (query.grep.is_empty() || line.line.contains(&query.grep))
+                if line.ts_ms >= query.since_ms
+                    && (query.grep.is_empty() || line.line.contains(&query.grep))
+                    && severe_enough(&line)
                 {
                     if matched.len() == limit {
                         matched.pop_front();
@@ -159,18 +189,19 @@ mod tests {
     use super::*;
 
     fn book(dir: &Path, max_file_bytes: u64) -> LogBook {
-        LogBook::open(dir, "svc", LogSettings { max_file_bytes, keep_files: 2 }).unwrap()
+        LogBook::open(dir, "svc", LogSettings { max_file_bytes, keep_files: 2, ..LogSettings::default() })
+            .unwrap()
     }
 
     #[test]
     fn lines_are_numbered_and_numbering_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = book(dir.path(), 1 << 20);
-        assert_eq!(log.append(1, "stdout", "one\n").seq, 1);
-        assert_eq!(log.append(2, "stderr", "two").seq, 2);
+        assert_eq!(log.append(1, "stdout", "one\n", 6, "").seq, 1);
+        assert_eq!(log.append(2, "stderr", "two", 6, "").seq, 2);
         drop(log);
         let mut log = book(dir.path(), 1 << 20);
-        assert_eq!(log.append(1, "stdout", "three").seq, 3);
+        assert_eq!(log.append(1, "stdout", "three", 6, "").seq, 3);
         let all = log.query(&LogQuery::default());
         let text: Vec<_> = all.iter().map(|l| (l.instance, l.stream.as_str(), l.line.as_str())).collect();
         assert_eq!(text, [(1, "stdout", "one"), (2, "stderr", "two"), (1, "stdout", "three")]);
@@ -181,7 +212,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = book(dir.path(), 4096);
         for i in 0..1000 {
-            log.append(1, "stdout", &format!("line {i:04} {}", "x".repeat(40)));
+            log.append(1, "stdout", &format!("line {i:04} {}", "x".repeat(40)), 6, "");
         }
         let total: u64 =
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
@@ -198,12 +229,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = book(dir.path(), 1 << 20);
         for i in 0..10 {
-            log.append(1, "stdout", &format!("{} {i}", if i % 2 == 0 { "even" } else { "odd" }));
+            log.append(
+                1,
+                "stdout",
+                &format!("{} {i}", if i % 2 == 0 { "even" } else { "odd" }),
+                if i % 2 == 0 { 4 } else { 6 },
+                "",
+            );
         }
         let even = log.query(&LogQuery { grep: "even".into(), ..Default::default() });
         assert_eq!(even.len(), 5);
         let last_two = log.query(&LogQuery { grep: "odd".into(), limit: 2, ..Default::default() });
         assert_eq!(last_two.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["odd 7", "odd 9"]);
+        let warnings = log.query(&LogQuery { level: "warn".into(), ..Default::default() });
+        assert_eq!(warnings.len(), 5, "the even lines are warnings");
+        assert!(warnings.iter().all(|l| l.level == "warning" && l.line.starts_with("even")));
         let future = LogQuery { since_ms: now_ms() + 60_000, ..Default::default() };
         assert!(log.query(&future).is_empty());
     }
@@ -212,7 +252,7 @@ mod tests {
     fn an_overlong_line_is_cut_on_a_character_boundary() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = book(dir.path(), 1 << 20);
-        let line = log.append(1, "stdout", &"é".repeat(MAX_LINE));
+        let line = log.append(1, "stdout", &"é".repeat(MAX_LINE), 6, "");
         assert!(line.line.len() <= MAX_LINE + 10 && line.line.ends_with("[cut]"));
     }
 }

@@ -43,7 +43,12 @@ impl Runtime {
         let intent = instance.intent.take();
         let desired = instance.desired;
         self.router.forget_secret(&secret);
-        self.note(&key.0, key.1, &format!("exited: {description}"));
+        let level = if failed && intent != Some(Intent::Stop) {
+            super::runtime::WARNING
+        } else {
+            super::runtime::NOTICE
+        };
+        self.note_at(level, &key.0, key.1, &format!("exited: {description}"));
         self.transition(key, Transition::Exited);
         match intent {
             Some(Intent::Stop) => {}
@@ -86,7 +91,7 @@ impl Runtime {
             instance.desired = false;
             instance.restart_at = None;
         }
-        self.note(&key.0, key.1, "restart budget spent: giving up");
+        self.note_at(super::runtime::ERR, &key.0, key.1, "restart budget spent: giving up");
         self.transition(key, Transition::GiveUp);
         if let Some(service) = self.services.get_mut(&key.0) {
             let last =
@@ -156,7 +161,7 @@ impl Runtime {
         if state == State::StopPending && passed(instance.stop_deadline) {
             instance.stop_deadline = None;
             if let Some(pid) = instance.pid {
-                self.note(&key.0, key.1, "stop timeout passed: SIGKILL");
+                self.note_at(super::runtime::WARNING, &key.0, key.1, "stop timeout passed: SIGKILL");
                 signal_group(pid, Signal::KILL);
             }
             return;
@@ -187,7 +192,7 @@ impl Runtime {
         instance.pending_deadline = None;
         tracing::warn!(service = %key.0, instance = key.1, "killing: {reason}");
         instance.kill_reason = Some(reason.clone());
-        self.note(&key.0, key.1, &format!("killing: {reason}"));
+        self.note_at(super::runtime::WARNING, &key.0, key.1, &format!("killing: {reason}"));
         signal_group(pid, Signal::KILL);
         let message = format!("service {} instance {} was killed: {reason}", key.0, key.1);
         self.fail_waiters(&key.0, ErrorCode::ServiceFailed, &message);
@@ -278,7 +283,12 @@ impl Runtime {
         let (state, pid) = (instance.state(), instance.pid);
         match (code, result) {
             (sup::CODE_STOP, Err(why)) if state == State::StopPending => {
-                self.note(&key.0, key.1, &format!("stop control failed ({why}): SIGTERM"));
+                self.note_at(
+                    super::runtime::WARNING,
+                    &key.0,
+                    key.1,
+                    &format!("stop control failed ({why}): SIGTERM"),
+                );
                 if let Some(pid) = pid {
                     signal_group(pid, Signal::TERM);
                 }

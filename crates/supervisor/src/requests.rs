@@ -411,12 +411,19 @@ impl Runtime {
     fn log_event(&mut self, payload: &[u8], caller: Caller) -> Result<Outcome, Refusal> {
         let event: sup::LogEvent = decode(payload)?;
         let key = self.attached_key(caller)?;
-        let mut line = format!("{} {}", event.level, event.message);
+        let level = sup::severity(&event.level).ok_or_else(|| {
+            (
+                ErrorCode::BadArguments,
+                format!("level {:?}: expected a severity ({})", event.level, sup::SEVERITIES.join(", ")),
+            )
+        })?;
+        let mut line = event.message.clone();
         for (k, v) in &event.fields {
             line.push_str(&format!(" {k}={v}"));
         }
         if let Some(service) = self.services.get(&key.0) {
-            let entry = service.log.lock().unwrap_or_else(|p| p.into_inner()).append(key.1, "event", &line);
+            let mut log = service.log.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = log.append(key.1, "event", &line, level, &event.id);
             let _ = self.published.send(Published::Log(entry));
         }
         Ok(Outcome::Now(Bytes::new()))

@@ -16,7 +16,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::{LogSettings, Readiness, ServiceSpec, StartType, SupervisorConfig};
 use super::instance::{self, Instance, Intent, Wiring};
+use super::journal::Forwarder;
 use super::logs::LogBook;
+
+/// Severities of the supervisor's own lines (syslog numbers).
+pub(super) const ERR: u8 = 3;
+pub(super) const WARNING: u8 = 4;
+pub(super) const NOTICE: u8 = 5;
 use super::process::SpawnError;
 use super::state::{Event as Transition, State};
 use super::{health, Answer, Event, Key, Published};
@@ -115,7 +121,7 @@ impl Runtime {
             );
             let names: Vec<String> = runtime.services.keys().cloned().collect();
             for name in names {
-                runtime.note(&name, 0, &text);
+                runtime.note_at(WARNING, &name, 0, &text);
                 if let Some(service) = runtime.services.get_mut(&name) {
                     service.note =
                         format!("started again after the previous daemon (pid {pid}) was killed or crashed");
@@ -175,6 +181,8 @@ impl Runtime {
                 LogBook::unopened(&dir, &name, self.logs.clone())
             }
         };
+        let mut log = log;
+        log.forward_with(Arc::new(Forwarder::new(self.logs.forwarding.clone())), spec.log_to_journal);
         let desired = spec.start == StartType::Auto;
         let instances = (1..=spec.instances).map(|i| Instance { desired, ..Instance::new(i) }).collect();
         self.services.insert(
@@ -270,11 +278,16 @@ impl Runtime {
         (instance.gen == gen).then_some(instance)
     }
 
-    /// Records a line from the supervisor itself in the service's log.
+    /// Records a line from the supervisor itself in the service's log (notice).
     pub(super) fn note(&self, name: &str, instance: u32, text: &str) {
+        self.note_at(NOTICE, name, instance, text);
+    }
+
+    /// The same at a severity of its own (`WARNING`, `ERR`).
+    pub(super) fn note_at(&self, level: u8, name: &str, instance: u32, text: &str) {
         if let Some(service) = self.services.get(name) {
-            let line =
-                service.log.lock().unwrap_or_else(|p| p.into_inner()).append(instance, "supervisor", text);
+            let mut log = service.log.lock().unwrap_or_else(|p| p.into_inner());
+            let line = log.append(instance, "supervisor", text, level, "");
             let _ = self.published.send(Published::Log(line));
         }
     }
@@ -356,7 +369,12 @@ impl Runtime {
                 ) {
                     Ok(cgroup) => cgroup,
                     Err(why) => {
-                        self.note(name, number, &format!("memory_max and cpu_max are not applied: {why}"));
+                        self.note_at(
+                            WARNING,
+                            name,
+                            number,
+                            &format!("memory_max and cpu_max are not applied: {why}"),
+                        );
                         None
                     }
                 };
@@ -387,7 +405,7 @@ impl Runtime {
     /// or Failed at once when retrying cannot help (unknown user, root).
     fn start_failed(&mut self, key: &Key, why: String, permanent: bool) {
         tracing::warn!(service = %key.0, instance = key.1, "cannot start: {why}");
-        self.note(&key.0, key.1, &format!("cannot start: {why}"));
+        self.note_at(ERR, &key.0, key.1, &format!("cannot start: {why}"));
         if let Some(service) = self.services.get_mut(&key.0) {
             service.last_error = why.clone();
         }

@@ -169,11 +169,13 @@ async def set_status(bus: Bus, status: str) -> None:
     await progress(bus, 0, 0.0, status)
 
 
-async def log(bus: Bus, level: str, message: str, **fields: str) -> None:
+async def log(bus: Bus, level: str, message: str, *, id: str = "", **fields: str) -> None:
     """Logs a structured event into this instance's service log (`switchboard
-    logs SERVICE` shows it as an `event` line). Only an attached instance may."""
+    logs SERVICE` shows it as an `event` line): `level` is a syslog severity
+    (`warning`, `err`, …; `warn` and `error` work too), `id` the event's own
+    identifier if it has one. Only an attached instance may log."""
     pairs: List[List[str]] = [[key, str(value)] for key, value in fields.items()]
-    await bus.call(f"{SERVICES}.log", {"level": level, "message": message, "fields": pairs})
+    await bus.call(f"{SERVICES}.log", {"level": level, "message": message, "fields": pairs, "id": id})
 
 
 def notify_ready(status: Optional[str] = None) -> bool:

@@ -31,7 +31,14 @@ pub struct Args {
     /// At most this many of the newest lines (before following).
     #[arg(short = 'n', long, default_value_t = 200)]
     lines: u32,
-    /// One JSON object per line: seq, ts_ms, service, instance, stream, line.
+    /// Only lines at least this severe: emerg, alert, crit, err, warning,
+    /// notice, info, debug (`warn`, `error` work too). Output lines prefixed
+    /// `<N>` (systemd's convention) and structured events carry their own
+    /// severity; other output is info; the supervisor's own lines are notice,
+    /// warning (a crash, a kill) or err (cannot start, gave up).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_level)]
+    level: Option<String>,
+    /// One JSON object per line: seq, ts_ms, service, instance, stream, line, level (and id).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -54,7 +61,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map_or(0, |since| u64::try_from(now.saturating_sub(since).as_millis()).unwrap_or(0)),
         grep: args.grep.clone().unwrap_or_default(),
         limit: args.lines,
+        level: args.level.clone().unwrap_or_default(),
     };
+    let at_least = args.level.as_deref().and_then(sup::severity).unwrap_or(7);
     let payload = bytes::Bytes::from(switchboard_proto::sys::encode(&query));
     let target = format!("{}.{}", sup::SERVICES_SERVICE, sup::LOGS);
     let reply =
@@ -70,7 +79,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         match item {
             Item::Message(message) => {
                 let Ok(line) = switchboard_proto::sys::decode::<LogLine>(&message.payload) else { continue };
-                let wanted = args.grep.as_ref().is_none_or(|g| line.line.contains(g.as_str()));
+                let wanted = args.grep.as_ref().is_none_or(|g| line.line.contains(g.as_str()))
+                    && sup::severity(&line.level).unwrap_or(6) <= at_least;
                 if line.seq > last && wanted {
                     print(&line, args.json)?;
                     last = line.seq;
@@ -86,14 +96,22 @@ fn print(line: &LogLine, json: bool) -> anyhow::Result<()> {
     if json {
         return output::line(serde_json::to_string(line)?);
     }
+    let level = if line.level == "info" { String::new() } else { format!(" [{}]", line.level) };
+    let id = if line.id.is_empty() { String::new() } else { format!(" ({})", line.id) };
     output::line(format!(
-        "{} {}#{} {}: {}",
+        "{} {}#{} {}{level}{id}: {}",
         timestamp(line.ts_ms),
         line.service,
         line.instance,
         line.stream,
         line.line
     ))
+}
+
+fn parse_level(text: &str) -> Result<String, String> {
+    sup::severity(text)
+        .map(|_| text.to_owned())
+        .ok_or_else(|| format!("{text:?} is not a severity: {}", sup::SEVERITIES.join(", ")))
 }
 
 /// `2026-11-22T03:41:49.123Z` from Unix milliseconds (UTC).

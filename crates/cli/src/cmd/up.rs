@@ -169,17 +169,17 @@ async fn serve(config: Config, manager: Arc<ServiceManager>) -> anyhow::Result<E
         let _ = output::line(format_args!("switchboard: ready (pid {})", std::process::id()));
         let listening: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
         notifier.notify(&format!("READY=1\nSTATUS=listening on {}", listening.join(", ")));
+        // Pings start once ready: the manager's watchdog covers a running daemon.
+        if let Some(every) = notifier.watchdog {
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                loop {
+                    ticks.tick().await;
+                    notifier.notify("WATCHDOG=1");
+                }
+            });
+        }
     };
-    if let Some(every) = manager.watchdog {
-        let pinger = manager.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            loop {
-                ticks.tick().await;
-                pinger.notify("WATCHDOG=1");
-            }
-        });
-    }
     let stopper = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
