@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Dict, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from conftest import Daemon, eventually, run_async
 
@@ -192,3 +194,46 @@ async def test_a_registry_watch_sees_instances_come_and_go(daemon: Daemon) -> No
     assert (down["event"], down["service"]) == ("down", "watched")
     watcher.close()
     server.close()
+
+
+@run_async
+async def test_a_handlers_calls_inherit_the_deadline_of_the_request_it_serves(daemon: Daemon) -> None:
+    a = await switchboard.connect(daemon.address)
+    b = await switchboard.connect(daemon.address)
+    c = await switchboard.connect(daemon.address)
+    reached_c: List[int] = []
+    seen: List[Tuple[str, float]] = []
+
+    async def wait() -> None:
+        reached_c.append(1)
+        await asyncio.sleep(2)
+
+    async def relay(pause: float) -> None:
+        await asyncio.sleep(pause)
+        started = time.monotonic()
+        try:
+            await b.call("slow.wait")  # its own default: 30 s
+        except switchboard.CallError as err:
+            seen.append((err.kind, time.monotonic() - started))
+            raise
+
+    await c.serve("slow", {"wait": wait})
+    await b.serve("mid", {"relay": relay})
+    with contextlib.suppress(switchboard.Timeout):
+        await a.call("mid.relay", {"pause": 0}, timeout=0.3)
+    await eventually(lambda: _true_if(seen), "B saw its call end")
+    kind, took = seen.pop()
+    assert kind == "timeout" and 0.2 <= took < 1.0, (kind, took)
+    assert len(reached_c) == 1
+    with contextlib.suppress(switchboard.Timeout):
+        await a.call("mid.relay", {"pause": 0.35}, timeout=0.3)
+    await eventually(lambda: _true_if(seen), "B saw its late call refused")
+    kind, took = seen.pop()
+    assert kind == "timeout" and took < 0.05, (kind, took)
+    assert len(reached_c) == 1, "the late call was never sent"
+    for bus in (a, b, c):
+        bus.close()
+
+
+async def _true_if(items: List[Any]) -> bool:
+    return bool(items)

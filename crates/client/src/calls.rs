@@ -165,8 +165,9 @@ impl Bus {
     ) -> Result<Bytes, CallError> {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
-        let deadline = Instant::now() + options.timeout;
-        let CallOptions { timeout, instance, headers } = options;
+        // Inside a handler the request's own deadline bounds this call.
+        let (deadline, timeout) = crate::deadline::effective(options.timeout).map_err(CallError::Timeout)?;
+        let CallOptions { instance, headers, .. } = options;
         let mut call = Call { id: 0, timeout_ms: 0, instance: 0, service, method, headers, payload };
         if let Some(channel) = direct::channel_for(self, &call.service, instance) {
             let size = call_size(&call.service, &call.method, &call.headers, &call.payload);
@@ -263,8 +264,8 @@ impl Bus {
     ) -> Result<BroadcastOutcome, CallError> {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
-        let CallOptions { timeout, headers, .. } = options;
-        let deadline = Instant::now() + timeout;
+        let (deadline, timeout) = crate::deadline::effective(options.timeout).map_err(CallError::Timeout)?;
+        let CallOptions { headers, .. } = options;
         let (done, finished) = oneshot::channel();
         let gathering =
             Arc::new(Mutex::new(Gathering { instances: None, replies: Vec::new(), done: Some(done) }));

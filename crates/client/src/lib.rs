@@ -20,6 +20,7 @@ pub mod __private;
 mod bus;
 mod calls;
 mod connection;
+pub mod deadline;
 mod direct;
 mod discovery;
 mod error;

@@ -328,7 +328,8 @@ impl ServiceState {
         if self.slots.available_permits() > 0 {
             let mut future = handler(request);
             let mut cx = Context::from_waker(Waker::noop());
-            match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+            let first_poll = || crate::deadline::sync_scope(deadline, || future.as_mut().poll(&mut cx));
+            match catch_unwind(AssertUnwindSafe(first_poll)) {
                 Ok(Poll::Ready(result)) => {
                     if let Some(mut answer) = guard.answer.take() {
                         answer.result(result);
@@ -349,7 +350,7 @@ impl ServiceState {
                                 Err(_) => return,
                             },
                         };
-                        let result = future.await;
+                        let result = crate::deadline::scope(deadline, future).await;
                         if let Some(mut answer) = guard.answer.take() {
                             answer.result(result);
                         }
@@ -363,7 +364,7 @@ impl ServiceState {
             let Ok(_slot) = guard.state.slots.clone().acquire_owned().await else {
                 return;
             };
-            let result = handler(request).await;
+            let result = crate::deadline::scope(deadline, handler(request)).await;
             if let Some(mut answer) = guard.answer.take() {
                 answer.result(result);
             }

@@ -26,7 +26,7 @@ from .calls import BroadcastReply, Gathering
 from .dispatch import serve_request
 from .errors import CallError, Closed, ConnectionLost, PayloadTooLarge, PermissionDenied, Timeout, from_wire
 from .queues import Consumer, Delivery, Queue
-from .serving import Handler, Service, methods_of
+from .serving import Handler, Service, inherited_timeout, methods_of
 from .topics import DEFAULT_SUBSCRIPTION_CAPACITY, Lagged, Subscription
 
 log = logging.getLogger("switchboard")
@@ -378,6 +378,7 @@ class Bus:
         prefix = self._prefix(target)
         head = wire.headers(names.headers(headers)) if headers else wire.NO_HEADERS
         payload = args if raw else _pack(args)
+        timeout = inherited_timeout(timeout)
         deadline = time.monotonic() + timeout
         link = self._link or await self._live_link(deadline)
         async with link.inflight:
@@ -416,6 +417,7 @@ class Bus:
         once all answered, failed or the deadline passed."""
         prefix = self._prefix(target)
         head = wire.headers(names.headers(headers))
+        timeout = inherited_timeout(timeout)
         deadline = time.monotonic() + timeout
         link = await self._live_link(deadline)
         req = self._id()

@@ -61,6 +61,26 @@ def current_request() -> Optional[Request]:
     return _current.get()
 
 
+#: Kept back from an inherited deadline so the answer can still reach the
+#: caller that set it (as the Rust client's `deadline::MARGIN`).
+DEADLINE_MARGIN = 0.005
+
+
+def inherited_timeout(timeout: float) -> float:
+    """The timeout of a call made now: inside a handler, no later than the
+    served request's deadline minus the margin. Raises `Timeout` (nothing is
+    sent) when that deadline has passed."""
+    request = _current.get()
+    if request is None or request.deadline is None:
+        return timeout
+    left = request.deadline - DEADLINE_MARGIN - time.monotonic()
+    if left <= 0:
+        from .errors import Timeout
+
+        raise Timeout("the deadline of the request being served has passed: not sent")
+    return min(timeout, left)
+
+
 def _type_name(hint: Any) -> str:
     if hint is inspect.Parameter.empty:
         return "Any"
