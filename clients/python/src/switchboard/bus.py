@@ -376,7 +376,7 @@ class Bus:
         sends bytes as they are and returns the reply's bytes) and returns the
         decoded reply. Raises the `CallError` subclass of what went wrong."""
         prefix = self._prefix(target)
-        head = wire.headers(names.headers(headers)) if headers else wire.NO_HEADERS
+        head = names.header_block(headers)
         payload = args if raw else _pack(args)
         timeout = inherited_timeout(timeout)
         deadline = time.monotonic() + timeout
@@ -398,7 +398,7 @@ class Bus:
     ) -> None:
         """Sends a one-way notification (to every instance with `all=True`)."""
         prefix = self._prefix(target)
-        head = wire.headers(names.headers(headers))
+        head = names.header_block(headers)
         link = await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)
         data = wire.notify(all, instance, prefix, head, _pack(args))
         self._check_size(link, len(data))
@@ -416,7 +416,7 @@ class Bus:
         """Calls the method on every instance; one `BroadcastReply` per instance,
         once all answered, failed or the deadline passed."""
         prefix = self._prefix(target)
-        head = wire.headers(names.headers(headers))
+        head = names.header_block(headers)
         timeout = inherited_timeout(timeout)
         deadline = time.monotonic() + timeout
         link = await self._live_link(deadline)
@@ -450,7 +450,7 @@ class Bus:
             if len(self._topics) >= _PREFIX_CACHE:
                 self._topics.clear()
             field = self._topics[topic] = wire.name(names.topic(topic))
-        head = wire.headers(names.headers(headers)) if headers else wire.NO_HEADERS
+        head = names.header_block(headers)
         data = wire.publish(retain, field, head, value if raw else _pack(value))
         link = self._link or await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)
         self._check_size(link, len(data))

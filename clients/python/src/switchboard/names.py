@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Mapping, Optional, Tuple
 
+from . import _wire
 from .errors import InvalidName
 
 MAX_SERVICE_NAME = 128
@@ -96,3 +97,8 @@ def headers(pairs: Optional[Mapping[str, str]]) -> Optional[Mapping[str, str]]:
         if len(value.encode()) > MAX_HEADER_VALUE:
             raise InvalidName(f"value of header {key!r} is longer than {MAX_HEADER_VALUE} bytes")
     return pairs
+
+
+def header_block(pairs: Optional[Mapping[str, str]]) -> bytes:
+    """Headers checked against the wire's limits, as their wire field."""
+    return _wire.headers(headers(pairs)) if pairs else _wire.NO_HEADERS

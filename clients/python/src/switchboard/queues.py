@@ -144,7 +144,7 @@ class Queue:
         """
         if not 0 <= priority <= 9:
             raise ValueError(f"priority {priority} is out of range: 0-9")
-        head = wire.headers(names.headers(headers)) if headers else wire.NO_HEADERS
+        head = names.header_block(headers)
         payload = value if raw else msgpack.packb(value, use_bin_type=True)
         ttl_ms = 0 if ttl is None else wire.millis(ttl, 1)
         queue, dedup_id = self.name.encode(), id or ""
