@@ -27,7 +27,7 @@ use switchboard_proto::supervision as sup;
 ///
 /// With `switchboard up --config FILE` the daemon also supervises services:
 /// `switchboard status`, `start`, `stop`, `restart`, `pause`, `continue`,
-/// `control`, `logs`, `reload`.
+/// `control`, `logs`, `reload`; `reexec` upgrades the daemon in place.
 ///
 /// Client commands find the daemon at $SWITCHBOARD_ADDR, else at the default
 /// socket ($XDG_RUNTIME_DIR/switchboard/bus.sock or /tmp/switchboard-UID/bus.sock).
@@ -66,6 +66,7 @@ enum Command {
     Control(cmd::services::ControlArgs),
     Logs(cmd::logs::Args),
     Reload(cmd::services::ReloadArgs),
+    Reexec(cmd::reexec::Args),
     Check(cmd::check::Args),
     Whoami(cmd::ls::WhoamiArgs),
     Install(cmd::install::InstallArgs),
@@ -123,6 +124,7 @@ fn main() -> ExitCode {
         Command::Control(args) => cmd::client_runtime(cmd::services::control(args)),
         Command::Logs(args) => cmd::client_runtime(cmd::logs::run(args)),
         Command::Reload(args) => cmd::client_runtime(cmd::services::reload(args)),
+        Command::Reexec(args) => cmd::client_runtime(cmd::reexec::run(args)),
         Command::Check(args) => cmd::check::run(&args),
         Command::Whoami(args) => cmd::client_runtime(cmd::ls::whoami(args)),
         Command::Install(args) => cmd::install::install(&args),

@@ -7,6 +7,7 @@
 //! services the daemon supervises never see the daemon's own notify socket
 //! or descriptors. Without a manager every method does nothing.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -22,6 +23,9 @@ pub struct ServiceManager {
     pub watchdog: Option<Duration>,
     /// Listening sockets from socket activation, in `LISTEN_FDS` order.
     pub sockets: Vec<Inherited>,
+    /// The notify and watchdog variables as they were, for the daemon's
+    /// successor process after a `reexec` (the same service to the manager).
+    pub environment: Vec<(String, OsString)>,
 }
 
 impl ServiceManager {
@@ -41,12 +45,16 @@ impl ServiceManager {
             .filter(|usec| *usec > 0 && for_us)
             .map(|usec| Duration::from_micros(usec / 2));
         let sockets = inherited_sockets()?;
+        let environment = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]
+            .into_iter()
+            .filter_map(|name| Some((name.to_owned(), std::env::var_os(name)?)))
+            .collect();
         for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDNAMES"] {
             // Edition 2021: not yet `unsafe`; sound here because no other
             // thread exists yet (see `from_env`'s contract).
             std::env::remove_var(name);
         }
-        Ok(Self { notify, watchdog, sockets })
+        Ok(Self { notify, watchdog, sockets, environment })
     }
 
     /// Sends one notify message (`READY=1\nSTATUS=…`); failures are logged,
@@ -76,7 +84,7 @@ fn inherited_sockets() -> anyhow::Result<Vec<Inherited>> {
     let mut sockets = Vec::with_capacity(fds.len());
     for index in 0..fds.len() {
         let socket = match fds.take_unix_listener(index) {
-            Ok(Some(unix)) => Inherited::Unix(Arc::new(unix)),
+            Ok(Some(unix)) => Inherited::Unix { listener: Arc::new(unix), lock: None },
             Ok(None) => continue,
             Err(_) => match fds.take_tcp_listener(index) {
                 Ok(Some(tcp)) => Inherited::Tcp(Arc::new(tcp)),

@@ -5,14 +5,13 @@
 //! daemon reaches the same app in its successor.
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use switchboard::{Bus, CallError, ConnectError, RegisterError, Reject};
 use switchboard_daemon::host::{App, AppContext, AppError, Apps, ConfigError, Principal, Section};
-use switchboard_daemon::{Config, Daemon};
+use switchboard_daemon::{Config, Daemon, HandOff};
 use switchboard_proto::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
@@ -77,18 +76,25 @@ fn seen(data_dir: &Path) -> Vec<(AppContext, Option<Bytes>)> {
 struct Running {
     shutdown: CancellationToken,
     hand_off: CancellationToken,
-    task: tokio::task::JoinHandle<Result<BTreeMap<String, Bytes>, switchboard_daemon::DaemonError>>,
+    task: tokio::task::JoinHandle<Result<Option<HandOff>, switchboard_daemon::DaemonError>>,
 }
 
-async fn start(dir: &Path, inherited: BTreeMap<String, Bytes>) -> Running {
-    let config = Config {
+async fn start(dir: &Path, handed: Option<HandOff>) -> Running {
+    let mut config = Config {
         listen: vec![switchboard::Endpoint::Unix(dir.join("bus.sock"))],
         data_dir: dir.join("data"),
         config_file: Some(dir.join("switchboard.toml")),
         ..Config::default()
     };
+    let carried = handed.map(|handed| {
+        config.listen.clear();
+        config.inherited = handed.sockets;
+        handed.carried
+    });
     let mut daemon = Daemon::bind(config, Apps::new().with::<Probe>()).await.unwrap();
-    daemon.inherit(inherited);
+    if let Some(carried) = carried {
+        daemon.inherit(carried);
+    }
     let (shutdown, hand_off) = (CancellationToken::new(), daemon.hand_off_trigger());
     let (ready, is_ready) = tokio::sync::oneshot::channel();
     let stop = shutdown.clone();
@@ -117,7 +123,7 @@ allow = ["call demo.*"]
 async fn a_session_opened_for_a_principal_gets_its_policy_limits_and_reloads() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("switchboard.toml"), POLICY).unwrap();
-    let daemon = start(dir.path(), BTreeMap::new()).await;
+    let daemon = start(dir.path(), None).await;
     let (context, _) = seen(&dir.path().join("data")).remove(0);
     let endpoint = context.endpoints[0].clone();
 
@@ -166,21 +172,38 @@ async fn a_session_opened_for_a_principal_gets_its_policy_limits_and_reloads() {
     assert!(edge.call("demo.echo", &b"hi"[..]).await.is_err());
 
     daemon.shutdown.cancel();
-    assert!(daemon.task.await.unwrap().unwrap().is_empty());
+    assert!(daemon.task.await.unwrap().unwrap().is_none());
 }
 
 #[tokio::test]
 async fn state_an_app_hands_off_reaches_it_in_the_successor() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("switchboard.toml"), "probe = { note = \"before\" }\n").unwrap();
-    let first = start(dir.path(), BTreeMap::new()).await;
+    let first = start(dir.path(), None).await;
+    let publisher = Bus::connect(dir.path().join("bus.sock").to_str().unwrap()).await.unwrap();
+    let options = switchboard::PublishOptions { retain: true, ..Default::default() };
+    let topic = switchboard_proto::Topic::parse("db.primary").unwrap();
+    publisher.publish_with(topic, Bytes::from_static(b"host-a"), options).await.unwrap();
+    publisher.flush().await.unwrap();
     first.hand_off.cancel();
-    let states = first.task.await.unwrap().unwrap();
-    assert_eq!(&states["probe"][..], b"handed off: before");
+    let handed = first.task.await.unwrap().unwrap().unwrap();
+    assert_eq!(&handed.carried.apps["probe"][..], b"handed off: before");
+    assert_eq!(handed.sockets.len(), 1);
+    // The socket stays in place for the successor.
+    assert!(dir.path().join("bus.sock").exists());
 
-    let second = start(dir.path(), states).await;
+    let second = start(dir.path(), Some(handed)).await;
     let inherited: Vec<Option<Bytes>> = seen(&dir.path().join("data")).into_iter().map(|(_, i)| i).collect();
     assert_eq!(inherited, vec![None, Some(Bytes::from_static(b"handed off: before"))]);
+    // Served on the handed socket, with the retained value and a generation.
+    let client = Bus::connect(dir.path().join("bus.sock").to_str().unwrap()).await.unwrap();
+    assert_eq!(client.daemon_info().await.unwrap().generation, 1);
+    let mut sub = client.subscribe("db.*").await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), sub.next()).await.unwrap();
+    let Some(switchboard::Item::Message(value)) = next else { panic!("{next:?}") };
+    assert_eq!((&value.payload[..], value.retained), (&b"host-a"[..], true));
     second.shutdown.cancel();
-    assert!(second.task.await.unwrap().unwrap().is_empty());
+    assert!(second.task.await.unwrap().unwrap().is_none());
+    // Owned again: removed at the final stop.
+    assert!(!dir.path().join("bus.sock").exists());
 }

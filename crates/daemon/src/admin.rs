@@ -96,5 +96,6 @@ pub fn info(router: &Router) -> DaemonInfo {
         calls_in_flight: count(router.calls_in_flight()),
         max_frame: router.limits().max_frame,
         data_dir: router.data_dir().display().to_string(),
+        generation: router.generation(),
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod config_file;
+pub mod handoff;
 pub mod host;
 pub mod listen;
 pub mod policy;
@@ -30,7 +31,6 @@ pub mod router;
 mod running;
 pub mod session;
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -38,11 +38,12 @@ use std::time::Duration;
 
 use switchboard_proto::DEFAULT_MAX_FRAME;
 use switchboard_transport::{default_socket_path, Endpoint};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use bytes::Bytes;
 use config_file::ConfigFile;
-use host::Apps;
+pub use handoff::{Carried, HandOff};
+use host::{Apps, Successor};
 use listen::Listener;
 use router::Router;
 
@@ -212,8 +213,11 @@ pub struct Daemon {
     recovered: queues::store::Recovered,
     policy: (policy::Policy, policy::Security),
     apps: Apps,
-    inherited: BTreeMap<String, Bytes>,
+    inherited: Option<Carried>,
     hand_off: CancellationToken,
+    /// Asks whether a successor can take over (the CLI checks the binary).
+    preflight: Option<Preflight>,
+    successor: (Successor, tokio::sync::mpsc::Receiver<oneshot::Sender<Result<String, String>>>),
     reload: Arc<tokio::sync::Notify>,
     config: Config,
 }
@@ -255,22 +259,50 @@ impl Daemon {
         }
         let reload = Arc::new(tokio::sync::Notify::new());
         let policy = (policy, security);
-        let (inherited, hand_off) = (BTreeMap::new(), CancellationToken::new());
-        Ok(Self { listeners, store, recovered, policy, apps, inherited, hand_off, reload, config })
+        let (inherited, hand_off) = (None, CancellationToken::new());
+        let (requests, successor) = tokio::sync::mpsc::channel(4);
+        let successor = (Successor(requests), successor);
+        Ok(Self {
+            listeners,
+            store,
+            recovered,
+            policy,
+            apps,
+            inherited,
+            hand_off,
+            preflight: None,
+            successor,
+            reload,
+            config,
+        })
     }
 
-    /// What the apps of a previous daemon process handed off, by app name
-    /// (see [`host::App::hand_off`]); each app gets its own at start.
-    pub fn inherit(&mut self, states: BTreeMap<String, Bytes>) {
-        self.inherited = states;
+    /// What a previous daemon process handed on besides its sockets (which
+    /// go in [`Config::inherited`]): retained values, and each app's state
+    /// (see [`host::App::hand_off`]), which each app gets at start.
+    pub fn inherit(&mut self, carried: Carried) {
+        self.inherited = Some(carried);
     }
 
     /// Cancelling this stops the daemon as `shutdown` does, except that
     /// each app hands off instead of stopping ([`host::App::hand_off`]: the
     /// supervisor would leave its services running) and [`Daemon::run`]
-    /// returns what they handed over, for the successor's [`Daemon::inherit`].
+    /// returns the [`HandOff`] for a successor.
     pub fn hand_off_trigger(&self) -> CancellationToken {
         self.hand_off.clone()
+    }
+
+    /// Asks this daemon, once running, to hand off to a successor (what
+    /// SIGUSR2 and `switchboard reexec` do).
+    pub fn successor(&self) -> Successor {
+        self.successor.0.clone()
+    }
+
+    /// Lets [`Successor::request`] hand off, once `preflight` says a
+    /// successor can take over (it names the successor, or says why not).
+    /// Without it every request is refused.
+    pub fn allow_hand_off(&mut self, preflight: impl Fn() -> Result<String, String> + Send + 'static) {
+        self.preflight = Some(Box::new(preflight));
     }
 
     /// Notifying this re-reads the config file (what SIGHUP does).
@@ -298,18 +330,24 @@ impl Daemon {
         mut self,
         shutdown: CancellationToken,
         ready: impl FnOnce(),
-    ) -> Result<BTreeMap<String, Bytes>, DaemonError> {
+    ) -> Result<Option<HandOff>, DaemonError> {
         let mut started = running::Running::start(self.store, self.recovered, self.policy, &self.config);
+        let carried = self.inherited.take();
+        let generation = carried.as_ref().map_or(0, |c| c.generation + 1);
+        let carried = carried.unwrap_or_default();
+        session::lock(&started.router).inherit(generation, carried.retained);
         let (reload_requests, mut reloads) = tokio::sync::mpsc::channel(4);
+        let (successor, mut successors) = self.successor;
         let context = host::AppContext {
             router: started.handle(),
             endpoints: self.listeners.iter().map(|l| l.endpoint()).collect(),
             data_dir: self.config.data_dir.clone(),
             reloader: host::Reloader(reload_requests),
+            successor,
         };
         // Apps first: a client let in before them could find a configured
         // service missing instead of held while it starts.
-        let failure = self.apps.start(&context, std::mem::take(&mut self.inherited)).await.err();
+        let failure = self.apps.start(&context, carried.apps).await.err();
         if failure.is_none() {
             started.accept(&self.listeners);
             ready();
@@ -323,25 +361,65 @@ impl Daemon {
                         let _ = reply.send(outcome);
                         continue;
                     }
+                    Some(reply) = successors.recv() => {
+                        let verdict = hand_off_verdict(&self.config, &self.apps, self.preflight.as_ref());
+                        let accepted = verdict.is_ok();
+                        let _ = reply.send(verdict);
+                        if accepted {
+                            self.hand_off.cancel();
+                            break;
+                        }
+                        continue;
+                    }
                 };
                 if let Err(why) = outcome {
                     tracing::error!("{why}");
                 }
             }
         }
-        let handed_off = if self.hand_off.is_cancelled() && !shutdown.is_cancelled() {
+        let handing_off = failure.is_none() && self.hand_off.is_cancelled() && !shutdown.is_cancelled();
+        let mut carried = Carried::default();
+        if handing_off {
             tracing::info!("handing off to a successor");
-            self.apps.hand_off().await
+            carried.apps = self.apps.hand_off().await;
+            carried.retained = session::lock(&started.router).topics().retained_values();
+            carried.generation = generation;
         } else {
             tracing::info!("shutting down");
             self.apps.stop().await;
-            BTreeMap::new()
-        };
+        }
         drop(context);
-        started.stop(self.listeners, self.config.shutdown_grace).await;
-        failure.map_or(Ok(handed_off), |err| Err(err.into()))
+        let sockets = started.stop(self.listeners, self.config.shutdown_grace, handing_off).await;
+        match failure {
+            Some(err) => Err(err.into()),
+            None if handing_off => Ok(Some(HandOff { sockets, carried })),
+            None => Ok(None),
+        }
     }
 }
+
+/// Whether a successor may take over now: the config file it will read
+/// must pass the check a reload makes, and the preflight must pass.
+fn hand_off_verdict(config: &Config, apps: &Apps, preflight: Option<&Preflight>) -> Result<String, String> {
+    let preflight = preflight.ok_or("this daemon cannot hand off to a successor")?;
+    check_file(config, apps)
+        .map_err(|problems| format!("the successor would refuse the config file: {problems}"))?;
+    preflight()
+}
+
+/// Every problem of the config file on disk, if there is one, joined.
+fn check_file(config: &Config, apps: &Apps) -> Result<(), String> {
+    let Some(path) = &config.config_file else { return Ok(()) };
+    let problems = ConfigFile::read(path).map_or_else(|err| vec![err], |file| check_config(&file, apps));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Err(list.join("; "))
+}
+
+/// See [`Daemon::allow_hand_off`].
+type Preflight = Box<dyn Fn() -> Result<String, String> + Send>;
 
 /// Reads the config file (or text, or nothing) once, gives the policy and
 /// every app its part, and returns the policy's.
@@ -384,13 +462,7 @@ async fn reload(
     apps: &mut Apps,
     router: &Arc<Mutex<Router>>,
 ) -> Result<host::Reports, String> {
-    if let Some(path) = &config.config_file {
-        let problems = ConfigFile::read(path).map_or_else(|err| vec![err], |file| check_config(&file, apps));
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-            return Err(format!("reload refused: {}", list.join("; ")));
-        }
-    }
+    check_file(config, apps).map_err(|problems| format!("reload refused: {problems}"))?;
     let (policy, security) = configure(config, apps).map_err(|err| format!("reload refused: {err}"))?;
     let grants = policy.len();
     session::lock(router).set_policy(policy, security);

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::host::RouterHandle;
-use crate::listen::{self, Listener};
+use crate::listen::{self, Inherited, Listener};
 use crate::policy::{Policy, Security};
 use crate::queues::store::{Recovered, Store};
 use crate::queues::writer::Writer;
@@ -113,15 +113,37 @@ impl Running {
         }
     }
 
-    /// Stops accepting, removes the socket files, answers calls in flight
-    /// with "shutting down", says goodbye to every client and waits up to
-    /// `grace` for them, then lets the queue writer finish.
-    pub async fn stop(self, listeners: Vec<Arc<Listener>>, grace: Duration) {
+    /// Stops accepting, removes the socket files (or, with `hand_over`,
+    /// keeps the sockets open for a successor and returns them), answers
+    /// calls in flight with "shutting down", says goodbye to every client
+    /// and waits up to `grace` for them, then lets the queue writer finish.
+    pub async fn stop(
+        self,
+        listeners: Vec<Arc<Listener>>,
+        grace: Duration,
+        hand_over: bool,
+    ) -> Vec<Inherited> {
         self.stop_accepting.cancel();
         for task in self.accepting {
             let _ = task.await;
         }
-        drop(listeners); // removes socket and lock files
+        let mut handed = Vec::new();
+        for listener in listeners {
+            let endpoint = listener.endpoint();
+            // The accept loops are done: this is the last reference.
+            let socket = match Arc::try_unwrap(listener) {
+                Ok(listener) if hand_over => listener.hand_over(),
+                Ok(listener) => {
+                    drop(listener); // removes socket and lock files
+                    continue;
+                }
+                Err(_) => Err(std::io::Error::other("still in use")),
+            };
+            match socket {
+                Ok(socket) => handed.push(socket),
+                Err(err) => tracing::error!(%endpoint, "cannot hand this socket over: {err}"),
+            }
+        }
         session::lock(&self.router).shut_down();
         self.stop_sessions.cancel();
         self.sessions.close();
@@ -139,6 +161,7 @@ impl Running {
         if tokio::time::timeout(grace, join).await.is_err() {
             tracing::warn!("the queue writer did not finish within {grace:?}");
         }
+        handed
     }
 }
 

@@ -118,6 +118,13 @@ pub const SYS_METHODS: &[SysMethod] = &[
         "ReloadReport",
         "re-read the config file and apply it (admin)",
     ),
+    m(
+        sup::SERVICES_SERVICE,
+        sup::REEXEC,
+        "-",
+        "str",
+        "replace the daemon with its binary on disk, services kept running (admin)",
+    ),
     m(sup::SERVICES_SERVICE, sup::LOGS, "LogQuery", "[LogLine]", "a service's captured log lines"),
     m(
         sup::SERVICES_SERVICE,

@@ -20,6 +20,9 @@ pub const CONTINUE: &str = "continue";
 pub const CONTROL: &str = "control";
 /// `reload`: no arguments; re-reads the config file, replies [`ReloadReport`].
 pub const RELOAD: &str = "reload";
+/// Re-execute the daemon from its binary on disk, keeping its sockets and
+/// services (`switchboard reexec`); answers the successor's binary.
+pub const REEXEC: &str = "reexec";
 /// `logs`: [`LogQuery`]; replies `Vec<LogLine>`, oldest first.
 pub const LOGS: &str = "logs";
 /// `attach`: [`Attach`], sent by a bus-aware instance with the secret the

@@ -245,6 +245,10 @@ pub struct DaemonInfo {
     /// Where durable queues keep their data.
     #[serde(default)]
     pub data_dir: String,
+    /// How many times the daemon re-executed itself (`switchboard reexec`):
+    /// the same pid, a new process image.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// Encodes a `$sys` payload as a MessagePack map.

@@ -57,6 +57,20 @@ impl Cgroup {
     }
 }
 
+impl Cgroup {
+    /// The cgroup a predecessor daemon made for an instance it handed on.
+    pub fn adopt(path: PathBuf) -> Cgroup {
+        Cgroup { path }
+    }
+
+    /// Its path, for a successor daemon; the directory stays.
+    pub fn keep(self) -> PathBuf {
+        let path = self.path.clone();
+        std::mem::forget(self);
+        path
+    }
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.path);

@@ -22,7 +22,7 @@ pub async fn probe(check: &HealthCheck, bus: &Bus) -> Result<(), String> {
 
 async fn run_command(command: &str, timeout: Duration) -> Result<(), String> {
     let mut sh = tokio::process::Command::new("sh");
-    super::process::inherit_only_stdio(&mut sh);
+    super::process::inherit_only_stdio(sh.as_std_mut());
     let mut child = sh
         .arg("-c")
         .arg(command)

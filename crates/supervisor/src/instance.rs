@@ -5,7 +5,8 @@
 //! runtime's job.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -72,6 +73,12 @@ pub struct Instance {
     pub last_exit: String,
     /// Tasks tied to the current process (notify reader, health loop).
     pub tasks: Vec<AbortHandle>,
+    /// Tasks that outlive the process (its exit, its output to the end);
+    /// stopped only to hand the process to a successor daemon.
+    pub watchers: Vec<AbortHandle>,
+    /// Copies of the read ends of its stdout and stderr, for a successor
+    /// daemon to go on reading them.
+    pub pipes: Option<[OwnedFd; 2]>,
     pub health_task: Option<AbortHandle>,
     pub cgroup: Option<Cgroup>,
 }
@@ -101,6 +108,7 @@ impl Instance {
             task.abort();
         }
         self.pid = None;
+        self.pipes = None;
         self.cgroup = None;
         self.attached = None;
         self.start_deadline = None;
@@ -144,19 +152,26 @@ pub struct Wiring<'a> {
     pub secret: &'a str,
 }
 
-/// A launched process and the tasks watching it.
+/// A launched (or taken over) process and the tasks watching it.
 pub struct Launched {
     pub pid: u32,
     pub tasks: Vec<AbortHandle>,
+    pub watchers: Vec<AbortHandle>,
+    pub pipes: Option<[OwnedFd; 2]>,
+}
+
+/// Where an instance's notify socket is: one path per launch, as the
+/// previous process's socket is removed when its reader task ends, which
+/// may be after this one is bound.
+pub fn notify_path(run_dir: &Path, key: &Key, gen: u64) -> PathBuf {
+    run_dir.join(format!("{}.{}.{gen}.notify", key.0, key.1))
 }
 
 /// Spawns the instance's process with its environment and starts the tasks
 /// that report its exit, capture its output and read its notify socket.
 pub fn launch(spec: &ServiceSpec, wiring: Wiring<'_>) -> Result<Launched, SpawnError> {
     let (service, index) = (&wiring.key.0, wiring.key.1);
-    // One path per launch: the previous process's socket is removed when its
-    // reader task ends, which may be after this one is bound.
-    let notify_path = wiring.run_dir.join(format!("{service}.{index}.{}.notify", wiring.gen));
+    let notify_path = notify_path(wiring.run_dir, &wiring.key, wiring.gen);
     let notify = std::fs::create_dir_all(wiring.run_dir).and_then(|()| NotifySocket::bind(&notify_path));
     let mut env = BTreeMap::from([
         (sup::ENV_ADDR.to_owned(), wiring.endpoint.to_owned()),
@@ -173,26 +188,57 @@ pub fn launch(spec: &ServiceSpec, wiring: Wiring<'_>) -> Result<Launched, SpawnE
     if let Some(watchdog) = spec.watchdog {
         env.insert("WATCHDOG_USEC".into(), watchdog.as_micros().to_string());
     }
-    let mut child = process::spawn(spec, &env)?;
-    let pid = child.id().unwrap_or(0);
-    let mut tasks = Vec::new();
-    for (stream, name) in [
-        (child.stdout.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>), "stdout"),
-        (child.stderr.take().map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>), "stderr"),
-    ] {
-        if let Some(stream) = stream {
-            let (log, published) = (wiring.log.clone(), wiring.published.clone());
-            // Output is captured to its end even after the process exits, so
-            // these tasks are not aborted with the others.
-            tokio::spawn(capture(stream, name, index, log, published));
+    let spawned = process::spawn(spec, &env)?;
+    Ok(watch(spawned, notify.ok(), &wiring))
+}
+
+/// Takes over an instance process a predecessor daemon handed on: waits for
+/// it, reads its output from the pipes handed over, and listens on its
+/// notify socket again (at the same path, which the process knows).
+pub fn adopt(spawned: process::Spawned, wiring: &Wiring<'_>) -> Launched {
+    let path = notify_path(wiring.run_dir, &wiring.key, wiring.gen);
+    let notify = NotifySocket::bind(&path)
+        .inspect_err(
+            |err| tracing::warn!(service = %wiring.key.0, "no notify socket at {}: {err}", path.display()),
+        )
+        .ok();
+    watch(spawned, notify, wiring)
+}
+
+/// Starts the tasks that watch a process: its exit, its output, its notices.
+fn watch(spawned: process::Spawned, notify: Option<NotifySocket>, wiring: &Wiring<'_>) -> Launched {
+    let index = wiring.key.1;
+    let pipes = match (spawned.stdout.try_clone(), spawned.stderr.try_clone()) {
+        (Ok(stdout), Ok(stderr)) => Some([stdout, stderr]),
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::warn!(service = %wiring.key.0, index, "its output cannot be handed to a successor daemon: {err}");
+            None
+        }
+    };
+    let mut watchers = Vec::new();
+    for (fd, name) in [(spawned.stdout, "stdout"), (spawned.stderr, "stderr")] {
+        match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(stream) => {
+                let (log, published) = (wiring.log.clone(), wiring.published.clone());
+                // Output is captured to its end even after the process exits,
+                // so these tasks are not aborted with the others.
+                watchers.push(
+                    tokio::spawn(capture(Box::new(stream), name, index, log, published)).abort_handle(),
+                );
+            }
+            Err(err) => tracing::warn!(service = %wiring.key.0, index, "cannot read its {name}: {err}"),
         }
     }
-    let (key, gen, events) = (wiring.key.clone(), wiring.gen, wiring.events.clone());
-    tokio::spawn(async move {
-        let status = child.wait().await;
-        let _ = events.send(Event::Exited { key, gen, status });
-    });
-    if let Ok(socket) = notify {
+    let (key, gen, events, pid) = (wiring.key.clone(), wiring.gen, wiring.events.clone(), spawned.pid);
+    watchers.push(
+        tokio::spawn(async move {
+            let status = process::wait(pid).await;
+            let _ = events.send(Event::Exited { key, gen, status });
+        })
+        .abort_handle(),
+    );
+    let mut tasks = Vec::new();
+    if let Some(socket) = notify {
         let (key, gen, events) = (wiring.key.clone(), wiring.gen, wiring.events.clone());
         tasks.push(
             tokio::spawn(async move {
@@ -206,7 +252,7 @@ pub fn launch(spec: &ServiceSpec, wiring: Wiring<'_>) -> Result<Launched, SpawnE
             .abort_handle(),
         );
     }
-    Ok(Launched { pid, tasks })
+    Launched { pid: spawned.pid, tasks, watchers, pipes }
 }
 
 /// The severity of a line that says none.

@@ -17,6 +17,7 @@
 mod cgroup;
 mod check;
 pub mod config;
+mod handoff;
 mod health;
 mod instance;
 mod journal;
@@ -33,7 +34,9 @@ mod status;
 
 use bytes::Bytes;
 use switchboard::{Bus, Reject};
-use switchboard_daemon::host::{App, AppContext, AppError, ConfigError, Principal, Reloader, Section};
+use switchboard_daemon::host::{
+    App, AppContext, AppError, ConfigError, Principal, Reloader, Section, Successor,
+};
 use switchboard_proto::supervision::{self as sup, LogLine};
 use switchboard_proto::{Caller, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
@@ -89,6 +92,11 @@ pub(crate) enum Event {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    /// The daemon re-executes itself: describe every instance and stop
+    /// watching them (they keep running).
+    HandOff {
+        reply: oneshot::Sender<Bytes>,
+    },
 }
 
 /// What the runtime publishes, in order.
@@ -114,6 +122,7 @@ const METHODS: &[&str] = &[
     sup::CONTINUE,
     sup::CONTROL,
     sup::RELOAD,
+    sup::REEXEC,
     sup::LOGS,
     sup::ATTACH,
     sup::PROGRESS,
@@ -138,7 +147,7 @@ impl App for Supervisor {
     async fn start(
         context: AppContext,
         config: SupervisorConfig,
-        _inherited: Option<Bytes>,
+        inherited: Option<Bytes>,
     ) -> Result<Self, AppError> {
         let failed = |err: &dyn std::fmt::Display| AppError::new(Self::NAME, err);
         let endpoint =
@@ -151,7 +160,7 @@ impl App for Supervisor {
         // path every caller starts on, and the daemon grants itself nothing.
         bus.set_direct_calls(false);
         let (events, inbox) = mpsc::unbounded_channel();
-        let service = serve_requests(&bus, &events, context.reloader.clone())
+        let service = serve_requests(&bus, &events, context.reloader.clone(), context.successor.clone())
             .await
             .map_err(|err| failed(&format!("cannot register $sys.services: {err}")))?;
         let (published, outbox) = mpsc::unbounded_channel();
@@ -161,6 +170,9 @@ impl App for Supervisor {
         let setup =
             runtime::Setup { data_dir: context.data_dir, endpoint, router: context.router, after_crash_of };
         let mut runtime = runtime::Runtime::new(setup, config, bus, events.clone(), published);
+        if let Some(state) = inherited {
+            runtime.adopt(&state);
+        }
         // Holds in place before the host lets clients in.
         runtime.settle();
         let task = tokio::spawn(async move {
@@ -186,6 +198,18 @@ impl App for Supervisor {
         // A clean stop: the next daemon starts nothing "again".
         let _ = std::fs::remove_file(&self.marker);
     }
+
+    /// Stops watching its services, which keep running, and describes them
+    /// for the successor daemon process (the marker stays: same pid).
+    async fn hand_off(self) -> Option<Bytes> {
+        let (reply, described) = oneshot::channel();
+        let state = match self.events.send(Event::HandOff { reply }) {
+            Ok(()) => described.await.ok(),
+            Err(_) => None,
+        };
+        let _ = self.task.await;
+        state
+    }
 }
 
 /// The file that says a daemon is running this supervisor (its pid); left
@@ -206,18 +230,27 @@ fn mark_running(marker: &std::path::Path) -> Option<u32> {
 
 /// Serves `$sys.services`: every method becomes an [`Event`] for the
 /// runtime, except `reload`, which asks the host to re-read the whole file
-/// (the host then hands the supervisor its part).
+/// (the host then hands the supervisor its part), and `reexec`, which asks
+/// the host to hand off to a successor process.
 async fn serve_requests(
     bus: &Bus,
     events: &mpsc::UnboundedSender<Event>,
     reloader: Reloader,
+    successor: Successor,
 ) -> Result<switchboard::Service, switchboard::RegisterError> {
     let mut builder = bus.serve(sup::SERVICES_SERVICE)?;
     for method in METHODS {
-        let (events, reloader) = (events.clone(), reloader.clone());
+        let (events, reloader, successor) = (events.clone(), reloader.clone(), successor.clone());
         builder = builder.method(method, move |request| {
-            let (events, reloader) = (events.clone(), reloader.clone());
+            let (events, reloader, successor) = (events.clone(), reloader.clone(), successor.clone());
             async move {
+                if request.method.as_str() == sup::REEXEC {
+                    let binary = successor
+                        .request()
+                        .await
+                        .map_err(|why| Reject::with_code(ErrorCode::BadRequest, why))?;
+                    return Ok(Bytes::from(sup_encode(&binary)));
+                }
                 if request.method.as_str() == sup::RELOAD {
                     let mut reports = reloader
                         .reload()

@@ -8,10 +8,12 @@
 //! every other descriptor is closed on exec, whoever opened it.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
 
-use rustix::process::{Pid, Resource, Rlimit, Signal};
-use tokio::process::{Child, Command};
+use rustix::process::{Pid, PidfdFlags, Resource, Rlimit, Signal, WaitOptions};
+use tokio::io::unix::AsyncFd;
 
 use super::config::ServiceSpec;
 use switchboard_daemon::host::users::{lookup_group, lookup_user};
@@ -58,8 +60,19 @@ pub fn run_as(spec: &ServiceSpec) -> Result<Option<RunAs>, SpawnError> {
     })
 }
 
+/// A started instance: its pid and the read ends of its output pipes.
+///
+/// Nothing here waits for it by itself: [`wait`] does, through a pidfd, and
+/// works the same for a process this daemon process spawned and for one it
+/// took over from the process it replaced (`switchboard reexec`).
+pub struct Spawned {
+    pub pid: u32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
 /// Starts one instance with piped stdout/stderr in a new process group.
-pub fn spawn(spec: &ServiceSpec, env: &BTreeMap<String, String>) -> Result<Child, SpawnError> {
+pub fn spawn(spec: &ServiceSpec, env: &BTreeMap<String, String>) -> Result<Spawned, SpawnError> {
     let identity = run_as(spec)?;
     let mut command = Command::new(&spec.command);
     command
@@ -68,8 +81,7 @@ pub fn spawn(spec: &ServiceSpec, env: &BTreeMap<String, String>) -> Result<Child
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
+        .stderr(Stdio::piped());
     inherit_only_stdio(&mut command);
     if let Some(dir) = &spec.directory {
         command.current_dir(dir);
@@ -83,12 +95,45 @@ pub fn spawn(spec: &ServiceSpec, env: &BTreeMap<String, String>) -> Result<Child
         spec.rlimits.iter().filter_map(|(name, value)| Some((resource(name)?, *value))).collect();
     let nice = spec.nice;
     limit_child(&mut command, limits, nice);
-    command.spawn().map_err(|source| SpawnError::Exec { command: spec.command.clone(), source })
+    let failed = |source| SpawnError::Exec { command: spec.command.clone(), source };
+    let mut child = command.spawn().map_err(failed)?;
+    let pipe = |fd: Option<OwnedFd>| fd.ok_or_else(|| failed(std::io::Error::other("no output pipe")));
+    let stdout = pipe(child.stdout.take().map(OwnedFd::from))?;
+    let stderr = pipe(child.stderr.take().map(OwnedFd::from))?;
+    // Dropping a std `Child` neither waits for nor kills it.
+    Ok(Spawned { pid: child.id(), stdout, stderr })
+}
+
+/// Waits for the instance process `pid` (a child of this process) to end
+/// and reaps it. Fails at once if there is no such child (it ended and was
+/// reaped before this process took it over).
+#[allow(unsafe_code)]
+pub async fn wait(pid: u32) -> std::io::Result<ExitStatus> {
+    let raw = i32::try_from(pid).ok().and_then(Pid::from_raw).ok_or(std::io::ErrorKind::InvalidInput)?;
+    // A pidfd turns readable when the process ends; it needs Linux 5.3.
+    let pidfd = rustix::process::pidfd_open(raw, PidfdFlags::empty())?;
+    // SAFETY: the `OwnedFd` moves into the `AsyncFd`, which owns it (and so
+    // keeps that same descriptor open) until it is dropped.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|err| err.into_parts().1)?;
+    loop {
+        let mut ready = pidfd.readable().await?;
+        // Our own child, not reaped by anyone else, so its pid is not reused
+        // before this returns it.
+        match rustix::process::waitpid(Some(raw), WaitOptions::NOHANG)? {
+            Some((_, status)) => return Ok(ExitStatus::from_raw(status.as_raw())),
+            None => ready.clear_ready(),
+        }
+    }
 }
 
 /// Applies no-new-privileges, the parent-death signal, rlimits and the nice
 /// level in the child (after std changed its user and group, so limits can
 /// only be lowered for a service that runs as another user).
+///
+/// The parent-death signal is tied to the *thread* that forks: spawning is
+/// done on the thread that would `execve` for a hand-off (the runtime's only
+/// thread with `up --threads 1`), so a reexec keeps every instance alive.
 #[allow(unsafe_code)]
 fn limit_child(command: &mut Command, limits: Vec<(Resource, u64)>, nice: Option<i32>) {
     // SAFETY: the closure runs in the forked child before exec; it only makes
@@ -166,8 +211,7 @@ pub fn signal_group(pid: u32, signal: Signal) {
 }
 
 /// A short description of how a process ended: `exit 3`, `signal 9`.
-pub fn describe_exit(status: &std::process::ExitStatus) -> (String, bool) {
-    use std::os::unix::process::ExitStatusExt;
+pub fn describe_exit(status: &ExitStatus) -> (String, bool) {
     match (status.code(), status.signal()) {
         (Some(0), _) => ("exit 0".into(), false),
         (Some(code), _) => (format!("exit {code}"), true),

@@ -113,6 +113,20 @@ impl RestartTracker {
         u32::try_from(self.recent.len()).unwrap_or(u32::MAX)
     }
 
+    /// The history as ages in milliseconds (for a successor daemon), and the
+    /// run of consecutive restarts.
+    pub fn ages(&self, now: Instant) -> (Vec<u64>, u32) {
+        let age =
+            |at: &Instant| u64::try_from(now.saturating_duration_since(*at).as_millis()).unwrap_or(u64::MAX);
+        (self.recent.iter().map(age).collect(), self.consecutive)
+    }
+
+    /// The history [`RestartTracker::ages`] described, as of `now`.
+    pub fn from_ages(ages: &[u64], consecutive: u32, now: Instant) -> Self {
+        let recent = ages.iter().filter_map(|ms| now.checked_sub(Duration::from_millis(*ms))).collect();
+        Self { recent, consecutive }
+    }
+
     /// Forgets the history (an operator's explicit start of a Failed instance).
     pub fn reset(&mut self) {
         self.recent.clear();

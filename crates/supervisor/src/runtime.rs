@@ -81,8 +81,8 @@ pub(crate) struct Runtime {
     pub(super) published: mpsc::UnboundedSender<Published>,
     pub(super) waiters: Vec<Waiter>,
     shutdown: Option<oneshot::Sender<()>>,
-    run_dir: PathBuf,
-    endpoint: String,
+    pub(super) run_dir: PathBuf,
+    pub(super) endpoint: String,
     pub(super) rng: u64,
 }
 
@@ -134,6 +134,10 @@ impl Runtime {
     pub(super) async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Event>) {
         self.settle();
         while let Some(event) = inbox.recv().await {
+            if let Event::HandOff { reply } = event {
+                let _ = reply.send(self.hand_off());
+                return;
+            }
             self.handle(event);
             self.settle();
             if self.shutdown.is_some() && !self.any_process() {
@@ -156,6 +160,7 @@ impl Runtime {
             Event::Health { key, gen, result } => self.health(&key, gen, result),
             Event::ControlDone { key, gen, code, result } => self.control_done(&key, gen, code, result),
             Event::Reload { config, reply } => drop(reply.send(self.reload(config))),
+            Event::HandOff { .. } => {} // `run` handles it: it ends the runtime
             Event::Shutdown { done } => {
                 tracing::info!("stopping supervised services");
                 self.shutdown = Some(done);
@@ -384,6 +389,8 @@ impl Runtime {
                 let Some(instance) = self.find_any(&key) else { return };
                 instance.pid = Some(launched.pid);
                 instance.tasks = launched.tasks;
+                instance.watchers = launched.watchers;
+                instance.pipes = launched.pipes;
                 instance.started = Some(now);
                 instance.cgroup = cgroup;
                 if let Some(watchdog) = spec.watchdog {
@@ -423,10 +430,19 @@ impl Runtime {
         let Some(service) = self.services.get_mut(&key.0) else { return };
         service.last_error.clear();
         let check = service.spec.health.clone();
-        let (events, bus) = (self.events.clone(), self.bus.clone());
         let Some(instance) = self.find_any(key) else { return };
         instance.start_deadline = None;
         instance.pending_deadline = None;
+        if check.is_some() {
+            self.start_health(key);
+        }
+    }
+
+    /// Starts the instance's health probe loop, unless it runs already.
+    pub(super) fn start_health(&mut self, key: &Key) {
+        let check = self.services.get(&key.0).and_then(|s| s.spec.health.clone());
+        let (events, bus) = (self.events.clone(), self.bus.clone());
+        let Some(instance) = self.find_any(key) else { return };
         let Some(check) = check else { return };
         if instance.health_task.is_some() {
             return; // Running again after a continue: the loop still runs

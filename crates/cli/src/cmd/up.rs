@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use switchboard::Endpoint;
 use switchboard_daemon::host::Apps;
-use switchboard_daemon::{Config, Daemon};
+use switchboard_daemon::{Carried, Config, Daemon, HandOff};
 use switchboard_supervisor::Supervisor;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,9 @@ use crate::systemd::ServiceManager;
 /// (see docs/supervisor.md); SIGHUP or `switchboard reload` re-reads the file
 /// and touches only the services that changed. --demo runs a built-in config
 /// with the example services.
+///
+/// SIGUSR2 or `switchboard reexec` replaces the daemon with the binary on
+/// disk (same pid), keeping its sockets and its supervised services running.
 ///
 /// Under systemd (Type=notify) it sends READY=1 once it listens and has
 /// recovered its queues, STOPPING=1 when it stops, and WATCHDOG=1 pings when
@@ -100,8 +103,10 @@ pub enum LogFormat {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // First, while this is the only thread: it edits the environment.
-    let manager = ServiceManager::from_env()?;
+    // First, while this is the only thread: both edit the environment.
+    let manager = Arc::new(ServiceManager::from_env()?);
+    let mut handed = HandOff::from_env().context("taking over from the previous daemon process")?;
+    let binary = super::reexec::own_binary()?;
     let mut config = Config::default();
     if !manager.sockets.is_empty() {
         // Socket activation: the manager's sockets replace the default one.
@@ -128,14 +133,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.demo {
         config.config_text = Some(super::demo::config()?);
     }
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
+    let threads = args.threads;
+    let preflight = {
+        let binary = binary.clone();
+        move || super::reexec::preflight(&binary, threads)
     };
-    let result = runtime.block_on(serve(config, Arc::new(manager)));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
+    // A hand-off that could not exec comes back here: this process carries
+    // on with it (a new runtime; the sockets and services never stopped).
+    loop {
+        let mut config = config.clone();
+        let carried = handed.take().map(|handoff| {
+            // The predecessor's sockets are all of them (its own
+            // socket-activated ones included): nothing is bound again.
+            config.listen.clear();
+            config.inherited = handoff.sockets;
+            handoff.carried
+        });
+        let runtime = if threads <= 1 {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        } else {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
+        };
+        let outcome = runtime.block_on(serve(config, carried, manager.clone(), preflight.clone()));
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        let Some(handoff) = outcome? else { return Ok(ExitCode::SUCCESS) };
+        handed = Some(super::reexec::exec(&binary, handoff, &manager.environment));
+    }
 }
 
 /// The apps `up` hosts beside the router, in the order they start. A new
@@ -144,13 +167,33 @@ pub fn hosted_apps() -> Apps {
     Apps::new().with::<Supervisor>()
 }
 
-async fn serve(config: Config, manager: Arc<ServiceManager>) -> anyhow::Result<ExitCode> {
-    let daemon = Daemon::bind(config, hosted_apps()).await?;
+/// Runs the daemon until it stops (`None`) or hands off to a successor.
+async fn serve(
+    config: Config,
+    carried: Option<Carried>,
+    manager: Arc<ServiceManager>,
+    preflight: impl Fn() -> Result<String, String> + Send + 'static,
+) -> anyhow::Result<Option<HandOff>> {
+    let mut daemon = Daemon::bind(config, hosted_apps()).await?;
+    if let Some(carried) = carried {
+        daemon.inherit(carried);
+    }
+    daemon.allow_hand_off(preflight);
     // Handlers first: a signal sent as soon as "ready" is read must be caught.
     let shutdown = CancellationToken::new();
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut upgrade = signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
+    let successor = daemon.successor();
+    tokio::spawn(async move {
+        while upgrade.recv().await.is_some() {
+            tracing::info!("SIGUSR2 received: re-executing the daemon");
+            if let Err(why) = successor.request().await {
+                tracing::error!("not re-executing: {why}");
+            }
+        }
+    });
     let reload = daemon.reload_trigger();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
@@ -189,7 +232,9 @@ async fn serve(config: Config, manager: Arc<ServiceManager>) -> anyhow::Result<E
         manager.notify("STOPPING=1\nSTATUS=stopping: services first, then the bus");
         stopper.cancel();
     });
-    daemon.run(shutdown, ready).await?;
-    tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    let handoff = daemon.run(shutdown, ready).await?;
+    if handoff.is_none() {
+        tracing::info!("stopped");
+    }
+    Ok(handoff)
 }

@@ -126,6 +126,7 @@ pub struct AppContext {
     /// The daemon's data directory (apps keep their files in a subdirectory).
     pub data_dir: PathBuf,
     pub reloader: Reloader,
+    pub successor: Successor,
 }
 
 /// Asks the host to re-read the config file and reload the policy and
@@ -136,6 +137,22 @@ pub struct Reloader(pub(crate) mpsc::Sender<oneshot::Sender<Result<Reports, Stri
 impl Reloader {
     /// Each app's report, or why the file was refused (then nothing changed).
     pub async fn reload(&self) -> Result<Reports, String> {
+        let (reply, answer) = oneshot::channel();
+        self.0.send(reply).await.map_err(|_| "the daemon is shutting down".to_owned())?;
+        answer.await.map_err(|_| "the daemon is shutting down".to_owned())?
+    }
+}
+
+/// Asks the host to hand off to a successor process (`switchboard reexec`:
+/// the daemon re-executes itself, keeping its sockets and its services).
+#[derive(Clone)]
+pub struct Successor(pub(crate) mpsc::Sender<oneshot::Sender<Result<String, String>>>);
+
+impl Successor {
+    /// Once accepted (the answer names the successor's binary), the daemon
+    /// is already stopping; an error says why it will not hand off, and
+    /// then nothing changed.
+    pub async fn request(&self) -> Result<String, String> {
         let (reply, answer) = oneshot::channel();
         self.0.send(reply).await.map_err(|_| "the daemon is shutting down".to_owned())?;
         answer.await.map_err(|_| "the daemon is shutting down".to_owned())?

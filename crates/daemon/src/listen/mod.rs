@@ -40,12 +40,20 @@ pub struct Rules {
     pub tls: Option<Arc<TlsServer>>,
 }
 
-/// A listening socket this process was handed at start (systemd socket
-/// activation: `LISTEN_FDS`), served instead of or beside `listen`.
+/// A listening socket this process was handed at start, served instead of
+/// or beside `listen`: by systemd (socket activation, `LISTEN_FDS`), or by
+/// the daemon process this one replaced (`switchboard reexec`).
 #[derive(Debug, Clone)]
 pub enum Inherited {
-    Unix(Arc<std::os::unix::net::UnixListener>),
+    /// With `lock` (the held lock file) the daemon owns the socket's files
+    /// and removes them when it stops; without, the service manager does.
+    Unix {
+        listener: Arc<std::os::unix::net::UnixListener>,
+        lock: Option<Arc<std::fs::File>>,
+    },
     Tcp(Arc<std::net::TcpListener>),
+    /// A TCP socket served with TLS (only ever handed over by a predecessor).
+    Tls(Arc<std::net::TcpListener>),
 }
 
 /// A bound endpoint.
@@ -69,6 +77,21 @@ impl Listener {
             Self::Unix(unix) => Endpoint::Unix(unix.path().to_owned()),
             Self::Tcp { endpoint, .. } | Self::Tls { endpoint, .. } => endpoint.clone(),
         }
+    }
+
+    /// The socket, to hand to a successor: the files of a Unix socket this
+    /// daemon bound are kept (the successor owns them now).
+    pub fn hand_over(self) -> io::Result<Inherited> {
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned();
+        use std::os::fd::AsFd;
+        Ok(match self {
+            Self::Unix(unix) => {
+                let (listener, lock) = unix.hand_over()?;
+                Inherited::Unix { listener: Arc::new(listener), lock: lock.map(Arc::new) }
+            }
+            Self::Tcp { listener, .. } => Inherited::Tcp(Arc::new(dup(listener.as_fd())?.into())),
+            Self::Tls { listener, .. } => Inherited::Tls(Arc::new(dup(listener.as_fd())?.into())),
+        })
     }
 
     /// The next connection, where it comes from, and whom its handshake
@@ -118,25 +141,40 @@ pub async fn bind(endpoints: &[Endpoint], rules: &Rules) -> Result<Vec<Listener>
 }
 
 /// Serves inherited sockets under the same rules as bound ones: plain TCP
-/// only on loopback and only when allowed.
+/// only on loopback and only when allowed, TLS only with certificates.
 pub fn adopt(inherited: &[Inherited], rules: &Rules) -> Result<Vec<Listener>, DaemonError> {
     let failed = |err: io::Error| DaemonError::Inherited { why: format!("an inherited TCP socket: {err}") };
+    let tcp_listener = |tcp: &std::net::TcpListener| -> Result<(TcpListener, String), DaemonError> {
+        let local = tcp.local_addr().map_err(failed)?;
+        let tcp = tcp.try_clone().map_err(failed)?;
+        tcp.set_nonblocking(true).map_err(failed)?;
+        Ok((TcpListener::from_std(tcp).map_err(failed)?, local.to_string()))
+    };
     let mut listeners = Vec::with_capacity(inherited.len());
     for socket in inherited {
         let listener = match socket {
-            Inherited::Unix(unix) => Listener::Unix(UnixEndpoint::adopt(unix)?),
+            Inherited::Unix { listener, lock } => {
+                Listener::Unix(UnixEndpoint::adopt(listener, lock.as_deref())?)
+            }
             Inherited::Tcp(tcp) => {
-                let local = tcp.local_addr().map_err(failed)?;
-                let endpoint = Endpoint::Tcp(local.to_string());
-                if !local.ip().is_loopback() {
+                let (listener, local) = tcp_listener(tcp)?;
+                let endpoint = Endpoint::Tcp(local);
+                if !listener.local_addr().is_ok_and(|a| a.ip().is_loopback()) {
                     return Err(DaemonError::NotLoopback { endpoint });
                 }
                 if !rules.allow_plain_tcp {
                     return Err(DaemonError::PlainTcpNotAllowed { endpoint });
                 }
-                let tcp = tcp.try_clone().map_err(failed)?;
-                tcp.set_nonblocking(true).map_err(failed)?;
-                Listener::Tcp { listener: TcpListener::from_std(tcp).map_err(failed)?, endpoint }
+                Listener::Tcp { listener, endpoint }
+            }
+            Inherited::Tls(tcp) => {
+                let (listener, local) = tcp_listener(tcp)?;
+                let endpoint = Endpoint::Tls(local);
+                let tls = rules
+                    .tls
+                    .clone()
+                    .ok_or_else(|| DaemonError::NoTlsConfig { endpoint: endpoint.clone() })?;
+                Listener::Tls { listener, endpoint, tls }
             }
         };
         listeners.push(listener);

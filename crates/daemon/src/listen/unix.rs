@@ -6,7 +6,9 @@
 //! is replaced. Both files are removed when the endpoint is dropped.
 //!
 //! A socket handed over by systemd (socket activation) is adopted as it is:
-//! no lock file, and its file is left in place — systemd owns it.
+//! no lock file, and its file is left in place — systemd owns it. A socket
+//! handed over by the daemon process this one replaced comes with its held
+//! lock, and is owned as if bound here.
 
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
@@ -68,8 +70,13 @@ impl UnixEndpoint {
         Ok(Self { listener, path: path.to_owned(), owned: Some((lock_path, lock)) })
     }
 
-    /// A listening socket this process was given (systemd's `LISTEN_FDS`).
-    pub fn adopt(listener: &std::os::unix::net::UnixListener) -> Result<Self, DaemonError> {
+    /// A listening socket this process was given: by systemd's `LISTEN_FDS`
+    /// (no lock: the file stays when the daemon stops), or by its
+    /// predecessor with the lock it held (owned as if bound here).
+    pub fn adopt(
+        listener: &std::os::unix::net::UnixListener,
+        lock: Option<&File>,
+    ) -> Result<Self, DaemonError> {
         let unnamed = || DaemonError::Inherited { why: "an inherited Unix socket has no path".into() };
         let failed =
             |err: std::io::Error| DaemonError::Inherited { why: format!("an inherited Unix socket: {err}") };
@@ -78,7 +85,19 @@ impl UnixEndpoint {
         let listener = listener.try_clone().map_err(failed)?;
         listener.set_nonblocking(true).map_err(failed)?;
         let listener = UnixListener::from_std(listener).map_err(failed)?;
-        Ok(Self { listener, path, owned: None })
+        let owned = match lock {
+            Some(lock) => Some((lock_path(&path), lock.try_clone().map_err(failed)?)),
+            None => None,
+        };
+        Ok(Self { listener, path, owned })
+    }
+
+    /// The socket and its held lock, for a successor; the files stay.
+    pub fn hand_over(mut self) -> std::io::Result<(std::os::unix::net::UnixListener, Option<File>)> {
+        use std::os::fd::AsFd;
+        let listener = self.listener.as_fd().try_clone_to_owned()?.into();
+        // Taken out, so dropping `self` leaves both files in place.
+        Ok((listener, self.owned.take().map(|(_, lock)| lock)))
     }
 
     pub fn listener(&self) -> &UnixListener {

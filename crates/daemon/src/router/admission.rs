@@ -113,7 +113,7 @@ impl Router {
         let supervised = || sys::decode::<sup::ServiceRef>(payload).map(|s| s.service).unwrap_or_default();
         match (service.as_str(), method.as_str()) {
             (sup::SERVICES_SERVICE, sup::ATTACH | sup::PROGRESS | sup::LOG) => Ok(()),
-            (sup::SERVICES_SERVICE, sup::RELOAD) => self.permit(from, Op::Admin, ""),
+            (sup::SERVICES_SERVICE, sup::RELOAD | sup::REEXEC) => self.permit(from, Op::Admin, ""),
             (
                 sup::SERVICES_SERVICE,
                 sup::START | sup::STOP | sup::RESTART | sup::PAUSE | sup::CONTINUE | sup::CONTROL,

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_proto::sys::{self, RegistryEvent};
-use switchboard_proto::{Caller, ErrorCode, Frame, InstanceId, MethodSpec, ServiceName, SessionId};
+use switchboard_proto::{Caller, ErrorCode, Frame, InstanceId, MethodSpec, ServiceName, SessionId, Topic};
 use switchboard_transport::Outbox;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub use holds::Hold;
 use pending::Pending;
 pub use pending::PendingCall;
 pub use registry::{Instance, Registry};
-use topics::{BacklogSignal, SubId, Topics};
+use topics::{BacklogSignal, Retained, SubId, Topics};
 
 /// A connected client, as the router sees it.
 pub struct SessionEntry {
@@ -138,6 +138,7 @@ pub struct Router {
     data_dir: std::path::PathBuf,
     shutting_down: bool,
     started: Instant,
+    generation: u32,
 }
 
 impl Router {
@@ -158,7 +159,27 @@ impl Router {
             data_dir,
             shutting_down: false,
             started: Instant::now(),
+            generation: 0,
         }
+    }
+
+    /// Takes over what a predecessor daemon handed on: how many times it
+    /// re-executed, and its retained values (as many as the limit allows).
+    pub fn inherit(&mut self, generation: u32, retained: Vec<(Topic, Retained)>) {
+        self.generation = generation;
+        let limit = self.limits.max_retained;
+        let dropped = retained
+            .into_iter()
+            .filter(|(topic, value)| !self.topics.retain(topic, value.clone(), limit))
+            .count();
+        if dropped > 0 {
+            tracing::warn!(dropped, "retained values over the limit were not carried over");
+        }
+    }
+
+    /// How many times this daemon re-executed itself (`switchboard reexec`).
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Admits a connection that completed its handshake as `principal`;

@@ -319,6 +319,11 @@ impl Topics {
         found
     }
 
+    /// Every retained value (handed to a successor daemon).
+    pub fn retained_values(&self) -> Vec<(Topic, Retained)> {
+        self.retained.iter().map(|(topic, value)| (topic.clone(), value.clone())).collect()
+    }
+
     /// Every subscription, for listing.
     pub fn all(&self) -> impl Iterator<Item = (&SubId, &Subscription)> {
         self.subs.iter()
