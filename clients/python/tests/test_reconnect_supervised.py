@@ -131,6 +131,30 @@ async def test_a_supervised_python_service_is_paused_continued_and_controlled_fr
 
 
 @run_async
+async def test_after_a_daemon_reexec_the_same_process_attaches_again_and_is_controlled(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    daemon = make_daemon(supervised_config(tmp_path))
+
+    async def attached() -> bool:
+        state = await status(daemon)
+        return bool(state["state"] == "Running" and state["instances"][0]["bus_aware"])
+
+    await eventually(attached, "cache is Running and attached", limit=20)
+    pid = (await status(daemon))["instances"][0]["pid"]
+    out = await asyncio.to_thread(daemon.cli, "reexec", "--json")
+    assert json.loads(out.stdout)["generation"] == 1
+    await eventually(attached, "cache attached again after the reexec")
+    assert (await status(daemon))["instances"][0]["pid"] == pid
+    bus = await switchboard.connect(daemon.address)
+    assert await bus.call("cache.get", {"key": "k"}) == "value of k (reloads: 0)"
+    # Controls reach the same process over its new registration.
+    await asyncio.to_thread(daemon.cli, "control", "cache", "reload")
+    assert await bus.call("cache.get", {"key": "k"}) == "value of k (reloads: 1)"
+    bus.close()
+
+
+@run_async
 async def test_a_service_whose_restarts_are_spent_is_service_failed(make_daemon: Callable[..., Daemon]) -> None:
     daemon = make_daemon(
         '[services.broken]\ncommand = "false"\nrestart = "on-failure"\n'

@@ -91,6 +91,9 @@ pub(crate) struct Shared {
     /// Direct channels, as caller and as service.
     pub direct: Direct,
     pub closed: CancellationToken,
+    /// Counts reconnects whose registrations were restored (a supervised
+    /// instance attaches again on each).
+    pub restored: watch::Sender<u64>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked
@@ -117,6 +120,7 @@ impl Shared {
             consumers: Mutex::new(HashMap::new()),
             direct: Direct::new(),
             closed: CancellationToken::new(),
+            restored: watch::channel(0).0,
         }
     }
 
@@ -289,6 +293,7 @@ async fn restore(shared: Arc<Shared>) {
                 link.outbox.push(&Frame::Subscribe { req, sid: inbox.sid, pattern: inbox.pattern.clone() });
         }
     }
+    shared.restored.send_modify(|count| *count += 1);
 }
 
 async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader) -> String {

@@ -248,6 +248,11 @@ impl Service {
         self.state.instance.load(Ordering::Relaxed)
     }
 
+    /// Its registration, whose instance id a reconnect updates.
+    pub(crate) fn state(&self) -> Arc<ServiceState> {
+        self.state.clone()
+    }
+
     pub fn name(&self) -> &ServiceName {
         &self.state.name
     }
@@ -282,6 +287,10 @@ pub(crate) struct ServiceState {
 impl ServiceState {
     pub fn name(&self) -> &ServiceName {
         &self.name
+    }
+
+    pub fn instance(&self) -> InstanceId {
+        self.instance.load(Ordering::Relaxed)
     }
 
     pub fn set_instance(&self, instance: InstanceId) {

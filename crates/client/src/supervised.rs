@@ -163,13 +163,27 @@ pub async fn run(service: ServiceBuilder, controls: Controls) -> Result<(), RunE
         }
     };
     let running = service.method(sup::CONTROL_METHOD, on_control).start().await?;
+    let mut reattaching = None;
     if let Ok(secret) = std::env::var(sup::ENV_SECRET) {
-        let attach =
-            Attach { secret, control_instance: running.instance(), accepts: controls.accepts.clone() };
-        let target = format!("{}.{}", sup::SERVICES_SERVICE, sup::ATTACH);
-        bus.call(target.as_str(), Bytes::from(switchboard_proto::sys::encode(&attach)))
-            .await
-            .map_err(RunError::Attach)?;
+        let (accepts, caller) = (controls.accepts.clone(), bus.clone());
+        let attach = move |control_instance| {
+            let attach = Attach { secret: secret.clone(), control_instance, accepts: accepts.clone() };
+            let (bus, target) = (caller.clone(), format!("{}.{}", sup::SERVICES_SERVICE, sup::ATTACH));
+            async move { bus.call(target.as_str(), Bytes::from(switchboard_proto::sys::encode(&attach))).await }
+        };
+        attach(running.instance()).await.map_err(RunError::Attach)?;
+        // After a reconnect (the daemon re-executed itself, or dropped this
+        // connection) the service is registered again under a new instance
+        // id: attach again, so controls keep reaching it.
+        let mut restored = bus.shared.restored.subscribe();
+        let registration = running.state();
+        reattaching = Some(tokio::spawn(async move {
+            while restored.changed().await.is_ok() {
+                if let Err(err) = attach(registration.instance()).await {
+                    tracing::warn!("could not attach to the supervisor again after a reconnect: {err}");
+                }
+            }
+        }));
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(RunError::Signals)?;
@@ -180,6 +194,9 @@ pub async fn run(service: ServiceBuilder, controls: Controls) -> Result<(), RunE
         }
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+    if let Some(task) = reattaching {
+        task.abort();
     }
     let _ = running.stop().await;
     Ok(())

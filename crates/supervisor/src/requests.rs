@@ -326,7 +326,7 @@ impl Runtime {
                         && constant_time_eq(&i.secret, &attach.secret)
                         && i.state().has_process()
                 })
-                .map(|i| ((name.clone(), i.index), s.spec.ready, i.attached.is_some()))
+                .map(|i| ((name.clone(), i.index), s.spec.ready, i.attached.clone()))
         });
         let Some((key, ready, attached)) = found else {
             return Err((
@@ -345,7 +345,9 @@ impl Runtime {
             );
             return Err((ErrorCode::PermissionDenied, message));
         }
-        if attached {
+        // Once attached, only a registration that is gone (the instance's
+        // connection was lost and made again) may be replaced.
+        if attached.is_some_and(|a| self.router.instance_owner(a.bus_instance).is_some()) {
             let message = format!("{instance_principal} has attached already; its secret is spent");
             return Err((ErrorCode::PermissionDenied, message));
         }

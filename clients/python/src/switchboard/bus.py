@@ -15,7 +15,7 @@ import contextlib
 import logging
 import struct
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Union
 
 import msgpack
 
@@ -83,6 +83,7 @@ class Bus:
         self._subscriptions: Dict[int, Subscription] = {}
         self._consumers: Dict[int, Consumer] = {}
         self._watches: Dict[int, asyncio.Queue[Any]] = {}
+        self._reconnected_hooks: List[Callable[[], Awaitable[None]]] = []
         self._reconnecting: Optional[asyncio.Task[None]] = None
 
     # --- connection -----------------------------------------------------
@@ -157,6 +158,23 @@ class Bus:
             new = self._id()
             self._watches[new] = queue
             self._write(wire.watch(new))
+        for hook in list(self._reconnected_hooks):
+            try:
+                await hook()
+            except Exception as err:
+                log.warning("after reconnecting: %s", err)
+
+    def on_reconnected(self, hook: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Runs `hook` after every reconnect, once services, subscriptions,
+        consumers and watches are registered again (a supervised instance
+        attaches again this way). Returns what removes it."""
+        self._reconnected_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._reconnected_hooks:
+                self._reconnected_hooks.remove(hook)
+
+        return remove
 
     def close(self) -> None:
         """Closes the connection; what was in flight fails with `Closed`."""

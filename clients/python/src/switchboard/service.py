@@ -127,10 +127,17 @@ async def run(
 
     served = await bus.serve(service, {**methods, CONTROL_METHOD: on_control})
     secret = os.environ.get(ENV_SECRET)
+    forget: Optional[Callable[[], None]] = None
     if secret:
-        await bus.call(
-            f"{SERVICES}.attach", {"secret": secret, "control_instance": served.instance, "accepts": accepts}
-        )
+
+        async def attach() -> None:
+            control = {"secret": secret, "control_instance": served.instance, "accepts": accepts}
+            await bus.call(f"{SERVICES}.attach", control)
+
+        await attach()
+        # Registered again under a new instance after a reconnect (the daemon
+        # re-executed itself, or the connection dropped): attach again.
+        forget = bus.on_reconnected(attach)
     if ready is not None:
         await ready(served)
     loop = asyncio.get_running_loop()
@@ -141,6 +148,8 @@ async def run(
         # Let the stop control's reply leave before the registration goes.
         await asyncio.sleep(0.02)
     finally:
+        if forget is not None:
+            forget()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     await served.stop()
