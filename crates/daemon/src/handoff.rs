@@ -151,6 +151,12 @@ impl HandOff {
         std::env::remove_var(ENV);
         let text = value.to_string_lossy().into_owned();
         let fd: RawFd = text.trim().parse().map_err(|_| HandOffError::BadVariable(text.clone()))?;
+        Self::read(fd).map(Some)
+    }
+
+    /// Reads the hand-off described by the memory file `fd` and takes
+    /// ownership of it and of every descriptor it names.
+    fn read(fd: RawFd) -> Result<HandOff, HandOffError> {
         let mut taken = BTreeSet::new();
         let mut file = File::from(adopt_once(fd, &mut taken)?);
         let mut encoded = Vec::new();
@@ -176,7 +182,7 @@ impl HandOff {
         }
         let retained = wire.retained.into_iter().filter_map(WireRetained::into_retained).collect();
         let apps = wire.apps.into_iter().map(|(name, state)| (name, Bytes::from(state.into_vec()))).collect();
-        Ok(Some(HandOff { sockets, carried: Carried { generation: wire.generation, retained, apps } }))
+        Ok(HandOff { sockets, carried: Carried { generation: wire.generation, retained, apps } })
     }
 }
 
@@ -312,4 +318,67 @@ fn write_sealed(bytes: &[u8]) -> std::io::Result<OwnedFd> {
         SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
     )?;
     Ok(file.into())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::fd::IntoRawFd;
+
+    use super::*;
+
+    fn retained(payload: &'static [u8]) -> Retained {
+        let publisher =
+            Caller { session: 3, uid: 1000, pid: 42, principal: PrincipalName::new("user:alice") };
+        let headers = Headers::from_pairs([("trace", "abc")]).unwrap();
+        Retained { publisher, headers, payload: Bytes::from_static(payload) }
+    }
+
+    #[test]
+    fn what_is_described_is_read_back_and_the_descriptor_is_close_on_exec_again() {
+        let carried = Carried {
+            generation: 4,
+            retained: vec![(Topic::parse("db.primary").unwrap(), retained(b"host-a"))],
+            apps: BTreeMap::from([("supervisor".to_owned(), Bytes::from_static(b"\x00state"))]),
+        };
+        let prepared =
+            HandOff { sockets: Vec::new(), carried }.prepare_exec().map_err(|(err, _)| err).unwrap();
+        let (name, value) = prepared.env();
+        assert_eq!(name, ENV);
+        let fd: RawFd = value.parse().unwrap();
+        let flags = rustix::io::fcntl_getfd(prepared.memfd.as_fd()).unwrap();
+        assert!(!flags.contains(FdFlags::CLOEXEC), "the successor must inherit it");
+        // What the successor sees: its own descriptor for the same file.
+        let copy = prepared.memfd.try_clone().unwrap().into_raw_fd();
+        assert_ne!(copy, fd);
+        let read = HandOff::read(copy).unwrap();
+        assert_eq!(read.carried.generation, 4);
+        assert_eq!(&read.carried.apps["supervisor"][..], b"\x00state");
+        let [(topic, value)] = &read.carried.retained[..] else { panic!("{:?}", read.carried.retained) };
+        assert_eq!((topic.as_str(), &value.payload[..]), ("db.primary", &b"host-a"[..]));
+        assert_eq!((value.publisher.principal.as_str(), value.publisher.uid), ("user:alice", 1000));
+        assert_eq!(value.headers, retained(b"").headers);
+        let handoff = prepared.take_back();
+        assert_eq!(handoff.carried.generation, 4);
+    }
+
+    fn described(format: u32, sockets: Vec<WireSocket>) -> RawFd {
+        let wire = Wire { format, generation: 0, sockets, retained: vec![], apps: BTreeMap::new() };
+        write_sealed(&rmp_serde::to_vec_named(&wire).unwrap()).unwrap().into_raw_fd()
+    }
+
+    #[test]
+    fn another_format_a_closed_descriptor_or_one_named_twice_is_refused() {
+        let err = HandOff::read(described(FORMAT + 1, vec![])).unwrap_err();
+        assert!(matches!(err, HandOffError::Format { found } if found == FORMAT + 1), "{err}");
+        // A number nothing is open at (far above anything a test opens).
+        assert!(matches!(adopt_fd(999_999), Err(HandOffError::NotOpen { fd: 999_999, .. })));
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap().into_raw_fd();
+        let err = HandOff::read(described(
+            FORMAT,
+            vec![WireSocket::Tcp { fd: socket }, WireSocket::Tcp { fd: socket }],
+        ))
+        .unwrap_err();
+        assert!(matches!(err, HandOffError::Twice(fd) if fd == socket), "{err}");
+    }
 }

@@ -200,4 +200,22 @@ mod tests {
         assert!(matches!(run(RestartMode::OnFailure, true), Decision::Restart(_)));
         assert!(matches!(run(RestartMode::Always, false), Decision::Restart(_)));
     }
+
+    #[test]
+    fn a_history_described_as_ages_is_the_same_history_for_a_successor() {
+        let (p, start) = (policy(), Instant::now());
+        let mut t = RestartTracker::default();
+        for i in 0..3 {
+            t.on_exit(&p, start + Duration::from_secs(i), true, Duration::ZERO, 0.0);
+        }
+        let later = start + Duration::from_secs(5);
+        let (ages, consecutive) = t.ages(later);
+        assert_eq!((ages.clone(), consecutive), (vec![5000, 4000, 3000], 3));
+        let mut carried = RestartTracker::from_ages(&ages, consecutive, later);
+        assert_eq!(carried.restarts(), 3);
+        // The budget (4) and the backoff carry on where they were.
+        let next = carried.on_exit(&p, later, true, Duration::ZERO, 0.0);
+        assert_eq!(next, t.clone().on_exit(&p, later, true, Duration::ZERO, 0.0));
+        assert_eq!(carried.on_exit(&p, later, true, Duration::ZERO, 0.0), Decision::GiveUp);
+    }
 }
