@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_daemon::handoff::{adopt_fd, leave_open};
 use switchboard_daemon::host::InstanceIdentity;
 
-use super::instance::{self, Instance, Intent, Wiring};
+use super::instance::{self, Instance, Intent};
 use super::process::{self, Spawned};
 use super::restart::RestartTracker;
 use super::runtime::Runtime;
@@ -177,26 +177,14 @@ impl Runtime {
             }
             return;
         };
-        let Some([stdout, stderr]) = pipes else {
-            // Without its pipes its output has nowhere to go: the process
-            // would die of SIGPIPE at its next line; restart it cleanly.
+        if pipes.is_none() {
+            // Watched all the same: it ends of SIGPIPE at its next line, and
+            // the restart policy takes it from there.
             tracing::warn!(service = %key.0, instance = key.1, pid, "its output pipes were not handed over");
-            process::signal_group(pid, Signal::TERM);
-            return;
-        };
+        }
         let secret = instance.secret.clone();
         instance.cgroup = handed.cgroup.map(super::cgroup::Cgroup::adopt);
-        let wiring = Wiring {
-            key: key.clone(),
-            gen,
-            events: &self.events,
-            log: &log,
-            published: &self.published,
-            run_dir: &self.run_dir,
-            endpoint: &self.endpoint,
-            secret: &secret,
-        };
-        let launched = instance::adopt(Spawned { pid, stdout, stderr }, &wiring);
+        let launched = instance::adopt(Spawned { pid, output: pipes }, &self.wiring(key, gen, &log, &secret));
         self.router.register_secret(
             secret,
             InstanceIdentity { service: key.0.clone(), instance: key.1, session: pid },

@@ -208,25 +208,26 @@ pub fn adopt(spawned: process::Spawned, wiring: &Wiring<'_>) -> Launched {
 /// Starts the tasks that watch a process: its exit, its output, its notices.
 fn watch(spawned: process::Spawned, notify: Option<NotifySocket>, wiring: &Wiring<'_>) -> Launched {
     let index = wiring.key.1;
-    let pipes = match (spawned.stdout.try_clone(), spawned.stderr.try_clone()) {
-        (Ok(stdout), Ok(stderr)) => Some([stdout, stderr]),
-        (Err(err), _) | (_, Err(err)) => {
-            tracing::warn!(service = %wiring.key.0, index, "its output cannot be handed to a successor daemon: {err}");
-            None
-        }
-    };
     let mut watchers = Vec::new();
-    for (fd, name) in [(spawned.stdout, "stdout"), (spawned.stderr, "stderr")] {
-        match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-            Ok(stream) => {
-                let (log, published) = (wiring.log.clone(), wiring.published.clone());
-                // Output is captured to its end even after the process exits,
-                // so these tasks are not aborted with the others.
-                watchers.push(
-                    tokio::spawn(capture(Box::new(stream), name, index, log, published)).abort_handle(),
-                );
+    let mut pipes = None;
+    if let Some([stdout, stderr]) = spawned.output {
+        match (stdout.try_clone(), stderr.try_clone()) {
+            (Ok(out), Ok(err)) => pipes = Some([out, err]),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(service = %wiring.key.0, index, "its output cannot be handed to a successor daemon: {err}");
             }
-            Err(err) => tracing::warn!(service = %wiring.key.0, index, "cannot read its {name}: {err}"),
+        }
+        for (fd, name) in [(stdout, "stdout"), (stderr, "stderr")] {
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                Ok(stream) => {
+                    let (log, published) = (wiring.log.clone(), wiring.published.clone());
+                    // Output is captured to its end even after the process
+                    // exits, so these tasks are not aborted with the others.
+                    let capture = tokio::spawn(capture(Box::new(stream), name, index, log, published));
+                    watchers.push(capture.abort_handle());
+                }
+                Err(err) => tracing::warn!(service = %wiring.key.0, index, "cannot read its {name}: {err}"),
+            }
         }
     }
     let (key, gen, events, pid) = (wiring.key.clone(), wiring.gen, wiring.events.clone(), spawned.pid);

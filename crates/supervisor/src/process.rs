@@ -67,8 +67,9 @@ pub fn run_as(spec: &ServiceSpec) -> Result<Option<RunAs>, SpawnError> {
 /// took over from the process it replaced (`switchboard reexec`).
 pub struct Spawned {
     pub pid: u32,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// The read ends of its stdout and stderr (none for a process taken
+    /// over without them).
+    pub output: Option<[OwnedFd; 2]>,
 }
 
 /// Starts one instance with piped stdout/stderr in a new process group.
@@ -101,7 +102,7 @@ pub fn spawn(spec: &ServiceSpec, env: &BTreeMap<String, String>) -> Result<Spawn
     let stdout = pipe(child.stdout.take().map(OwnedFd::from))?;
     let stderr = pipe(child.stderr.take().map(OwnedFd::from))?;
     // Dropping a std `Child` neither waits for nor kills it.
-    Ok(Spawned { pid: child.id(), stdout, stderr })
+    Ok(Spawned { pid: child.id(), output: Some([stdout, stderr]) })
 }
 
 /// Waits for the instance process `pid` (a child of this process) to end

@@ -81,8 +81,8 @@ pub(crate) struct Runtime {
     pub(super) published: mpsc::UnboundedSender<Published>,
     pub(super) waiters: Vec<Waiter>,
     shutdown: Option<oneshot::Sender<()>>,
-    pub(super) run_dir: PathBuf,
-    pub(super) endpoint: String,
+    run_dir: PathBuf,
+    endpoint: String,
     pub(super) rng: u64,
 }
 
@@ -348,17 +348,7 @@ impl Runtime {
         };
         instance.secret = secret.clone();
         self.transition(&key, Transition::Start);
-        let wiring = Wiring {
-            key: key.clone(),
-            gen,
-            events: &self.events,
-            log: &log,
-            published: &self.published,
-            run_dir: &self.run_dir,
-            endpoint: &self.endpoint,
-            secret: &secret,
-        };
-        let launched = instance::launch(&spec, wiring);
+        let launched = instance::launch(&spec, self.wiring(&key, gen, &log, &secret));
         let now = Instant::now();
         match launched {
             Err(err) => {
@@ -405,6 +395,26 @@ impl Runtime {
                     self.wake(&key, gen, now + spec.start_timeout);
                 }
             }
+        }
+    }
+
+    /// Where the process of instance `key` (launch `gen`) reports to.
+    pub(super) fn wiring<'a>(
+        &'a self,
+        key: &Key,
+        gen: u64,
+        log: &'a Arc<Mutex<LogBook>>,
+        secret: &'a str,
+    ) -> Wiring<'a> {
+        Wiring {
+            key: key.clone(),
+            gen,
+            events: &self.events,
+            log,
+            published: &self.published,
+            run_dir: &self.run_dir,
+            endpoint: &self.endpoint,
+            secret,
         }
     }
 
