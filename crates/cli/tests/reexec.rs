@@ -270,7 +270,11 @@ fn a_reexec_that_cannot_work_is_refused_and_changes_nothing() {
     drop(daemon);
 
     // A config file the successor would refuse: named, and nothing happens.
-    let daemon = Daemon::start_with(&["--config", services.to_str().unwrap()]);
+    // (This daemon also listens on loopback TCP, which the successor keeps.)
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let daemon =
+        Daemon::start_with(&["--config", services.to_str().unwrap(), "--listen", &tcp, "--allow-plain-tcp"]);
     let before = running_pids(&daemon);
     let text = std::fs::read_to_string(&services).unwrap();
     std::fs::write(&services, format!("{text}\n[services.broken]\ncommand = \"/no/such/program\"\n"))
@@ -288,4 +292,8 @@ fn a_reexec_that_cannot_work_is_refused_and_changes_nothing() {
     std::fs::write(&services, text).unwrap();
     assert_eq!(reexec(&daemon)["generation"], 1);
     assert_eq!(running_pids(&daemon), before);
+    // The TCP socket carried over: a client still gets in (as `anonymous`).
+    let over_tcp = daemon.cli(&["whoami", "--addr", &tcp]).output().unwrap();
+    assert!(over_tcp.status.success(), "{}", String::from_utf8_lossy(&over_tcp.stderr));
+    assert!(String::from_utf8_lossy(&over_tcp.stdout).contains("anonymous"));
 }

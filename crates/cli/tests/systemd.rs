@@ -30,6 +30,16 @@ fn next_notice(socket: &UnixDatagram, limit: Duration) -> String {
     String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
+/// The next notify datagram that is not a watchdog ping.
+fn next_notice_except_pings(socket: &UnixDatagram) -> String {
+    loop {
+        let notice = next_notice(socket, Duration::from_secs(10));
+        if notice != "WATCHDOG=1" {
+            return notice;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_comes_after_listening_and_queue_recovery_then_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,13 +84,15 @@ async fn ready_comes_after_listening_and_queue_recovery_then_watchdog_and_stoppi
     assert!(pings.iter().all(|p| p == "WATCHDOG=1"), "{pings:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "three pings took {:?}", started.elapsed());
     drop((consumer, bus));
+    // After a reexec the new process image is the same service to the
+    // manager: it says READY=1 again on the same socket, and pings on.
+    let reexec = Command::new(BIN).args(["reexec", "--addr", &addr]).output().unwrap();
+    assert!(reexec.status.success(), "{}", String::from_utf8_lossy(&reexec.stderr));
+    let ready_again = next_notice_except_pings(&listener);
+    assert!(ready_again.starts_with("READY=1\nSTATUS=listening on unix:"), "{ready_again:?}");
+    assert_eq!(next_notice(&listener, Duration::from_secs(2)), "WATCHDOG=1");
     signal_pid(second.0.id(), rustix::process::Signal::TERM);
-    let stopping = loop {
-        let notice = next_notice(&listener, Duration::from_secs(10));
-        if notice != "WATCHDOG=1" {
-            break notice;
-        }
-    };
+    let stopping = next_notice_except_pings(&listener);
     assert!(stopping.starts_with("STOPPING=1"), "{stopping:?}");
     assert!(wait_exit(&mut second.0, Duration::from_secs(10)).is_some_and(|s| s.success()));
 }
@@ -127,6 +139,14 @@ async fn a_socket_activated_daemon_serves_the_inherited_socket_and_binds_no_othe
         !runtime.join("switchboard").join("bus.sock").exists(),
         "no default socket beside the inherited one"
     );
+    drop(bus);
+    // Re-executed, it serves the same inherited socket, still the manager's.
+    let addr = format!("unix:{}", socket.display());
+    let reexec = Command::new(BIN).args(["reexec", "--json", "--addr", &addr]).output().unwrap();
+    assert!(reexec.status.success(), "{}", String::from_utf8_lossy(&reexec.stderr));
+    let bus = Bus::connect(&addr).await.unwrap();
+    assert_eq!(bus.daemon_info().await.unwrap().generation, 1);
+    assert!(!runtime.join("switchboard").join("bus.sock").exists(), "nothing bound after the reexec either");
     drop(bus);
     signal_pid(info.pid, rustix::process::Signal::TERM);
     assert!(wait_exit(&mut manager.0, Duration::from_secs(10)).is_some());
