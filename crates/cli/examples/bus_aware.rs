@@ -13,7 +13,10 @@
 //!
 //! `ACCEPT_PAUSE=0` in its environment makes it refuse to declare pause;
 //! `START_DELAY_MS` delays its start (to see calls wait for it);
-//! `HANG_ON_PAUSE=1` makes it never finish pausing (to see it treated as hung).
+//! `HANG_ON_PAUSE=1` makes it never finish pausing (to see it treated as hung);
+//! `STALL_MS` adds a `stall` method that blocks the whole process that long
+//! (to see the daemon cut off a connection that stops reading, and the
+//! instance reconnect and attach again).
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -28,7 +31,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let name = std::env::var("SWITCHBOARD_SERVICE").unwrap_or_else(|_| "cache".into());
     let bus = Bus::connect_default().await?;
-    let service = bus.serve(&name)?.method("get", |_request| async { Ok(Bytes::from_static(b"\xa5value")) });
+    let mut service =
+        bus.serve(&name)?.method("get", |_request| async { Ok(Bytes::from_static(b"\xa5value")) });
+    if let Some(ms) = std::env::var("STALL_MS").ok().and_then(|v| v.parse().ok()) {
+        service = service.method("stall", move |_request| async move {
+            // Blocks the runtime's only thread: nothing reads the connection.
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(Bytes::new())
+        });
+    }
     let mut controls = Controls::new().accept_reload().accept_custom(130);
     if std::env::var("ACCEPT_PAUSE").as_deref() != Ok("0") {
         controls = controls.accept_pause();
