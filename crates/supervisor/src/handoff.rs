@@ -47,6 +47,8 @@ struct HandedInstance {
     /// "stop" or "restart", when it is being stopped on purpose.
     intent: Option<String>,
     pid: Option<u32>,
+    /// Whether it was attached over the bus (it attaches again by itself).
+    attached: bool,
     /// Its stdout and stderr read ends, left open across the exec.
     pipes: Option<[RawFd; 2]>,
     cgroup: Option<PathBuf>,
@@ -142,6 +144,7 @@ impl Runtime {
         let Some(service) = self.services.get_mut(&key.0) else { return };
         let log = service.log.clone();
         let (spec_watchdog, has_health) = (service.spec.watchdog, service.spec.health.is_some());
+        let start_timeout = service.spec.start_timeout;
         let Some(instance) = self.find_any(key) else { return };
         let at = |ms: Option<u64>| ms.map(|ms| now + Duration::from_millis(ms));
         instance.state.0 = state;
@@ -194,10 +197,17 @@ impl Runtime {
         instance.tasks = launched.tasks;
         instance.watchers = launched.watchers;
         instance.pipes = launched.pipes;
+        if handed.attached {
+            // Calls wait for it to attach again rather than find no instance.
+            instance.reattach_by = Some(now + start_timeout);
+        }
         if let Some(watchdog) = spec_watchdog {
             // Its pings during the swap went nowhere: a full period again.
             instance.watchdog_deadline = Some(now + watchdog);
             self.wake(key, gen, now + watchdog);
+        }
+        if handed.attached {
+            self.wake(key, gen, now + start_timeout);
         }
         for at in deadlines {
             self.wake(key, gen, at);
@@ -235,6 +245,7 @@ fn hand_off_instance(instance: &mut Instance, now: Instant) -> HandedInstance {
             Intent::Restart => "restart".to_owned(),
         }),
         pid: instance.pid,
+        attached: instance.attached.is_some(),
         pipes,
         // The successor removes the cgroup once the process is gone.
         cgroup: instance.cgroup.take().map(super::cgroup::Cgroup::keep),

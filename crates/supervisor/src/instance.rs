@@ -70,6 +70,10 @@ pub struct Instance {
     pub health_failures: u32,
     pub secret: String,
     pub attached: Option<Attached>,
+    /// Taken over from a predecessor daemon while attached: calls to it wait
+    /// (the service's `Starting` hold) until it attaches again, or until
+    /// this deadline passes.
+    pub reattach_by: Option<Instant>,
     pub last_exit: String,
     /// Tasks tied to the current process (notify reader, health loop).
     pub tasks: Vec<AbortHandle>,
@@ -111,6 +115,7 @@ impl Instance {
         self.pipes = None;
         self.cgroup = None;
         self.attached = None;
+        self.reattach_by = None;
         self.start_deadline = None;
         self.stop_deadline = None;
         self.pending_deadline = None;

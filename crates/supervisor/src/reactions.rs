@@ -158,6 +158,16 @@ impl Runtime {
             instance.restart_at = None; // the next reconcile starts it
             return;
         }
+        if passed(instance.reattach_by) {
+            instance.reattach_by = None; // calls go through; settle lifts the hold
+            self.note_at(
+                super::runtime::WARNING,
+                &key.0,
+                key.1,
+                "did not attach again after the daemon's reexec",
+            );
+            return;
+        }
         if state == State::StopPending && passed(instance.stop_deadline) {
             instance.stop_deadline = None;
             if let Some(pid) = instance.pid {

@@ -363,6 +363,7 @@ impl Runtime {
         if let Some(instance) = self.find_any(&key) {
             instance.attached =
                 Some(Attached { session: caller.session, bus_instance: attach.control_instance, accepts });
+            instance.reattach_by = None;
         }
         let names: Vec<String> = attach.accepts.iter().map(|c| control_name(*c)).collect();
         self.note(&key.0, key.1, &format!("attached over the bus (accepts stop {})", names.join(" ")));

@@ -140,11 +140,12 @@ fn aggregate(states: &[State]) -> State {
 /// What calls to the service meet while none of its instances is Running.
 fn hold_for(instances: &[Instance]) -> Option<Hold> {
     let any = |f: &dyn Fn(&Instance) -> bool| instances.iter().any(f);
-    if instances.is_empty() || any(&|i| i.state() == State::Running) {
+    if instances.is_empty() || any(&|i| i.state() == State::Running && i.reattach_by.is_none()) {
         None
     } else if any(&|i| {
         matches!(i.state(), State::StartPending | State::ContinuePending)
             || (i.desired && i.state() == State::Stopped)
+            || i.reattach_by.is_some()
     }) {
         Some(Hold::Starting)
     } else if any(&|i| matches!(i.state(), State::Paused | State::PausePending)) {
