@@ -45,6 +45,10 @@ async def supervised() -> None:
     def get(key: str) -> str:
         return f"value of {key} (reloads: {reloads})"
 
+    async def traced() -> None:
+        # Logged while serving: the event records this request's trace id.
+        await service.log(bus, "info", "traced call")
+
     async def on_control(control: service.Control) -> Any:
         nonlocal reloads
         if control.kind is service.ControlKind.RELOAD:
@@ -63,7 +67,7 @@ async def supervised() -> None:
         print("ready", flush=True)
 
     controls = service.Controls(pause=True, reload=True, custom=(130, 131), handler=on_control)
-    await service.run(bus, "cache", {"get": get}, controls, ready=ready)
+    await service.run(bus, "cache", {"get": get, "traced": traced}, controls, ready=ready)
 
 
 ROLES: Dict[str, Callable[..., Coroutine[Any, Any, None]]] = {

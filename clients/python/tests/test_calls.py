@@ -86,7 +86,8 @@ async def test_handlers_see_the_verified_caller_headers_and_deadline(daemon: Dae
     assert principal == me["principal"]
     request = seen[0]
     assert request.caller.session == me["session"] and request.caller.pid == me["pid"]
-    assert request.headers == {"trace": "abc"}
+    # The caller's headers, and the trace context every call carries.
+    assert request.headers["trace"] == "abc" and set(request.headers) == {"trace", "traceparent"}
     remaining = request.remaining()
     assert remaining is not None and 4.0 < remaining <= 5.0
     assert switchboard.current_request() is None
@@ -232,6 +233,51 @@ async def test_a_handlers_calls_inherit_the_deadline_of_the_request_it_serves(da
     assert kind == "timeout" and took < 0.05, (kind, took)
     assert len(reached_c) == 1, "the late call was never sent"
     for bus in (a, b, c):
+        bus.close()
+
+
+@run_async
+async def test_one_trace_id_follows_a_chain_and_what_a_handler_sends(daemon: Daemon) -> None:
+    buses = [await switchboard.connect(daemon.address) for _ in range(4)]
+    a, b, c, watcher = buses
+    seen: List[Tuple[str, switchboard.TraceParent]] = []
+
+    def hop(name: str, bus: switchboard.Bus, nxt: Optional[str]) -> Any:
+        async def go() -> None:
+            context = switchboard.trace.current()
+            assert context is not None
+            seen.append((name, context))
+            if nxt is not None:
+                await bus.call(nxt)
+                await bus.publish("traced.event", name)
+                await bus.queue("traced").put(name)
+
+        return go
+
+    await a.serve("a", {"go": hop("A", a, "b.go")})
+    await b.serve("b", {"go": hop("B", b, "c.go")})
+    await c.serve("c", {"go": hop("C", c, None)})
+    events = await watcher.subscribe("traced.>")
+    jobs = await watcher.queue("traced").consume()
+    await watcher.call("a.go")
+    assert [name for name, _ in seen] == ["A", "B", "C"]
+    assert len({context.trace_id for _, context in seen}) == 1, seen
+    assert len({context.parent_id for _, context in seen}) == 3, "a new span at each hop"
+    trace_id = seen[0][1].trace_id
+    message = await events.next(timeout=5)
+    assert isinstance(message, switchboard.Message)
+    published = switchboard.TraceParent.parse(message.headers["traceparent"])
+    assert published is not None and published.trace_id == trace_id
+    job = await jobs.next(timeout=5)
+    assert job is not None
+    put = switchboard.TraceParent.parse(job.headers["traceparent"])
+    assert put is not None and put.trace_id == trace_id
+    # A caller's own traceparent is kept; a Rust-format value parses the same.
+    own = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    seen.clear()
+    await watcher.call("c.go", headers={"traceparent": own})
+    assert str(seen[0][1]) == own
+    for bus in buses:
         bus.close()
 
 

@@ -124,6 +124,12 @@ async def test_a_supervised_python_service_is_paused_continued_and_controlled_fr
     events = [json.loads(line) for line in logs.stdout.splitlines()]
     [event] = [e for e in events if e["stream"] == "event"]
     assert (event["line"], event["level"], event["id"]) == ("cache warmed keys=42", "warning", "cache.warmed")
+    # An event logged while serving a call records the call's trace id.
+    own = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    await bus.call("cache.traced", headers={"traceparent": own})
+    logs = await asyncio.to_thread(daemon.cli, "logs", "cache", "--json")
+    lines = [json.loads(line)["line"] for line in logs.stdout.splitlines()]
+    assert "traced call trace_id=4bf92f3577b34da6a3ce929d0e0e4736" in lines, lines
 
     await asyncio.to_thread(daemon.cli, "stop", "cache")
     assert (await status(daemon))["state"] == "Stopped"

@@ -264,12 +264,15 @@ fn a_bus_aware_service_handles_pause_custom_controls_and_reload_itself() {
     s.wait_state("rigid", "Running", Duration::from_secs(10));
     let out = s.run(&["pause", "rigid"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not accept pause"), "{out:?}");
-    // Reload: the service logs a structured event through the library.
+    // Reload: the service logs a structured event through the library; logged
+    // while serving the control, it records that call's trace id.
     s.ok(&["control", "cache", "reload"]);
-    assert!(s
-        .logs("cache")
-        .iter()
-        .any(|l| l.stream == "event" && l.line == "reloaded entries=42" && l.level == "info"));
+    let traced = |line: &str| {
+        line.strip_prefix("reloaded entries=42 trace_id=")
+            .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let logs = s.logs("cache");
+    assert!(logs.iter().any(|l| l.stream == "event" && traced(&l.line) && l.level == "info"), "{logs:?}");
     // Stop goes through its control handler and the process exits by itself.
     let pid = s.pid("cache");
     s.ok(&["stop", "cache"]);

@@ -168,6 +168,7 @@ impl Bus {
         // Inside a handler the request's own deadline bounds this call.
         let (deadline, timeout) = crate::deadline::effective(options.timeout).map_err(CallError::Timeout)?;
         let CallOptions { instance, headers, .. } = options;
+        let headers = crate::trace::outgoing(headers);
         let mut call = Call { id: 0, timeout_ms: 0, instance: 0, service, method, headers, payload };
         if let Some(channel) = direct::channel_for(self, &call.service, instance) {
             let size = call_size(&call.service, &call.method, &call.headers, &call.payload);
@@ -231,6 +232,7 @@ impl Bus {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
         let deadline = Instant::now() + options.timeout;
+        let options = CallOptions { headers: crate::trace::outgoing(options.headers), ..options };
         loop {
             let link = self.wait_link(deadline, options.timeout).await?;
             check_size(&link, &service, &method, &options.headers, &payload)?;
@@ -265,7 +267,7 @@ impl Bus {
         let Target { service, method } = target.into_target()?;
         let payload = payload.into();
         let (deadline, timeout) = crate::deadline::effective(options.timeout).map_err(CallError::Timeout)?;
-        let CallOptions { headers, .. } = options;
+        let headers = crate::trace::outgoing(options.headers);
         let (done, finished) = oneshot::channel();
         let gathering =
             Arc::new(Mutex::new(Gathering { instances: None, replies: Vec::new(), done: Some(done) }));

@@ -7,30 +7,15 @@
 //! inherited deadline has already passed fails at once with `Timeout`,
 //! without being sent. An explicit timeout can only shorten the deadline.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// Kept back from an inherited deadline so the answer can still reach the
 /// caller that set it.
 pub const MARGIN: Duration = Duration::from_millis(5);
 
-tokio::task_local! {
-    static DEADLINE: Option<Instant>;
-}
-
-/// Runs `future` with `deadline` as the inherited deadline of its calls.
-pub(crate) fn scope<F: Future>(deadline: Option<Instant>, future: F) -> impl Future<Output = F::Output> {
-    DEADLINE.scope(deadline, future)
-}
-
-/// Runs `f` (one poll of a handler) with `deadline` inherited.
-pub(crate) fn sync_scope<R>(deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
-    DEADLINE.sync_scope(deadline, f)
-}
-
 /// The deadline of the request the current task serves, if any.
 pub fn inherited() -> Option<Instant> {
-    DEADLINE.try_with(|deadline| *deadline).ok().flatten()
+    crate::context::current().deadline
 }
 
 /// The deadline and timeout of a call made now with `timeout` of its own:

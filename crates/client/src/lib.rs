@@ -20,6 +20,7 @@ pub mod __private;
 mod bus;
 mod calls;
 mod connection;
+mod context;
 pub mod deadline;
 mod direct;
 mod discovery;
@@ -28,6 +29,7 @@ mod queues;
 pub mod service;
 mod supervised;
 mod topics;
+pub mod trace;
 
 pub use bus::{decode, encode, Bus, DEFAULT_TIMEOUT};
 pub use bytes::Bytes;

@@ -101,10 +101,10 @@ impl Queue {
         }
         let ttl_ms = options.ttl.map_or(0, |ttl| u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX).max(1));
         let dedup_id = options.id.unwrap_or_default();
+        let headers = crate::trace::outgoing(options.headers);
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let check = |link: &Link| {
-            let size =
-                switchboard_proto::sizes::put_len(&self.name, &dedup_id, &options.headers, payload.len());
+            let size = switchboard_proto::sizes::put_len(&self.name, &dedup_id, &headers, payload.len());
             crate::calls::fits(link, size, payload.len())
         };
         let frame = |req, _: &Link| {
@@ -114,7 +114,7 @@ impl Queue {
                 ttl_ms,
                 queue: self.name.clone(),
                 dedup_id: dedup_id.clone(),
-                headers: options.headers.clone(),
+                headers: headers.clone(),
                 payload: payload.clone(),
             })
         };
@@ -130,9 +130,11 @@ impl Queue {
     pub async fn put_batch(&self, payloads: impl IntoIterator<Item = Bytes>) -> Vec<Result<u64, CallError>> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut count = 0;
+        // Each put runs on its own task: give it the served request's context.
+        let inherited = crate::context::current();
         for (index, payload) in payloads.into_iter().enumerate() {
             let queue = self.clone();
-            tasks.spawn(async move { (index, queue.put(payload).await) });
+            tasks.spawn(crate::context::scope(inherited, async move { (index, queue.put(payload).await) }));
             count += 1;
         }
         let mut results: Vec<Option<Result<u64, CallError>>> = (0..count).map(|_| None).collect();

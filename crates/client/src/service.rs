@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use switchboard_proto::trace::{TraceParent, TRACEPARENT};
 use switchboard_proto::{
     Caller, ErrorCode, Frame, Headers, InstanceId, MethodName, MethodSpec, NameError, ServiceName,
 };
@@ -60,6 +61,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// The caller's trace context (its `traceparent` header), if valid;
+    /// calls made while serving this continue its trace by themselves.
+    pub fn trace(&self) -> Option<TraceParent> {
+        self.headers.get(TRACEPARENT).and_then(TraceParent::parse)
+    }
+
     /// Whether this is a one-way notification (its result goes nowhere).
     pub fn is_notification(&self) -> bool {
         self.deadline.is_none()
@@ -321,6 +328,8 @@ impl ServiceState {
         }
         let deadline =
             (request.id != 0).then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
+        let trace = request.headers.get(TRACEPARENT).and_then(TraceParent::parse);
+        let inherited = crate::context::Inherited { deadline, trace };
         let request = Request {
             method: request.method,
             payload: request.payload,
@@ -337,7 +346,7 @@ impl ServiceState {
         if self.slots.available_permits() > 0 {
             let mut future = handler(request);
             let mut cx = Context::from_waker(Waker::noop());
-            let first_poll = || crate::deadline::sync_scope(deadline, || future.as_mut().poll(&mut cx));
+            let first_poll = || crate::context::sync_scope(inherited, || future.as_mut().poll(&mut cx));
             match catch_unwind(AssertUnwindSafe(first_poll)) {
                 Ok(Poll::Ready(result)) => {
                     if let Some(mut answer) = guard.answer.take() {
@@ -359,7 +368,7 @@ impl ServiceState {
                                 Err(_) => return,
                             },
                         };
-                        let result = crate::deadline::scope(deadline, future).await;
+                        let result = crate::context::scope(inherited, future).await;
                         if let Some(mut answer) = guard.answer.take() {
                             answer.result(result);
                         }
@@ -373,7 +382,7 @@ impl ServiceState {
             let Ok(_slot) = guard.state.slots.clone().acquire_owned().await else {
                 return;
             };
-            let result = crate::deadline::scope(deadline, handler(request)).await;
+            let result = crate::context::scope(inherited, handler(request)).await;
             if let Some(mut answer) = guard.answer.take() {
                 answer.result(result);
             }

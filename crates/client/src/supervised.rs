@@ -228,13 +228,17 @@ async fn handle_control(
 /// Logs a structured event into this instance's service log (`switchboard
 /// logs SERVICE` shows it as an `event` line). Only an attached supervised
 /// instance may log.
+///
+/// Logged while serving a request, the event also records the request's
+/// trace id (`trace_id=…`), so a chain of calls can be found in every
+/// service's log.
 pub async fn log(bus: &Bus, level: &str, message: &str, fields: &[(&str, &str)]) -> Result<(), CallError> {
-    let event = LogEvent {
-        level: level.to_owned(),
-        message: message.to_owned(),
-        fields: fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-        id: String::new(),
-    };
+    let mut fields: Vec<(String, String)> =
+        fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    if let Some(trace) = crate::trace::current() {
+        fields.push(("trace_id".to_owned(), trace.trace_id_hex()));
+    }
+    let event = LogEvent { level: level.to_owned(), message: message.to_owned(), fields, id: String::new() };
     let target = format!("{}.{}", sup::SERVICES_SERVICE, sup::LOG);
     bus.call(target.as_str(), Bytes::from(switchboard_proto::sys::encode(&event))).await.map(drop)
 }

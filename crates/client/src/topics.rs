@@ -240,8 +240,8 @@ impl Bus {
         options: PublishOptions,
     ) -> Result<(), PublishError> {
         let payload = payload.into();
-        let frame =
-            Frame::Publish(Publish { retain: options.retain, topic, headers: options.headers, payload });
+        let headers = crate::trace::outgoing(options.headers);
+        let frame = Frame::Publish(Publish { retain: options.retain, topic, headers, payload });
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         loop {
             let link = self.wait_link(deadline, DEFAULT_TIMEOUT).await.map_err(|err| match err {

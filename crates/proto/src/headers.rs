@@ -150,6 +150,29 @@ impl Headers {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
+
+    /// These headers with one more pair at the end.
+    pub fn with(&self, key: &str, value: &str) -> Result<Self, HeaderError> {
+        let count =
+            if self.0.is_empty() { 0 } else { usize::from(u16::from_le_bytes([self.0[0], self.0[1]])) };
+        if count == MAX_HEADERS {
+            return Err(HeaderError::TooMany);
+        }
+        if !key_ok(key.as_bytes()) {
+            return Err(HeaderError::BadKey(key.to_owned()));
+        }
+        if value.len() > MAX_HEADER_VALUE {
+            return Err(HeaderError::ValueTooLong(key.to_owned()));
+        }
+        let mut buf = BytesMut::with_capacity(self.wire_len() + 3 + key.len() + value.len());
+        buf.put_u16_le((count + 1) as u16);
+        buf.put_slice(self.0.get(2..).unwrap_or_default());
+        buf.put_u8(key.len() as u8);
+        buf.put_slice(key.as_bytes());
+        buf.put_u16_le(value.len() as u16);
+        buf.put_slice(value.as_bytes());
+        Ok(Self(buf.freeze()))
+    }
 }
 
 /// Iterator over header pairs.
@@ -212,5 +235,17 @@ mod tests {
         assert!(matches!(Headers::from_pairs([("k", long.as_str())]), Err(HeaderError::ValueTooLong(_))));
         let truncated = Bytes::from_static(&[1, 0, 3, b'a']);
         assert!(Headers::parse_prefix(&truncated).is_err());
+    }
+
+    #[test]
+    fn a_pair_added_is_the_same_block_as_built_whole() {
+        let two = Headers::from_pairs([("lang", "fr"), ("traceparent", "x")]).unwrap();
+        let added = Headers::from_pairs([("lang", "fr")]).unwrap().with("traceparent", "x").unwrap();
+        assert_eq!(added, two);
+        assert_eq!(Headers::from_wire(added.to_wire()).unwrap(), two);
+        assert_eq!(Headers::new().with("k", "v").unwrap(), Headers::from_pairs([("k", "v")]).unwrap());
+        assert_eq!(Headers::new().with("bad key", "v"), Err(HeaderError::BadKey("bad key".into())));
+        let full = Headers::from_pairs((0..MAX_HEADERS).map(|i| (format!("k{i}"), "v"))).unwrap();
+        assert_eq!(full.with("one", "more"), Err(HeaderError::TooMany));
     }
 }

@@ -36,6 +36,7 @@ pub mod sizes;
 pub mod supervision;
 pub mod sys;
 mod topic;
+pub mod trace;
 mod validated;
 
 pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};

@@ -52,6 +52,7 @@ from .errors import (
 from .queues import Consumer, Delivery, Queue
 from .serving import Request, Service, current_request
 from .topics import Lagged, Subscription
+from .trace import TraceParent
 
 __version__ = "0.1.0"
 
@@ -98,6 +99,7 @@ __all__ = [
     "Subscription",
     "SwitchboardError",
     "Timeout",
+    "TraceParent",
     "Unreachable",
     "UnsupportedVersion",
     "UntrustedDaemon",

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Unio
 import msgpack
 
 from . import _wire as wire
-from . import names
+from . import names, trace
 from ._connection import FrameProtocol, Link, credential_from_env, default_address, default_client_name, open_link
 from .calls import BroadcastReply, Gathering
 from .dispatch import serve_request
@@ -394,7 +394,7 @@ class Bus:
         sends bytes as they are and returns the reply's bytes) and returns the
         decoded reply. Raises the `CallError` subclass of what went wrong."""
         prefix = self._prefix(target)
-        head = names.header_block(headers)
+        head = names.header_block(trace.outgoing(headers))
         payload = args if raw else _pack(args)
         timeout = inherited_timeout(timeout)
         deadline = time.monotonic() + timeout
@@ -416,7 +416,7 @@ class Bus:
     ) -> None:
         """Sends a one-way notification (to every instance with `all=True`)."""
         prefix = self._prefix(target)
-        head = names.header_block(headers)
+        head = names.header_block(trace.outgoing(headers))
         link = await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)
         data = wire.notify(all, instance, prefix, head, _pack(args))
         self._check_size(link, len(data))
@@ -434,7 +434,7 @@ class Bus:
         """Calls the method on every instance; one `BroadcastReply` per instance,
         once all answered, failed or the deadline passed."""
         prefix = self._prefix(target)
-        head = names.header_block(headers)
+        head = names.header_block(trace.outgoing(headers))
         timeout = inherited_timeout(timeout)
         deadline = time.monotonic() + timeout
         link = await self._live_link(deadline)
@@ -468,7 +468,7 @@ class Bus:
             if len(self._topics) >= _PREFIX_CACHE:
                 self._topics.clear()
             field = self._topics[topic] = wire.name(names.topic(topic))
-        head = names.header_block(headers)
+        head = names.header_block(trace.outgoing(headers))
         data = wire.publish(retain, field, head, value if raw else _pack(value))
         link = self._link or await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)
         self._check_size(link, len(data))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Mapping, Optio
 import msgpack
 
 from . import _wire as wire
-from . import names
+from . import names, trace
 from ._inbox import Inbox
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ class Queue:
         """
         if not 0 <= priority <= 9:
             raise ValueError(f"priority {priority} is out of range: 0-9")
-        head = names.header_block(headers)
+        head = names.header_block(trace.outgoing(headers))
         payload = value if raw else msgpack.packb(value, use_bin_type=True)
         ttl_ms = 0 if ttl is None else wire.millis(ttl, 1)
         queue, dedup_id = self.name.encode(), id or ""

@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tupl
 
 import msgpack
 
+from . import trace
 from .bus import Bus
 from .errors import Rejected
 from .serving import Handler, Service
@@ -182,8 +183,12 @@ async def log(bus: Bus, level: str, message: str, *, id: str = "", **fields: str
     """Logs a structured event into this instance's service log (`switchboard
     logs SERVICE` shows it as an `event` line): `level` is a syslog severity
     (`warning`, `err`, …; `warn` and `error` work too), `id` the event's own
-    identifier if it has one. Only an attached instance may log."""
+    identifier if it has one. Only an attached instance may log. Logged while
+    serving a request, the event also records the request's trace id."""
     pairs: List[List[str]] = [[key, str(value)] for key, value in fields.items()]
+    context = trace.current()
+    if context is not None:
+        pairs.append(["trace_id", context.trace_id_hex])
     await bus.call(f"{SERVICES}.log", {"level": level, "message": message, "fields": pairs, "id": id})
 
 

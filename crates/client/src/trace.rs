@@ -1,0 +1,92 @@
+//! Trace context that travels: every call, notification, broadcast,
+//! publication and queue message carries a W3C `traceparent` header. Made
+//! while serving a request, it continues that request's trace (same trace
+//! id, a new span id); made anywhere else, it starts a new trace. A header
+//! the caller set itself is left as it is.
+//!
+//! Handlers read theirs with [`current`] (or `Request::trace`), and
+//! `service::log` records its trace id, so one id follows a chain of calls
+//! through every service and its logs.
+
+use std::cell::Cell;
+
+use switchboard_proto::Headers;
+
+pub use switchboard_proto::trace::{TraceParent, TRACEPARENT};
+
+/// The trace context of the request the current task serves, if any.
+pub fn current() -> Option<TraceParent> {
+    crate::context::current().trace
+}
+
+/// `headers` with the `traceparent` an outgoing message should carry.
+pub(crate) fn outgoing(headers: Headers) -> Headers {
+    if !headers.is_empty() && headers.get(TRACEPARENT).is_some() {
+        return headers;
+    }
+    let next = match current() {
+        Some(parent) => parent.child(random()),
+        None => TraceParent::root(u128::from(random()) << 64 | u128::from(random()), random()),
+    };
+    // Only a header block already at its limit refuses one more pair; the
+    // message then goes without (the daemon would refuse nothing else).
+    headers.with(TRACEPARENT, &next.to_string()).unwrap_or(headers)
+}
+
+thread_local! {
+    static STATE: Cell<u64> = Cell::new(seed());
+}
+
+/// A seed from the OS, so ids differ across processes and threads.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    let filled = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap_or(0);
+    if filled == bytes.len() {
+        u64::from_le_bytes(bytes) | 1
+    } else {
+        // No entropy to be had: still unique per thread and instant.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        (now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)) | 1
+    }
+}
+
+/// A random 64-bit id (xorshift64*: ids need to be unique, not secret).
+fn random() -> u64 {
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_a_request_each_message_starts_a_trace_and_a_set_header_is_kept() {
+        let first = outgoing(Headers::new());
+        let second = outgoing(Headers::new());
+        let parse = |h: &Headers| TraceParent::parse(h.get(TRACEPARENT).unwrap()).unwrap();
+        assert_ne!(parse(&first).trace_id, parse(&second).trace_id);
+        let own = Headers::from_pairs([("lang", "fr"), (TRACEPARENT, "mine")]).unwrap();
+        assert_eq!(outgoing(own.clone()), own);
+        let other = outgoing(Headers::from_pairs([("lang", "fr")]).unwrap());
+        assert_eq!(other.get("lang"), Some("fr"));
+        assert!(other.get(TRACEPARENT).is_some());
+    }
+
+    #[tokio::test]
+    async fn inside_a_request_the_trace_continues_with_a_new_span() {
+        let parent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let inherited = crate::context::Inherited { deadline: None, trace: Some(parent) };
+        let child = crate::context::scope(inherited, async { outgoing(Headers::new()) }).await;
+        let child = TraceParent::parse(child.get(TRACEPARENT).unwrap()).unwrap();
+        assert_eq!(child.trace_id, parent.trace_id);
+        assert_ne!(child.parent_id, parent.parent_id);
+        assert_eq!(current(), None, "nothing is inherited outside the scope");
+    }
+}
