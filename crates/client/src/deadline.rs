@@ -15,7 +15,7 @@ pub const MARGIN: Duration = Duration::from_millis(5);
 
 /// The deadline of the request the current task serves, if any.
 pub fn inherited() -> Option<Instant> {
-    crate::context::current().deadline
+    crate::context::deadline()
 }
 
 /// The deadline and timeout of a call made now with `timeout` of its own:

@@ -328,8 +328,7 @@ impl ServiceState {
         }
         let deadline =
             (request.id != 0).then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
-        let trace = request.headers.get(TRACEPARENT).and_then(TraceParent::parse);
-        let inherited = crate::context::Inherited { deadline, trace };
+        let inherited = crate::context::Inherited { deadline, headers: request.headers.clone() };
         let request = Request {
             method: request.method,
             payload: request.payload,
@@ -346,7 +345,8 @@ impl ServiceState {
         if self.slots.available_permits() > 0 {
             let mut future = handler(request);
             let mut cx = Context::from_waker(Waker::noop());
-            let first_poll = || crate::context::sync_scope(inherited, || future.as_mut().poll(&mut cx));
+            let first_poll =
+                || crate::context::sync_scope(inherited.clone(), || future.as_mut().poll(&mut cx));
             match catch_unwind(AssertUnwindSafe(first_poll)) {
                 Ok(Poll::Ready(result)) => {
                     if let Some(mut answer) = guard.answer.take() {

@@ -16,7 +16,7 @@ pub use switchboard_proto::trace::{TraceParent, TRACEPARENT};
 
 /// The trace context of the request the current task serves, if any.
 pub fn current() -> Option<TraceParent> {
-    crate::context::current().trace
+    crate::context::trace()
 }
 
 /// `headers` with the `traceparent` an outgoing message should carry.
@@ -28,9 +28,13 @@ pub(crate) fn outgoing(headers: Headers) -> Headers {
         Some(parent) => parent.child(random()),
         None => TraceParent::root(u128::from(random()) << 64 | u128::from(random()), random()),
     };
+    let value = next.encode();
     // Only a header block already at its limit refuses one more pair; the
     // message then goes without (the daemon would refuse nothing else).
-    headers.with(TRACEPARENT, &next.to_string()).unwrap_or(headers)
+    match std::str::from_utf8(&value) {
+        Ok(value) => headers.with(TRACEPARENT, value).unwrap_or(headers),
+        Err(_) => headers,
+    }
 }
 
 thread_local! {
@@ -82,7 +86,8 @@ mod tests {
     #[tokio::test]
     async fn inside_a_request_the_trace_continues_with_a_new_span() {
         let parent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        let inherited = crate::context::Inherited { deadline: None, trace: Some(parent) };
+        let headers = Headers::from_pairs([(TRACEPARENT, parent.to_string())]).unwrap();
+        let inherited = crate::context::Inherited { deadline: None, headers };
         let child = crate::context::scope(inherited, async { outgoing(Headers::new()) }).await;
         let child = TraceParent::parse(child.get(TRACEPARENT).unwrap()).unwrap();
         assert_eq!(child.trace_id, parent.trace_id);

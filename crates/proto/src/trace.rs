@@ -60,20 +60,35 @@ impl TraceParent {
     }
 }
 
+impl TraceParent {
+    /// The header value, without allocating (it is made for every call).
+    pub fn encode(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_to(&self.trace_id, &mut out[3..35]);
+        hex_to(&self.parent_id, &mut out[36..52]);
+        hex_to(&[self.flags], &mut out[53..55]);
+        out
+    }
+}
+
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.parent_id), self.flags)
+        f.write_str(std::str::from_utf8(&self.encode()).map_err(|_| fmt::Error)?)
     }
 }
 
 fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_to(bytes, &mut out);
+    out.into_iter().map(char::from).collect()
+}
+
+fn hex_to(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
-    out
 }
 
 /// Lowercase hex only, as W3C requires.
