@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::bus::{decode, encode, remaining_ms, DEFAULT_TIMEOUT};
 use crate::connection::{lock, Link, Waiter, WireError};
 use crate::direct::{self, Sent};
+use crate::retry::RetryPolicy;
 use crate::{Bus, CallError};
 
 /// Options of one call, notification or broadcast.
@@ -25,11 +26,14 @@ pub struct CallOptions {
     pub instance: Option<InstanceId>,
     /// Key/value headers the callee sees.
     pub headers: Headers,
+    /// Try a call again after failures that allow it ([`RetryPolicy`]),
+    /// within the same timeout.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Default for CallOptions {
     fn default() -> Self {
-        Self { timeout: DEFAULT_TIMEOUT, instance: None, headers: Headers::new() }
+        Self { timeout: DEFAULT_TIMEOUT, instance: None, headers: Headers::new(), retry: None }
     }
 }
 
@@ -37,6 +41,20 @@ impl CallOptions {
     pub fn timeout(timeout: Duration) -> Self {
         Self { timeout, ..Self::default() }
     }
+
+    /// Retries under `policy` (calls only).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+}
+
+/// A call's result, and how many attempts it took (1 without retries; 0
+/// when none could be made).
+#[derive(Debug)]
+pub struct Attempted {
+    pub result: Result<Bytes, CallError>,
+    pub attempts: u32,
 }
 
 /// Anything that names a call target: `"billing.charge"` or a parsed [`Target`].
@@ -163,8 +181,61 @@ impl Bus {
         payload: impl Into<Bytes>,
         options: CallOptions,
     ) -> Result<Bytes, CallError> {
-        let Target { service, method } = target.into_target()?;
+        if options.retry.is_some() {
+            return self.call_attempts(target, payload, options).await.result;
+        }
+        self.call_once(target.into_target()?, payload.into(), options).await
+    }
+
+    /// A call under `options` that reports how many attempts it took: with
+    /// a retry policy, it is tried again while the failure allows it, the
+    /// service's retry budget has one, and the deadline leaves time for it.
+    /// Every attempt carries the same trace context.
+    pub async fn call_attempts(
+        &self,
+        target: impl IntoTarget,
+        payload: impl Into<Bytes>,
+        options: CallOptions,
+    ) -> Attempted {
+        let failed = |error: CallError| Attempted { result: Err(error), attempts: 0 };
+        let target = match target.into_target() {
+            Ok(target) => target,
+            Err(err) => return failed(err.into()),
+        };
+        let (deadline, _) = match crate::deadline::effective(options.timeout) {
+            Ok(effective) => effective,
+            Err(left) => return failed(CallError::Timeout(left)),
+        };
+        let policy = options.retry.clone().unwrap_or_else(|| RetryPolicy::default().attempts(1));
         let payload = payload.into();
+        let headers = crate::trace::outgoing(options.headers.clone());
+        let budgets = &self.shared.retry_budgets;
+        budgets.deposit(&target.service);
+        let mut attempts = 1;
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let once = CallOptions { timeout, headers: headers.clone(), retry: None, ..options.clone() };
+            let result = self.call_once(target.clone(), payload.clone(), once).await;
+            let Err(error) = &result else { return Attempted { result, attempts } };
+            let wait = policy.backoff(attempts, crate::random::unit());
+            let in_time = Instant::now() + wait < deadline;
+            if !policy.allows(error, attempts) || !in_time || !budgets.withdraw(&target.service) {
+                return Attempted { result, attempts };
+            }
+            tracing::debug!(%error, attempts, ?wait, "retrying {}.{}", target.service, target.method);
+            tokio::time::sleep(wait).await;
+            attempts += 1;
+        }
+    }
+
+    /// One attempt of a call.
+    async fn call_once(
+        &self,
+        target: Target,
+        payload: Bytes,
+        options: CallOptions,
+    ) -> Result<Bytes, CallError> {
+        let Target { service, method } = target;
         // Inside a handler the request's own deadline bounds this call.
         let (deadline, timeout) = crate::deadline::effective(options.timeout).map_err(CallError::Timeout)?;
         let CallOptions { instance, headers, .. } = options;

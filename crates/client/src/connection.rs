@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     pub consumers: Mutex<HashMap<u32, Arc<ConsumerSlot>>>,
     /// Direct channels, as caller and as service.
     pub direct: Direct,
+    /// Retry budgets per target service.
+    pub retry_budgets: crate::retry::Budgets,
     pub closed: CancellationToken,
     /// Counts reconnects whose registrations were restored (a supervised
     /// instance attaches again on each).
@@ -119,6 +121,7 @@ impl Shared {
             subscriptions: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
             direct: Direct::new(),
+            retry_budgets: crate::retry::Budgets::default(),
             closed: CancellationToken::new(),
             restored: watch::channel(0).0,
         }

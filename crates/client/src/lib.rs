@@ -26,6 +26,8 @@ mod direct;
 mod discovery;
 mod error;
 mod queues;
+mod random;
+pub mod retry;
 pub mod service;
 mod supervised;
 mod topics;
@@ -35,9 +37,10 @@ pub use bus::{decode, encode, Bus, DEFAULT_TIMEOUT};
 pub use bytes::Bytes;
 pub use connection::Dialer;
 
-pub use calls::{BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
+pub use calls::{Attempted, BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};
 pub use queues::{Consumer, Delivery, PutOptions, Queue};
+pub use retry::RetryPolicy;
 pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED};
 /// Declares a service contract on a trait: a typed client and a server
 /// adapter are generated from it.

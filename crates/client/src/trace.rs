@@ -8,9 +8,9 @@
 //! `service::log` records its trace id, so one id follows a chain of calls
 //! through every service and its logs.
 
-use std::cell::Cell;
-
 use switchboard_proto::Headers;
+
+use crate::random::random;
 
 pub use switchboard_proto::trace::{TraceParent, TRACEPARENT};
 
@@ -35,35 +35,6 @@ pub(crate) fn outgoing(headers: Headers) -> Headers {
         Ok(value) => headers.with(TRACEPARENT, value).unwrap_or(headers),
         Err(_) => headers,
     }
-}
-
-thread_local! {
-    static STATE: Cell<u64> = Cell::new(seed());
-}
-
-/// A seed from the OS, so ids differ across processes and threads.
-fn seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    let filled = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).unwrap_or(0);
-    if filled == bytes.len() {
-        u64::from_le_bytes(bytes) | 1
-    } else {
-        // No entropy to be had: still unique per thread and instant.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        (now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32)) | 1
-    }
-}
-
-/// A random 64-bit id (xorshift64*: ids need to be unique, not secret).
-fn random() -> u64 {
-    STATE.with(|state| {
-        let mut x = state.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
 }
 
 #[cfg(test)]

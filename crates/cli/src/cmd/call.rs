@@ -23,7 +23,7 @@ impl Body {
         let payload = json::payload_from_arg(self.payload.as_deref()).map_err(|e| Usage(format!("{e:#}")))?;
         let headers = switchboard::Headers::from_pairs(self.headers.iter().map(|(k, v)| (k, v)))
             .map_err(|e| Usage(e.to_string()))?;
-        Ok((payload, CallOptions { timeout, instance: None, headers }))
+        Ok((payload, CallOptions { timeout, instance: None, headers, retry: None }))
     }
 }
 
