@@ -281,5 +281,43 @@ async def test_one_trace_id_follows_a_chain_and_what_a_handler_sends(daemon: Dae
         bus.close()
 
 
+@run_async
+async def test_retries_wait_for_a_late_service_never_repeat_a_rejection_and_keep_to_a_budget(
+    daemon: Daemon,
+) -> None:
+    client = await switchboard.connect(daemon.address)
+    server = await switchboard.connect(daemon.address)
+
+    async def register_late() -> None:
+        await asyncio.sleep(0.2)
+        await server.serve("late", {"get": lambda: "here", "refuse": _refuse})
+
+    registering = asyncio.ensure_future(register_late())
+    patient = switchboard.RetryPolicy(max_attempts=30, max_delay=0.1)
+    value, attempts = await client.call_attempts("late.get", timeout=5, retry=patient)
+    assert value == "here" and attempts >= 2, attempts
+    await registering
+    try:
+        await client.call("late.refuse", retry=switchboard.RetryPolicy(idempotent=True))
+    except switchboard.Rejected as err:
+        assert err.attempts == 1, "the service's own answer is final"
+    else:
+        raise AssertionError("a rejection was retried into a success")
+    quick = switchboard.RetryPolicy(max_attempts=5, initial=0.001)
+    total = 0
+    for _ in range(40):
+        try:
+            await client.call("nobody.here", retry=quick)
+        except switchboard.NoSuchService as err:
+            total += err.attempts
+    assert total == 53, f"40 calls made {total} attempts (40 + a burst of 10 + 3 earned)"
+    client.close()
+    server.close()
+
+
+def _refuse() -> None:
+    raise switchboard.Rejected("not today")
+
+
 async def _true_if(items: List[Any]) -> bool:
     return bool(items)

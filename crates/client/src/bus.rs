@@ -148,6 +148,19 @@ impl Bus {
         self.shared.direct.set_enabled(&self.shared, enabled);
     }
 
+    /// Circuit breakers for the services this bus calls: with a policy, a
+    /// service that keeps failing gets `CircuitOpen` at once until a probe
+    /// call succeeds (see [`crate::breaker`]); `None` (the default) turns
+    /// them off. Setting it starts every breaker closed.
+    pub fn set_breakers(&self, policy: Option<crate::BreakerPolicy>) {
+        self.shared.breakers.set_policy(policy);
+    }
+
+    /// The services whose breaker is open or half-open now, by name.
+    pub fn open_breakers(&self) -> Vec<(String, crate::BreakerState)> {
+        self.shared.breakers.not_closed()
+    }
+
     /// The instance that calls to `service` reach over a direct channel
     /// right now, if one is open.
     pub fn direct_instance(&self, service: &str) -> Option<InstanceId> {

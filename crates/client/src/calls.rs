@@ -228,8 +228,24 @@ impl Bus {
         }
     }
 
-    /// One attempt of a call.
+    /// One attempt of a call, through the service's circuit breaker (if on).
     async fn call_once(
+        &self,
+        target: Target,
+        payload: Bytes,
+        options: CallOptions,
+    ) -> Result<Bytes, CallError> {
+        let breakers = &self.shared.breakers;
+        let Some(admission) = breakers.admit(&target.service)? else {
+            return self.call_unguarded(target, payload, options).await;
+        };
+        let service = target.service.clone();
+        let result = self.call_unguarded(target, payload, options).await;
+        breakers.record(&service, admission, &result);
+        result
+    }
+
+    async fn call_unguarded(
         &self,
         target: Target,
         payload: Bytes,

@@ -90,8 +90,9 @@ pub(crate) struct Shared {
     pub consumers: Mutex<HashMap<u32, Arc<ConsumerSlot>>>,
     /// Direct channels, as caller and as service.
     pub direct: Direct,
-    /// Retry budgets per target service.
+    /// Per target service: retry budgets, circuit breakers (off unless set).
     pub retry_budgets: crate::retry::Budgets,
+    pub breakers: crate::breaker::Breakers,
     pub closed: CancellationToken,
     /// Counts reconnects whose registrations were restored (a supervised
     /// instance attaches again on each).
@@ -122,6 +123,7 @@ impl Shared {
             consumers: Mutex::new(HashMap::new()),
             direct: Direct::new(),
             retry_budgets: crate::retry::Budgets::default(),
+            breakers: crate::breaker::Breakers::default(),
             closed: CancellationToken::new(),
             restored: watch::channel(0).0,
         }

@@ -71,6 +71,9 @@ pub enum CallError {
     InvalidTarget(#[from] NameError),
     #[error("the connection to the daemon was lost before the reply came")]
     ConnectionLost,
+    /// Not sent: this process's circuit breaker for the service is open.
+    #[error("circuit open: {0}")]
+    CircuitOpen(String),
     #[error("the bus handle was closed")]
     Closed,
     #[error("could not encode the request: {0}")]
@@ -133,6 +136,7 @@ impl CallError {
             Self::Other { code, .. } => *code,
             Self::InvalidTarget(_)
             | Self::ConnectionLost
+            | Self::CircuitOpen(_)
             | Self::Closed
             | Self::Encode(_)
             | Self::Decode(_) => return None,
@@ -147,6 +151,7 @@ impl CallError {
             (Some(code), _) => code.name(),
             (None, Self::InvalidTarget(_)) => "invalid_target",
             (None, Self::ConnectionLost) => "connection_lost",
+            (None, Self::CircuitOpen(_)) => "circuit_open",
             (None, Self::Closed) => "closed",
             (None, Self::Encode(_)) => "encode",
             (None, _) => "decode",

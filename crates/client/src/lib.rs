@@ -17,6 +17,7 @@
 #[doc(hidden)]
 #[path = "contract.rs"]
 pub mod __private;
+pub mod breaker;
 mod bus;
 mod calls;
 mod connection;
@@ -37,6 +38,7 @@ pub use bus::{decode, encode, Bus, DEFAULT_TIMEOUT};
 pub use bytes::Bytes;
 pub use connection::Dialer;
 
+pub use breaker::{BreakerPolicy, BreakerState};
 pub use calls::{Attempted, BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};
 pub use queues::{Consumer, Delivery, PutOptions, Queue};

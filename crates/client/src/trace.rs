@@ -8,6 +8,9 @@
 //! `service::log` records its trace id, so one id follows a chain of calls
 //! through every service and its logs.
 
+use std::cell::RefCell;
+
+use bytes::BytesMut;
 use switchboard_proto::Headers;
 
 use crate::random::random;
@@ -29,12 +32,22 @@ pub(crate) fn outgoing(headers: Headers) -> Headers {
         None => TraceParent::root(u128::from(random()) << 64 | u128::from(random()), random()),
     };
     let value = next.encode();
-    // Only a header block already at its limit refuses one more pair; the
-    // message then goes without (the daemon would refuse nothing else).
-    match std::str::from_utf8(&value) {
-        Ok(value) => headers.with(TRACEPARENT, value).unwrap_or(headers),
-        Err(_) => headers,
-    }
+    let Ok(value) = std::str::from_utf8(&value) else { return headers };
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < 128 {
+            // Blocks for many messages in one allocation.
+            *arena = BytesMut::with_capacity(8192);
+        }
+        // Only a header block already at its limit refuses one more pair;
+        // the message then goes without (the daemon would refuse nothing else).
+        headers.with_in(TRACEPARENT, value, &mut arena).unwrap_or(headers)
+    })
+}
+
+thread_local! {
+    /// Where this thread's traceparent header blocks are written.
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ from .errors import (
     UntrustedDaemon,
 )
 from .queues import Consumer, Delivery, Queue
+from .retry import RetryPolicy
 from .serving import Request, Service, current_request
 from .topics import Lagged, Subscription
 from .trace import TraceParent
@@ -90,6 +91,7 @@ __all__ = [
     "Refused",
     "Rejected",
     "Request",
+    "RetryPolicy",
     "Service",
     "ServiceFailed",
     "ServicePaused",

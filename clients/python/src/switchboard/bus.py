@@ -15,7 +15,7 @@ import contextlib
 import logging
 import struct
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import msgpack
 
@@ -26,6 +26,7 @@ from .calls import BroadcastReply, Gathering
 from .dispatch import serve_request
 from .errors import CallError, Closed, ConnectionLost, PayloadTooLarge, PermissionDenied, Timeout, from_wire
 from .queues import Consumer, Delivery, Queue
+from .retry import Budgets, RetryPolicy
 from .serving import Handler, Service, inherited_timeout, methods_of
 from .topics import DEFAULT_SUBSCRIPTION_CAPACITY, Lagged, Subscription
 
@@ -84,6 +85,7 @@ class Bus:
         self._consumers: Dict[int, Consumer] = {}
         self._watches: Dict[int, asyncio.Queue[Any]] = {}
         self._reconnected_hooks: List[Callable[[], Awaitable[None]]] = []
+        self._retry_budgets = Budgets()
         self._reconnecting: Optional[asyncio.Task[None]] = None
 
     # --- connection -----------------------------------------------------
@@ -389,10 +391,64 @@ class Bus:
         instance: int = 0,
         headers: Optional[Mapping[str, str]] = None,
         raw: bool = False,
+        retry: Optional[RetryPolicy] = None,
     ) -> Any:
         """Calls `SERVICE.METHOD` with `args` (MessagePack-encoded; `raw=True`
         sends bytes as they are and returns the reply's bytes) and returns the
-        decoded reply. Raises the `CallError` subclass of what went wrong."""
+        decoded reply. Raises the `CallError` subclass of what went wrong.
+        With `retry`, failures that allow it are tried again within `timeout`
+        (see `switchboard.RetryPolicy`); the error raised then says how many
+        attempts were made (`err.attempts`)."""
+        if retry is not None:
+            value, _ = await self.call_attempts(
+                target, args, timeout=timeout, instance=instance, headers=headers, raw=raw, retry=retry
+            )
+            return value
+        return await self._call_once(target, args, timeout, instance, headers, raw)
+
+    async def call_attempts(
+        self,
+        target: str,
+        args: Any = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        instance: int = 0,
+        headers: Optional[Mapping[str, str]] = None,
+        raw: bool = False,
+        retry: Optional[RetryPolicy] = None,
+    ) -> Tuple[Any, int]:
+        """`call` that also returns how many attempts it took. Every attempt
+        carries the same trace context; all fit in `timeout`."""
+        policy = retry or RetryPolicy(max_attempts=1)
+        timeout = inherited_timeout(timeout)
+        deadline = time.monotonic() + timeout
+        headers = trace.outgoing(headers)
+        service = target.rsplit(".", 1)[0]
+        self._retry_budgets.deposit(service)
+        attempts = 1
+        while True:
+            try:
+                left = max(deadline - time.monotonic(), 0.001)
+                return await self._call_once(target, args, left, instance, headers, raw), attempts
+            except CallError as err:
+                err.attempts = attempts
+                wait = policy.backoff(attempts)
+                in_time = time.monotonic() + wait < deadline
+                if not (policy.allows(err, attempts) and in_time and self._retry_budgets.withdraw(service)):
+                    raise
+                log.debug("retrying %s after %s (attempt %d)", target, err.kind, attempts)
+            await asyncio.sleep(wait)
+            attempts += 1
+
+    async def _call_once(
+        self,
+        target: str,
+        args: Any,
+        timeout: float,
+        instance: int,
+        headers: Optional[Mapping[str, str]],
+        raw: bool,
+    ) -> Any:
         prefix = self._prefix(target)
         head = names.header_block(trace.outgoing(headers))
         payload = args if raw else _pack(args)

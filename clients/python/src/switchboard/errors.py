@@ -56,6 +56,8 @@ class CallError(SwitchboardError):
     """
 
     code: Optional[int] = None
+    #: Attempts made before this error, for a call made with a retry policy.
+    attempts: int = 1
 
     def __init__(self, message: str = "", *, code: Optional[int] = None) -> None:
         super().__init__(message)
