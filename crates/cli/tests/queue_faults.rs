@@ -66,14 +66,10 @@ fn kill_and_restart_plain(daemon: &mut Daemon) {
 /// the failed put was "confirmed" as a duplicate of a message the queue did
 /// not hold (depth one short), and later offsets were wrong. Failed before
 /// the fix.
+#[ignore = "needs root: scripts/test.sh runs it as root (`cargo test -- --ignored _as_root`)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored() {
-    if !support::root_or_skip(
-        "a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored",
-        "strace, unshare -m, mount",
-    ) {
-        return;
-    }
+async fn a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored_as_root() {
+    support::needs_root();
     // Every fifth fdatasync from the third on fails with EIO; small
     // segments so rolls and compaction run between the failures.
     let mut daemon = daemon_whose_fdatasync_fails("3+5", &["--queue-segment-bytes", "4096"]);
@@ -100,14 +96,10 @@ async fn a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored() {
 /// confirmation), the daemon stays up, and once space is freed puts are
 /// confirmed again; after `kill -9` every confirmed put is there. Before the
 /// fix the failed write's partial bytes stayed in the log.
+#[ignore = "needs root: scripts/test.sh runs it as root (`cargo test -- --ignored _as_root`)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_fails_closed_and_recovers_when_space_returns() {
-    if !support::root_or_skip(
-        "a_full_disk_fails_closed_and_recovers_when_space_returns",
-        "strace, unshare -m, mount",
-    ) {
-        return;
-    }
+async fn a_full_disk_fails_closed_and_recovers_when_space_returns_as_root() {
+    support::needs_root();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -188,11 +180,10 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns() {
 /// message queued, the ack answers `storage_failed`, and after `kill -9`
 /// the message is still there. Every fdatasync from the sixth on fails
 /// (five puts take one each). Failed before the fix (depth 4, not 5).
+#[ignore = "needs root: scripts/test.sh runs it as root (`cargo test -- --ignored _as_root`)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_ack_leaves_the_message_in_the_queue() {
-    if !support::root_or_skip("a_failed_ack_leaves_the_message_in_the_queue", "strace, unshare -m, mount") {
-        return;
-    }
+async fn a_failed_ack_leaves_the_message_in_the_queue_as_root() {
+    support::needs_root();
     let mut daemon = daemon_whose_fdatasync_fails("6+", &[]);
     let bus = daemon.bus().await;
     let queue = bus.queue("jobs").unwrap();
