@@ -4,87 +4,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::Daemon;
-use switchboard_proto::supervision::{LogLine, ReloadReport, ServiceStatus};
-
-/// A daemon supervising the services of `config`, and a scratch directory
-/// the services write into (`$WORK` in the config).
-struct Supervised {
-    daemon: Daemon,
-    work: tempfile::TempDir,
-    config: PathBuf,
-}
-
-fn supervise(config: &str) -> Supervised {
-    let work = tempfile::tempdir().expect("work dir");
-    let path = work.path().join("services.toml");
-    write_config(&path, work.path(), config);
-    let daemon = Daemon::start_with(&["--config", path.to_str().expect("utf-8 path")]);
-    Supervised { daemon, work, config: path }
-}
-
-/// Writes a config, filling in `$WORK`, `$EXAMPLE` and, as root, the
-/// explicit permission to run services as root.
-fn write_config(path: &Path, work: &Path, config: &str) {
-    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
-    let example = Path::new(support::BIN).parent().expect("bin dir").join("examples/bus_aware");
-    assert!(example.exists(), "build the example first: cargo build -p switchboard-cli --examples");
-    let text = config
-        .replace("$WORK", &work.display().to_string())
-        .replace("$EXAMPLE", &example.display().to_string())
-        .replace("$ROOT", root);
-    std::fs::write(path, text).expect("write config");
-}
-
-impl Supervised {
-    fn run(&self, args: &[&str]) -> Output {
-        self.daemon.cli(args).output().expect("run the CLI")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn status(&self, service: &str) -> ServiceStatus {
-        let text = self.ok(&["status", service, "--json"]);
-        let mut all: Vec<ServiceStatus> = serde_json::from_str(&text).expect("status JSON");
-        all.pop().expect("one service")
-    }
-
-    fn pid(&self, service: &str) -> u32 {
-        self.status(service).instances[0].pid.expect("a running instance has a pid")
-    }
-
-    /// Waits until `service` is in `state`; panics with its status if not.
-    fn wait_state(&self, service: &str, state: &str, limit: Duration) -> ServiceStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            let status = self.status(service);
-            if status.state == state {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{service} never became {state}: {status:#?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn logs(&self, service: &str) -> Vec<LogLine> {
-        self.ok(&["logs", service, "--json", "-n", "10000"])
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("log JSON"))
-            .collect()
-    }
-
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.work.path().join(name)).unwrap_or_default()
-    }
-}
+use support::supervised::{supervise, write_config};
+use switchboard_proto::supervision::{ReloadReport, ServiceStatus};
 
 /// Whether a process runs (a zombie waiting for a reaper does not count).
 fn process_exists(pid: u32) -> bool {

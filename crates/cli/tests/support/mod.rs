@@ -2,6 +2,8 @@
 //! on drop (by PID, only processes this harness started).
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod supervised;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
