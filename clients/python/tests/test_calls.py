@@ -277,6 +277,15 @@ async def test_one_trace_id_follows_a_chain_and_what_a_handler_sends(daemon: Dae
     seen.clear()
     await watcher.call("c.go", headers={"traceparent": own})
     assert str(seen[0][1]) == own
+    # Turned off for the process (SWITCHBOARD_TRACE=0 does the same): calls
+    # outside a request carry none.
+    await c.serve("keys", {"of": lambda: sorted(switchboard.current_request().headers)})  # type: ignore[union-attr]
+    switchboard.trace.set_enabled(False)
+    try:
+        assert await watcher.call("keys.of") == []
+    finally:
+        switchboard.trace.set_enabled(True)
+    assert await watcher.call("keys.of") == ["traceparent"]
     for bus in buses:
         bus.close()
 

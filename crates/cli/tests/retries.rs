@@ -71,14 +71,20 @@ async fn an_idempotent_call_survives_its_instance_being_killed_and_a_plain_one_a
     // A pause is ridden out by a plain retry: the call never ran while paused.
     assert!(support::eventually(Duration::from_secs(20), || cache(&daemon).state == "Running").await);
     assert!(daemon.cli(&["pause", "cache"]).output().unwrap().status.success());
-    let patient =
-        RetryPolicy { max_attempts: 30, max_delay: Duration::from_millis(200), ..RetryPolicy::default() };
+    // Waits of up to 100–300 ms: a few retries, well within the service's
+    // budget (a burst of 10, of which the first call above took one).
+    let patient = RetryPolicy {
+        max_attempts: 30,
+        initial: Duration::from_millis(100),
+        max_delay: Duration::from_millis(300),
+        ..RetryPolicy::default()
+    };
     let options = CallOptions::timeout(Duration::from_secs(10)).retry(patient);
     let call = {
         let bus = bus.clone();
         tokio::spawn(async move { bus.call_attempts("cache.get", Bytes::new(), options).await })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(daemon.cli(&["continue", "cache"]).output().unwrap().status.success());
     let attempted = call.await.unwrap();
     assert!(attempted.result.is_ok(), "{:?}", attempted.result);

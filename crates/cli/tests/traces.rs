@@ -109,4 +109,14 @@ async fn one_trace_id_follows_a_chain_of_calls_and_what_it_sends() {
     client.call("d.go", Bytes::new()).await.unwrap();
     let recorded = recorded.lock().unwrap().clone();
     assert_ne!(recorded[1].1.trace_id, recorded[2].1.trace_id);
+
+    // Turned off for the process (SWITCHBOARD_TRACE=0 does the same), calls
+    // outside any request carry none; a caller's own still travels.
+    switchboard::trace::set_enabled(false);
+    let err = client.call("d.go", Bytes::new()).await.unwrap_err();
+    assert!(matches!(&err, switchboard::CallError::Rejected(why) if why == "no traceparent"), "{err}");
+    let options =
+        CallOptions { headers: Headers::from_pairs([(TRACEPARENT, own)]).unwrap(), ..CallOptions::default() };
+    client.call_with("d.go", Bytes::new(), options).await.unwrap();
+    switchboard::trace::set_enabled(true);
 }

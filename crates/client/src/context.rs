@@ -7,24 +7,20 @@
 use std::future::Future;
 use std::time::Instant;
 
-use switchboard_proto::trace::{TraceParent, TRACEPARENT};
-use switchboard_proto::Headers;
+use switchboard_proto::trace::TraceParent;
 
-/// The served request's context: its deadline, and its headers, whose
-/// `traceparent` is read only when a call made under it needs it (most
-/// requests make none).
-#[derive(Debug, Clone, Default)]
+/// The served request's context: its deadline, and its `traceparent` as it
+/// came (parsed only when a call made under it needs it; most requests make
+/// none, and copying it costs no atomic operation, unlike its headers).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Inherited {
     pub deadline: Option<Instant>,
-    pub headers: Headers,
+    pub traceparent: Option<[u8; 55]>,
 }
 
 impl Inherited {
     pub fn trace(&self) -> Option<TraceParent> {
-        if self.headers.is_empty() {
-            return None;
-        }
-        self.headers.get(TRACEPARENT).and_then(TraceParent::parse)
+        std::str::from_utf8(self.traceparent.as_ref()?).ok().and_then(TraceParent::parse)
     }
 }
 
@@ -49,10 +45,10 @@ pub(crate) fn deadline() -> Option<Instant> {
 
 /// The trace context of the request the current task serves, if any.
 pub(crate) fn trace() -> Option<TraceParent> {
-    INHERITED.try_with(Inherited::trace).ok().flatten()
+    INHERITED.try_with(|inherited| inherited.trace()).ok().flatten()
 }
 
 /// The whole context (for work handed to another task).
 pub(crate) fn current() -> Inherited {
-    INHERITED.try_with(Inherited::clone).unwrap_or_default()
+    INHERITED.try_with(|inherited| *inherited).unwrap_or_default()
 }

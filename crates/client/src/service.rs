@@ -328,7 +328,8 @@ impl ServiceState {
         }
         let deadline =
             (request.id != 0).then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
-        let inherited = crate::context::Inherited { deadline, headers: request.headers.clone() };
+        let traceparent = request.headers.get_raw(TRACEPARENT).and_then(|value| value.try_into().ok());
+        let inherited = crate::context::Inherited { deadline, traceparent };
         let request = Request {
             method: request.method,
             payload: request.payload,

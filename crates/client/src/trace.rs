@@ -9,6 +9,7 @@
 //! through every service and its logs.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::BytesMut;
 use switchboard_proto::Headers;
@@ -22,13 +23,41 @@ pub fn current() -> Option<TraceParent> {
     crate::context::trace()
 }
 
+/// Whether this process adds trace context to what it sends: on unless
+/// `SWITCHBOARD_TRACE=0` (read once) or [`set_enabled`]`(false)`. Off saves
+/// the ≈ 70 bytes and the id making per message that a caller doing
+/// hundreds of thousands of calls a second pays (docs/PERFORMANCE.md); a
+/// `traceparent` set by the caller still travels, and handlers still
+/// continue the traces of requests that carry one.
+pub fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        UNSET => {
+            let on = std::env::var_os("SWITCHBOARD_TRACE").is_none_or(|v| v != "0");
+            ENABLED.store(if on { ON } else { OFF }, Ordering::Relaxed);
+            on
+        }
+        state => state == ON,
+    }
+}
+
+/// Turns adding trace context on or off for this whole process.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(if on { ON } else { OFF }, Ordering::Relaxed);
+}
+
+const UNSET: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+static ENABLED: AtomicU8 = AtomicU8::new(UNSET);
+
 /// `headers` with the `traceparent` an outgoing message should carry.
 pub(crate) fn outgoing(headers: Headers) -> Headers {
-    if !headers.is_empty() && headers.get(TRACEPARENT).is_some() {
+    if !headers.is_empty() && headers.get_raw(TRACEPARENT).is_some() {
         return headers;
     }
     let next = match current() {
         Some(parent) => parent.child(random()),
+        None if !enabled() => return headers,
         None => TraceParent::root(u128::from(random()) << 64 | u128::from(random()), random()),
     };
     let value = next.encode();
@@ -70,8 +99,7 @@ mod tests {
     #[tokio::test]
     async fn inside_a_request_the_trace_continues_with_a_new_span() {
         let parent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        let headers = Headers::from_pairs([(TRACEPARENT, parent.to_string())]).unwrap();
-        let inherited = crate::context::Inherited { deadline: None, headers };
+        let inherited = crate::context::Inherited { deadline: None, traceparent: Some(parent.encode()) };
         let child = crate::context::scope(inherited, async { outgoing(Headers::new()) }).await;
         let child = TraceParent::parse(child.get(TRACEPARENT).unwrap()).unwrap();
         assert_eq!(child.trace_id, parent.trace_id);

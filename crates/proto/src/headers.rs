@@ -151,6 +151,25 @@ impl Headers {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
+    /// The first value of `key`, as bytes (no UTF-8 check: the block was
+    /// validated when built or decoded). For lookups on every message.
+    pub fn get_raw(&self, key: &str) -> Option<&[u8]> {
+        let (bytes, mut at) = (&self.0[..], 2);
+        while let Some(&key_len) = bytes.get(at) {
+            let key_len = usize::from(key_len);
+            let found = bytes.get(at + 1..at + 1 + key_len)?;
+            at += 1 + key_len;
+            let len = bytes.get(at..at + 2)?;
+            let value_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+            let value = bytes.get(at + 2..at + 2 + value_len)?;
+            if found == key.as_bytes() {
+                return Some(value);
+            }
+            at += 2 + value_len;
+        }
+        None
+    }
+
     /// These headers with one more pair at the end.
     pub fn with(&self, key: &str, value: &str) -> Result<Self, HeaderError> {
         self.with_in(key, value, &mut BytesMut::new())
@@ -224,6 +243,10 @@ mod tests {
         assert_eq!(parsed, headers);
         assert_eq!(used, headers.wire_len());
         assert_eq!(parsed.get("lang"), Some("fr"));
+        assert_eq!(parsed.get_raw("lang"), Some(&b"fr"[..]));
+        assert_eq!(parsed.get_raw("trace-id"), Some(&b"abc"[..]));
+        assert_eq!(parsed.get_raw("missing"), None);
+        assert_eq!(Headers::new().get_raw("lang"), None);
         assert_eq!(parsed.iter().count(), 2);
     }
 

@@ -8,6 +8,7 @@ Handlers read theirs with `current()`; `service.log` records its trace id."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -21,6 +22,15 @@ TRACEPARENT = "traceparent"
 _FORMAT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 # Ids must be unique, not secret: a generator seeded from the OS is enough.
 _ids = random.Random()
+_enabled = os.environ.get("SWITCHBOARD_TRACE") != "0"
+
+
+def set_enabled(on: bool) -> None:
+    """Turns adding trace context to what this process sends on or off (on
+    unless `SWITCHBOARD_TRACE=0`). Off, a caller's own `traceparent` still
+    travels and handlers still continue the traces of requests with one."""
+    global _enabled
+    _enabled = on
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ def outgoing(headers: Optional[Mapping[str, str]]) -> Mapping[str, str]:
     if headers and TRACEPARENT in headers:
         return headers
     parent = current()
+    if parent is None and not _enabled:
+        return headers or {}
     value = str(parent.child() if parent is not None else TraceParent.root())
     with_trace: Dict[str, str] = dict(headers) if headers else {}
     with_trace[TRACEPARENT] = value
