@@ -346,8 +346,7 @@ impl ServiceState {
         if self.slots.available_permits() > 0 {
             let mut future = handler(request);
             let mut cx = Context::from_waker(Waker::noop());
-            let first_poll =
-                || crate::context::sync_scope(inherited.clone(), || future.as_mut().poll(&mut cx));
+            let first_poll = || crate::context::sync_scope(inherited, || future.as_mut().poll(&mut cx));
             match catch_unwind(AssertUnwindSafe(first_poll)) {
                 Ok(Poll::Ready(result)) => {
                     if let Some(mut answer) = guard.answer.take() {
