@@ -5,10 +5,10 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use support::supervised::{bus_aware_cache, supervise_with};
 use support::Daemon;
 use switchboard::CallOptions;
 use switchboard_proto::supervision::ServiceStatus;
@@ -25,20 +25,11 @@ fn attachments(daemon: &Daemon) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_cut_off_by_the_daemon_attaches_again_and_is_still_paused() {
-    let dir = tempfile::tempdir().unwrap();
-    let example = Path::new(support::BIN).parent().unwrap().join("examples/bus_aware");
-    assert!(example.exists(), "build the example first: cargo build -p switchboard-cli --examples");
-    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
-    let config = dir.path().join("services.toml");
-    let text = format!(
-        "[services.cache]\ncommand = \"{}\"\nready = \"bus\"\nenvironment = {{ STALL_MS = \"1500\" }}\n{root}\n",
-        example.display()
-    );
-    std::fs::write(&config, text).unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap(), "--slow-consumer", "300ms"]);
-    assert!(support::eventually(Duration::from_secs(20), || status(&daemon).instances[0].bus_aware).await);
-    let pid = status(&daemon).instances[0].pid;
-    assert_eq!(attachments(&daemon), 1);
+    let supervised = supervise_with(&bus_aware_cache(1500), &["--slow-consumer", "300ms"]);
+    let daemon = &supervised.daemon;
+    assert!(support::eventually(Duration::from_secs(20), || status(daemon).instances[0].bus_aware).await);
+    let pid = status(daemon).instances[0].pid;
+    assert_eq!(attachments(daemon), 1);
 
     // The instance stops reading (its only thread sleeps) while calls pile
     // up for it past the congestion mark: the daemon cuts it off.
@@ -67,15 +58,15 @@ async fn an_instance_cut_off_by_the_daemon_attaches_again_and_is_still_paused() 
 
     // It reconnected and attached again: the same process, controllable.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while attachments(&daemon) < 2 {
+    while attachments(daemon) < 2 {
         assert!(Instant::now() < deadline, "never attached again:\n{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let state = status(&daemon);
+    let state = status(daemon);
     assert_eq!((state.instances[0].pid, state.instances[0].bus_aware), (pid, true));
     let paused = daemon.cli(&["pause", "cache"]).output().unwrap();
     assert!(paused.status.success(), "{}", String::from_utf8_lossy(&paused.stderr));
-    assert_eq!(status(&daemon).state, "Paused");
+    assert_eq!(status(daemon).state, "Paused");
     let resumed = daemon.cli(&["continue", "cache"]).output().unwrap();
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert_eq!(daemon.cli(&["call", "cache.get"]).output().unwrap().status.code(), Some(0));

@@ -6,41 +6,20 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use support::supervised::{bus_aware_cache, supervise};
 use support::Daemon;
 use switchboard::{CallError, CallOptions, Reject, RetryPolicy};
-use switchboard_proto::supervision::ServiceStatus;
-
-fn cache(daemon: &Daemon) -> ServiceStatus {
-    let out = daemon.cli(&["status", "cache", "--json"]).output().unwrap();
-    serde_json::from_slice::<Vec<ServiceStatus>>(&out.stdout).unwrap().pop().unwrap()
-}
-
-fn supervised_cache() -> Daemon {
-    let dir = tempfile::tempdir().unwrap();
-    let example = Path::new(support::BIN).parent().unwrap().join("examples/bus_aware");
-    assert!(example.exists(), "build the example first: cargo build -p switchboard-cli --examples");
-    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
-    let config = dir.path().join("services.toml");
-    let text = format!(
-        "[services.cache]\ncommand = \"{}\"\nready = \"bus\"\nenvironment = {{ STALL_MS = \"400\" }}\n{root}\n",
-        example.display()
-    );
-    std::fs::write(&config, text).unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
-    // The config lives in the daemon's own temporary directory from here on.
-    std::mem::forget(dir);
-    daemon
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_call_survives_its_instance_being_killed_and_a_plain_one_a_pause() {
-    let daemon = supervised_cache();
-    assert!(support::eventually(Duration::from_secs(20), || cache(&daemon).state == "Running").await);
-    let first = cache(&daemon).instances[0].pid.unwrap();
+    let s = supervise(&bus_aware_cache(400));
+    let daemon = &s.daemon;
+    let cache = || s.status("cache");
+    assert!(support::eventually(Duration::from_secs(20), || cache().state == "Running").await);
+    let first = cache().instances[0].pid.unwrap();
     let bus = daemon.bus().await;
 
     let options = CallOptions::timeout(Duration::from_secs(15)).retry(RetryPolicy::default().idempotent());
@@ -53,7 +32,7 @@ async fn an_idempotent_call_survives_its_instance_being_killed_and_a_plain_one_a
     let attempted = call.await.unwrap();
     assert!(attempted.result.is_ok(), "{:?}", attempted.result);
     assert_eq!(attempted.attempts, 2, "the first attempt died with its instance");
-    let second = cache(&daemon).instances[0].pid.unwrap();
+    let second = cache().instances[0].pid.unwrap();
     assert_ne!(first, second, "answered by the restarted process");
 
     // Without `idempotent`, the same failure is not retried.
@@ -69,7 +48,7 @@ async fn an_idempotent_call_survives_its_instance_being_killed_and_a_plain_one_a
     assert_eq!(attempted.attempts, 1);
 
     // A pause is ridden out by a plain retry: the call never ran while paused.
-    assert!(support::eventually(Duration::from_secs(20), || cache(&daemon).state == "Running").await);
+    assert!(support::eventually(Duration::from_secs(20), || cache().state == "Running").await);
     assert!(daemon.cli(&["pause", "cache"]).output().unwrap().status.success());
     // Waits of up to 100–300 ms: a few retries, well within the service's
     // budget (a burst of 10, of which the first call above took one).

@@ -19,11 +19,23 @@ pub struct Supervised {
 }
 
 pub fn supervise(config: &str) -> Supervised {
+    supervise_with(config, &[])
+}
+
+/// [`supervise`], with more `up` arguments.
+pub fn supervise_with(config: &str, extra: &[&str]) -> Supervised {
     let work = tempfile::tempdir().expect("work dir");
     let path = work.path().join("services.toml");
     write_config(&path, work.path(), config);
-    let daemon = Daemon::start_with(&["--config", path.to_str().expect("utf-8 path")]);
+    let args = [&["--config", path.to_str().expect("utf-8 path")], extra].concat();
+    let daemon = Daemon::start_with(&args);
     Supervised { daemon, work, config: path }
+}
+
+/// The `bus_aware` example as service `cache`, whose `stall` method blocks
+/// it for `stall_ms` (see the example).
+pub fn bus_aware_cache(stall_ms: u32) -> String {
+    format!("[services.cache]\ncommand = \"$EXAMPLE\"\nready = \"bus\"\nenvironment = {{ STALL_MS = \"{stall_ms}\" }}\n$ROOT\n")
 }
 
 /// Writes a config, filling in `$WORK`, `$EXAMPLE` and, as root, the
