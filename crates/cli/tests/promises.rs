@@ -139,3 +139,132 @@ fn the_notify_keys_reloading_stopping_extend_timeout_and_watchdog_trigger_act() 
     let extended = wait_until(&s, "extends", "Running after its extension", |st| st.state != "StartPending");
     assert_eq!(extended.state, "Running", "{extended:#?}");
 }
+
+#[test]
+fn restart_replaces_the_process_and_logs_since_shows_only_what_is_newer() {
+    let s = supervise(
+        r#"
+        [services.talker]
+        command = "sh"
+        args = ["-c", "echo early; sleep 1.5; echo late; exec sleep 600"]
+        $ROOT
+        "#,
+    );
+    let first = wait_until(&s, "talker", "Running", |st| st.state == "Running").instances[0].pid;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log_has(&s, "talker", "late") {
+        assert!(Instant::now() < deadline, "never said late");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recent = s.ok(&["logs", "talker", "--since", "1s"]);
+    assert!(recent.contains("late") && !recent.contains("early"), "--since 1s: {recent}");
+    s.ok(&["restart", "talker"]);
+    let again =
+        wait_until(&s, "talker", "Running again", |st| st.state == "Running" && st.instances[0].pid != first);
+    assert!(again.instances[0].pid.is_some());
+    assert_eq!(again.instances[0].restarts, 0, "an operator's restart is not a failure");
+}
+
+#[test]
+fn reload_on_a_plain_service_is_sighup_and_a_custom_control_needs_an_attached_one() {
+    let s = supervise(
+        r#"
+        [services.plain]
+        command = "sh"
+        args = ["-c", "trap 'echo hup >> $WORK/hup' HUP; while :; do sleep 0.05; done"]
+        $ROOT
+        "#,
+    );
+    wait_until(&s, "plain", "Running", |st| st.state == "Running");
+    std::thread::sleep(Duration::from_millis(200)); // the trap is set
+    s.ok(&["control", "plain", "reload"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.file("hup").contains("hup") {
+        assert!(Instant::now() < deadline, "reload did not reach the process as SIGHUP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = s.run(&["control", "plain", "130"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not attached to the bus"), "{out:?}");
+}
+
+#[test]
+fn a_health_check_by_bus_call_marks_the_instance_healthy_or_restarts_it() {
+    let s = supervise(
+        r#"
+        [services.cache]
+        command = "$EXAMPLE"
+        ready = "bus"
+        health = { call = "cache.get", interval = "100ms", timeout = "1s", threshold = 2 }
+        $ROOT
+        [services.mute]
+        command = "sleep"
+        args = ["600"]
+        health = { call = "mute.ping", interval = "100ms", timeout = "200ms", threshold = 2 }
+        $ROOT
+        "#,
+    );
+    wait_until(&s, "cache", "healthy by its own reply", |st| st.instances[0].health == "healthy");
+    // `mute` never registers `mute.ping`: two failed probes and it is restarted.
+    let restarted =
+        wait_until(&s, "mute", "restarted for failing its check", |st| st.instances[0].restarts >= 1);
+    assert!(log_has(&s, "mute", "unhealthy") || log_has(&s, "mute", "health"), "{restarted:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retained_state_topic_gives_a_late_subscriber_the_current_state() {
+    let s = supervise("[services.steady]\ncommand = \"sleep\"\nargs = [\"600\"]\n$ROOT\n");
+    wait_until(&s, "steady", "Running", |st| st.state == "Running");
+    let bus = s.daemon.bus().await;
+    let mut sub = bus.subscribe("sys.services.steady").await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap();
+    let Some(switchboard::Item::Message(message)) = first else { panic!("{first:?}") };
+    assert!(message.retained, "the first message is the retained state");
+    let status: ServiceStatus = switchboard_proto::sys::decode(&message.payload).unwrap();
+    assert_eq!((status.service.as_str(), status.state.as_str()), ("steady", "Running"));
+}
+
+/// Serves `who.me`, answering `label` (MessagePack), as its own instance.
+async fn who(bus: &switchboard::Bus, label: &'static str) -> switchboard::Service {
+    bus.serve("who")
+        .unwrap()
+        .method("me", move |_| async move {
+            switchboard::encode(&label).map_err(|e| switchboard::Reject::new(e.to_string()))
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_instance_picks_one_and_ls_watch_shows_instances_come_and_go() {
+    use std::io::{BufRead, BufReader};
+    let daemon = support::Daemon::start();
+    let mut watch = support::Guard(
+        daemon.cli(&["ls", "--watch", "--json", "who"]).stdout(std::process::Stdio::piped()).spawn().unwrap(),
+    );
+    let mut events = BufReader::new(watch.0.stdout.take().unwrap()).lines();
+    // The listing comes first (none yet), then one JSON line per event.
+    let _listing: Vec<String> =
+        (&mut events).take_while(|line| line.as_ref().is_ok_and(|l| l != "}")).map(Result::unwrap).collect();
+    let (one, two) = (daemon.bus().await, daemon.bus().await);
+    let first = who(&one, "one").await;
+    let second = who(&two, "two").await;
+    for (label, service) in [("one", &first), ("two", &second)] {
+        let id = service.instance().to_string();
+        let out = daemon.cli(&["call", "who.me", "--instance", &id]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("\"{label}\""), "{out:?}");
+    }
+    let gone = second.instance();
+    second.stop().await.unwrap();
+    let mut seen = Vec::new();
+    for line in events.by_ref().take(3) {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        seen.push((event["event"].as_str().unwrap().to_owned(), event["instance"].as_u64().unwrap()));
+    }
+    assert_eq!(
+        seen,
+        [("up".to_owned(), first.instance()), ("up".to_owned(), gone), ("down".to_owned(), gone)],
+        "ls --watch, in order"
+    );
+}
