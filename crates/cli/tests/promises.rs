@@ -1,6 +1,7 @@
 //! Promises docs/supervisor.md makes that no other test covered, each
 //! checked end to end against the real daemon supervising real processes
 //! (docs/promises.md lists every promise and the test that holds it).
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 mod support;
 
