@@ -76,12 +76,16 @@ async fn typed_client_and_typed_server_round_trip() {
     assert!(support::eventually(Duration::from_secs(5), || audits.load(Ordering::SeqCst) == 1).await);
 
     // Broadcast through the contract: one typed result per instance.
-    let _second = BillingServer::builder(&server_bus, Ledger::default()).start().await.unwrap();
+    let second = Ledger { audits: audits.clone(), ..Default::default() };
+    let _second = BillingServer::builder(&server_bus, second).start().await.unwrap();
     let counts = billing.count_broadcast().await.unwrap();
     let mut values: Vec<u64> = counts.into_iter().map(|(_, r)| r.unwrap()).collect();
     values.sort_unstable();
     assert_eq!(values.len(), 2);
     assert_eq!(values.iter().sum::<u64>(), 2, "both instances answered: {values:?}");
+    // `_all` for a one-way method: every instance gets it (one got the first).
+    billing.audit_all("to everyone".into()).await.unwrap();
+    assert!(support::eventually(Duration::from_secs(5), || audits.load(Ordering::SeqCst) == 3).await);
 }
 
 #[tokio::test]

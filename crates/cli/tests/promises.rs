@@ -269,3 +269,81 @@ async fn call_instance_picks_one_and_ls_watch_shows_instances_come_and_go() {
         "ls --watch, in order"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_watch_is_registered_again_after_the_daemon_restarts() {
+    let mut daemon = support::Daemon::start();
+    let watcher = daemon.bus().await;
+    let mut events = watcher.watch(64).await.unwrap();
+    daemon.signal(rustix::process::Signal::TERM);
+    assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
+    daemon.restart();
+    let server = daemon.bus().await;
+    // The watcher reconnects on its own schedule: register until it sees one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let service = who(&server, "late").await;
+        let seen = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Some(event) = events.recv().await {
+                if event.event == "up" && event.instance == service.instance() {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if seen == Ok(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watch never came back after the restart");
+        service.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_on_more_threads_serves_and_stops_the_same() {
+    let mut daemon = support::Daemon::start_with(&["--threads", "2"]);
+    let server = daemon.bus().await;
+    let _who = who(&server, "threads").await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let bus = daemon.bus().await;
+        calls.spawn(async move {
+            for _ in 0..100 {
+                let reply = bus.call("who.me", bytes::Bytes::new()).await.unwrap();
+                assert_eq!(switchboard::decode::<String>(&reply).unwrap(), "threads");
+            }
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap();
+    }
+    daemon.signal(rustix::process::Signal::TERM);
+    assert!(daemon.wait_exit(Duration::from_secs(10)).is_some_and(|status| status.success()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_listen_the_daemon_and_clients_meet_at_the_default_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    let mut up = std::process::Command::new(support::BIN);
+    up.args(["up", "--data-dir"]).arg(dir.path().join("data")).env("XDG_RUNTIME_DIR", &runtime);
+    let _daemon = support::Guard(
+        up.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap(),
+    );
+    let socket = runtime.join("switchboard/bus.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut whoami = std::process::Command::new(support::BIN);
+        whoami.arg("whoami").env("XDG_RUNTIME_DIR", &runtime).env_remove("SWITCHBOARD_ADDR");
+        if socket.exists() && whoami.output().unwrap().status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no daemon at {}", socket.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(socket.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the default socket's directory is the daemon user's alone");
+}
