@@ -347,3 +347,25 @@ async fn with_no_listen_the_daemon_and_clients_meet_at_the_default_socket() {
     let mode = std::fs::metadata(socket.parent().unwrap()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the default socket's directory is the daemon user's alone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_names_are_refused_to_other_clients_through_the_daemon() {
+    let s = supervise(&support::supervised::bus_aware_cache(0));
+    wait_until(&s, "cache", "Running", |st| st.state == "Running");
+    let bus = s.daemon.bus().await;
+    bus.set_direct_calls(false);
+    // `__` methods are the daemon's to call (the supervisor's controls).
+    let err = bus.call("cache.__control", bytes::Bytes::new()).await.unwrap_err();
+    assert!(matches!(&err, switchboard::CallError::NoSuchMethod(why) if why.contains("reserved")), "{err}");
+    // `$` services are the daemon's own: a client may not register one.
+    let refused = match bus.serve("$mine") {
+        Ok(builder) => builder
+            .method("go", |_| async { Ok(bytes::Bytes::new()) })
+            .start()
+            .await
+            .err()
+            .map(|e| e.to_string()),
+        Err(err) => Some(err.to_string()),
+    };
+    assert!(refused.is_some(), "a client registered a `$` service");
+}
