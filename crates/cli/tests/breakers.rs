@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use support::Daemon;
 use switchboard::{BreakerPolicy, BreakerState, CallError, CallOptions, Reject};
+use switchboard_proto::sys::ProcessBreakers;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_service_opens_the_breaker_which_fails_fast_and_closes_after_recovery() {
@@ -47,6 +48,20 @@ async fn a_failing_service_opens_the_breaker_which_fails_fast_and_closes_after_r
     }
     let open = bus.open_breakers();
     assert!(matches!(&open[..], [(name, BreakerState::Open { .. })] if name == "flaky"), "{open:?}");
+    // The process reported it: `ls --breakers` shows it, with this session.
+    let session = bus.whoami().await.unwrap().session;
+    let listed = || {
+        let out = daemon.cli(&["ls", "--breakers", "--json"]).output().unwrap();
+        serde_json::from_slice::<Vec<ProcessBreakers>>(&out.stdout).unwrap()
+    };
+    let shown = |list: &[ProcessBreakers]| {
+        list.iter().any(|p| {
+            p.session == session && p.breakers.iter().any(|b| b.service == "flaky" && b.state == "open")
+        })
+    };
+    assert!(support::eventually(Duration::from_secs(5), || shown(&listed())).await, "{:?}", listed());
+    let text = daemon.cli(&["ls", "--breakers"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("flaky"), "{text:?}");
 
     // Open: refused at once, without waiting the 100 ms timeout.
     let started = Instant::now();
@@ -70,6 +85,10 @@ async fn a_failing_service_opens_the_breaker_which_fails_fast_and_closes_after_r
     tokio::time::sleep(Duration::from_millis(550)).await;
     bus.call_with("flaky.work", Bytes::new(), quick()).await.unwrap();
     assert!(bus.open_breakers().is_empty());
+    assert!(
+        support::eventually(Duration::from_secs(5), || !shown(&listed())).await,
+        "closed, reported as such"
+    );
     for _ in 0..10 {
         bus.call_with("flaky.work", Bytes::new(), quick()).await.unwrap();
     }

@@ -104,8 +104,15 @@ impl Breaker {
         }
     }
 
-    /// A call admitted as `admission` ended with `failed`.
-    pub fn record(&mut self, now: Instant, admission: Admission, failed: bool) {
+    /// A call admitted as `admission` ended with `failed`; whether the
+    /// breaker opened or closed because of it.
+    pub fn record(&mut self, now: Instant, admission: Admission, failed: bool) -> bool {
+        let was_closed = self.state == BreakerState::Closed;
+        self.note(now, admission, failed);
+        was_closed != (self.state == BreakerState::Closed)
+    }
+
+    fn note(&mut self, now: Instant, admission: Admission, failed: bool) {
         match (self.state, admission) {
             (BreakerState::HalfOpen, Admission::Probe) if failed => self.open(now),
             (BreakerState::HalfOpen, Admission::Probe) => {
@@ -240,9 +247,10 @@ impl Breakers {
         inner.by_service.clear();
     }
 
-    /// Whether a call to `service` may go (`None`: breakers are off).
+    /// Whether a call to `service` may go (`None`: breakers are off, or it
+    /// is one of the daemon's own services).
     pub fn admit(&self, service: &switchboard_proto::ServiceName) -> Result<Option<Admission>, CallError> {
-        if !self.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.enabled.load(std::sync::atomic::Ordering::Relaxed) || service.is_reserved() {
             return Ok(None);
         }
         let mut inner = crate::connection::lock(&self.inner);
@@ -257,16 +265,31 @@ impl Breakers {
         }
     }
 
+    /// Records a call's outcome; whether a breaker opened or closed.
     pub fn record(
         &self,
         service: &switchboard_proto::ServiceName,
         admission: Admission,
         result: &Result<bytes::Bytes, CallError>,
-    ) {
+    ) -> bool {
         let mut inner = crate::connection::lock(&self.inner);
-        if let Some(breaker) = inner.by_service.get_mut(service) {
-            breaker.record(Instant::now(), admission, is_failure(result));
-        }
+        inner
+            .by_service
+            .get_mut(service)
+            .is_some_and(|breaker| breaker.record(Instant::now(), admission, is_failure(result)))
+    }
+
+    /// What the daemon is told (`$sys.daemon.report_breakers`).
+    pub fn report(&self) -> switchboard_proto::sys::BreakerReport {
+        let breakers = self
+            .not_closed()
+            .into_iter()
+            .map(|(service, state)| switchboard_proto::sys::BreakerInfo {
+                service,
+                state: state.name().to_owned(),
+            })
+            .collect();
+        switchboard_proto::sys::BreakerReport { breakers }
     }
 
     /// Each service's breaker that is not closed.

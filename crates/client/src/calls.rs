@@ -241,8 +241,28 @@ impl Bus {
         };
         let service = target.service.clone();
         let result = self.call_unguarded(target, payload, options).await;
-        breakers.record(&service, admission, &result);
+        if breakers.record(&service, admission, &result) {
+            self.report_breakers();
+        }
         result
+    }
+
+    /// Tells the daemon which breakers are open now (`switchboard ls
+    /// --breakers` lists them), from a task of its own: the state is read
+    /// when the report leaves, so the last report sent is the latest.
+    fn report_breakers(&self) {
+        let bus = self.clone();
+        tokio::spawn(async move {
+            let report = switchboard_proto::sys::encode(&bus.shared.breakers.report());
+            let target = Target {
+                service: ServiceName::parse(switchboard_proto::sys::DAEMON_SERVICE).ok()?,
+                method: MethodName::parse(switchboard_proto::sys::DAEMON_REPORT_BREAKERS).ok()?,
+            };
+            if let Err(err) = bus.call_with(target, Bytes::from(report), CallOptions::default()).await {
+                tracing::debug!("could not report circuit breakers to the daemon: {err}");
+            }
+            Some(())
+        });
     }
 
     async fn call_unguarded(

@@ -4,7 +4,9 @@
 //!
 //! Must stay cheap and side-effect free: it runs under the router lock.
 
-use switchboard_proto::sys::{DaemonInfo, InstanceInfo, ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami};
+use switchboard_proto::sys::{
+    DaemonInfo, InstanceInfo, ProcessBreakers, ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami,
+};
 use switchboard_proto::SessionId;
 
 use crate::router::Router;
@@ -18,6 +20,24 @@ pub fn whoami(router: &Router, from: SessionId) -> Whoami {
         uid: caller.uid,
         pid: caller.pid,
     }
+}
+
+/// `$sys.daemon.breakers`: what each connection reported, by session.
+pub fn breakers(router: &Router) -> Vec<ProcessBreakers> {
+    let mut found: Vec<ProcessBreakers> = router
+        .sessions()
+        .iter()
+        .filter(|(_, session)| !session.breakers.is_empty())
+        .map(|(id, session)| ProcessBreakers {
+            session: *id,
+            client: session.client_name.clone(),
+            principal: session.caller.principal.to_string(),
+            pid: Some(session.caller.pid).filter(|pid| *pid != 0),
+            breakers: session.breakers.clone(),
+        })
+        .collect();
+    found.sort_by_key(|p| p.session);
+    found
 }
 
 /// `$sys.registry.list`.

@@ -44,6 +44,20 @@ pub const SYS_METHODS: &[SysMethod] = &[
     ),
     m(
         sys::DAEMON_SERVICE,
+        sys::DAEMON_REPORT_BREAKERS,
+        "BreakerReport",
+        "-",
+        "a client reports its open and half-open circuit breakers (always allowed)",
+    ),
+    m(
+        sys::DAEMON_SERVICE,
+        sys::DAEMON_BREAKERS,
+        "-",
+        "[ProcessBreakers]",
+        "open and half-open breakers, per connection",
+    ),
+    m(
+        sys::DAEMON_SERVICE,
         DAEMON_DIRECT,
         "DirectRequest",
         "DirectGrant",
@@ -143,6 +157,8 @@ pub enum SysCall {
     DaemonInfo,
     DaemonWhoami,
     DaemonDirect(DirectRequest),
+    DaemonReportBreakers(sys::BreakerReport),
+    DaemonBreakers,
     RegistryList,
     TopicsList,
     QueuesList,
@@ -171,6 +187,10 @@ impl SysCall {
             (sys::DAEMON_SERVICE, sys::DAEMON_INFO) => Ok(Self::DaemonInfo),
             (sys::DAEMON_SERVICE, sys::DAEMON_WHOAMI) => Ok(Self::DaemonWhoami),
             (sys::DAEMON_SERVICE, DAEMON_DIRECT) => Self::arguments(args, Self::DaemonDirect),
+            (sys::DAEMON_SERVICE, sys::DAEMON_REPORT_BREAKERS) => {
+                Self::arguments(args, Self::DaemonReportBreakers)
+            }
+            (sys::DAEMON_SERVICE, sys::DAEMON_BREAKERS) => Ok(Self::DaemonBreakers),
             (sys::REGISTRY_SERVICE, sys::REGISTRY_LIST) => Ok(Self::RegistryList),
             (sys::TOPICS_SERVICE, sys::TOPICS_LIST) => Ok(Self::TopicsList),
             (sys::QUEUES_SERVICE, sys::QUEUES_LIST) => Ok(Self::QueuesList),
@@ -204,6 +224,7 @@ mod tests {
             "QueueDeclare" => sys::encode(&QueueDeclare { queue: "q".into(), options: Default::default() }),
             "QueuePeek" => sys::encode(&QueuePeek { queue: "q".into(), count: 1 }),
             "QueueRef" => sys::encode(&QueueRef { queue: "q".into() }),
+            "BreakerReport" => sys::encode(&sys::BreakerReport::default()),
             _ => Vec::new(),
         };
         let mut answered = 0;
@@ -216,7 +237,7 @@ mod tests {
                 None => assert_eq!(method.service, sup::SERVICES_SERVICE, "{method:?}"),
             }
         }
-        assert_eq!(answered, 10, "one SysCall variant per method the daemon answers");
+        assert_eq!(answered, 12, "one SysCall variant per method the daemon answers");
     }
 
     #[test]

@@ -161,6 +161,38 @@ pub const DAEMON_SERVICE: &str = "$sys.daemon";
 pub const DAEMON_INFO: &str = "info";
 /// `$sys.daemon.whoami`: no arguments; replies [`Whoami`]. Always allowed.
 pub const DAEMON_WHOAMI: &str = "whoami";
+/// `$sys.daemon.report_breakers`: [`BreakerReport`], a client's circuit
+/// breakers that are not closed (replacing what it reported before);
+/// replies nothing. Always allowed: it is about the caller itself.
+pub const DAEMON_REPORT_BREAKERS: &str = "report_breakers";
+/// `$sys.daemon.breakers`: no arguments; replies `Vec<ProcessBreakers>`, the
+/// open and half-open breakers each connection reported.
+pub const DAEMON_BREAKERS: &str = "breakers";
+
+/// A client's circuit breakers that are open or half-open.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerReport {
+    pub breakers: Vec<BreakerInfo>,
+}
+
+/// One breaker, as its client reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerInfo {
+    /// The service it guards.
+    pub service: String,
+    /// `open` or `half-open`.
+    pub state: String,
+}
+
+/// What one connection reported, and who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessBreakers {
+    pub session: u64,
+    pub client: String,
+    pub principal: String,
+    pub pid: Option<u32>,
+    pub breakers: Vec<BreakerInfo>,
+}
 
 /// Who the daemon says this connection is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,8 @@ use crate::{output, Connection};
 /// --watch, print instances coming up and going down as they happen.
 /// With --sys, list the daemon's own API instead: every `$sys` method,
 /// what it takes and what it gives (the schemas are in docs/protocol.md).
+/// With --breakers, the circuit breakers that processes on the bus report
+/// open or half-open (clients with breakers on report them as they change).
 #[derive(clap::Args)]
 pub struct Args {
     /// Only this service.
@@ -28,6 +30,9 @@ pub struct Args {
     /// List the daemon's own `$sys` methods (what they take and give) and exit.
     #[arg(long, conflicts_with_all = ["watch", "service"])]
     sys: bool,
+    /// List the open and half-open circuit breakers each connection reported, and exit.
+    #[arg(long, conflicts_with_all = ["watch", "service", "sys"])]
+    breakers: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -36,6 +41,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.sys {
         print_sys_api(args.json)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.breakers {
+        return breakers(&args).await;
     }
     let bus = connect(&args.connection, "switchboard-ls").await?;
     let mut events = if args.watch { Some(bus.watch(1024).await?) } else { None };
@@ -201,4 +209,32 @@ fn print_sys_api(json: bool) -> anyhow::Result<()> {
         output::line(format_args!("{target:<width$}  {:<15}  {:<16}  {}", m.takes, m.gives, m.about))?;
     }
     Ok(())
+}
+
+/// `ls --breakers`.
+async fn breakers(args: &Args) -> anyhow::Result<ExitCode> {
+    use switchboard_proto::sys::{self, ProcessBreakers};
+    let bus = connect(&args.connection, "switchboard-ls").await?;
+    let target = format!("{}.{}", sys::DAEMON_SERVICE, sys::DAEMON_BREAKERS);
+    let reply = bus.call(target.as_str(), bytes::Bytes::new()).await?;
+    let processes: Vec<ProcessBreakers> = sys::decode(&reply)?;
+    if args.json {
+        output::line(serde_json::to_string_pretty(&processes)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if processes.is_empty() {
+        output::line("no open circuit breakers reported")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    output::line(format_args!("{:<20} {:<10} {:>8}  {:<24} STATE", "SERVICE", "SESSION", "PID", "CLIENT"))?;
+    for process in &processes {
+        let pid = process.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        for breaker in &process.breakers {
+            output::line(format_args!(
+                "{:<20} {:<10} {:>8}  {:<24} {}",
+                breaker.service, process.session, pid, process.client, breaker.state
+            ))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

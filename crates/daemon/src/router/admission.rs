@@ -134,7 +134,10 @@ impl Router {
     ) -> Result<(), Refusal> {
         if !self.sessions.get(&from).is_some_and(|s| s.rules.unrestricted()) {
             match call {
-                Some(SysCall::DaemonWhoami | SysCall::DaemonDirect(_)) => {} // a direct channel is checked per method it reaches
+                // A direct channel is checked per method it reaches; a breaker
+                // report is about the caller itself.
+                Some(SysCall::DaemonWhoami | SysCall::DaemonDirect(_) | SysCall::DaemonReportBreakers(_)) => {
+                }
                 Some(
                     SysCall::QueuesDeclare(QueueDeclare { queue, .. })
                     | SysCall::QueuesDelete(QueueRef { queue }),

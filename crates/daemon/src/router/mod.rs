@@ -65,6 +65,8 @@ pub struct SessionEntry {
     /// What the backlogs of all its subscriptions hold (bounded by
     /// `Limits::session_backlog_bytes`).
     pub backlogged: topics::SessionBacklog,
+    /// The circuit breakers it reported open or half-open.
+    pub breakers: Vec<sys::BreakerInfo>,
 }
 
 /// Payloads smaller than this are copied before the router keeps them
@@ -217,6 +219,7 @@ impl Router {
                 watches: Vec::new(),
                 subscriptions: Vec::new(),
                 backlogged: topics::SessionBacklog::default(),
+                breakers: Vec::new(),
             },
         );
         Ok(session)

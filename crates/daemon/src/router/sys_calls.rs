@@ -9,6 +9,9 @@ use switchboard_proto::{sys, Call, ErrorCode, Frame, SessionId};
 
 use super::{Congested, Router};
 
+/// Breakers kept per connection; a report with more keeps the first.
+const MAX_REPORTED_BREAKERS: usize = 256;
+
 impl Router {
     /// Answers a `$sys` call: now, once a change is on disk (queues), or
     /// when the instance answers (a direct channel's grant).
@@ -44,6 +47,14 @@ impl Router {
             SysCall::QueuesDelete(queue) => self.delete_queue(from, id, &queue.queue).map(|()| None),
             SysCall::DaemonInfo => Ok(Some(sys::encode(&crate::admin::info(self)))),
             SysCall::DaemonWhoami => Ok(Some(sys::encode(&crate::admin::whoami(self, from)))),
+            SysCall::DaemonReportBreakers(report) => {
+                if let Some(session) = self.sessions.get_mut(&from) {
+                    // Bounded like a name list: a client has few targets.
+                    session.breakers = report.breakers.iter().take(MAX_REPORTED_BREAKERS).cloned().collect();
+                }
+                Ok(Some(Vec::new()))
+            }
+            SysCall::DaemonBreakers => Ok(Some(sys::encode(&crate::admin::breakers(self)))),
             SysCall::RegistryList => Ok(Some(sys::encode(&crate::admin::list(self)))),
             SysCall::TopicsList => Ok(Some(sys::encode(&crate::admin::topics(self)))),
         };
