@@ -64,16 +64,17 @@ impl Cgroup {
     }
 
     /// Its path, for a successor daemon; the directory stays.
-    pub fn keep(self) -> PathBuf {
-        let path = self.path.clone();
-        std::mem::forget(self);
-        path
+    pub fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.path)
     }
 }
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
+        // Empty once kept for a successor.
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir(&self.path);
+        }
     }
 }
 
