@@ -28,6 +28,15 @@ fn wait_until(
     }
 }
 
+/// Waits until `check` holds, at most 20 s; panics naming `what` if not.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn log_has(s: &Supervised, service: &str, text: &str) -> bool {
     s.logs(service).iter().any(|line| line.line.contains(text))
 }
@@ -101,11 +110,7 @@ fn always_restarts_after_a_clean_exit_and_on_failure_does_not() {
         $ROOT
         "#,
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.file("blink").lines().count() < 3 {
-        assert!(Instant::now() < deadline, "restart = always did not restart a clean exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("restart = always did not restart a clean exit", || s.file("blink").lines().count() >= 3);
     wait_until(&s, "once", "stopped after its clean exit", |st| st.instances[0].last_exit == "exit 0");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.file("once").lines().count(), 1, "on-failure leaves a clean exit stopped");
@@ -152,11 +157,7 @@ fn restart_replaces_the_process_and_logs_since_shows_only_what_is_newer() {
         "#,
     );
     let first = wait_until(&s, "talker", "Running", |st| st.state == "Running").instances[0].pid;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log_has(&s, "talker", "late") {
-        assert!(Instant::now() < deadline, "never said late");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("never said late", || log_has(&s, "talker", "late"));
     let recent = s.ok(&["logs", "talker", "--since", "1s"]);
     assert!(recent.contains("late") && !recent.contains("early"), "--since 1s: {recent}");
     s.ok(&["restart", "talker"]);
@@ -179,11 +180,7 @@ fn reload_on_a_plain_service_is_sighup_and_a_custom_control_needs_an_attached_on
     wait_until(&s, "plain", "Running", |st| st.state == "Running");
     std::thread::sleep(Duration::from_millis(200)); // the trap is set
     s.ok(&["control", "plain", "reload"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.file("hup").contains("hup") {
-        assert!(Instant::now() < deadline, "reload did not reach the process as SIGHUP");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("reload did not reach the process as SIGHUP", || s.file("hup").contains("hup"));
     let out = s.run(&["control", "plain", "130"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not attached to the bus"), "{out:?}");
@@ -333,16 +330,11 @@ async fn with_no_listen_the_daemon_and_clients_meet_at_the_default_socket() {
         up.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap(),
     );
     let socket = runtime.join("switchboard/bus.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_for(&format!("no daemon at {}", socket.display()), || {
         let mut whoami = std::process::Command::new(support::BIN);
         whoami.arg("whoami").env("XDG_RUNTIME_DIR", &runtime).env_remove("SWITCHBOARD_ADDR");
-        if socket.exists() && whoami.output().unwrap().status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no daemon at {}", socket.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        socket.exists() && whoami.output().unwrap().status.success()
+    });
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(socket.parent().unwrap()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the default socket's directory is the daemon user's alone");

@@ -41,6 +41,8 @@ pub enum HandOffError {
     Twice(RawFd),
     #[error("cannot read the hand-off: {0}")]
     Read(std::io::Error),
+    #[error("cannot encode the hand-off: {0}")]
+    Encode(String),
     #[error("the hand-off is not one this build reads: {0}")]
     Decode(String),
     #[error("the hand-off is format {found}; this build reads format {FORMAT}")]
@@ -138,7 +140,7 @@ impl HandOff {
                 .map(|(name, state)| (name.clone(), serde_bytes::ByteBuf::from(state.to_vec())))
                 .collect(),
         };
-        let encoded = rmp_serde::to_vec_named(&wire).map_err(|err| HandOffError::Decode(err.to_string()))?;
+        let encoded = rmp_serde::to_vec_named(&wire).map_err(|err| HandOffError::Encode(err.to_string()))?;
         write_sealed(&encoded).map_err(HandOffError::Write)
     }
 
