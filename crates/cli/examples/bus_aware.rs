@@ -17,6 +17,9 @@
 //! `STALL_MS` adds a `stall` method that blocks the whole process that long
 //! (to see the daemon cut off a connection that stops reading, and the
 //! instance reconnect and attach again).
+//! `NOTIFY_READY_AFTER_MS` makes it a plain `ready = "notify"` service
+//! instead: it waits that long, says READY=1 with `service::notify_ready()`
+//! and then only sleeps (no bus).
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -26,6 +29,12 @@ use switchboard::{Bus, Bytes, Reject};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    if let Some(ms) = std::env::var("NOTIFY_READY_AFTER_MS").ok().and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        service::notify_ready()?;
+        println!("notified ready");
+        std::future::pending::<()>().await;
+    }
     if let Some(ms) = std::env::var("START_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

@@ -361,3 +361,15 @@ async fn reserved_names_are_refused_to_other_clients_through_the_daemon() {
     };
     assert!(refused.is_some(), "a client registered a `$` service");
 }
+
+#[test]
+fn notify_ready_from_the_rust_library_makes_a_notify_service_running() {
+    let s = supervise(
+        "[services.late]\ncommand = \"$EXAMPLE\"\nready = \"notify\"\nstart_timeout = \"60s\"\n\
+         environment = { NOTIFY_READY_AFTER_MS = \"3000\" }\n$ROOT\n",
+    );
+    let status = s.status("late");
+    assert_eq!(status.state, "StartPending", "running before it said READY=1: {status:#?}");
+    wait_until(&s, "late", "Running once notify_ready() said so", |st| st.state == "Running");
+    wait_for("the service's line after notify_ready()", || log_has(&s, "late", "notified ready"));
+}

@@ -61,6 +61,10 @@ pub struct Args {
     /// congestion mark) before it is disconnected.
     #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration, default_value = "10s")]
     slow_consumer: Duration,
+    /// At shutdown, how long to wait for connections to take what is queued
+    /// for them (their goodbye included) before exiting anyway.
+    #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration, default_value = "2s")]
+    shutdown_grace: Duration,
     /// Where durable queues keep their data (default: $XDG_STATE_HOME/switchboard,
     /// ~/.local/state/switchboard, or /var/lib/switchboard as root).
     #[arg(long, value_name = "DIR")]
@@ -122,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.limits.max_subscriptions = args.max_subscriptions;
     config.limits.handshake_timeout = args.handshake_timeout;
     config.limits.slow_consumer = args.slow_consumer;
+    config.shutdown_grace = args.shutdown_grace;
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
