@@ -330,3 +330,46 @@ def _refuse() -> None:
 
 async def _true_if(items: List[Any]) -> bool:
     return bool(items)
+
+
+@run_async
+async def test_a_traced_call_gathers_each_hop_with_its_deadline_from_python_and_the_cli(daemon: Daemon) -> None:
+    a, b, c, caller = [await switchboard.connect(daemon.address) for _ in range(4)]
+
+    async def slow() -> str:
+        await asyncio.sleep(0.05)
+        return "done"
+
+    def refuse() -> None:
+        raise switchboard.Rejected("no")
+
+    await c.serve("pc", {"work": slow, "refuse": refuse})
+    await b.serve("pb", {"work": lambda: b.call("pc.work"), "refuse": lambda: b.call("pc.refuse")})
+    await a.serve("pa", {"work": lambda: a.call("pb.work"), "refuse": lambda: a.call("pb.refuse")})
+
+    traced = await caller.call_traced("pa.work", timeout=2.0)
+    assert traced.ok and traced.value == "done", traced
+    assert [(h.depth, h.service, h.method, h.outcome) for h in traced.hops] == [
+        (0, "pa", "work", "ok"),
+        (1, "pb", "work", "ok"),
+        (2, "pc", "work", "ok"),
+    ]
+    deadlines = [h.deadline_ms for h in traced.hops]
+    assert 1500 < deadlines[0] <= 2000 and deadlines[2] < deadlines[1] < deadlines[0], deadlines
+    took = [h.took_us for h in traced.hops]
+    assert took[2] >= 50_000 and took[0] >= took[1] >= took[2], took
+
+    failed = await caller.call_traced("pa.refuse")
+    assert isinstance(failed.error, switchboard.Rejected)
+    assert [h.outcome for h in failed.hops] == ["rejected"] * 3
+    # An untraced call carries no request for hops, and gets none.
+    await c.serve("keys", {"of": lambda: sorted(switchboard.current_request().headers)})  # type: ignore[union-attr]
+    assert await caller.call("keys.of") == ["traceparent"]
+
+    # The Rust CLI reads the hops Python handlers report.
+    out = await asyncio.to_thread(daemon.cli, "call", "pa.work", "--trace", "--json")
+    report = json.loads(out.stdout)
+    assert report["reply"] == "done"
+    assert [h["service"] for h in report["hops"]] == ["pa", "pb", "pc"], report
+    for bus in (a, b, c, caller):
+        bus.close()

@@ -100,3 +100,110 @@ async fn a_handlers_calls_inherit_the_deadline_of_the_request_it_serves() {
     let err = a.call_with("slow.wait", Bytes::new(), CallOptions::timeout(Duration::from_millis(500))).await;
     assert!(matches!(err, Err(CallError::Timeout(_))) && started.elapsed() >= Duration::from_millis(450));
 }
+
+/// `switchboard call --trace --json` on the chain, parsed.
+async fn traced_call(daemon: &Daemon, target: &str, timeout: &str) -> (bool, serde_json::Value) {
+    let mut command = daemon.cli(&["call", target, "--trace", "--json", "--timeout", timeout]);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let object = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    (out.status.success(), object)
+}
+
+/// (depth, service.method, outcome) of each hop, and their deadlines.
+fn hop_rows(object: &serde_json::Value) -> (Vec<(u64, String, String)>, Vec<u64>) {
+    let hops = object["hops"].as_array().unwrap_or_else(|| panic!("no hops: {object}"));
+    let rows = hops
+        .iter()
+        .map(|h| {
+            let name = format!("{}.{}", h["service"].as_str().unwrap(), h["method"].as_str().unwrap());
+            (h["depth"].as_u64().unwrap(), name, h["outcome"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    (rows, hops.iter().map(|h| h["deadline_ms"].as_u64().unwrap()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_trace_shows_the_deadline_each_hop_saw_and_how_it_answered() {
+    let daemon = Daemon::start();
+    let (a, b, c) = (daemon.bus().await, daemon.bus().await, daemon.bus().await);
+    let traces: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = traces.clone();
+    let _c = c
+        .serve("chain-c")
+        .unwrap()
+        .method("work", move |request| {
+            seen.lock().unwrap().push(request.trace().map(|t| t.trace_id_hex()).unwrap_or_default());
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok::<_, Reject>(Bytes::from_static(b"\xa4done"))
+            }
+        })
+        .method("refuse", |_| async { Err::<Bytes, _>(Reject::new("no")) })
+        .start()
+        .await
+        .unwrap();
+    // B and A relay to the next service, the same method name on B.
+    let relay = |bus: switchboard::Bus, service: &'static str, next: &'static str| {
+        let (work, refuse) = (bus.clone(), bus.clone());
+        async move {
+            bus.serve(service)
+                .unwrap()
+                .method("work", move |_| {
+                    let bus = work.clone();
+                    async move {
+                        bus.call(format!("{next}.work").as_str(), Bytes::new())
+                            .await
+                            .map_err(|e| Reject::new(e.to_string()))
+                    }
+                })
+                .method("refuse", move |_| {
+                    let bus = refuse.clone();
+                    async move {
+                        bus.call(format!("{next}.refuse").as_str(), Bytes::new())
+                            .await
+                            .map_err(|e| Reject::new(e.to_string()))
+                    }
+                })
+                .start()
+                .await
+                .unwrap()
+        }
+    };
+    let _b = relay(b, "chain-b", "chain-c").await;
+    let _a = relay(a, "chain-a", "chain-b").await;
+
+    // Twice: the second time B's and A's calls may take direct channels.
+    for round in 0..2 {
+        let (ok, object) = traced_call(&daemon, "chain-a.work", "2s").await;
+        assert!(ok, "{object}");
+        assert_eq!(object["reply"], "done");
+        let (rows, deadlines) = hop_rows(&object);
+        let expected = [(0, "chain-a.work"), (1, "chain-b.work"), (2, "chain-c.work")];
+        let names: Vec<(u64, &str)> = rows.iter().map(|(d, n, _)| (*d, n.as_str())).collect();
+        assert_eq!(names, expected, "round {round}: {object}");
+        assert!(rows.iter().all(|(_, _, outcome)| outcome == "ok"), "{object}");
+        // Each hop saw less time left than the one before, all within 2 s.
+        assert!(deadlines[0] <= 2000 && deadlines[0] > 1500, "{deadlines:?}");
+        assert!(deadlines[1] < deadlines[0] && deadlines[2] < deadlines[1], "{deadlines:?}");
+        let took: Vec<u64> =
+            object["hops"].as_array().unwrap().iter().map(|h| h["took_us"].as_u64().unwrap()).collect();
+        assert!(took[2] >= 50_000 && took[1] >= took[2] && took[0] >= took[1], "{took:?}");
+        // The trace id printed is the one C's handler saw.
+        assert_eq!(traces.lock().unwrap().pop().unwrap(), object["trace_id"].as_str().unwrap(), "{object}");
+    }
+
+    // A failure deep in the chain: every hop names the error it answered.
+    let (ok, object) = traced_call(&daemon, "chain-a.refuse", "2s").await;
+    assert!(!ok);
+    assert_eq!(object["error"], "rejected", "{object}");
+    let (rows, _) = hop_rows(&object);
+    let outcomes: Vec<&str> = rows.iter().map(|(_, _, o)| o.as_str()).collect();
+    assert_eq!(outcomes, ["rejected", "rejected", "rejected"], "{object}");
+
+    // The table for people, on stderr; the reply stays alone on stdout.
+    let out = daemon.cli(&["call", "chain-a.work", "--trace"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), "\"done\"");
+    assert!(stderr.contains("trace ") && stderr.contains("DEADLINE LEFT"), "{stderr}");
+    assert!(stderr.contains("\n    chain-c.work"), "C indented two levels: {stderr}");
+}

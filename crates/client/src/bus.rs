@@ -77,7 +77,7 @@ impl Bus {
     /// `tls` (and presenting its client certificate, if it has one: the
     /// daemon then knows this client as `cert:COMMON-NAME`).
     pub async fn connect_tls(addr: &str, tls: &TlsClient) -> Result<Self, ConnectError> {
-        let credential = connection::credential_from_env();
+        let credential = credential_from_env();
         Self::connect_as(Endpoint::parse(addr)?, default_client_name(), credential, Some(tls.clone())).await
     }
 
@@ -86,7 +86,7 @@ impl Bus {
     /// instance secret a supervisor gave this process
     /// (`SWITCHBOARD_INSTANCE_SECRET`), else `SWITCHBOARD_TOKEN`.
     pub async fn connect_endpoint(endpoint: Endpoint, client_name: String) -> Result<Self, ConnectError> {
-        Self::connect_as(endpoint, client_name, connection::credential_from_env(), None).await
+        Self::connect_as(endpoint, client_name, credential_from_env(), None).await
     }
 
     /// Connects through `dial`, which hands out connected sockets: how an
@@ -327,4 +327,15 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CallError> {
 /// Decodes a MessagePack payload.
 pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CallError> {
     rmp_serde::from_slice(payload).map_err(|err| CallError::Decode(err.to_string()))
+}
+
+/// What the client proves beyond its OS identity, from the environment: the
+/// instance secret the supervisor gave this process, else a bearer token.
+fn credential_from_env() -> String {
+    use switchboard_proto::supervision::ENV_SECRET;
+    match (std::env::var(ENV_SECRET), std::env::var("SWITCHBOARD_TOKEN")) {
+        (Ok(secret), _) if !secret.is_empty() => format!("secret:{secret}"),
+        (_, Ok(token)) if !token.is_empty() => format!("token:{token}"),
+        _ => String::new(),
+    }
 }

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use crate::bus::{decode, encode, remaining_ms, DEFAULT_TIMEOUT};
 use crate::connection::{lock, Link, Waiter, WireError};
 use crate::direct::{self, Sent};
+use crate::hops::HopLog;
 use crate::retry::RetryPolicy;
 use crate::{Bus, CallError};
 
@@ -265,21 +266,43 @@ impl Bus {
         });
     }
 
+    /// One attempt, with the trace context; a traced call's hop records
+    /// gather in its log until the answer.
     async fn call_unguarded(
         &self,
         target: Target,
         payload: Bytes,
         options: CallOptions,
     ) -> Result<Bytes, CallError> {
+        let (headers, hops) = crate::hops::outgoing(crate::trace::outgoing(options.headers));
+        let options = CallOptions { headers, ..options };
+        let Some(log) = hops else { return self.send_call(target, payload, options, None).await };
+        let result = self.send_call(target, payload, options, Some(&log)).await;
+        self.shared.hop_sinks.forget(&log);
+        result
+    }
+
+    async fn send_call(
+        &self,
+        target: Target,
+        payload: Bytes,
+        options: CallOptions,
+        hops: Option<&Arc<HopLog>>,
+    ) -> Result<Bytes, CallError> {
         let Target { service, method } = target;
         // Inside a handler the request's own deadline bounds this call.
         let (deadline, timeout) = crate::deadline::effective(options.timeout).map_err(CallError::Timeout)?;
         let CallOptions { instance, headers, .. } = options;
-        let headers = crate::trace::outgoing(headers);
+        let traced = |id| {
+            if let Some(log) = hops {
+                self.shared.hop_sinks.register(id, log);
+            }
+        };
         let mut call = Call { id: 0, timeout_ms: 0, instance: 0, service, method, headers, payload };
         if let Some(channel) = direct::channel_for(self, &call.service, instance) {
             let size = call_size(&call.service, &call.method, &call.headers, &call.payload);
             call.id = self.shared.next_id();
+            traced(call.id);
             call.timeout_ms = remaining_ms(deadline);
             call.instance = channel.instance;
             match channel.call(call, size, deadline, timeout).await {
@@ -290,6 +313,7 @@ impl Bus {
         let Call { service, method, headers, payload, .. } = call;
         let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
         let frame = |id, _: &Link| {
+            traced(id);
             Frame::Call(Call {
                 id,
                 timeout_ms: remaining_ms(deadline),

@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     /// Per target service: retry budgets, circuit breakers (off unless set).
     pub retry_budgets: crate::retry::Budgets,
     pub breakers: crate::breaker::Breakers,
+    /// Traced calls in flight: where their hop records go.
+    pub hop_sinks: Arc<crate::hops::HopSinks>,
     pub closed: CancellationToken,
     /// Counts reconnects whose registrations were restored (a supervised
     /// instance attaches again on each).
@@ -124,6 +126,7 @@ impl Shared {
             direct: Direct::new(),
             retry_budgets: crate::retry::Budgets::default(),
             breakers: crate::breaker::Breakers::default(),
+            hop_sinks: Arc::default(),
             closed: CancellationToken::new(),
             restored: watch::channel(0).0,
         }
@@ -413,6 +416,7 @@ fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), Strin
             };
             gather(shared, id, |g| g.result(instance, result));
         }
+        Frame::Hops { id, headers } => shared.hop_sinks.deliver(id, &headers),
         Frame::Revoke { grant, code, message } => direct::revoked(shared, grant, code, &message),
         Frame::Ended { what, id, code, message } => ended(shared, what, id, code, message),
         Frame::Goodbye { code, message } => {
@@ -485,16 +489,5 @@ fn answer(shared: &Shared, id: u32, result: Result<Bytes, WireError>, instance: 
             });
             let _ = tx.send(result);
         }
-    }
-}
-
-/// What the client proves beyond its OS identity, from the environment: the
-/// instance secret the supervisor gave this process, else a bearer token.
-pub(crate) fn credential_from_env() -> String {
-    use switchboard_proto::supervision::ENV_SECRET;
-    match (std::env::var(ENV_SECRET), std::env::var("SWITCHBOARD_TOKEN")) {
-        (Ok(secret), _) if !secret.is_empty() => format!("secret:{secret}"),
-        (_, Ok(token)) if !token.is_empty() => format!("token:{token}"),
-        _ => String::new(),
     }
 }

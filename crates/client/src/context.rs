@@ -1,21 +1,25 @@
 //! What a handler's outgoing calls inherit from the request it serves: its
-//! deadline ([`crate::deadline`]) and its trace context ([`crate::trace`]).
+//! deadline ([`crate::deadline`]), its trace context ([`crate::trace`]) and,
+//! when its caller asked for them, where hop records go ([`crate::hops`]).
 //!
 //! One task-local value, set around the handler's first poll and around
 //! its task; nothing else writes it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use switchboard_proto::trace::TraceParent;
 
-/// The served request's context: its deadline, and its `traceparent` as it
+/// The served request's context: its deadline, its `traceparent` as it
 /// came (parsed only when a call made under it needs it; most requests make
-/// none, and copying it costs no atomic operation, unlike its headers).
-#[derive(Debug, Clone, Copy, Default)]
+/// none, and copying it costs no atomic operation, unlike its headers), and
+/// the hop log of a traced call (none unless asked: cloning costs nothing).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Inherited {
     pub deadline: Option<Instant>,
     pub traceparent: Option<[u8; 55]>,
+    pub hops: Option<Arc<crate::hops::HopLog>>,
 }
 
 impl Inherited {
@@ -48,7 +52,12 @@ pub(crate) fn trace() -> Option<TraceParent> {
     INHERITED.try_with(|inherited| inherited.trace()).ok().flatten()
 }
 
+/// Where the hop records of calls made now go, if a traced call asked.
+pub(crate) fn hops() -> Option<Arc<crate::hops::HopLog>> {
+    INHERITED.try_with(|inherited| inherited.hops.clone()).ok().flatten()
+}
+
 /// The whole context (for work handed to another task).
 pub(crate) fn current() -> Inherited {
-    INHERITED.try_with(|inherited| *inherited).unwrap_or_default()
+    INHERITED.try_with(Inherited::clone).unwrap_or_default()
 }

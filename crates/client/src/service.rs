@@ -316,7 +316,7 @@ impl ServiceState {
 
     /// Runs the handler for `request` on its own task; its answer goes to `replies`.
     pub fn dispatch(self: &Arc<Self>, request: switchboard_proto::Request, replies: &Arc<Replies>) {
-        let mut answer = Answer { replies: replies.clone(), id: request.id };
+        let mut answer = Answer { replies: replies.clone(), id: request.id, hops: None };
         let Some(handler) = self.handlers.get(&request.method).map(|m| m.handler.clone()) else {
             let message = format!("service {} has no method {}", self.name, request.method);
             return answer.error(ErrorCode::NoSuchMethod, message);
@@ -329,7 +329,9 @@ impl ServiceState {
         let deadline =
             (request.id != 0).then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
         let traceparent = request.headers.get_raw(TRACEPARENT).and_then(|value| value.try_into().ok());
-        let inherited = crate::context::Inherited { deadline, traceparent };
+        answer.hops = crate::hops::Reporting::asked(&self.name, &request);
+        let hops = answer.hops.as_ref().map(|reporting| reporting.log.clone());
+        let inherited = crate::context::Inherited { deadline, traceparent, hops };
         let request = Request {
             method: request.method,
             payload: request.payload,
@@ -346,7 +348,8 @@ impl ServiceState {
         if self.slots.available_permits() > 0 {
             let mut future = handler(request);
             let mut cx = Context::from_waker(Waker::noop());
-            let first_poll = || crate::context::sync_scope(inherited, || future.as_mut().poll(&mut cx));
+            let first_poll =
+                || crate::context::sync_scope(inherited.clone(), || future.as_mut().poll(&mut cx));
             match catch_unwind(AssertUnwindSafe(first_poll)) {
                 Ok(Poll::Ready(result)) => {
                     if let Some(mut answer) = guard.answer.take() {
@@ -417,16 +420,25 @@ impl Drop for Replies {
     }
 }
 
-/// Where a request's answer goes: the connection it came in on.
+/// Where a request's answer goes: the connection it came in on; with the
+/// hop to report first, when the caller asked for it.
 struct Answer {
     replies: Arc<Replies>,
     id: u32,
+    hops: Option<crate::hops::Reporting>,
 }
 
 impl Answer {
     fn error(&mut self, code: ErrorCode, message: String) {
         if self.id != 0 {
+            self.report_hops(code.name());
             let _ = self.replies.outbox.push(&Frame::Error { id: self.id, code, message });
+        }
+    }
+
+    fn report_hops(&mut self, outcome: &str) {
+        if let Some(reporting) = self.hops.take() {
+            let _ = self.replies.outbox.push(&reporting.frame(self.id, outcome));
         }
     }
 
@@ -444,6 +456,7 @@ impl Answer {
                 self.error(ErrorCode::PayloadTooLarge, message);
             }
             Ok(payload) => {
+                self.report_hops("ok");
                 let _ = self.replies.outbox.push(&Frame::Reply { id: self.id, payload });
             }
             Err(reject) => self.error(reject.code, reject.message),

@@ -23,6 +23,12 @@ pub fn current() -> Option<TraceParent> {
     crate::context::trace()
 }
 
+/// A new trace, for a caller that wants to know its id before it sends
+/// (put it in the call's headers as [`TRACEPARENT`]).
+pub fn start() -> TraceParent {
+    TraceParent::root(u128::from(random()) << 64 | u128::from(random()), random())
+}
+
 /// Whether this process adds trace context to what it sends: on unless
 /// `SWITCHBOARD_TRACE=0` (read once) or [`set_enabled`]`(false)`. Off saves
 /// the ≈ 70 bytes and the id making per message that a caller doing
@@ -58,7 +64,7 @@ pub(crate) fn outgoing(headers: Headers) -> Headers {
     let next = match current() {
         Some(parent) => parent.child(random()),
         None if !enabled() => return headers,
-        None => TraceParent::root(u128::from(random()) << 64 | u128::from(random()), random()),
+        None => start(),
     };
     let value = next.encode();
     let Ok(value) = std::str::from_utf8(&value) else { return headers };
@@ -99,7 +105,8 @@ mod tests {
     #[tokio::test]
     async fn inside_a_request_the_trace_continues_with_a_new_span() {
         let parent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        let inherited = crate::context::Inherited { deadline: None, traceparent: Some(parent.encode()) };
+        let inherited =
+            crate::context::Inherited { deadline: None, traceparent: Some(parent.encode()), hops: None };
         let child = crate::context::scope(inherited, async { outgoing(Headers::new()) }).await;
         let child = TraceParent::parse(child.get(TRACEPARENT).unwrap()).unwrap();
         assert_eq!(child.trace_id, parent.trace_id);

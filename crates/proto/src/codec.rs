@@ -306,6 +306,10 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             };
             f.end(frame)?
         }
+        kind::HOPS => {
+            let frame = Frame::Hops { id: f.u32("id")?, headers: f.headers()? };
+            f.end(frame)?
+        }
         kind::GOODBYE => {
             let frame =
                 Frame::Goodbye { code: ErrorCode::from_u16(f.u16("code")?), message: f.text("message")? };

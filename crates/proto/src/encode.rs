@@ -139,6 +139,10 @@ impl Frame {
                 dst.put_u16_le(code.to_u16());
                 put_text(dst, message);
             }
+            Frame::Hops { id, headers } => {
+                dst.put_u32_le(*id);
+                headers.encode(dst);
+            }
             Frame::Broadcast(b) => {
                 dst.put_u32_le(b.id);
                 dst.put_u32_le(b.timeout_ms);

@@ -42,6 +42,7 @@ pub(crate) mod kind {
     pub const QUEUE_NACK: u8 = 27;
     pub const REVOKE: u8 = 28;
     pub const ENDED: u8 = 29;
+    pub const HOPS: u8 = 30;
 
     /// The name of a kind byte, for errors.
     pub fn name(kind: u8) -> Option<&'static str> {
@@ -75,6 +76,7 @@ pub(crate) mod kind {
             QUEUE_NACK => "QueueNack",
             REVOKE => "Revoke",
             ENDED => "Ended",
+            HOPS => "Hops",
             _ => return None,
         })
     }
@@ -355,6 +357,14 @@ pub enum Frame {
         code: ErrorCode,
         message: String,
     },
+    /// Callee → daemon → caller (or callee → caller on a direct channel):
+    /// what the hops of call `id` saw, one `sb-hop` header each
+    /// ([`crate::trace::Hop`]). Sent just before the answer, and only when
+    /// the request asked for it with an `sb-hops` header.
+    Hops {
+        id: u32,
+        headers: Headers,
+    },
 }
 
 /// What an [`Frame::Ended`] frame ends.
@@ -433,6 +443,7 @@ impl Frame {
             Frame::QueueNack { .. } => kind::QUEUE_NACK,
             Frame::Revoke { .. } => kind::REVOKE,
             Frame::Ended { .. } => kind::ENDED,
+            Frame::Hops { .. } => kind::HOPS,
         }
     }
 

@@ -31,6 +31,7 @@ mod encode;
 mod error;
 mod frame;
 mod headers;
+pub mod hops;
 mod names;
 pub mod sizes;
 pub mod supervision;

@@ -49,6 +49,7 @@ from .errors import (
     UnsupportedVersion,
     UntrustedDaemon,
 )
+from .hops import Hop, Traced
 from .queues import Consumer, Delivery, Queue
 from .retry import RetryPolicy
 from .serving import Request, Service, current_request
@@ -73,6 +74,7 @@ __all__ = [
     "Delivery",
     "ErrorCode",
     "HandshakeFailed",
+    "Hop",
     "InstanceGone",
     "InvalidName",
     "InvalidTransition",
@@ -102,6 +104,7 @@ __all__ = [
     "SwitchboardError",
     "Timeout",
     "TraceParent",
+    "Traced",
     "Unreachable",
     "UnsupportedVersion",
     "UntrustedDaemon",

@@ -43,6 +43,7 @@ QUEUE_ACK = 26
 QUEUE_NACK = 27
 REVOKE = 28
 ENDED = 29
+HOPS = 30
 
 NO_HEADERS = b"\x00\x00"
 
@@ -80,10 +81,13 @@ def text(value: str) -> bytes:
 
 
 def headers(pairs: Optional[Mapping[str, str]]) -> bytes:
-    if not pairs:
-        return NO_HEADERS
+    return header_list(list(pairs.items())) if pairs else NO_HEADERS
+
+
+def header_list(pairs: List[Tuple[str, str]]) -> bytes:
+    """A header block whose keys may repeat (as `Hops` frames need)."""
     parts = [_U16.pack(len(pairs))]
-    for key, value in pairs.items():
+    for key, value in pairs:
         parts.append(name(key.encode()))
         parts.append(text(value))
     return b"".join(parts)
@@ -115,6 +119,18 @@ def broadcast(req: int, timeout_ms: int, prefix: bytes, head: bytes, payload: by
 
 def reply(req: int, payload: bytes) -> bytes:
     return b"".join((_HEAD.pack(5 + len(payload), REPLY), _U32.pack(req), payload))
+
+
+def hops(req: int, pairs: List[Tuple[str, str]]) -> bytes:
+    return frame(HOPS, _U32.pack(req) + header_list(pairs))
+
+
+def hops_body(body: bytes) -> Tuple[int, List[Tuple[str, str]]]:
+    cursor = Cursor(body)
+    req = cursor.u32()
+    pairs = cursor.header_pairs()
+    cursor.end()
+    return req, pairs
 
 
 def error(req: int, code: int, message: str) -> bytes:
@@ -225,8 +241,10 @@ class Cursor:
         return self._take(self.u16()).decode()
 
     def headers(self) -> Dict[str, str]:
-        count = self.u16()
-        return {self.name(): self.text() for _ in range(count)}
+        return dict(self.header_pairs())
+
+    def header_pairs(self) -> List[Tuple[str, str]]:
+        return [(self.name(), self.text()) for _ in range(self.u16())]
 
     def caller(self) -> Caller:
         session, uid, pid = _CALLER.unpack(self._take(16))

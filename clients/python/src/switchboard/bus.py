@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tupl
 import msgpack
 
 from . import _wire as wire
-from . import names, trace
+from . import hops, names, trace
 from ._connection import FrameProtocol, Link, credential_from_env, default_address, default_client_name, open_link
 from .calls import BroadcastReply, Gathering
 from .dispatch import serve_request
@@ -86,6 +86,10 @@ class Bus:
         self._watches: Dict[int, asyncio.Queue[Any]] = {}
         self._reconnected_hooks: List[Callable[[], Awaitable[None]]] = []
         self._retry_budgets = Budgets()
+        #: Traced calls in flight (where their hop records go), and the hops
+        #: this side's handlers report with their answers, by request id.
+        self._hop_sinks: Dict[int, List[hops.Hop]] = {}
+        self._reporting: Dict[int, hops.Reporting] = {}
         self._reconnecting: Optional[asyncio.Task[None]] = None
 
     # --- connection -----------------------------------------------------
@@ -106,6 +110,8 @@ class Bus:
         self._link_up.clear()
         self._fail_pending(ConnectionLost("the connection to the daemon was lost before the answer came"))
         self._instances.clear()
+        # The answers these were waiting to precede cannot be sent now.
+        self._reporting.clear()
         if not self._closed and self._reconnecting is None:
             self._reconnecting = self._loop.create_task(self._reconnect())
 
@@ -335,6 +341,11 @@ class Bus:
                 queue.put_nowait(_unpack(body[4:]))
         elif kind == wire.ENDED:
             self._on_ended(body)
+        elif kind == wire.HOPS:
+            req, pairs = wire.hops_body(body)
+            sink = self._hop_sinks.get(req)
+            if sink is not None:
+                sink.extend(hops.records(pairs))
         elif kind == wire.GOODBYE:
             code, message = wire.goodbye(body)
             log.warning("the daemon closed the connection (%s): %s", from_wire(code, "").kind, message)
@@ -450,7 +461,8 @@ class Bus:
         raw: bool,
     ) -> Any:
         prefix = self._prefix(target)
-        head = names.header_block(trace.outgoing(headers))
+        with_hops, sink = hops.outgoing(trace.outgoing(headers))
+        head = names.header_block(with_hops)
         payload = args if raw else _pack(args)
         timeout = inherited_timeout(timeout)
         deadline = time.monotonic() + timeout
@@ -458,8 +470,41 @@ class Bus:
         async with link.inflight:
             req = self._id()
             data = wire.call(req, wire.millis(timeout, 1), instance, prefix, head, payload)
-            reply = await self._round_trip(link, req, data, deadline, timeout)
+            if sink is None:
+                reply = await self._round_trip(link, req, data, deadline, timeout)
+            else:
+                self._hop_sinks[req] = sink
+                try:
+                    reply = await self._round_trip(link, req, data, deadline, timeout)
+                finally:
+                    del self._hop_sinks[req]
         return reply if raw else _unpack(reply)
+
+    async def call_traced(
+        self,
+        target: str,
+        args: Any = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        instance: int = 0,
+        headers: Optional[Mapping[str, str]] = None,
+        raw: bool = False,
+        retry: Optional[RetryPolicy] = None,
+    ) -> hops.Traced:
+        """`call` that also gathers what every handler along it saw (the
+        deadline left when the request reached it, how long it took, how it
+        answered), nearest first; an error is returned, not raised."""
+        log: List[hops.Hop] = []
+        token = hops.gather_into(log)
+        try:
+            value = await self.call(
+                target, args, timeout=timeout, instance=instance, headers=headers, raw=raw, retry=retry
+            )
+        except CallError as err:
+            return hops.Traced(error=err, hops=log)
+        finally:
+            hops.stop_gathering(token)
+        return hops.Traced(value=value, hops=log)
 
     async def notify(
         self,
@@ -575,10 +620,17 @@ class Bus:
         if len(payload) + 9 > link.max_frame:
             self._answer_error(req, int(PayloadTooLarge.code or 5), f"the reply of {len(payload)} bytes is too large")
             return
+        self._report_hops(req, "ok")
         link.write(wire.reply(req, payload))
 
     def _answer_error(self, req: int, code: int, message: str) -> None:
+        self._report_hops(req, from_wire(code, "").kind)
         self._write(wire.error(req, code, message))
+
+    def _report_hops(self, req: int, outcome: str) -> None:
+        reporting = self._reporting.pop(req, None) if self._reporting else None
+        if reporting is not None:
+            self._write(reporting.frame(req, outcome))
 
     # --- queues ---------------------------------------------------------
 

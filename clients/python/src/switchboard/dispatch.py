@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import msgpack
 
 from . import _wire as wire
+from . import hops
 from .errors import CallError, ErrorCode
 from .serving import Method, Request, Service, _current, error_of
 
@@ -56,6 +57,11 @@ def serve_request(bus: Bus, service: Optional[Service], request: wire.Request) -
         service.name, method.name, request.instance, request.caller, request.headers, request.payload, deadline
     )
     token = _current.set(context)
+    hops_token = None
+    if req and hops.HOPS_REQUEST in request.headers:
+        reporting = hops.Reporting(service.name, method.name, request.instance, request.timeout_ms)
+        bus._reporting[req] = reporting
+        hops_token = hops.gather_into(reporting.log)
     try:
         if method.is_async:
             _spawn(bus, service, method, req, method.function(**kwargs))
@@ -69,6 +75,8 @@ def serve_request(bus: Bus, service: Optional[Service], request: wire.Request) -
         _fail(bus, req, method, err)
     finally:
         _current.reset(token)
+        if hops_token is not None:
+            hops.stop_gathering(hops_token)
 
 
 def _spawn(bus: Bus, service: Service, method: Method, req: int, awaitable: Any) -> None:

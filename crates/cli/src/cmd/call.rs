@@ -34,6 +34,11 @@ impl Body {
 /// instance_gone, payload_too_large, rejected, shutting_down... With --json
 /// an error is printed on stdout as {"error": KIND, "message": TEXT}.
 ///
+/// --trace shows every service the call passed through (the ones it called,
+/// and theirs): the deadline left when the request reached it, how long it
+/// took and how it answered, with the call's trace id — the one its logs
+/// carry. Services served by the Rust or Python client report their hop.
+///
 /// Example: switchboard call billing.charge '{"account":"a","cents":5}' --timeout 2s
 #[derive(clap::Args)]
 pub struct CallArgs {
@@ -47,9 +52,15 @@ pub struct CallArgs {
     /// Send to this instance (see `switchboard ls`) instead of any.
     #[arg(long, value_name = "ID")]
     instance: Option<InstanceId>,
-    /// Print errors as JSON on stdout too.
+    /// Print errors as JSON on stdout too; with --trace, print one object:
+    /// {"reply"|"error"…, "trace_id": HEX, "hops": [{depth, service, method,
+    /// instance, deadline_ms, took_us, outcome}]}.
     #[arg(long)]
     json: bool,
+    /// Show what each service along the call saw (on stderr; with --json
+    /// in the object on stdout).
+    #[arg(long)]
+    trace: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -104,6 +115,9 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let (payload, mut options) = args.body.options(args.timeout)?;
     options.instance = args.instance;
     let bus = connect(&args.connection, "switchboard-call").await?;
+    if args.trace {
+        return traced(&bus, &args, payload, options).await;
+    }
     match bus.call_with(&args.target, payload, options).await {
         Ok(reply) => {
             output::line(json::display_payload(&reply))?;
@@ -165,6 +179,50 @@ pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{} of {total} instances answered before the deadline", total - missing);
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `call --trace`: the call under a trace of its own, then its hops.
+async fn traced(
+    bus: &switchboard::Bus,
+    args: &CallArgs,
+    payload: bytes::Bytes,
+    mut options: CallOptions,
+) -> anyhow::Result<ExitCode> {
+    let trace = switchboard::trace::start();
+    let traceparent = trace.encode();
+    let traceparent = std::str::from_utf8(&traceparent)?;
+    options.headers = options.headers.with(switchboard::trace::TRACEPARENT, traceparent)?;
+    let traced = bus.call_traced(&args.target, payload, options).await;
+    let code = if traced.result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    if args.json {
+        let mut object = match &traced.result {
+            Ok(reply) => serde_json::json!({ "reply": json::display_payload(reply) }),
+            Err(err) => error_json(err),
+        };
+        object["trace_id"] = trace.trace_id_hex().into();
+        object["hops"] = serde_json::to_value(&traced.hops)?;
+        output::line(object)?;
+        return Ok(code);
+    }
+    match &traced.result {
+        Ok(reply) => output::line(json::display_payload(reply))?,
+        Err(err) => eprintln!("error ({}): {err}", err.kind()),
+    }
+    eprintln!("trace {}", trace.trace_id_hex());
+    if traced.hops.is_empty() {
+        eprintln!(
+            "no hop reported (the service's client does not report hops, or the call never reached one)"
+        );
+        return Ok(code);
+    }
+    eprintln!("{:<32}  {:>8}  {:>13}  {:>10}  OUTCOME", "HOP", "INSTANCE", "DEADLINE LEFT", "TOOK");
+    for hop in &traced.hops {
+        let name = format!("{:indent$}{}.{}", "", hop.service, hop.method, indent = 2 * hop.depth as usize);
+        let took = format!("{:.1} ms", hop.took_us as f64 / 1000.0);
+        let left = format!("{} ms", hop.deadline_ms);
+        eprintln!("{name:<32}  {:>8}  {left:>13}  {took:>10}  {}", hop.instance, hop.outcome);
+    }
+    Ok(code)
 }
 
 /// `{"error": KIND, "message": TEXT}` for scripts.

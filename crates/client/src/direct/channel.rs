@@ -18,6 +18,7 @@ use switchboard_transport::{run_writer, FrameReader, Outbox, Stream};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::connection::{lock, WireError};
+use crate::hops::HopSinks;
 use crate::CallError;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,6 +65,8 @@ pub(crate) struct Channel {
     /// Set once no new call may be sent (closing or closed); read without
     /// the lock on every call, written under it.
     unusable: AtomicBool,
+    /// Where the hop records of traced calls on this channel go.
+    hop_sinks: Arc<HopSinks>,
 }
 
 /// Why a channel could not be opened (the caller routes instead).
@@ -80,7 +83,7 @@ pub(crate) enum OpenError {
 impl Channel {
     /// Connects to the granted instance, checks its peer credentials and
     /// presents the ticket.
-    pub async fn open(grant: &DirectGrant) -> Result<Arc<Self>, OpenError> {
+    pub async fn open(grant: &DirectGrant, hop_sinks: &Arc<HopSinks>) -> Result<Arc<Self>, OpenError> {
         let address = grant.address.clone();
         let stream = Stream::connect_abstract(&address)
             .await
@@ -130,6 +133,7 @@ impl Channel {
             inflight: Arc::new(Semaphore::new(welcome.max_inflight.max(1) as usize)),
             max_frame: welcome.max_frame,
             unusable: AtomicBool::new(false),
+            hop_sinks: hop_sinks.clone(),
         });
         tokio::spawn(channel.clone().read(reader));
         Ok(channel)
@@ -224,6 +228,10 @@ impl Channel {
             let answer = match reader.next().await {
                 Ok(Some(Frame::Reply { id, payload })) => (id, Ok(payload)),
                 Ok(Some(Frame::Error { id, code, message })) => (id, Err((code, message))),
+                Ok(Some(Frame::Hops { id, headers })) => {
+                    self.hop_sinks.deliver(id, &headers);
+                    continue;
+                }
                 Ok(Some(Frame::Goodbye { message, .. })) => {
                     self.close(&format!("the instance is closing the channel: {message}"));
                     continue;

@@ -154,7 +154,7 @@ async fn ask(bus: Bus, service: ServiceName) {
         Err(err) => Err(err),
     };
     let opened = match granted.and_then(|reply| crate::bus::decode::<DirectGrant>(&reply)) {
-        Ok(grant) => Channel::open(&grant).await.map_err(|err| err.to_string()),
+        Ok(grant) => Channel::open(&grant, &bus.shared.hop_sinks).await.map_err(|err| err.to_string()),
         Err(err) => Err(err.to_string()),
     };
     let route = match opened {

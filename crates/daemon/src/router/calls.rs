@@ -152,19 +152,31 @@ impl Router {
 
     /// A reply or error from a callee: forward it to the caller.
     pub(super) fn answer(&mut self, from: SessionId, id: u32, outcome: Outcome) {
-        // Only the session serving the call may answer it.
-        let owner = self
-            .pending
-            .get(id)
-            .and_then(|call| self.registry.get(call.instance))
-            .map(|instance| instance.session);
-        if owner != Some(from) {
+        if !self.serves(from, id) {
             tracing::debug!(session = from, id, "answer to an unknown or expired call dropped");
             return;
         }
         if let Some(call) = self.pending.remove(id) {
             self.complete(call, outcome);
         }
+    }
+
+    /// A callee's hop records, just before its answer: forward them to the
+    /// caller as they are (a broadcast's caller gets none: its answers are
+    /// gathered per instance).
+    pub(super) fn hops(&mut self, from: SessionId, id: u32, headers: Headers) {
+        if !self.serves(from, id) {
+            return;
+        }
+        if let Some(call) = self.pending.get(id).filter(|call| !call.broadcast) {
+            self.send(call.caller, &Frame::Hops { id: call.caller_id, headers });
+        }
+    }
+
+    /// Whether session `from` serves pending call `id` (only it may answer).
+    fn serves(&self, from: SessionId, id: u32) -> bool {
+        let owner = self.pending.get(id).and_then(|call| self.registry.get(call.instance));
+        owner.is_some_and(|instance| instance.session == from)
     }
 
     /// Delivers the outcome of one pending call and releases its counts.

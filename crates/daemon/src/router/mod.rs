@@ -234,6 +234,7 @@ impl Router {
             Frame::Broadcast(broadcast) => return Ok(self.broadcast(from, broadcast)),
             Frame::Reply { id, payload } => self.answer(from, id, Ok(payload)),
             Frame::Error { id, code, message } => self.answer(from, id, Err((code, message))),
+            Frame::Hops { id, headers } => self.hops(from, id, headers),
             Frame::Publish(publish) => self.publish(from, publish),
             Frame::Subscribe { req, sid, pattern } => self.subscribe(from, req, sid, pattern),
             Frame::Unsubscribe { req, sid } => self.unsubscribe(from, req, sid),

@@ -86,6 +86,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             code,
             message
         }),
+        (any::<u32>(), headers()).prop_map(|(id, headers)| Frame::Hops { id, headers }),
         (1u8..=4, any::<u64>(), code(), ".{0,40}").prop_map(|(what, id, code, message)| Frame::Ended {
             what: crate::Held::from_u8(what).unwrap_or(crate::Held::Watch),
             id,
