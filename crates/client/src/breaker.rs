@@ -216,12 +216,81 @@ mod tests {
     }
 
     #[test]
+    fn a_service_of_its_own_setting_keeps_it_whatever_the_default_says() {
+        use switchboard_proto::ServiceName;
+        let name = |n: &str| ServiceName::parse(n).unwrap();
+        let breakers = Breakers::default();
+        breakers.set_policy_for(name("flaky"), Some(policy()));
+        assert!(breakers.admit(&name("flaky")).unwrap().is_some(), "its own policy, with the default off");
+        assert!(breakers.admit(&name("other")).unwrap().is_none(), "the default: off");
+        breakers.set_policy(Some(policy()));
+        breakers.set_policy_for(name("slow"), None);
+        assert!(breakers.admit(&name("other")).unwrap().is_some(), "the default: on");
+        assert!(breakers.admit(&name("slow")).unwrap().is_none(), "no breaker for it, whatever the default");
+        // Its breaker opens on its own policy, and a new default leaves it be.
+        for _ in 0..4 {
+            let admission = breakers.admit(&name("flaky")).unwrap().unwrap();
+            breakers.record(&name("flaky"), admission, &Err(CallError::Timeout(Duration::from_secs(1))));
+        }
+        breakers.set_policy(None);
+        assert!(matches!(breakers.admit(&name("flaky")), Err(CallError::CircuitOpen(_))));
+        assert!(breakers.admit(&name("other")).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_probe_whose_caller_gave_up_opens_the_breaker_again_instead_of_wedging_it() {
+        use switchboard_proto::ServiceName;
+        let flaky = ServiceName::parse("flaky").unwrap();
+        let breakers = Breakers::default();
+        breakers.set_policy(Some(BreakerPolicy { cool_down: Duration::ZERO, ..policy() }));
+        for _ in 0..4 {
+            let admission = breakers.admit(&flaky).unwrap().unwrap();
+            breakers.record(&flaky, admission, &Err(CallError::Timeout(Duration::from_secs(1))));
+        }
+        let probe = breakers.admit(&flaky).unwrap().unwrap();
+        assert_eq!(probe, Admission::Probe);
+        drop(breakers.in_flight(flaky.clone(), probe)); // the caller's future was dropped
+        assert_eq!(breakers.not_closed()[0].1.name(), "open", "not half-open with no probe out");
+        let next = breakers.admit(&flaky).unwrap().unwrap();
+        assert_eq!(next, Admission::Probe, "after the cool-down, a new probe");
+        assert!(breakers.in_flight(flaky.clone(), next).finish(&Ok(bytes::Bytes::new())), "closed by it");
+        assert_eq!(breakers.admit(&flaky).unwrap(), Some(Admission::Go));
+    }
+
+    #[test]
     fn only_signs_of_an_unwell_service_count() {
         assert!(is_failure(&Err(CallError::Timeout(Duration::from_secs(1)))));
         assert!(is_failure(&Err(CallError::Overloaded("busy".into()))));
         assert!(!is_failure(&Err(CallError::Rejected("no".into()))));
         assert!(!is_failure(&Err(CallError::ConnectionLost)));
         assert!(!is_failure(&Ok(bytes::Bytes::new())));
+    }
+}
+
+/// A call let through a breaker, not ended yet. Dropped unfinished (its
+/// caller gave up on it), a probe counts as failed: the breaker opens for
+/// another cool-down instead of staying half-open with no probe out, which
+/// would refuse every call from then on.
+pub(crate) struct InFlight<'a> {
+    breakers: &'a Breakers,
+    service: switchboard_proto::ServiceName,
+    admission: Admission,
+    finished: bool,
+}
+
+impl InFlight<'_> {
+    /// Records the outcome; whether the breaker opened or closed.
+    pub fn finish(mut self, result: &Result<bytes::Bytes, CallError>) -> bool {
+        self.finished = true;
+        self.breakers.record(&self.service, self.admission, result)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.finished && self.admission == Admission::Probe {
+            self.breakers.record_failed(&self.service, self.admission, true);
+        }
     }
 }
 
@@ -235,16 +304,40 @@ pub(crate) struct Breakers {
 
 #[derive(Default)]
 struct BreakersInner {
+    /// For every service without a setting of its own.
     policy: Option<BreakerPolicy>,
+    /// Services with their own setting (`None`: no breaker, whatever the default).
+    own: std::collections::HashMap<switchboard_proto::ServiceName, Option<BreakerPolicy>>,
     by_service: std::collections::HashMap<switchboard_proto::ServiceName, Breaker>,
 }
 
+impl BreakersInner {
+    fn policy_for(&self, service: &switchboard_proto::ServiceName) -> Option<BreakerPolicy> {
+        self.own.get(service).unwrap_or(&self.policy).clone()
+    }
+
+    fn any_on(&self) -> bool {
+        self.policy.is_some() || self.own.values().any(Option::is_some)
+    }
+}
+
 impl Breakers {
+    /// The policy of every service without its own; starts them closed.
     pub fn set_policy(&self, policy: Option<BreakerPolicy>) {
         let mut inner = crate::connection::lock(&self.inner);
-        self.enabled.store(policy.is_some(), std::sync::atomic::Ordering::Relaxed);
         inner.policy = policy;
-        inner.by_service.clear();
+        let own = std::mem::take(&mut inner.own);
+        inner.by_service.retain(|service, _| own.contains_key(service));
+        inner.own = own;
+        self.enabled.store(inner.any_on(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `service`'s own setting; starts its breaker closed.
+    pub fn set_policy_for(&self, service: switchboard_proto::ServiceName, policy: Option<BreakerPolicy>) {
+        let mut inner = crate::connection::lock(&self.inner);
+        inner.by_service.remove(&service);
+        inner.own.insert(service, policy);
+        self.enabled.store(inner.any_on(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether a call to `service` may go (`None`: breakers are off, or it
@@ -254,8 +347,13 @@ impl Breakers {
             return Ok(None);
         }
         let mut inner = crate::connection::lock(&self.inner);
-        let Some(policy) = inner.policy.clone() else { return Ok(None) };
-        let breaker = inner.by_service.entry(service.clone()).or_insert_with(|| Breaker::new(policy));
+        let breaker = match inner.by_service.get_mut(service) {
+            Some(breaker) => breaker,
+            None => {
+                let Some(policy) = inner.policy_for(service) else { return Ok(None) };
+                inner.by_service.entry(service.clone()).or_insert(Breaker::new(policy))
+            }
+        };
         match breaker.admit(Instant::now()) {
             Admission::Refuse(left) => Err(CallError::CircuitOpen(format!(
                 "{service} keeps failing; calls to it fail at once for {} ms more",
@@ -272,11 +370,25 @@ impl Breakers {
         admission: Admission,
         result: &Result<bytes::Bytes, CallError>,
     ) -> bool {
+        self.record_failed(service, admission, is_failure(result))
+    }
+
+    fn record_failed(
+        &self,
+        service: &switchboard_proto::ServiceName,
+        admission: Admission,
+        failed: bool,
+    ) -> bool {
         let mut inner = crate::connection::lock(&self.inner);
         inner
             .by_service
             .get_mut(service)
-            .is_some_and(|breaker| breaker.record(Instant::now(), admission, is_failure(result)))
+            .is_some_and(|breaker| breaker.record(Instant::now(), admission, failed))
+    }
+
+    /// A call let through as `admission`, to be finished with its outcome.
+    pub fn in_flight(&self, service: switchboard_proto::ServiceName, admission: Admission) -> InFlight<'_> {
+        InFlight { breakers: self, service, admission, finished: false }
     }
 
     /// What the daemon is told (`$sys.daemon.report_breakers`).

@@ -156,6 +156,18 @@ impl Bus {
         self.shared.breakers.set_policy(policy);
     }
 
+    /// `service`'s own breaker setting, whatever [`Bus::set_breakers`] says
+    /// for the rest: a policy of its own (tighter for a flaky dependency,
+    /// looser for a slow one), or `None` for no breaker at all.
+    pub fn set_breaker_for(
+        &self,
+        service: &str,
+        policy: Option<crate::BreakerPolicy>,
+    ) -> Result<(), NameError> {
+        self.shared.breakers.set_policy_for(ServiceName::parse(service)?, policy);
+        Ok(())
+    }
+
     /// The services whose breaker is open or half-open now, by name.
     pub fn open_breakers(&self) -> Vec<(String, crate::BreakerState)> {
         self.shared.breakers.not_closed()

@@ -240,9 +240,9 @@ impl Bus {
         let Some(admission) = breakers.admit(&target.service)? else {
             return self.call_unguarded(target, payload, options).await;
         };
-        let service = target.service.clone();
+        let in_flight = breakers.in_flight(target.service.clone(), admission);
         let result = self.call_unguarded(target, payload, options).await;
-        if breakers.record(&service, admission, &result) {
+        if in_flight.finish(&result) {
             self.report_breakers();
         }
         result

@@ -12,12 +12,14 @@ map onto one another.
 
 from ._connection import default_address, default_socket_path
 from ._wire import Caller, Message
+from .breaker import BreakerPolicy
 from .bus import DEFAULT_TIMEOUT, Bus, connect
 from .calls import BroadcastReply
 from .errors import (
     BadArguments,
     BadRequest,
     CallError,
+    CircuitOpen,
     Closed,
     ConnectError,
     ConnectionLost,
@@ -62,10 +64,12 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "BadArguments",
     "BadRequest",
+    "BreakerPolicy",
     "BroadcastReply",
     "Bus",
     "CallError",
     "Caller",
+    "CircuitOpen",
     "Closed",
     "ConnectError",
     "ConnectionLost",

@@ -15,13 +15,14 @@ import contextlib
 import logging
 import struct
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import msgpack
 
 from . import _wire as wire
 from . import hops, names, trace
 from ._connection import FrameProtocol, Link, credential_from_env, default_address, default_client_name, open_link
+from .breaker import Admission, BreakerPolicy, Breakers
 from .calls import BroadcastReply, Gathering
 from .dispatch import serve_request
 from .errors import CallError, Closed, ConnectionLost, PayloadTooLarge, PermissionDenied, Timeout, from_wire
@@ -86,6 +87,9 @@ class Bus:
         self._watches: Dict[int, asyncio.Queue[Any]] = {}
         self._reconnected_hooks: List[Callable[[], Awaitable[None]]] = []
         self._retry_budgets = Budgets()
+        self._breakers = Breakers()
+        #: Breaker reports on their way to the daemon (held so they finish).
+        self._reports: Set[asyncio.Task[None]] = set()
         #: Traced calls in flight (where their hop records go), and the hops
         #: this side's handlers report with their answers, by request id.
         self._hop_sinks: Dict[int, List[hops.Hop]] = {}
@@ -451,7 +455,66 @@ class Bus:
             await asyncio.sleep(wait)
             attempts += 1
 
+    def set_breakers(self, policy: Optional[BreakerPolicy]) -> None:
+        """Circuit breakers for the services this bus calls: with a policy, a
+        service that keeps failing gets `CircuitOpen` at once until a probe
+        call succeeds (see `switchboard.breaker`); `None` (the default) turns
+        them off. Setting it starts every breaker closed."""
+        self._breakers.set_policy(policy)
+
+    def set_breaker_for(self, service: str, policy: Optional[BreakerPolicy]) -> None:
+        """`service`'s own breaker setting, whatever `set_breakers` says for
+        the rest: a policy of its own, or `None` for no breaker at all."""
+        self._breakers.set_policy_for(names.service(service).decode(), policy)
+
+    def open_breakers(self) -> List[Tuple[str, str]]:
+        """(service, `open` or `half-open`) for each breaker not closed now."""
+        return self._breakers.not_closed()
+
     async def _call_once(
+        self,
+        target: str,
+        args: Any,
+        timeout: float,
+        instance: int,
+        headers: Optional[Mapping[str, str]],
+        raw: bool,
+    ) -> Any:
+        """One attempt, through the target service's circuit breaker (if on)."""
+        breakers = self._breakers
+        service = target.rsplit(".", 1)[0]
+        admission = breakers.admit(service, time.monotonic()) if breakers.enabled else None
+        if admission is None:
+            return await self._call_unguarded(target, args, timeout, instance, headers, raw)
+        try:
+            value = await self._call_unguarded(target, args, timeout, instance, headers, raw)
+        except CallError as err:
+            self._breaker_outcome(service, admission, err)
+            raise
+        except BaseException:
+            # Abandoned (cancelled): a probe counts as failed, so the breaker
+            # opens again instead of staying half-open with no probe out.
+            if admission is Admission.PROBE:
+                self._breaker_outcome(service, admission, Timeout("the probe call was abandoned"))
+            raise
+        self._breaker_outcome(service, admission, None)
+        return value
+
+    def _breaker_outcome(self, service: str, admission: Admission, error: Optional[CallError]) -> None:
+        if self._breakers.record(service, admission, error, time.monotonic()):
+            # Sent from a task of its own: the state is read when it leaves.
+            report = self._loop.create_task(self._report_breakers())
+            self._reports.add(report)
+            report.add_done_callback(self._reports.discard)
+
+    async def _report_breakers(self) -> None:
+        """Tells the daemon which breakers are open now (`switchboard ls --breakers`)."""
+        try:
+            await self.call("$sys.daemon.report_breakers", self._breakers.report())
+        except CallError as err:
+            log.debug("could not report circuit breakers to the daemon: %s", err)
+
+    async def _call_unguarded(
         self,
         target: str,
         args: Any,

@@ -172,6 +172,10 @@ class ConnectionLost(CallError):
     """The connection to the daemon broke before the answer came."""
 
 
+class CircuitOpen(CallError):
+    """The target's circuit breaker is open: the call failed at once, unsent."""
+
+
 class Closed(CallError):
     """The bus was closed."""
 
@@ -182,6 +186,7 @@ class DecodeError(CallError):
 
 _LOCAL_KINDS: Dict[type, str] = {
     ConnectionLost: "connection_lost",
+    CircuitOpen: "circuit_open",
     Closed: "closed",
     DecodeError: "decode",
 }
