@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::bus::{decode, encode, remaining_ms, DEFAULT_TIMEOUT};
 use crate::connection::{lock, Link, Waiter, WireError};
 use crate::direct::{self, Sent};
-use crate::hops::HopLog;
+use crate::hops::HopsInFlight;
 use crate::retry::RetryPolicy;
 use crate::{Bus, CallError};
 
@@ -47,6 +47,20 @@ impl CallOptions {
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
+    }
+}
+
+/// What one attempt of a call needs of its options (the whole options
+/// would make every call's future larger).
+struct Once {
+    timeout: Duration,
+    instance: Option<InstanceId>,
+    headers: Headers,
+}
+
+impl Once {
+    fn of(options: CallOptions) -> Self {
+        Self { timeout: options.timeout, instance: options.instance, headers: options.headers }
     }
 }
 
@@ -183,9 +197,11 @@ impl Bus {
         options: CallOptions,
     ) -> Result<Bytes, CallError> {
         if options.retry.is_some() {
-            return self.call_attempts(target, payload, options).await.result;
+            // Boxed: inline, the retry loop's state would make every call's
+            // future (moved at least once per call) twice as large.
+            return Box::pin(self.call_attempts(target, payload, options)).await.result;
         }
-        self.call_once(target.into_target()?, payload.into(), options).await
+        self.call_once(target.into_target()?, payload.into(), Once::of(options)).await
     }
 
     /// A call under `options` that reports how many attempts it took: with
@@ -215,7 +231,7 @@ impl Bus {
         let mut attempts = 1;
         loop {
             let timeout = deadline.saturating_duration_since(Instant::now());
-            let once = CallOptions { timeout, headers: headers.clone(), retry: None, ..options.clone() };
+            let once = Once { timeout, instance: options.instance, headers: headers.clone() };
             let result = self.call_once(target.clone(), payload.clone(), once).await;
             let Err(error) = &result else { return Attempted { result, attempts } };
             let wait = policy.backoff(attempts, crate::random::unit());
@@ -229,20 +245,59 @@ impl Bus {
         }
     }
 
-    /// One attempt of a call, through the service's circuit breaker (if on).
-    async fn call_once(
-        &self,
-        target: Target,
-        payload: Bytes,
-        options: CallOptions,
-    ) -> Result<Bytes, CallError> {
+    /// One attempt of a call: through the service's circuit breaker (if
+    /// on), with the trace context; a traced call's hop records gather in
+    /// its log until the answer. One function, on purpose: every layer of
+    /// `async fn` keeps its own copy of the arguments in the call's future,
+    /// which is moved at least once per call.
+    async fn call_once(&self, target: Target, payload: Bytes, once: Once) -> Result<Bytes, CallError> {
         let breakers = &self.shared.breakers;
-        let Some(admission) = breakers.admit(&target.service)? else {
-            return self.call_unguarded(target, payload, options).await;
+        let in_flight =
+            breakers.admit(&target.service)?.map(|a| breakers.in_flight(target.service.clone(), a));
+        let Target { service, method } = target;
+        let Once { timeout, instance, headers } = once;
+        let (headers, hops) = crate::hops::outgoing(crate::trace::outgoing(headers));
+        let hops = hops.map(|log| HopsInFlight::new(&self.shared.hop_sinks, log));
+        let traced = |id| {
+            if let Some(hops) = &hops {
+                hops.register(id);
+            }
         };
-        let in_flight = breakers.in_flight(target.service.clone(), admission);
-        let result = self.call_unguarded(target, payload, options).await;
-        if in_flight.finish(&result) {
+        let result = 'sent: {
+            // Inside a handler the request's own deadline bounds this call.
+            let (deadline, timeout) = match crate::deadline::effective(timeout) {
+                Ok(effective) => effective,
+                Err(left) => break 'sent Err(CallError::Timeout(left)),
+            };
+            let mut call = Call { id: 0, timeout_ms: 0, instance: 0, service, method, headers, payload };
+            if let Some(channel) = direct::channel_for(self, &call.service, instance) {
+                let size = call_size(&call.service, &call.method, &call.headers, &call.payload);
+                call.id = self.shared.next_id();
+                traced(call.id);
+                call.timeout_ms = remaining_ms(deadline);
+                call.instance = channel.instance;
+                match channel.call(call, size, deadline, timeout).await {
+                    Sent::Answered(result) => break 'sent result,
+                    Sent::NotSent(unsent) => call = unsent,
+                }
+            }
+            let Call { service, method, headers, payload, .. } = call;
+            let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
+            let frame = |id, _: &Link| {
+                traced(id);
+                Frame::Call(Call {
+                    id,
+                    timeout_ms: remaining_ms(deadline),
+                    instance: instance.unwrap_or(0),
+                    service: service.clone(),
+                    method: method.clone(),
+                    headers: headers.clone(),
+                    payload: payload.clone(),
+                })
+            };
+            self.round_trip(deadline, timeout, true, check, frame, Waiter::Reply).await
+        };
+        if in_flight.is_some_and(|in_flight| in_flight.finish(&result)) {
             self.report_breakers();
         }
         result
@@ -264,67 +319,6 @@ impl Bus {
             }
             Some(())
         });
-    }
-
-    /// One attempt, with the trace context; a traced call's hop records
-    /// gather in its log until the answer.
-    async fn call_unguarded(
-        &self,
-        target: Target,
-        payload: Bytes,
-        options: CallOptions,
-    ) -> Result<Bytes, CallError> {
-        let (headers, hops) = crate::hops::outgoing(crate::trace::outgoing(options.headers));
-        let options = CallOptions { headers, ..options };
-        let Some(log) = hops else { return self.send_call(target, payload, options, None).await };
-        let result = self.send_call(target, payload, options, Some(&log)).await;
-        self.shared.hop_sinks.forget(&log);
-        result
-    }
-
-    async fn send_call(
-        &self,
-        target: Target,
-        payload: Bytes,
-        options: CallOptions,
-        hops: Option<&Arc<HopLog>>,
-    ) -> Result<Bytes, CallError> {
-        let Target { service, method } = target;
-        // Inside a handler the request's own deadline bounds this call.
-        let (deadline, timeout) = crate::deadline::effective(options.timeout).map_err(CallError::Timeout)?;
-        let CallOptions { instance, headers, .. } = options;
-        let traced = |id| {
-            if let Some(log) = hops {
-                self.shared.hop_sinks.register(id, log);
-            }
-        };
-        let mut call = Call { id: 0, timeout_ms: 0, instance: 0, service, method, headers, payload };
-        if let Some(channel) = direct::channel_for(self, &call.service, instance) {
-            let size = call_size(&call.service, &call.method, &call.headers, &call.payload);
-            call.id = self.shared.next_id();
-            traced(call.id);
-            call.timeout_ms = remaining_ms(deadline);
-            call.instance = channel.instance;
-            match channel.call(call, size, deadline, timeout).await {
-                Sent::Answered(result) => return result,
-                Sent::NotSent(unsent) => call = unsent,
-            }
-        }
-        let Call { service, method, headers, payload, .. } = call;
-        let check = |link: &Link| check_size(link, &service, &method, &headers, &payload);
-        let frame = |id, _: &Link| {
-            traced(id);
-            Frame::Call(Call {
-                id,
-                timeout_ms: remaining_ms(deadline),
-                instance: instance.unwrap_or(0),
-                service: service.clone(),
-                method: method.clone(),
-                headers: headers.clone(),
-                payload: payload.clone(),
-            })
-        };
-        self.round_trip(deadline, timeout, true, check, frame, Waiter::Reply).await
     }
 
     /// Calls `target` with a MessagePack-encoded `request` and decodes the reply.

@@ -9,17 +9,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::hops::{HopLog, LogRef};
+
 use switchboard_proto::trace::TraceParent;
 
 /// The served request's context: its deadline, its `traceparent` as it
 /// came (parsed only when a call made under it needs it; most requests make
 /// none, and copying it costs no atomic operation, unlike its headers), and
-/// the hop log of a traced call (none unless asked: cloning costs nothing).
-#[derive(Debug, Clone, Default)]
+/// where a traced call's hop records go (by number, to stay `Copy`).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Inherited {
     pub deadline: Option<Instant>,
     pub traceparent: Option<[u8; 55]>,
-    pub hops: Option<Arc<crate::hops::HopLog>>,
+    pub hops: Option<LogRef>,
 }
 
 impl Inherited {
@@ -53,11 +55,11 @@ pub(crate) fn trace() -> Option<TraceParent> {
 }
 
 /// Where the hop records of calls made now go, if a traced call asked.
-pub(crate) fn hops() -> Option<Arc<crate::hops::HopLog>> {
-    INHERITED.try_with(|inherited| inherited.hops.clone()).ok().flatten()
+pub(crate) fn hops() -> Option<Arc<HopLog>> {
+    INHERITED.try_with(|inherited| inherited.hops).ok().flatten().and_then(LogRef::get)
 }
 
 /// The whole context (for work handed to another task).
 pub(crate) fn current() -> Inherited {
-    INHERITED.try_with(Inherited::clone).unwrap_or_default()
+    INHERITED.try_with(|inherited| *inherited).unwrap_or_default()
 }

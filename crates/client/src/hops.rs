@@ -7,7 +7,9 @@
 //! and the sink map stays empty.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -38,10 +40,10 @@ impl Bus {
         payload: impl Into<Bytes>,
         options: CallOptions,
     ) -> Traced {
-        let log = Arc::new(HopLog::default());
-        let context = crate::context::Inherited { hops: Some(log.clone()), ..crate::context::current() };
+        let log = Open::new();
+        let context = crate::context::Inherited { hops: Some(log.name), ..crate::context::current() };
         let result = crate::context::scope(context, self.call_with(target, payload, options)).await;
-        Traced { result, hops: log.take() }
+        Traced { result, hops: log.log.take() }
     }
 }
 
@@ -53,6 +55,48 @@ pub(crate) struct HopLog(Mutex<Vec<Hop>>);
 impl HopLog {
     pub fn take(&self) -> Vec<Hop> {
         std::mem::take(&mut *lock(&self.0))
+    }
+}
+
+/// A hop log named by a number, so that the context every handler carries
+/// ([`crate::context::Inherited`]) stays `Copy`: looked up only by the calls
+/// a traced request makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LogRef(NonZeroU32);
+
+static LOGS: LazyLock<Mutex<HashMap<LogRef, Arc<HopLog>>>> = LazyLock::new(Mutex::default);
+static NEXT_LOG: AtomicU32 = AtomicU32::new(1);
+
+impl LogRef {
+    pub fn get(self) -> Option<Arc<HopLog>> {
+        lock(&LOGS).get(&self).cloned()
+    }
+}
+
+/// A hop log, named while it lives.
+pub(crate) struct Open {
+    pub name: LogRef,
+    pub log: Arc<HopLog>,
+}
+
+impl Open {
+    pub fn new() -> Self {
+        let log = Arc::new(HopLog::default());
+        let mut logs = lock(&LOGS);
+        loop {
+            // Wraps after 4 billion logs: skip 0 and any still open.
+            let Some(n) = NonZeroU32::new(NEXT_LOG.fetch_add(1, Ordering::Relaxed)) else { continue };
+            if let std::collections::hash_map::Entry::Vacant(slot) = logs.entry(LogRef(n)) {
+                slot.insert(log.clone());
+                return Self { name: LogRef(n), log };
+            }
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        lock(&LOGS).remove(&self.name);
     }
 }
 
@@ -78,6 +122,29 @@ impl HopSinks {
     }
 }
 
+/// The hop records of one call in flight: where its `Hops` frames go under
+/// each id it is sent with, forgotten when the call ends or is dropped.
+pub(crate) struct HopsInFlight<'a> {
+    sinks: &'a HopSinks,
+    log: Arc<HopLog>,
+}
+
+impl<'a> HopsInFlight<'a> {
+    pub fn new(sinks: &'a HopSinks, log: Arc<HopLog>) -> Self {
+        Self { sinks, log }
+    }
+
+    pub fn register(&self, id: u32) {
+        self.sinks.register(id, &self.log);
+    }
+}
+
+impl Drop for HopsInFlight<'_> {
+    fn drop(&mut self) {
+        self.sinks.forget(&self.log);
+    }
+}
+
 /// `headers` for a call about to be sent, asking for hops when the current
 /// context gathers them; and the log their records go to.
 pub(crate) fn outgoing(headers: Headers) -> (Headers, Option<Arc<HopLog>>) {
@@ -90,7 +157,7 @@ pub(crate) fn outgoing(headers: Headers) -> (Headers, Option<Arc<HopLog>>) {
 
 /// A handler's own hop while it runs, reported with its answer.
 pub(crate) struct Reporting {
-    pub log: Arc<HopLog>,
+    open: Open,
     service: ServiceName,
     method: MethodName,
     instance: InstanceId,
@@ -99,13 +166,33 @@ pub(crate) struct Reporting {
 }
 
 impl Reporting {
-    /// For a call whose request asked for hops (notifications have no answer to report with).
-    pub fn asked(service: &ServiceName, request: &switchboard_proto::Request) -> Option<Self> {
-        if request.id == 0 || request.headers.is_empty() || request.headers.get_raw(HOPS_REQUEST).is_none() {
+    /// Where the calls its handler makes put their records.
+    pub fn log(&self) -> LogRef {
+        self.open.name
+    }
+
+    /// For a call whose request asked for hops (notifications have no
+    /// answer to report with). `traced`: whether the request carries a
+    /// `traceparent` (found already): a request whose only header it is
+    /// asks for nothing more, which spares most requests a second look
+    /// through their headers. Inlined, so that is all most requests pay.
+    #[inline]
+    pub fn asked(
+        service: &ServiceName,
+        request: &switchboard_proto::Request,
+        traced: bool,
+    ) -> Option<Box<Self>> {
+        let others = request.headers.len() - usize::from(traced);
+        if request.id == 0 || others == 0 || request.headers.get_raw(HOPS_REQUEST).is_none() {
             return None;
         }
-        Some(Self {
-            log: Arc::default(),
+        Some(Self::start(service, request))
+    }
+
+    #[cold]
+    fn start(service: &ServiceName, request: &switchboard_proto::Request) -> Box<Self> {
+        Box::new(Self {
+            open: Open::new(),
             service: service.clone(),
             method: request.method.clone(),
             instance: request.instance,
@@ -126,7 +213,7 @@ impl Reporting {
             took_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             outcome: outcome.to_owned(),
         };
-        let hops = std::iter::once(own).chain(self.log.take().into_iter().map(Hop::deeper));
+        let hops = std::iter::once(own).chain(self.open.log.take().into_iter().map(Hop::deeper));
         // Every value is short and at most the header limit are kept: only
         // a malformed name could be refused, and then the hop goes unreported.
         Frame::Hops { id, headers: to_headers(hops).unwrap_or_default() }

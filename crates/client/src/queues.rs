@@ -134,9 +134,7 @@ impl Queue {
         let inherited = crate::context::current();
         for (index, payload) in payloads.into_iter().enumerate() {
             let queue = self.clone();
-            tasks.spawn(crate::context::scope(inherited.clone(), async move {
-                (index, queue.put(payload).await)
-            }));
+            tasks.spawn(crate::context::scope(inherited, async move { (index, queue.put(payload).await) }));
             count += 1;
         }
         let mut results: Vec<Option<Result<u64, CallError>>> = (0..count).map(|_| None).collect();

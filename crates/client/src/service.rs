@@ -329,8 +329,8 @@ impl ServiceState {
         let deadline =
             (request.id != 0).then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
         let traceparent = request.headers.get_raw(TRACEPARENT).and_then(|value| value.try_into().ok());
-        answer.hops = crate::hops::Reporting::asked(&self.name, &request);
-        let hops = answer.hops.as_ref().map(|reporting| reporting.log.clone());
+        answer.hops = crate::hops::Reporting::asked(&self.name, &request, traceparent.is_some());
+        let hops = answer.hops.as_ref().map(|reporting| reporting.log());
         let inherited = crate::context::Inherited { deadline, traceparent, hops };
         let request = Request {
             method: request.method,
@@ -348,8 +348,7 @@ impl ServiceState {
         if self.slots.available_permits() > 0 {
             let mut future = handler(request);
             let mut cx = Context::from_waker(Waker::noop());
-            let first_poll =
-                || crate::context::sync_scope(inherited.clone(), || future.as_mut().poll(&mut cx));
+            let first_poll = || crate::context::sync_scope(inherited, || future.as_mut().poll(&mut cx));
             match catch_unwind(AssertUnwindSafe(first_poll)) {
                 Ok(Poll::Ready(result)) => {
                     if let Some(mut answer) = guard.answer.take() {
@@ -425,7 +424,7 @@ impl Drop for Replies {
 struct Answer {
     replies: Arc<Replies>,
     id: u32,
-    hops: Option<crate::hops::Reporting>,
+    hops: Option<Box<crate::hops::Reporting>>,
 }
 
 impl Answer {
@@ -436,7 +435,15 @@ impl Answer {
         }
     }
 
+    #[inline]
     fn report_hops(&mut self, outcome: &str) {
+        if self.hops.is_some() {
+            self.send_hops(outcome);
+        }
+    }
+
+    #[cold]
+    fn send_hops(&mut self, outcome: &str) {
         if let Some(reporting) = self.hops.take() {
             let _ = self.replies.outbox.push(&reporting.frame(self.id, outcome));
         }

@@ -141,6 +141,12 @@ impl Headers {
         self.0.is_empty()
     }
 
+    /// How many pairs (read from the block's count, without a scan).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.0.get(..2).map_or(0, |count| usize::from(u16::from_le_bytes([count[0], count[1]])))
+    }
+
     /// The pairs, in order.
     pub fn iter(&self) -> HeaderIter<'_> {
         HeaderIter { bytes: &self.0, at: 2 }
