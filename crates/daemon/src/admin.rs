@@ -4,6 +4,9 @@
 //!
 //! Must stay cheap and side-effect free: it runs under the router lock.
 
+use std::collections::BTreeMap;
+
+use switchboard_proto::stats::DaemonStats;
 use switchboard_proto::sys::{
     DaemonInfo, InstanceInfo, ProcessBreakers, ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami,
 };
@@ -69,6 +72,36 @@ pub fn list(router: &Router) -> Vec<ServiceInfo> {
                 .collect(),
         })
         .collect()
+}
+
+/// `$sys.daemon.stats`: the router's counters, and what it can count now
+/// (subscriptions' deliveries, connections, direct channels).
+pub fn stats(router: &Router) -> DaemonStats {
+    let counted = router.stats();
+    let mut patterns: BTreeMap<String, (u64, u64)> =
+        counted.ended().iter().map(|(pattern, totals)| (pattern.clone(), *totals)).collect();
+    for (_, sub) in router.topics().all() {
+        let totals = patterns.entry(sub.pattern.to_string()).or_default();
+        totals.0 = totals.0.saturating_add(sub.delivered);
+        totals.1 = totals.1.saturating_add(sub.missed);
+    }
+    let mut connections: BTreeMap<String, u64> = BTreeMap::new();
+    for session in router.sessions().values() {
+        let principal = session.caller.principal.to_string();
+        let kind = principal.split_once(':').map_or(principal.as_str(), |(kind, _)| kind);
+        *connections.entry(kind.to_owned()).or_default() += 1;
+    }
+    DaemonStats {
+        methods: counted.methods(),
+        refused: counted.refusals(),
+        published: counted.publications(),
+        patterns: patterns
+            .into_iter()
+            .map(|(pattern, (delivered, missed))| (pattern, delivered, missed))
+            .collect(),
+        connections: connections.into_iter().collect(),
+        direct_channels: router.direct_channels() as u64,
+    }
 }
 
 /// `$sys.topics.list`.

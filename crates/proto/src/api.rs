@@ -6,6 +6,7 @@
 //! here too, and its schemas live in [`crate::supervision`].
 
 use crate::direct::{DirectRequest, DAEMON_DIRECT};
+use crate::stats;
 use crate::supervision as sup;
 use crate::sys::{self, QueueDeclare, QueuePeek, QueueRef};
 use crate::ErrorCode;
@@ -55,6 +56,27 @@ pub const SYS_METHODS: &[SysMethod] = &[
         "-",
         "[ProcessBreakers]",
         "open and half-open breakers, per connection",
+    ),
+    m(
+        sys::DAEMON_SERVICE,
+        stats::DAEMON_STATS,
+        "-",
+        "DaemonStats",
+        "calls, errors and latencies per method, publications, connections (metrics)",
+    ),
+    m(
+        sys::DAEMON_SERVICE,
+        stats::DAEMON_REPORT_CALLS,
+        "CallReport",
+        "-",
+        "an instance reports the calls it served over direct channels (its own services only)",
+    ),
+    m(
+        stats::METRICS_SERVICE,
+        stats::METRICS_SCRAPE,
+        "-",
+        "text",
+        "the Prometheus text exposition of everything the daemon counts (metrics)",
     ),
     m(
         sys::DAEMON_SERVICE,
@@ -159,6 +181,8 @@ pub enum SysCall {
     DaemonDirect(DirectRequest),
     DaemonReportBreakers(sys::BreakerReport),
     DaemonBreakers,
+    DaemonStats,
+    DaemonReportCalls(stats::CallReport),
     RegistryList,
     TopicsList,
     QueuesList,
@@ -191,6 +215,10 @@ impl SysCall {
                 Self::arguments(args, Self::DaemonReportBreakers)
             }
             (sys::DAEMON_SERVICE, sys::DAEMON_BREAKERS) => Ok(Self::DaemonBreakers),
+            (sys::DAEMON_SERVICE, stats::DAEMON_STATS) => Ok(Self::DaemonStats),
+            (sys::DAEMON_SERVICE, stats::DAEMON_REPORT_CALLS) => {
+                Self::arguments(args, Self::DaemonReportCalls)
+            }
             (sys::REGISTRY_SERVICE, sys::REGISTRY_LIST) => Ok(Self::RegistryList),
             (sys::TOPICS_SERVICE, sys::TOPICS_LIST) => Ok(Self::TopicsList),
             (sys::QUEUES_SERVICE, sys::QUEUES_LIST) => Ok(Self::QueuesList),
@@ -225,6 +253,7 @@ mod tests {
             "QueuePeek" => sys::encode(&QueuePeek { queue: "q".into(), count: 1 }),
             "QueueRef" => sys::encode(&QueueRef { queue: "q".into() }),
             "BreakerReport" => sys::encode(&sys::BreakerReport::default()),
+            "CallReport" => sys::encode(&stats::CallReport::default()),
             _ => Vec::new(),
         };
         let mut answered = 0;
@@ -234,10 +263,13 @@ mod tests {
                     assert!(decoded.is_ok(), "{method:?}: {decoded:?}");
                     answered += 1;
                 }
-                None => assert_eq!(method.service, sup::SERVICES_SERVICE, "{method:?}"),
+                None => assert!(
+                    [sup::SERVICES_SERVICE, stats::METRICS_SERVICE].contains(&method.service),
+                    "{method:?}"
+                ),
             }
         }
-        assert_eq!(answered, 12, "one SysCall variant per method the daemon answers");
+        assert_eq!(answered, 14, "one SysCall variant per method the daemon answers");
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod headers;
 pub mod hops;
 mod names;
 pub mod sizes;
+pub mod stats;
 pub mod supervision;
 pub mod sys;
 mod topic;

@@ -26,10 +26,12 @@ pub enum Op {
     Control,
     /// Reload the config, purge queues.
     Admin,
+    /// Read the daemon's counters (`switchboard metrics`, `/metrics`).
+    Metrics,
 }
 
 impl Op {
-    const ALL: [Op; 10] = [
+    const ALL: [Op; 11] = [
         Op::Call,
         Op::Notify,
         Op::Publish,
@@ -40,6 +42,7 @@ impl Op {
         Op::Serve,
         Op::Control,
         Op::Admin,
+        Op::Metrics,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +57,7 @@ impl Op {
             Op::Serve => "serve",
             Op::Control => "control",
             Op::Admin => "admin",
+            Op::Metrics => "metrics",
         }
     }
 }
@@ -96,8 +100,8 @@ impl Rule {
             return Err(format!("{text:?}: expected OPERATION PATTERN"));
         }
         let pattern = match (op, target) {
-            (Op::Admin, None) => Pattern::Anything,
-            (Op::Admin, Some(_)) => return Err(format!("{text:?}: admin takes no pattern")),
+            (Op::Admin | Op::Metrics, None) => Pattern::Anything,
+            (Op::Admin | Op::Metrics, Some(_)) => return Err(format!("{text:?}: {op} takes no pattern")),
             (_, None) => return Err(format!("{text:?}: {op} needs a pattern (use * for any)")),
             (Op::Publish | Op::Subscribe, Some(p)) => {
                 Pattern::Topic(TopicPattern::parse(p).map_err(|err| format!("{text:?}: {err}"))?)

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use switchboard_proto::api::SysCall;
+use switchboard_proto::stats;
 use switchboard_proto::supervision as sup;
 use switchboard_proto::sys::{self, QueueDeclare, QueueRef};
 use switchboard_proto::{sizes, ErrorCode, Headers, MethodName, ServiceName, SessionId};
@@ -118,6 +119,7 @@ impl Router {
                 sup::SERVICES_SERVICE,
                 sup::START | sup::STOP | sup::RESTART | sup::PAUSE | sup::CONTINUE | sup::CONTROL,
             ) => self.permit(from, Op::Control, &supervised()),
+            (stats::METRICS_SERVICE, _) => self.permit(from, Op::Metrics, ""),
             _ => self.permit(from, Op::Call, &format!("{service}.{method}")),
         }
     }
@@ -136,8 +138,14 @@ impl Router {
             match call {
                 // A direct channel is checked per method it reaches; a breaker
                 // report is about the caller itself.
-                Some(SysCall::DaemonWhoami | SysCall::DaemonDirect(_) | SysCall::DaemonReportBreakers(_)) => {
-                }
+                // So is a report of the calls its own instances served.
+                Some(
+                    SysCall::DaemonWhoami
+                    | SysCall::DaemonDirect(_)
+                    | SysCall::DaemonReportBreakers(_)
+                    | SysCall::DaemonReportCalls(_),
+                ) => {}
+                Some(SysCall::DaemonStats) => self.permit(from, Op::Metrics, "")?,
                 Some(
                     SysCall::QueuesDeclare(QueueDeclare { queue, .. })
                     | SysCall::QueuesDelete(QueueRef { queue }),

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use switchboard_proto::api::SysCall;
 use switchboard_proto::{Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId};
 
+use super::pending::CountedAs;
 use super::{Congested, PendingCall, Router};
 use crate::policy::Op;
 
@@ -22,7 +23,7 @@ impl Router {
             }
         }
         if let Err((code, message)) = self.allowed_call(from, &call.service, &call.method, &call.payload) {
-            self.send_error(from, call.id, code, message);
+            self.refuse_call(from, call.id, code, message);
             return None;
         }
         let call = self.check_hold(from, call)?;
@@ -38,15 +39,24 @@ impl Router {
         let chosen = match chosen {
             Ok(chosen) => chosen,
             Err((code, message)) => {
-                self.send_error(from, id, code, message);
+                self.refuse_call(from, id, code, message);
                 return None;
             }
         };
         if let Some(session) = self.sessions.get_mut(&from) {
             session.inflight += 1;
         }
-        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-        let call = PendingCall { caller: from, caller_id: id, instance: chosen, deadline, broadcast: false };
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(u64::from(timeout_ms));
+        let counted = Some(CountedAs { service, method: method.clone(), started: now });
+        let call = PendingCall {
+            caller: from,
+            caller_id: id,
+            instance: chosen,
+            deadline,
+            broadcast: false,
+            counted,
+        };
         self.forward(call, timeout_ms, method, headers, payload)
     }
 
@@ -124,7 +134,7 @@ impl Router {
         let targets = match targets {
             Ok(targets) => targets,
             Err((code, message)) => {
-                self.send_error(from, id, code, message);
+                self.refuse_call(from, id, code, message);
                 return None;
             }
         };
@@ -133,10 +143,13 @@ impl Router {
             session.inflight += 1;
         }
         self.broadcasts.insert((from, id), targets.len() as u32);
-        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(u64::from(timeout_ms));
         let mut congested = None;
         for instance in targets {
-            let call = PendingCall { caller: from, caller_id: id, instance, deadline, broadcast: true };
+            let counted = Some(CountedAs { service: service.clone(), method: method.clone(), started: now });
+            let call =
+                PendingCall { caller: from, caller_id: id, instance, deadline, broadcast: true, counted };
             congested = self
                 .forward(call, timeout_ms, method.clone(), headers.clone(), payload.clone())
                 .or(congested);
@@ -181,6 +194,10 @@ impl Router {
 
     /// Delivers the outcome of one pending call and releases its counts.
     fn complete(&mut self, call: PendingCall, outcome: Outcome) {
+        if let Some(counted) = &call.counted {
+            let error = outcome.as_ref().err().map(|(code, _)| *code);
+            self.stats.answered(&counted.service, &counted.method, error, counted.started);
+        }
         if let Some(instance) = self.registry.get_mut(call.instance) {
             instance.outstanding = instance.outstanding.saturating_sub(1);
         }

@@ -71,7 +71,8 @@ impl Router {
             session.inflight += 1;
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-        let call = PendingCall { caller: from, caller_id: id, instance, deadline, broadcast: false };
+        let call =
+            PendingCall { caller: from, caller_id: id, instance, deadline, broadcast: false, counted: None };
         let payload = Bytes::from(sys::encode(&offer));
         self.forward(call, timeout_ms, grant_method(), Headers::new(), payload)
     }
@@ -160,6 +161,11 @@ impl Router {
     }
 
     /// How many callers hold a grant to `instance` (for `switchboard ls`).
+    /// Direct channels open now.
+    pub fn direct_channels(&self) -> usize {
+        self.grants.grants.len()
+    }
+
     pub fn direct_channels_to(&self, instance: InstanceId) -> u32 {
         let count = self.grants.grants.values().filter(|g| g.instance == instance).count();
         u32::try_from(count).unwrap_or(u32::MAX)

@@ -91,7 +91,7 @@ impl Router {
                     Err((ErrorCode::Overloaded, message))
                 });
                 if let Err((code, message)) = admitted {
-                    self.send_error(from, call.id, code, message);
+                    self.refuse_call(from, call.id, code, message);
                     return None;
                 }
                 if let Some(session) = self.sessions.get_mut(&from) {
@@ -106,7 +106,7 @@ impl Router {
                 (ErrorCode::ServiceFailed, "failed and its restart policy gave up; start it again")
             }
         };
-        self.send_error(from, call.id, code, format!("service {} {state}", call.service));
+        self.refuse_call(from, call.id, code, format!("service {} {state}", call.service));
         None
     }
 

@@ -22,6 +22,7 @@ mod pubsub;
 pub mod queues;
 mod recheck;
 mod registry;
+pub mod stats;
 mod sys_calls;
 #[cfg(test)]
 mod tests;
@@ -141,6 +142,7 @@ pub struct Router {
     shutting_down: bool,
     started: Instant,
     generation: u32,
+    stats: stats::Stats,
 }
 
 impl Router {
@@ -162,6 +164,7 @@ impl Router {
             shutting_down: false,
             started: Instant::now(),
             generation: 0,
+            stats: stats::Stats::default(),
         }
     }
 
@@ -265,6 +268,12 @@ impl Router {
         self.send(to, &Frame::Error { id, code, message });
     }
 
+    /// Refuses a call before any instance was chosen, and counts it.
+    fn refuse_call(&mut self, to: SessionId, id: u32, code: ErrorCode, message: String) {
+        self.stats.refused(code);
+        self.send_error(to, id, code, message);
+    }
+
     fn register(&mut self, from: SessionId, req: u32, service: ServiceName, methods: Vec<MethodSpec>) {
         if service.is_reserved() && !self.is_daemon_session(from) {
             let message = format!("service name {service} is reserved for the daemon");
@@ -356,7 +365,9 @@ impl Router {
         if let Some(entry) = self.sessions.remove(&session) {
             self.release_principal(&entry.caller.principal);
             for sub in entry.subscriptions {
-                self.topics.unsubscribe(sub);
+                if let Some(sub) = self.topics.unsubscribe(sub) {
+                    self.stats.subscription_ended(sub.pattern.as_str(), sub.delivered, sub.missed);
+                }
             }
             entry.outbox.close();
         }
@@ -423,5 +434,9 @@ impl Router {
 
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    pub fn stats(&self) -> &stats::Stats {
+        &self.stats
     }
 }

@@ -6,10 +6,18 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use switchboard_proto::{InstanceId, SessionId};
+use switchboard_proto::{InstanceId, MethodName, ServiceName, SessionId};
+
+/// What a call is counted under in the router's statistics, and since when.
+#[derive(Debug, Clone)]
+pub struct CountedAs {
+    pub service: ServiceName,
+    pub method: MethodName,
+    pub started: Instant,
+}
 
 /// One call awaiting its reply.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PendingCall {
     pub caller: SessionId,
     pub caller_id: u32,
@@ -18,6 +26,8 @@ pub struct PendingCall {
     /// Part of a broadcast: `caller_id` names the broadcast, and the answer
     /// goes back as a `BroadcastResult`.
     pub broadcast: bool,
+    /// `None` for the daemon's own requests (a direct channel's grant).
+    pub counted: Option<CountedAs>,
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +73,14 @@ mod tests {
     use super::*;
 
     fn call(caller: SessionId) -> PendingCall {
-        PendingCall { caller, caller_id: 1, instance: 1, deadline: Instant::now(), broadcast: false }
+        PendingCall {
+            caller,
+            caller_id: 1,
+            instance: 1,
+            deadline: Instant::now(),
+            broadcast: false,
+            counted: None,
+        }
     }
 
     #[test]

@@ -56,6 +56,9 @@ impl Router {
     /// Ends a subscription of `from`, with what its backlog held.
     pub(super) fn drop_subscription(&mut self, from: SessionId, id: SubId) {
         let gone = self.topics.unsubscribe(id);
+        if let Some(sub) = &gone {
+            self.stats.subscription_ended(sub.pattern.as_str(), sub.delivered, sub.missed);
+        }
         if let Some(session) = self.sessions.get_mut(&from) {
             session.subscriptions.retain(|s| *s != id);
             let freed = gone.map_or(0, |sub| sub.backlog_bytes);
@@ -97,6 +100,7 @@ impl Router {
                 return; // clearing a retained value is not a message
             }
         }
+        self.stats.published();
         let mut matched = std::mem::take(&mut self.matched);
         matched.clear();
         self.topics.matching(&topic, &mut matched);

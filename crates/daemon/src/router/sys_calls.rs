@@ -5,7 +5,8 @@
 
 use bytes::Bytes;
 use switchboard_proto::api::{SysCall, SysError};
-use switchboard_proto::{sys, Call, ErrorCode, Frame, SessionId};
+use switchboard_proto::stats::CallReport;
+use switchboard_proto::{sys, Call, ErrorCode, Frame, MethodName, ServiceName, SessionId};
 
 use super::{Congested, Router};
 
@@ -55,6 +56,11 @@ impl Router {
                 Ok(Some(Vec::new()))
             }
             SysCall::DaemonBreakers => Ok(Some(sys::encode(&crate::admin::breakers(self)))),
+            SysCall::DaemonStats => Ok(Some(sys::encode(&crate::admin::stats(self)))),
+            SysCall::DaemonReportCalls(report) => {
+                self.count_direct_calls(from, report);
+                Ok(Some(Vec::new()))
+            }
             SysCall::RegistryList => Ok(Some(sys::encode(&crate::admin::list(self)))),
             SysCall::TopicsList => Ok(Some(sys::encode(&crate::admin::topics(self)))),
         };
@@ -64,5 +70,19 @@ impl Router {
             Err((code, message)) => self.send_error(from, id, code, message),
         }
         None
+    }
+
+    /// Counts a report of calls served over direct channels, for the
+    /// methods the reporting connection's own instances serve (a client
+    /// cannot add to another's counts).
+    fn count_direct_calls(&mut self, from: SessionId, report: &CallReport) {
+        let Ok(service) = ServiceName::parse(&report.service) else { return };
+        let registry = &self.registry;
+        let serves = |method: &MethodName| {
+            registry.instances_of(&service).into_iter().filter_map(|id| registry.get(id)).any(|instance| {
+                instance.session == from && instance.methods.iter().any(|m| &m.name == method)
+            })
+        };
+        self.stats.reported(report, serves);
     }
 }
