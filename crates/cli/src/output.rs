@@ -10,6 +10,14 @@ pub fn line(text: impl std::fmt::Display) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints bytes to stdout as they are.
+pub fn raw(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Whether an error is stdout having been closed by the reader.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

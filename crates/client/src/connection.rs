@@ -24,10 +24,11 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::answer::Replies;
 use crate::calls::Gathering;
 use crate::direct::{self, Direct};
 use crate::queues::ConsumerSlot;
-use crate::service::{Replies, ServiceState};
+use crate::service::ServiceState;
 use crate::topics::{Inbox, Item, Message};
 use crate::{CallError, ConnectError};
 
@@ -304,7 +305,7 @@ async fn restore(shared: Arc<Shared>) {
     shared.restored.send_modify(|count| *count += 1);
 }
 
-async fn read_loop(shared: &Shared, link: &Arc<Link>, reader: &mut FrameReader) -> String {
+async fn read_loop(shared: &Arc<Shared>, link: &Arc<Link>, reader: &mut FrameReader) -> String {
     // The inbox of the last message's subscription: streams of messages
     // mostly belong to one, and subscription ids are never reused, so this
     // saves a map lookup under a lock per message.
@@ -353,7 +354,7 @@ fn deliver_message(shared: &Shared, last: &mut Option<(u32, Arc<Inbox>)>, m: swi
     }
 }
 
-fn dispatch(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Result<(), String> {
+fn dispatch(shared: &Arc<Shared>, link: &Arc<Link>, frame: Frame) -> Result<(), String> {
     match frame {
         Frame::Reply { id, payload } => answer(shared, id, Ok(payload), 0),
         Frame::Error { id: 0, code, message } => {

@@ -17,6 +17,7 @@
 #[doc(hidden)]
 #[path = "contract.rs"]
 pub mod __private;
+mod answer;
 pub mod breaker;
 mod bus;
 mod calls;

@@ -11,19 +11,20 @@ use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
+use switchboard_proto::stats::{CallReport, MethodCounts};
 use switchboard_proto::trace::{TraceParent, TRACEPARENT};
 use switchboard_proto::{
     Caller, ErrorCode, Frame, Headers, InstanceId, MethodName, MethodSpec, NameError, ServiceName,
 };
-use switchboard_transport::Outbox;
 use tokio::sync::Semaphore;
 
+use crate::answer::{Admitted, Answer, Replies};
 use crate::connection::lock;
 use crate::{Bus, CallError, RegisterError, Reject};
 
@@ -34,10 +35,12 @@ pub type HandlerResult = Result<Bytes, Reject>;
 type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 type Handler = Arc<dyn Fn(Request) -> HandlerFuture + Send + Sync>;
 
-/// A method as registered: its handler and its signature text.
+/// A method as registered: its handler, its signature text, and the calls
+/// it served over direct channels since the last report to the daemon.
 struct Method {
     handler: Handler,
     signature: String,
+    served: Arc<Mutex<MethodCounts>>,
 }
 
 /// Handlers running at once, per service, unless told otherwise.
@@ -130,7 +133,7 @@ impl ServiceBuilder {
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
-        let method_spec = Method { handler, signature: signature.to_owned() };
+        let method_spec = Method { handler, signature: signature.to_owned(), served: Arc::default() };
         self.handlers.push((MethodName::parse(method), method_spec));
         self
     }
@@ -300,6 +303,25 @@ impl ServiceState {
         self.instance.load(Ordering::Relaxed)
     }
 
+    /// What its methods served over direct channels since the last time
+    /// this was asked (the counts start again from zero).
+    pub fn take_served(&self) -> CallReport {
+        let methods = self
+            .handlers
+            .iter()
+            .filter_map(|(name, method)| {
+                let counts = std::mem::take(&mut *lock(&method.served));
+                (counts.calls > 0).then(|| (name.to_string(), counts))
+            })
+            .collect();
+        CallReport { service: self.name.to_string(), methods }
+    }
+
+    /// A request admitted by `dispatch` was answered.
+    pub fn release_admission(&self) {
+        self.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+
     pub fn set_instance(&self, instance: InstanceId) {
         self.instance.store(instance, Ordering::Relaxed);
     }
@@ -316,18 +338,22 @@ impl ServiceState {
 
     /// Runs the handler for `request` on its own task; its answer goes to `replies`.
     pub fn dispatch(self: &Arc<Self>, request: switchboard_proto::Request, replies: &Arc<Replies>) {
-        let mut answer = Answer { replies: replies.clone(), id: request.id, hops: None };
-        let Some(handler) = self.handlers.get(&request.method).map(|m| m.handler.clone()) else {
+        let mut answer = Answer { replies: replies.clone(), id: request.id, hops: None, served: None };
+        let Some(method) = self.handlers.get(&request.method) else {
             let message = format!("service {} has no method {}", self.name, request.method);
             return answer.error(ErrorCode::NoSuchMethod, message);
         };
+        let handler = method.handler.clone();
+        let now = Instant::now();
+        if replies.direct && request.id != 0 {
+            answer.served = Some((method.served.clone(), now));
+        }
         if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.max_admitted {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             let message = format!("service {} has {} requests waiting", self.name, self.max_admitted);
             return answer.error(ErrorCode::Overloaded, message);
         }
-        let deadline =
-            (request.id != 0).then(|| Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)));
+        let deadline = (request.id != 0).then(|| now + Duration::from_millis(u64::from(request.timeout_ms)));
         let traceparent = request.headers.get_raw(TRACEPARENT).and_then(|value| value.try_into().ok());
         answer.hops = crate::hops::Reporting::asked(&self.name, &request, traceparent.is_some());
         let hops = answer.hops.as_ref().map(|reporting| reporting.log());
@@ -389,100 +415,5 @@ impl ServiceState {
                 answer.result(result);
             }
         });
-    }
-}
-
-/// Where the answers to one connection's requests go: the daemon's link,
-/// or a direct channel, which is closed once its last answer is queued.
-pub(crate) struct Replies {
-    pub outbox: Arc<Outbox>,
-    pub max_frame: u32,
-    close_when_done: bool,
-}
-
-impl Replies {
-    pub fn new(outbox: Arc<Outbox>, max_frame: u32) -> Self {
-        Self { outbox, max_frame, close_when_done: false }
-    }
-
-    /// Closes `outbox` when the last holder (a pending answer) drops it.
-    pub fn closing_when_done(outbox: Arc<Outbox>, max_frame: u32) -> Self {
-        Self { outbox, max_frame, close_when_done: true }
-    }
-}
-
-impl Drop for Replies {
-    fn drop(&mut self) {
-        if self.close_when_done {
-            self.outbox.close();
-        }
-    }
-}
-
-/// Where a request's answer goes: the connection it came in on; with the
-/// hop to report first, when the caller asked for it.
-struct Answer {
-    replies: Arc<Replies>,
-    id: u32,
-    hops: Option<Box<crate::hops::Reporting>>,
-}
-
-impl Answer {
-    fn error(&mut self, code: ErrorCode, message: String) {
-        if self.id != 0 {
-            self.report_hops(code.name());
-            let _ = self.replies.outbox.push(&Frame::Error { id: self.id, code, message });
-        }
-    }
-
-    #[inline]
-    fn report_hops(&mut self, outcome: &str) {
-        if self.hops.is_some() {
-            self.send_hops(outcome);
-        }
-    }
-
-    #[cold]
-    fn send_hops(&mut self, outcome: &str) {
-        if let Some(reporting) = self.hops.take() {
-            let _ = self.replies.outbox.push(&reporting.frame(self.id, outcome));
-        }
-    }
-
-    fn result(&mut self, result: HandlerResult) {
-        if self.id == 0 {
-            return;
-        }
-        match result {
-            Ok(payload) if payload.len() + 5 > self.replies.max_frame as usize => {
-                let message = format!(
-                    "reply of {} bytes does not fit the maximum frame of {} bytes",
-                    payload.len(),
-                    self.replies.max_frame
-                );
-                self.error(ErrorCode::PayloadTooLarge, message);
-            }
-            Ok(payload) => {
-                self.report_hops("ok");
-                let _ = self.replies.outbox.push(&Frame::Reply { id: self.id, payload });
-            }
-            Err(reject) => self.error(reject.code, reject.message),
-        }
-    }
-}
-
-/// Holds a request's admission; if the handler panics or is cancelled
-/// before answering, the caller still gets an answer.
-struct Admitted {
-    state: Arc<ServiceState>,
-    answer: Option<Answer>,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.state.admitted.fetch_sub(1, Ordering::AcqRel);
-        if let Some(mut answer) = self.answer.take() {
-            answer.error(ErrorCode::Rejected, "the handler panicked or was cancelled".into());
-        }
     }
 }

@@ -264,7 +264,7 @@ pub struct RegistryEvent {
 }
 
 /// Reply of `$sys.daemon.info`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonInfo {
     pub version: String,
     pub pid: u32,

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod install;
 pub mod logs;
 pub mod ls;
+pub mod metrics;
 pub mod queue;
 pub mod reexec;
 pub mod respond;

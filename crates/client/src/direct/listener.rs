@@ -20,8 +20,9 @@ use switchboard_transport::{run_writer, AbstractListener, FrameReader, Outbox, P
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::answer::Replies;
 use crate::connection::lock;
-use crate::service::{Replies, ServiceState};
+use crate::service::ServiceState;
 
 /// A ticket not used within this time is forgotten.
 const TICKET_LIFETIME: Duration = Duration::from_secs(10);
@@ -203,7 +204,7 @@ impl Listener {
             max_inflight: CHANNEL_INFLIGHT,
         }));
         reader.set_max_frame(max_frame);
-        let replies = Arc::new(Replies::closing_when_done(outbox, max_frame));
+        let replies = Arc::new(Replies::direct(outbox, max_frame));
         serve_calls(&ticket, &mut reader, &replies, stop).await;
         lock(&self.channels).remove(&ticket.grant);
         // `replies` drops here; the channel closes once the last handler answers.

@@ -199,7 +199,7 @@ pub(crate) fn revoked(shared: &Shared, grant: u64, code: ErrorCode, message: &st
 
 /// The daemon forwards a caller's grant to one of our instances: remember
 /// its ticket and answer with where to connect.
-pub(crate) fn offer(shared: &Shared, link: &Link, service: &Arc<ServiceState>, request: Request) {
+pub(crate) fn offer(shared: &Arc<Shared>, link: &Link, service: &Arc<ServiceState>, request: Request) {
     let frame = match accept_grant(shared, link, service, &request) {
         Ok(grant) => Frame::Reply { id: request.id, payload: sys::encode(&grant).into() },
         Err((code, message)) => Frame::Error { id: request.id, code, message },
@@ -208,7 +208,7 @@ pub(crate) fn offer(shared: &Shared, link: &Link, service: &Arc<ServiceState>, r
 }
 
 fn accept_grant(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     link: &Link,
     service: &Arc<ServiceState>,
     request: &Request,
@@ -222,6 +222,9 @@ fn accept_grant(
             let started = Listener::start(shared.closed.clone()).map_err(|err| {
                 (ErrorCode::Overloaded, format!("cannot listen for direct channels: {err}"))
             })?;
+            // Calls served over direct channels are counted here and
+            // reported to the daemon, which never sees them.
+            tokio::spawn(crate::answer::report_served(Arc::downgrade(shared)));
             listener.insert(started).clone()
         }
     };
