@@ -48,7 +48,7 @@ impl Router {
         }
         let now = Instant::now();
         let deadline = now + Duration::from_millis(u64::from(timeout_ms));
-        let counted = Some(CountedAs { service, method: method.clone(), started: now });
+        let counted = Some(CountedAs { slot: self.stats.slot(&service, &method), started: now });
         let call = PendingCall {
             caller: from,
             caller_id: id,
@@ -146,8 +146,8 @@ impl Router {
         let now = Instant::now();
         let deadline = now + Duration::from_millis(u64::from(timeout_ms));
         let mut congested = None;
+        let counted = Some(CountedAs { slot: self.stats.slot(&service, &method), started: now });
         for instance in targets {
-            let counted = Some(CountedAs { service: service.clone(), method: method.clone(), started: now });
             let call =
                 PendingCall { caller: from, caller_id: id, instance, deadline, broadcast: true, counted };
             congested = self
@@ -194,9 +194,9 @@ impl Router {
 
     /// Delivers the outcome of one pending call and releases its counts.
     fn complete(&mut self, call: PendingCall, outcome: Outcome) {
-        if let Some(counted) = &call.counted {
+        if let Some(counted) = call.counted {
             let error = outcome.as_ref().err().map(|(code, _)| *code);
-            self.stats.answered(&counted.service, &counted.method, error, counted.started);
+            self.stats.answered(counted.slot, error, counted.started);
         }
         if let Some(instance) = self.registry.get_mut(call.instance) {
             instance.outstanding = instance.outstanding.saturating_sub(1);

@@ -6,18 +6,19 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use switchboard_proto::{InstanceId, MethodName, ServiceName, SessionId};
+use switchboard_proto::{InstanceId, SessionId};
+
+use super::stats::Slot;
 
 /// What a call is counted under in the router's statistics, and since when.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CountedAs {
-    pub service: ServiceName,
-    pub method: MethodName,
+    pub slot: Slot,
     pub started: Instant,
 }
 
 /// One call awaiting its reply.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct PendingCall {
     pub caller: SessionId,
     pub caller_id: u32,

@@ -29,28 +29,56 @@ struct Counted {
     direct: MethodCounts,
 }
 
-#[derive(Debug, Default)]
+/// Where a method's counts are: resolved once when a call is routed, so
+/// answering it costs no lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(u32);
+
+#[derive(Debug)]
 pub struct Stats {
-    methods: HashMap<ServiceName, HashMap<MethodName, Counted>>,
-    method_count: usize,
-    other: Counted,
+    /// Service → method → its slot in `counted`.
+    slots: HashMap<ServiceName, HashMap<MethodName, Slot>>,
+    /// By slot: the names and counts; slot 0 is `(other)`.
+    counted: Vec<(String, String, Counted)>,
     refused: BTreeMap<&'static str, u64>,
     published: u64,
     /// Pattern → (delivered, missed) of subscriptions that ended.
     ended: HashMap<String, (u64, u64)>,
 }
 
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            slots: HashMap::new(),
+            counted: vec![(OTHER.to_owned(), OTHER.to_owned(), Counted::default())],
+            refused: BTreeMap::new(),
+            published: 0,
+            ended: HashMap::new(),
+        }
+    }
+}
+
 impl Stats {
+    /// The slot of a method an instance serves (`(other)` past [`MAX_METHODS`]).
+    pub fn slot(&mut self, service: &ServiceName, method: &MethodName) -> Slot {
+        if let Some(slot) = self.slots.get(service).and_then(|methods| methods.get(method)) {
+            return *slot;
+        }
+        if self.counted.len() > MAX_METHODS {
+            return Slot(0);
+        }
+        let slot = Slot(u32::try_from(self.counted.len()).unwrap_or(0));
+        self.counted.push((service.to_string(), method.to_string(), Counted::default()));
+        self.slots.entry(service.clone()).or_default().insert(method.clone(), slot);
+        slot
+    }
+
     /// A routed call answered (by the instance or, on its behalf, the daemon).
-    pub fn answered(
-        &mut self,
-        service: &ServiceName,
-        method: &MethodName,
-        error: Option<ErrorCode>,
-        since: Instant,
-    ) {
+    pub fn answered(&mut self, slot: Slot, error: Option<ErrorCode>, since: Instant) {
         let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.counted(service, method).routed.record(error.map(ErrorCode::name), us);
+        if let Some((_, _, counted)) = self.counted.get_mut(slot.0 as usize) {
+            counted.routed.record(error.map(ErrorCode::name), us);
+        }
     }
 
     /// A call refused before it reached any instance.
@@ -69,7 +97,10 @@ impl Stats {
         for (method, counts) in &report.methods {
             let Ok(method) = MethodName::parse(method) else { continue };
             if serves(&method) {
-                self.counted(&service, &method).direct.add(counts);
+                let slot = self.slot(&service, &method);
+                if let Some((_, _, counted)) = self.counted.get_mut(slot.0 as usize) {
+                    counted.direct.add(counts);
+                }
             }
         }
     }
@@ -86,39 +117,19 @@ impl Stats {
         totals.1 = totals.1.saturating_add(missed);
     }
 
-    fn counted(&mut self, service: &ServiceName, method: &MethodName) -> &mut Counted {
-        let known = self.methods.get(service).is_some_and(|methods| methods.contains_key(method));
-        if !known && self.method_count >= MAX_METHODS {
-            return &mut self.other;
-        }
-        if !known {
-            self.method_count += 1;
-        }
-        self.methods.entry(service.clone()).or_default().entry(method.clone()).or_default()
-    }
-
-    /// Every method's counts, sorted by service and method.
+    /// Every method's counts (that counted a call), sorted by service and method.
     pub fn methods(&self) -> Vec<MethodStats> {
         let mut all: Vec<MethodStats> = self
-            .methods
+            .counted
             .iter()
-            .flat_map(|(service, methods)| {
-                methods.iter().map(move |(method, counted)| MethodStats {
-                    service: service.to_string(),
-                    method: method.to_string(),
-                    routed: counted.routed.clone(),
-                    direct: counted.direct.clone(),
-                })
+            .filter(|(_, _, counted)| counted.routed.calls + counted.direct.calls > 0)
+            .map(|(service, method, counted)| MethodStats {
+                service: service.clone(),
+                method: method.clone(),
+                routed: counted.routed.clone(),
+                direct: counted.direct.clone(),
             })
             .collect();
-        if self.other.routed.calls + self.other.direct.calls > 0 {
-            all.push(MethodStats {
-                service: OTHER.to_owned(),
-                method: OTHER.to_owned(),
-                routed: self.other.routed.clone(),
-                direct: self.other.direct.clone(),
-            });
-        }
         all.sort_by(|a, b| (&a.service, &a.method).cmp(&(&b.service, &b.method)));
         all
     }
@@ -149,8 +160,10 @@ mod tests {
     fn answers_and_reports_are_counted_per_method_and_reports_only_for_what_the_reporter_serves() {
         let mut stats = Stats::default();
         let (billing, charge) = names("billing", "charge");
-        stats.answered(&billing, &charge, None, Instant::now());
-        stats.answered(&billing, &charge, Some(ErrorCode::Timeout), Instant::now());
+        let slot = stats.slot(&billing, &charge);
+        assert_eq!(stats.slot(&billing, &charge), slot, "one slot per method");
+        stats.answered(slot, None, Instant::now());
+        stats.answered(slot, Some(ErrorCode::Timeout), Instant::now());
         let report = CallReport {
             service: "billing".into(),
             methods: vec![
@@ -170,7 +183,8 @@ mod tests {
         let mut stats = Stats::default();
         for n in 0..MAX_METHODS + 5 {
             let (service, method) = names(&format!("s{n}"), "m");
-            stats.answered(&service, &method, None, Instant::now());
+            let slot = stats.slot(&service, &method);
+            stats.answered(slot, None, Instant::now());
         }
         let all = stats.methods();
         assert_eq!(all.len(), MAX_METHODS + 1);
