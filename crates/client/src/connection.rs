@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchboard_proto::direct::GRANT_METHOD;
-use switchboard_proto::sys::{self, RegistryEvent};
+use switchboard_proto::sys::{MonitorEvent, RegistryEvent};
 use switchboard_proto::{
     ErrorCode, Frame, Held, Hello, InstanceId, SessionId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     /// Instance id (this connection's) → the service serving it.
     pub instances: Mutex<HashMap<InstanceId, Arc<ServiceState>>>,
     pub watches: Mutex<HashMap<u32, mpsc::Sender<RegistryEvent>>>,
+    /// Monitors this connection runs, by the id of the call that started each.
+    pub monitors: Mutex<HashMap<u32, mpsc::Sender<MonitorEvent>>>,
     /// Subscription id → where its messages go.
     pub subscriptions: Mutex<HashMap<u32, Arc<Inbox>>>,
     /// Queue consumer id → where its deliveries go.
@@ -122,6 +124,7 @@ impl Shared {
             services: Mutex::new(Vec::new()),
             instances: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
+            monitors: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
             direct: Direct::new(),
@@ -380,14 +383,7 @@ fn dispatch(shared: &Arc<Shared>, link: &Arc<Link>, frame: Frame) -> Result<(), 
                 None => {}
             }
         }
-        Frame::Event { req, payload } => {
-            let sender = lock(&shared.watches).get(&req).cloned();
-            if let (Some(sender), Ok(event)) = (sender, sys::decode::<RegistryEvent>(&payload)) {
-                if sender.try_send(event).is_err() {
-                    tracing::warn!("registry watcher is not keeping up; an event was dropped");
-                }
-            }
-        }
+        Frame::Event { req, payload } => crate::discovery::event(shared, req, &payload),
         Frame::Message(m) => deliver_message(shared, &mut None, m),
         Frame::Lagged { sid, missed } => {
             if let Some(inbox) = lock(&shared.subscriptions).get(&sid) {

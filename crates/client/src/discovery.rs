@@ -1,15 +1,17 @@
-//! What is on the bus: services, subscriptions, the daemon, and a watch of
-//! registry changes.
+//! What is on the bus: services, subscriptions, the daemon, a watch of
+//! registry changes, and monitors of the traffic passing the daemon.
 
 use std::time::Instant;
 
 use bytes::Bytes;
-use switchboard_proto::sys::{self, DaemonInfo, RegistryEvent, ServiceInfo, TopicsInfo, Whoami};
-use switchboard_proto::Frame;
+use switchboard_proto::sys::{
+    self, DaemonInfo, MonitorEvent, MonitorRequest, RegistryEvent, ServiceInfo, TopicsInfo, Whoami,
+};
+use switchboard_proto::{Call, Frame, MethodName, ServiceName};
 use tokio::sync::mpsc;
 
 use crate::bus::DEFAULT_TIMEOUT;
-use crate::connection::{lock, Link, Waiter};
+use crate::connection::{lock, Link, Shared, Waiter};
 use crate::{Bus, CallError};
 
 impl Bus {
@@ -67,6 +69,64 @@ impl Bus {
                 lock(&self.shared.watches).retain(|_, sender| !sender.same_channel(&tx));
                 Err(err)
             }
+        }
+    }
+
+    /// Every call, notification, broadcast and publication passing through
+    /// the daemon that `pattern` matches (`>`: everything), as it happens —
+    /// what `switchboard monitor` prints. Needs the `admin` permission.
+    /// While it runs the daemon withdraws direct channels to the services it
+    /// watches, so none of their calls bypass it. Ends when the bus closes
+    /// (a reconnect does not start it again).
+    pub async fn monitor(
+        &self,
+        pattern: &str,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<MonitorEvent>, CallError> {
+        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let payload = Bytes::from(sys::encode(&MonitorRequest { pattern: pattern.to_owned() }));
+        let service = ServiceName::parse(sys::DAEMON_SERVICE)?;
+        let method = MethodName::parse(sys::DAEMON_MONITOR)?;
+        // Its events come under the id of the call that started it.
+        let frame = |id, _: &Link| {
+            lock(&self.shared.monitors).insert(id, tx.clone());
+            Frame::Call(Call {
+                id,
+                timeout_ms: crate::bus::remaining_ms(deadline),
+                instance: 0,
+                service: service.clone(),
+                method: method.clone(),
+                headers: switchboard_proto::Headers::new(),
+                payload: payload.clone(),
+            })
+        };
+        let result =
+            self.round_trip(deadline, DEFAULT_TIMEOUT, false, |_| Ok(()), frame, Waiter::Reply).await;
+        match result {
+            Ok(_) => Ok(rx),
+            Err(err) => {
+                lock(&self.shared.monitors).retain(|_, sender| !sender.same_channel(&tx));
+                Err(err)
+            }
+        }
+    }
+}
+
+/// An `Event` frame: a registry change for a watch, or what a monitor saw.
+pub(crate) fn event(shared: &Shared, req: u32, payload: &[u8]) {
+    if let Some(sender) = lock(&shared.watches).get(&req).cloned() {
+        if let Ok(event) = sys::decode::<RegistryEvent>(payload) {
+            if sender.try_send(event).is_err() {
+                tracing::warn!("registry watcher is not keeping up; an event was dropped");
+            }
+        }
+        return;
+    }
+    let Some(sender) = lock(&shared.monitors).get(&req).cloned() else { return };
+    if let Ok(event) = sys::decode::<MonitorEvent>(payload) {
+        if sender.try_send(event).is_err() {
+            tracing::warn!("a monitor is not keeping up; an event was dropped");
         }
     }
 }

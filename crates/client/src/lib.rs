@@ -104,8 +104,8 @@ pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCU
 /// ```
 pub use switchboard_macros::contract;
 pub use switchboard_proto::sys::{
-    DaemonInfo, InstanceInfo, Overflow, PeekedMessage, QueueInfo, QueueOptions, RegistryEvent, ServiceInfo,
-    SubscriptionInfo, TopicsInfo, Whoami,
+    DaemonInfo, InstanceInfo, MonitorEvent, Overflow, PeekedMessage, QueueInfo, QueueOptions, RegistryEvent,
+    ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami,
 };
 pub use switchboard_proto::{
     Caller, HeaderError, Headers, InstanceId, MethodName, PrincipalName, ServiceName, Target, Topic,

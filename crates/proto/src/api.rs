@@ -59,6 +59,13 @@ pub const SYS_METHODS: &[SysMethod] = &[
     ),
     m(
         sys::DAEMON_SERVICE,
+        sys::DAEMON_MONITOR,
+        "MonitorRequest",
+        "MonitorEvent…",
+        "watch calls, notifications and publications as they pass (admin)",
+    ),
+    m(
+        sys::DAEMON_SERVICE,
         stats::DAEMON_STATS,
         "-",
         "DaemonStats",
@@ -183,6 +190,7 @@ pub enum SysCall {
     DaemonBreakers,
     DaemonStats,
     DaemonReportCalls(stats::CallReport),
+    DaemonMonitor(sys::MonitorRequest),
     RegistryList,
     TopicsList,
     QueuesList,
@@ -216,6 +224,7 @@ impl SysCall {
             }
             (sys::DAEMON_SERVICE, sys::DAEMON_BREAKERS) => Ok(Self::DaemonBreakers),
             (sys::DAEMON_SERVICE, stats::DAEMON_STATS) => Ok(Self::DaemonStats),
+            (sys::DAEMON_SERVICE, sys::DAEMON_MONITOR) => Self::arguments(args, Self::DaemonMonitor),
             (sys::DAEMON_SERVICE, stats::DAEMON_REPORT_CALLS) => {
                 Self::arguments(args, Self::DaemonReportCalls)
             }
@@ -254,6 +263,7 @@ mod tests {
             "QueueRef" => sys::encode(&QueueRef { queue: "q".into() }),
             "BreakerReport" => sys::encode(&sys::BreakerReport::default()),
             "CallReport" => sys::encode(&stats::CallReport::default()),
+            "MonitorRequest" => sys::encode(&sys::MonitorRequest { pattern: ">".into() }),
             _ => Vec::new(),
         };
         let mut answered = 0;
@@ -269,7 +279,7 @@ mod tests {
                 ),
             }
         }
-        assert_eq!(answered, 14, "one SysCall variant per method the daemon answers");
+        assert_eq!(answered, 15, "one SysCall variant per method the daemon answers");
     }
 
     #[test]

@@ -169,6 +169,42 @@ pub const DAEMON_REPORT_BREAKERS: &str = "report_breakers";
 /// open and half-open breakers each connection reported.
 pub const DAEMON_BREAKERS: &str = "breakers";
 
+/// `$sys.daemon.monitor`: [`MonitorRequest`]; replies nothing at once, then
+/// sends an `Event` (under the call's id) with a [`MonitorEvent`] for every
+/// call, notification, broadcast and publication the pattern matches, until
+/// the connection closes. Needs `admin`; while it runs, direct channels to
+/// the services it watches are withdrawn and none are granted.
+pub const DAEMON_MONITOR: &str = "monitor";
+
+/// What a monitor watches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorRequest {
+    /// A topic-style pattern over `SERVICE.METHOD` (calls, notifications,
+    /// broadcasts) and topics (publications): `>` for everything.
+    pub pattern: String,
+}
+
+/// One message passing through the daemon, as a monitor sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorEvent {
+    /// `call`, `notify`, `broadcast` or `publish`.
+    pub kind: String,
+    /// `SERVICE.METHOD`, or the topic.
+    pub target: String,
+    /// The sender, as the daemon verified it.
+    pub principal: String,
+    pub session: u64,
+    pub pid: Option<u32>,
+    /// The instance a call or notification went to (0: none, or several).
+    pub instance: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+    /// The W3C trace id it carries, if any.
+    pub trace_id: String,
+    /// Milliseconds since the Unix epoch, when the daemon routed it.
+    pub at_ms: u64,
+}
+
 /// A client's circuit breakers that are open or half-open.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakerReport {

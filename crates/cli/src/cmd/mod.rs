@@ -7,6 +7,7 @@ pub mod install;
 pub mod logs;
 pub mod ls;
 pub mod metrics;
+pub mod monitor;
 pub mod queue;
 pub mod reexec;
 pub mod respond;

@@ -146,6 +146,7 @@ impl Router {
                     | SysCall::DaemonReportCalls(_),
                 ) => {}
                 Some(SysCall::DaemonStats) => self.permit(from, Op::Metrics, "")?,
+                Some(SysCall::DaemonMonitor(_)) => self.permit(from, Op::Admin, "")?,
                 Some(
                     SysCall::QueuesDeclare(QueueDeclare { queue, .. })
                     | SysCall::QueuesDelete(QueueRef { queue }),

@@ -46,6 +46,7 @@ impl Router {
         if let Some(session) = self.sessions.get_mut(&from) {
             session.inflight += 1;
         }
+        self.monitor_call("call", from, &service, &method, chosen, &headers, payload.len());
         let now = Instant::now();
         let deadline = now + Duration::from_millis(u64::from(timeout_ms));
         let counted = Some(CountedAs { slot: self.stats.slot(&service, &method), started: now });
@@ -104,6 +105,8 @@ impl Router {
             }
         };
         let caller = self.sessions.get(&from)?.caller.clone();
+        let single = if all { 0 } else { targets.first().copied().unwrap_or(0) };
+        self.monitor_call("notify", from, &service, &method, single, &headers, payload.len());
         let mut congested = None;
         for instance in targets {
             let Some(callee) = self.registry.get_mut(instance) else {
@@ -139,6 +142,7 @@ impl Router {
             }
         };
         self.send(from, &Frame::BroadcastStart { id, instances: targets.clone() });
+        self.monitor_call("broadcast", from, &service, &method, 0, &headers, payload.len());
         if let Some(session) = self.sessions.get_mut(&from) {
             session.inflight += 1;
         }

@@ -32,9 +32,9 @@ fn grant_method() -> MethodName {
 const MAX_GRANTS_PER_SESSION: usize = 64;
 
 /// A granted channel: who may call which instance past the daemon.
-struct Grant {
-    caller: SessionId,
-    instance: InstanceId,
+pub(super) struct Grant {
+    pub caller: SessionId,
+    pub instance: InstanceId,
 }
 
 #[derive(Default)]
@@ -113,6 +113,9 @@ impl Router {
         if let Some(hold) = self.hold_of(&service) {
             return refuse(format!("service {service} is {hold:?}"));
         }
+        if self.monitor_watches(&service) {
+            return refuse(format!("a monitor is watching {service}: its calls go through the daemon"));
+        }
         if self.registry.instances_of(&service).len() > 1 {
             return refuse(format!(
                 "service {service} has several instances, which the daemon balances calls across"
@@ -172,7 +175,12 @@ impl Router {
     }
 
     /// Withdraws every grant `revoked` picks, telling both ends.
-    fn revoke_where(&mut self, revoked: impl Fn(u64, &Grant) -> bool, code: ErrorCode, message: &str) {
+    pub(super) fn revoke_where(
+        &mut self,
+        revoked: impl Fn(u64, &Grant) -> bool,
+        code: ErrorCode,
+        message: &str,
+    ) {
         let picked: Vec<u64> =
             self.grants.grants.iter().filter(|(id, g)| revoked(**id, g)).map(|(id, _)| *id).collect();
         for id in picked {

@@ -17,6 +17,7 @@ mod admission;
 mod calls;
 mod direct;
 mod holds;
+mod monitors;
 mod pending;
 mod pubsub;
 pub mod queues;
@@ -143,6 +144,7 @@ pub struct Router {
     started: Instant,
     generation: u32,
     stats: stats::Stats,
+    monitors: monitors::Monitors,
 }
 
 impl Router {
@@ -165,6 +167,7 @@ impl Router {
             started: Instant::now(),
             generation: 0,
             stats: stats::Stats::default(),
+            monitors: monitors::Monitors::default(),
         }
     }
 
@@ -361,6 +364,7 @@ impl Router {
             self.release(&call);
         }
         self.broadcasts.retain(|(caller, _), _| *caller != session);
+        self.monitors.session_closed(session);
         self.queue_session_closed(session);
         if let Some(entry) = self.sessions.remove(&session) {
             self.release_principal(&entry.caller.principal);

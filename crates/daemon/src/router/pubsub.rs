@@ -101,6 +101,17 @@ impl Router {
             }
         }
         self.stats.published();
+        if !self.monitors.is_empty() {
+            let seen = super::monitors::Seen {
+                kind: "publish",
+                target: topic.as_str(),
+                from,
+                instance: 0,
+                headers: &headers,
+                bytes: payload.len(),
+            };
+            self.monitored(&seen);
+        }
         let mut matched = std::mem::take(&mut self.matched);
         matched.clear();
         self.topics.matching(&topic, &mut matched);

@@ -57,6 +57,9 @@ impl Router {
             }
             SysCall::DaemonBreakers => Ok(Some(sys::encode(&crate::admin::breakers(self)))),
             SysCall::DaemonStats => Ok(Some(sys::encode(&crate::admin::stats(self)))),
+            SysCall::DaemonMonitor(request) => {
+                self.start_monitor(from, id, request).map(|()| Some(Vec::new()))
+            }
             SysCall::DaemonReportCalls(report) => {
                 self.count_direct_calls(from, report);
                 Ok(Some(Vec::new()))
