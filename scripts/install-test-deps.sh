@@ -12,6 +12,7 @@
 #   mount            mount is its own package)
 #   libnss-extrausers the security tests resolve a user that only NSS knows
 #   man-db           the man page test renders every generated page with `man -l`
+#   tmux             the `switchboard top` test runs it in a pseudo-terminal and reads the screen
 set -euo pipefail
 . "$(dirname "$0")/apt-install.sh"
 
@@ -26,6 +27,7 @@ command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v mount >/dev/null 2>&1 || need+=(mount)
 dpkg -s libnss-extrausers >/dev/null 2>&1 || need+=(libnss-extrausers)
 command -v man >/dev/null 2>&1 || need+=(man-db)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 if [ ${#need[@]} -eq 0 ]; then
   echo "test dependencies already installed"
   exit 0
@@ -33,4 +35,4 @@ fi
 apt_install "${need[@]}"
 command -v systemd-notify >/dev/null && command -v openssl >/dev/null && command -v strace >/dev/null \
   && command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v mount >/dev/null \
-  && command -v man >/dev/null
+  && command -v man >/dev/null && command -v tmux >/dev/null

@@ -13,6 +13,7 @@ pub mod reexec;
 pub mod respond;
 pub mod services;
 pub mod shell;
+pub mod top;
 pub mod topics;
 pub mod up;
 
