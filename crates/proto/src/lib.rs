@@ -32,6 +32,7 @@ mod error;
 mod frame;
 mod headers;
 pub mod hops;
+pub mod json;
 mod names;
 pub mod sizes;
 pub mod stats;
