@@ -88,6 +88,12 @@ impl RouterHandle {
         })?
     }
 
+    /// The principal a bearer token from the config stands for
+    /// (`token:NAME`), compared in constant time; `None` for an unknown one.
+    pub fn token_principal(&self, token: &str) -> Option<Principal> {
+        self.with_router(|router| router.token_principal(token))?
+    }
+
     /// Opens a session as `principal` and returns the app's end of it.
     /// The router treats it as any connection of that principal: its
     /// policy, its connection and rate limits, and a reload that takes

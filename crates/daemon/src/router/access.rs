@@ -116,11 +116,7 @@ impl Router {
             return Ok(Principal::service(&identity.service, identity.instance, os));
         }
         if let Some(token) = credential.strip_prefix("token:") {
-            let found = self.access.security.tokens.iter().find(|(_, value)| constant_time_eq(value, token));
-            return match found {
-                Some((name, _)) => Ok(Principal::token(name)),
-                None => denied("unknown token".into()),
-            };
+            return self.token_principal(token).ok_or((ErrorCode::PermissionDenied, "unknown token".into()));
         }
         if !credential.is_empty() {
             return Err((ErrorCode::BadRequest, "a credential is secret:HEX or token:VALUE".into()));
@@ -129,6 +125,12 @@ impl Router {
             return Ok(Principal::certificate(common_name));
         }
         Ok(peer.map_or_else(Principal::anonymous, |peer| peer.os))
+    }
+
+    /// The principal a bearer token from the config stands for.
+    pub fn token_principal(&self, token: &str) -> Option<Principal> {
+        let found = self.access.security.tokens.iter().find(|(_, value)| constant_time_eq(value, token));
+        found.map(|(name, _)| Principal::token(name))
     }
 
     /// Counts a connection of `principal`, refusing one over the limit.

@@ -1,0 +1,147 @@
+//! The HTTP gateway against the real daemon, over real loopback TCP with
+//! plain HTTP/1.1 requests (what curl sends): calls as the request's
+//! principal, every error with its status and the CLI's JSON body, the Host
+//! and Origin checks, /metrics, /healthz and /readyz.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Daemon, Guard};
+use switchboard::{Bytes, Reject};
+
+const SHOP: &str = "shop-token-0123456789abcdef";
+const OPS: &str = "ops-token-0123456789abcdefg";
+
+struct Http {
+    addr: String,
+}
+
+impl Http {
+    /// One request; (status, body). `headers` are extra lines.
+    fn send(&self, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
+            request.push_str(&format!("Host: {}\r\n", self.addr));
+        }
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+        (status, body)
+    }
+
+    fn call(&self, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+        let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
+        let (status, body) = self.send("POST", path, &headers, body);
+        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_errors_guards_and_metrics_over_http() {
+    let port = free_port();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[security]\ntokens = {{ shop = \"{SHOP}\", ops = \"{OPS}\" }}\n\
+             [[policy]]\nprincipal = \"token:shop\"\nallow = [\"call shop.*\", \"call nobody.*\", \"call slow.*\"]\n\
+             [[policy]]\nprincipal = \"token:ops\"\nallow = [\"metrics\"]\n\
+             [gateway]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap(), "--max-frame", "65536"]);
+    let _echo = Guard(daemon.responder(&["shop.echo", "--echo", "-q"]));
+    let server = daemon.bus().await;
+    let _slow = server
+        .serve("slow")
+        .unwrap()
+        .method("wait", |_| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok::<_, Reject>(Bytes::new())
+        })
+        .start()
+        .await
+        .unwrap();
+    let http = Http { addr: format!("127.0.0.1:{port}") };
+
+    let checks = tokio::task::spawn_blocking(move || {
+        assert_eq!(http.send("GET", "/healthz", &[], ""), (200, "ok\n".into()));
+        assert_eq!(http.send("GET", "/readyz", &[], "").0, 200);
+
+        // A call as the token's principal: JSON in, JSON out.
+        let (status, reply) = http.call("/v1/call/shop/echo", Some(SHOP), r#"{"a":[1,2],"b":"x"}"#);
+        assert_eq!((status, reply.clone()), (200, serde_json::json!({"a": [1, 2], "b": "x"})), "{reply}");
+        // Every failure: its status and {"error", "message"}.
+        let expect = |path: &str, token: Option<&str>, body: &str, status: u16, kind: &str| {
+            let (got, reply) = http.call(path, token, body);
+            assert_eq!((got, reply["error"].as_str().unwrap_or_default()), (status, kind), "{path}: {reply}");
+            assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()), "{reply}");
+        };
+        expect("/v1/call/shop/echo", None, "1", 403, "permission_denied");
+        expect("/v1/call/shop/echo", Some("not-a-token-at-all-0123456789"), "1", 401, "permission_denied");
+        expect("/v1/call/nobody/home", Some(SHOP), "1", 404, "no_such_service");
+        expect("/v1/call/shop/nosuch", Some(SHOP), "1", 404, "no_such_method");
+        expect("/v1/call/slow/wait?timeout=200ms", Some(SHOP), "", 504, "timeout");
+        expect("/v1/call/shop/echo", Some(SHOP), "{not json", 400, "bad_request");
+        expect("/v1/call/shop/echo?timeout=soon", Some(SHOP), "1", 400, "bad_request");
+        let big = format!("\"{}\"", "x".repeat(100_000));
+        expect("/v1/call/shop/echo", Some(SHOP), &big, 413, "payload_too_large");
+
+        // No cross-site requests, no DNS rebinding.
+        let auth = format!("Authorization: Bearer {SHOP}");
+        let (status, body) =
+            http.send("POST", "/v1/call/shop/echo", &[&auth, "Origin: http://evil.example"], "1");
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("cross-origin"), "{body}");
+        let same = format!("Origin: http://{}", http.addr);
+        assert_eq!(http.send("POST", "/v1/call/shop/echo", &[&auth, &same], "1").0, 200);
+        let (status, body) = http.send("GET", "/healthz", &["Host: evil.example"], "");
+        assert_eq!(status, 403, "{body}");
+
+        // Metrics: the `metrics` permission, and they count the calls above.
+        let (status, text) = http.send("GET", "/metrics", &[&format!("Authorization: Bearer {OPS}")], "");
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains(r#"switchboard_calls_total{service="shop",method="echo",path="routed"} 2"#),
+            "the two calls that reached it: {text}"
+        );
+        assert_eq!(http.send("GET", "/metrics", &[&auth], "").0, 403);
+    });
+    checks.await.unwrap();
+}
+
+#[test]
+fn a_gateway_off_loopback_is_refused_by_check() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("daemon.toml");
+    std::fs::write(&config, "[gateway]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not loopback"), "{said}");
+}
