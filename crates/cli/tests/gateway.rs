@@ -145,3 +145,103 @@ fn a_gateway_off_loopback_is_refused_by_check() {
     let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("not loopback"), "{said}");
 }
+
+/// An open `GET /v1/subscribe` response, read as it comes.
+struct Events {
+    stream: TcpStream,
+    seen: String,
+}
+
+impl Events {
+    fn open(addr: &str, pattern: &str, token: &str) -> Self {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let request = format!(
+            "GET /v1/subscribe?pattern={pattern} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        Self { stream, seen: String::new() }
+    }
+
+    /// Reads until `text` has come, at most 20 s; what came.
+    fn until(&mut self, text: &str) -> &str {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut buf = vec![0u8; 64 * 1024];
+        while !self.seen.contains(text) {
+            assert!(std::time::Instant::now() < deadline, "no {text:?} in:\n{}", self.seen);
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!("the stream ended before {text:?}:\n{}", self.seen),
+                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(_) => {} // the read timeout: try again
+            }
+        }
+        &self.seen
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_streams_retained_then_live_messages_and_says_when_it_lagged() {
+    let port = free_port();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[security]\ntokens = {{ shop = \"{SHOP}\", ops = \"{OPS}\" }}\n\
+             [[policy]]\nprincipal = \"token:shop\"\nallow = [\"subscribe db.>\"]\n\
+             [gateway]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let bus = daemon.bus().await;
+    bus.publish_with(
+        switchboard::Topic::parse("db.config").unwrap(),
+        switchboard::encode(&serde_json::json!({"mode": "fast"})).unwrap(),
+        switchboard::PublishOptions { retain: true, ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let mut events = tokio::task::spawn_blocking(move || {
+        let mut events = Events::open(&addr, "db.%3E", SHOP);
+        assert!(events.until("\r\n\r\n").starts_with("HTTP/1.1 200"), "{}", events.seen);
+        let seen = events.until("db.config").to_owned();
+        assert!(seen.contains("event: message") && seen.contains(r#""retained":true"#), "{seen}");
+        assert!(seen.contains(r#""payload":{"mode":"fast"}"#), "{seen}");
+        events
+    })
+    .await
+    .unwrap();
+
+    bus.publish("db.orders", switchboard::encode(&1).unwrap()).await.unwrap();
+    events = tokio::task::spawn_blocking(move || {
+        let seen = events.until("db.orders").to_owned();
+        assert!(seen.contains(r#""retained":false"#), "{seen}");
+        events
+    })
+    .await
+    .unwrap();
+
+    // A reader that stops reading falls behind, and is told how far.
+    let chunk = Bytes::from(vec![b'x'; 4096]);
+    for _ in 0..20_000 {
+        bus.publish("db.flood", chunk.clone()).await.unwrap();
+    }
+    tokio::task::spawn_blocking(move || {
+        let seen = events.until("event: lagged").to_owned();
+        assert!(seen.contains(r#""missed":"#), "{seen}");
+    })
+    .await
+    .unwrap();
+
+    // A pattern the principal may not subscribe to: 403 before any event.
+    let http = Http { addr: format!("127.0.0.1:{port}") };
+    let auth = format!("Authorization: Bearer {SHOP}");
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http.send("GET", "/v1/subscribe?pattern=secret.%3E", &[&auth], ""))
+            .await
+            .unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("permission_denied"), "{body}");
+}

@@ -12,10 +12,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State as Extract};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use switchboard::{Bus, CallError, CallOptions, Headers};
+use switchboard::{Bus, CallError, CallOptions, Headers, Item, SubscribeError};
 use switchboard_proto::json;
 use switchboard_proto::stats::{METRICS_SCRAPE, METRICS_SERVICE};
 
@@ -44,6 +45,7 @@ impl State {
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/v1/call/{service}/{method}", post(call))
+        .route("/v1/subscribe", get(subscribe))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -149,6 +151,46 @@ async fn call(
         }
         Err(err) => call_error(&err),
     }
+}
+
+/// `GET /v1/subscribe?pattern=P`: Server-Sent Events, `message` (retained
+/// values first) and `lagged` (messages this subscriber missed), until the
+/// client goes away.
+async fn subscribe(
+    Extract(state): Extract<State>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let bus = match session(&state, &headers).await {
+        Ok(bus) => bus,
+        Err(refused) => return refused,
+    };
+    let pattern = query.get("pattern").map_or(">", String::as_str);
+    let subscription = match bus.subscribe(pattern).await {
+        Ok(subscription) => subscription,
+        Err(SubscribeError::InvalidPattern(err)) => {
+            return error(StatusCode::BAD_REQUEST, "bad_request", &format!("pattern {pattern:?}: {err}"))
+        }
+        Err(SubscribeError::Refused(err)) => return call_error(&err),
+    };
+    let events = futures_util::stream::unfold(subscription, |mut subscription| async move {
+        let event = match subscription.next().await? {
+            Item::Message(message) => Event::default().event("message").data(
+                serde_json::json!({
+                    "topic": message.topic.as_str(),
+                    "payload": json::display_payload(&message.payload),
+                    "retained": message.retained,
+                    "publisher": message.publisher.principal.to_string(),
+                })
+                .to_string(),
+            ),
+            Item::Lagged(missed) => {
+                Event::default().event("lagged").data(serde_json::json!({ "missed": missed }).to_string())
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(event), subscription))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 async fn metrics(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
