@@ -238,10 +238,11 @@ async fn subscribe_streams_retained_then_live_messages_and_says_when_it_lagged()
     // A pattern the principal may not subscribe to: 403 before any event.
     let http = Http { addr: format!("127.0.0.1:{port}") };
     let auth = format!("Authorization: Bearer {SHOP}");
-    let (status, body) =
-        tokio::task::spawn_blocking(move || http.send("GET", "/v1/subscribe?pattern=secret.%3E", &[&auth], ""))
-            .await
-            .unwrap();
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http.send("GET", "/v1/subscribe?pattern=secret.%3E", &[&auth], "")
+    })
+    .await
+    .unwrap();
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("permission_denied"), "{body}");
 }
