@@ -246,3 +246,43 @@ async fn subscribe_streams_retained_then_live_messages_and_says_when_it_lagged()
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("permission_denied"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_names_what_is_served() {
+    let port = free_port();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("daemon.toml");
+    std::fs::write(&config, format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let _daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let http = Http { addr: format!("127.0.0.1:{port}") };
+    tokio::task::spawn_blocking(move || {
+        let (status, body) = http.send("GET", "/v1/openapi.json", &[], "");
+        assert_eq!(status, 200, "{body}");
+        let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(document["openapi"], "3.1.0");
+        let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+        for path in [
+            "/v1/call/{service}/{method}",
+            "/v1/subscribe",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/v1/openapi.json",
+        ] {
+            assert!(paths.iter().any(|p| *p == path), "{path} not in {paths:?}");
+        }
+        // Every path it names is served (a bare GET or POST is not a 404).
+        for (path, operations) in document["paths"].as_object().unwrap() {
+            let path = path.replace("{service}", "svc").replace("{method}", "m");
+            for method in operations.as_object().unwrap().keys() {
+                if path == "/v1/subscribe" {
+                    continue; // a stream: its answer is tested above
+                }
+                let (status, body) = http.send(&method.to_uppercase(), &path, &[], "");
+                assert!(status != 404 || body.contains("no_such_"), "{method} {path}: {status} {body}");
+            }
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -12,6 +12,7 @@
 //! HTTP, so loopback only (TLS for it is not built yet).
 
 mod guard;
+mod openapi;
 mod routes;
 mod sessions;
 mod status;

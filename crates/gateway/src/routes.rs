@@ -48,6 +48,13 @@ pub fn router(state: State) -> Router {
         .route("/v1/subscribe", get(subscribe))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/v1/openapi.json",
+            get(|| async {
+                let document = crate::openapi::document().to_string();
+                ([(header::CONTENT_TYPE, "application/json")], document)
+            }),
+        )
         .route("/readyz", get(ready))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), guarded))
