@@ -12,7 +12,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-step "build and test dependencies (libzmq for the benchmark; systemd-notify, openssl, useradd, strace, unshare/nsenter, libnss-extrausers for the tests)"
+step "build and test dependencies (libzmq for the benchmark; systemd-notify, openssl, useradd, strace, unshare/nsenter, libnss-extrausers, tmux for the tests)"
 bash scripts/install-test-deps.sh
 
 step "Python client's virtualenv (python3-venv, pip install ./clients/python, pytest, mypy, ruff)"

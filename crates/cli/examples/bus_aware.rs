@@ -1,5 +1,5 @@
 //! A bus-aware supervised service, as `switchboard::service::run` makes it:
-//! it serves `cache.get`, accepts pause/continue, reload and the custom
+//! it serves `cache.get` and `cache.note` (logs a structured event), accepts pause/continue, reload and the custom
 //! control 130 ("flush", replying with what it flushed), and logs a
 //! structured event on reload.
 //!
@@ -40,8 +40,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let name = std::env::var("SWITCHBOARD_SERVICE").unwrap_or_else(|_| "cache".into());
     let bus = Bus::connect_default().await?;
-    let mut service =
-        bus.serve(&name)?.method("get", |_request| async { Ok(Bytes::from_static(b"\xa5value")) });
+    let noter = bus.clone();
+    let mut service = bus
+        .serve(&name)?
+        .method("get", |_request| async { Ok(Bytes::from_static(b"\xa5value")) })
+        .method("note", move |_request| {
+            // Logged while serving: the event records this call's trace id.
+            let logger = noter.clone();
+            async move {
+                service::log(&logger, "info", "noted", &[]).await.map_err(reject)?;
+                Ok(Bytes::new())
+            }
+        });
     if let Some(ms) = std::env::var("STALL_MS").ok().and_then(|v| v.parse().ok()) {
         service = service.method("stall", move |_request| async move {
             // Blocks the runtime's only thread: nothing reads the connection.

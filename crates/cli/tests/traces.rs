@@ -120,3 +120,28 @@ async fn one_trace_id_follows_a_chain_of_calls_and_what_it_sends() {
     client.call_with("d.go", Bytes::new(), options).await.unwrap();
     switchboard::trace::set_enabled(true);
 }
+
+/// The acceptance's "the same in all three handlers and in the logs": a
+/// caller (the CLI, which prints the trace id) → a library handler → a
+/// supervised service that logs a structured event while serving; the
+/// handler's trace id and the logged one are the caller's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_id_a_caller_prints_is_the_one_the_handlers_see_and_log() {
+    let s = support::supervised::supervise(&support::supervised::bus_aware_cache(0));
+    s.wait_state("cache", "Running", std::time::Duration::from_secs(20));
+    let front = s.daemon.bus().await;
+    let seen: Seen = Arc::default();
+    let _front = hop(&front, "front", "front", Some("cache.note"), &seen).await;
+    let mut command = s.daemon.cli(&["call", "front.go", "--trace", "--json"]);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let trace_id = printed["trace_id"].as_str().unwrap().to_owned();
+    assert_eq!(seen.lock().unwrap()[0].1.trace_id_hex(), trace_id, "the front handler's");
+    let logged = format!("noted trace_id={trace_id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.logs("cache").iter().any(|line| line.stream == "event" && line.line == logged) {
+        assert!(std::time::Instant::now() < deadline, "no {logged:?} in {:#?}", s.logs("cache"));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
