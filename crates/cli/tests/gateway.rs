@@ -59,19 +59,12 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_errors_guards_and_metrics_over_http() {
     let port = free_port();
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("daemon.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (daemon, _work) = Daemon::start_with_config(&format!(
             "[security]\ntokens = {{ shop = \"{SHOP}\", ops = \"{OPS}\" }}\n\
              [[policy]]\nprincipal = \"token:shop\"\nallow = [\"call shop.*\", \"call nobody.*\", \"call slow.*\"]\n\
              [[policy]]\nprincipal = \"token:ops\"\nallow = [\"metrics\"]\n\
              [gateway]\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap(), "--max-frame", "65536"]);
+        ), &["--max-frame", "65536"]);
     let _echo = Guard(daemon.responder(&["shop.echo", "--echo", "-q"]));
     let server = daemon.bus().await;
     let _slow = server
@@ -182,18 +175,14 @@ impl Events {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_streams_retained_then_live_messages_and_says_when_it_lagged() {
     let port = free_port();
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("daemon.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (daemon, _work) = Daemon::start_with_config(
+        &format!(
             "[security]\ntokens = {{ shop = \"{SHOP}\", ops = \"{OPS}\" }}\n\
              [[policy]]\nprincipal = \"token:shop\"\nallow = [\"subscribe db.>\"]\n\
              [gateway]\nlisten = \"127.0.0.1:{port}\"\n"
         ),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+        &[],
+    );
     let bus = daemon.bus().await;
     bus.publish_with(
         switchboard::Topic::parse("db.config").unwrap(),
@@ -250,10 +239,8 @@ async fn subscribe_streams_retained_then_live_messages_and_says_when_it_lagged()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_names_what_is_served() {
     let port = free_port();
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("daemon.toml");
-    std::fs::write(&config, format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
-    let _daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (_daemon, _work) =
+        Daemon::start_with_config(&format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\n"), &[]);
     let http = Http { addr: format!("127.0.0.1:{port}") };
     tokio::task::spawn_blocking(move || {
         let (status, body) = http.send("GET", "/v1/openapi.json", &[], "");

@@ -93,18 +93,14 @@ async fn counters_move_by_exactly_the_calls_publications_and_puts_made() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_metrics_is_a_permission_and_nobody_can_report_for_another_service() {
     let token = "metrics-reader-token-0123456789";
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("daemon.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (daemon, _work) = Daemon::start_with_config(
+        &format!(
             "[security]\ntokens = {{ reader = \"{token}\", other = \"other-token-0123456789abcdef\" }}\n\
              [[policy]]\nprincipal = \"token:reader\"\nallow = [\"metrics\"]\n\
              [[policy]]\nprincipal = \"token:other\"\nallow = [\"call shop.*\"]\n"
         ),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+        &[],
+    );
     let reader = Bus::connect_with_token(&daemon.addr, token).await.unwrap();
     let text = reader.call("$sys.metrics.scrape", Bytes::new()).await.unwrap();
     assert!(String::from_utf8_lossy(&text).contains("switchboard_uptime_seconds"));

@@ -79,14 +79,7 @@ async fn monitor_shows_what_its_pattern_matches_and_no_call_bypasses_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitoring_needs_the_admin_permission() {
     let token = "watcher-token-0123456789abcdef";
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("daemon.toml");
-    std::fs::write(
-        &config,
-        format!("[security]\ntokens = {{ watcher = \"{token}\" }}\n[[policy]]\nprincipal = \"token:watcher\"\nallow = [\"metrics\"]\n"),
-    )
-    .unwrap();
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (daemon, _work) = Daemon::start_with_config(&format!("[security]\ntokens = {{ watcher = \"{token}\" }}\n[[policy]]\nprincipal = \"token:watcher\"\nallow = [\"metrics\"]\n"), &[]);
     let watcher = Bus::connect_with_token(&daemon.addr, token).await.unwrap();
     let err = watcher.monitor(">", 16).await.unwrap_err();
     assert!(matches!(&err, CallError::PermissionDenied(why) if why.contains("admin")), "{err}");

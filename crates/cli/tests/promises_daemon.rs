@@ -125,15 +125,12 @@ const OTHER_TOKEN: &str = "other-token-0123456789abcdefg";
 /// A daemon whose config gives two tokens, the first allowed to serve
 /// `ledger` only; `security` adds lines to the `[security]` table.
 fn daemon_with_tokens(security: &str) -> (Daemon, tempfile::TempDir) {
-    let work = tempfile::tempdir().unwrap();
-    let config = work.path().join("daemon.toml");
     let text = format!(
         "[security]\ntokens = {{ ledger = \"{LEDGER_TOKEN}\", other = \"{OTHER_TOKEN}\" }}\n{security}\n\
          [[policy]]\nprincipal = \"token:ledger\"\nallow = [\"serve ledger\"]\n\
          [[policy]]\nprincipal = \"token:other\"\nallow = [\"call ledger.*\"]\n"
     );
-    std::fs::write(&config, text).unwrap();
-    (Daemon::start_with(&["--config", config.to_str().unwrap()]), work)
+    Daemon::start_with_config(&text, &[])
 }
 
 /// Registers `service` with one method answering `answer`; the error text if refused.

@@ -41,6 +41,16 @@ impl Daemon {
         Self::start_wrapped(tempfile::tempdir().expect("temp dir"), &[], extra)
     }
 
+    /// Starts `switchboard up --config FILE EXTRA...`, FILE holding
+    /// `config`; the file lives in the returned directory.
+    pub fn start_with_config(config: &str, extra: &[&str]) -> (Self, TempDir) {
+        let work = tempfile::tempdir().expect("temp dir");
+        let path = work.path().join("daemon.toml");
+        std::fs::write(&path, config).expect("write the config");
+        let args = [&["--config", path.to_str().expect("utf-8 path")], extra].concat();
+        (Self::start_with(&args), work)
+    }
+
     /// Starts `WRAPPER... switchboard up …` in `dir`: the daemon runs under
     /// another program that execs it or traces it.
     pub fn start_wrapped(dir: TempDir, wrapper: &[&str], extra: &[&str]) -> Self {
