@@ -114,6 +114,33 @@ async fn a_consumer_that_dies_without_acking_gives_the_message_back() {
 }
 
 #[tokio::test]
+async fn a_stopped_consumer_gets_nothing_more_but_keeps_what_it_holds() {
+    let daemon = Daemon::start();
+    let bus = daemon.bus().await;
+    let jobs = bus.queue("drain").unwrap();
+    for name in ["a", "b"] {
+        jobs.put(name).await.unwrap();
+    }
+    let mut leaving = jobs.consume(10).await.unwrap();
+    let (a, b) = (next(&mut leaving).await, next(&mut leaving).await);
+    leaving.stop().await.unwrap();
+    // New work goes to someone else, not to the consumer that is leaving,
+    // even after it acks (which would otherwise give it credit again).
+    a.ack().await.unwrap();
+    jobs.put("c").await.unwrap();
+    let mut staying = jobs.consume(10).await.unwrap();
+    assert_eq!(text(&next(&mut staying).await), "c");
+    nothing(&mut leaving, Duration::from_millis(200)).await;
+    // What it held and did not ack returns once it is gone.
+    assert_eq!(text(&b), "b");
+    drop(b);
+    drop(leaving);
+    let again = next(&mut staying).await;
+    assert_eq!((text(&again), again.attempt), ("b".to_owned(), 2));
+    nothing(&mut staying, Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
 async fn an_unacked_delivery_returns_after_the_visibility_timeout() {
     let daemon = Daemon::start();
     let bus = daemon.bus().await;

@@ -195,7 +195,11 @@ impl Consumer {
     /// The next delivery; `None` once the bus is closed.
     pub async fn next(&mut self) -> Option<Delivery> {
         let d = self.deliveries.recv().await?;
-        Some(Delivery {
+        Some(self.delivery(d))
+    }
+
+    fn delivery(&self, d: switchboard_proto::QueueDelivery) -> Delivery {
+        Delivery {
             bus: self.bus.clone(),
             tag: d.tag,
             id: d.id,
@@ -203,7 +207,22 @@ impl Consumer {
             priority: d.priority,
             headers: d.headers,
             payload: d.payload,
-        })
+        }
+    }
+
+    /// Asks for no more deliveries; those already received stay with this
+    /// consumer, to ack or nack, until it is dropped. Deliveries sent
+    /// before the stop took effect are still returned by [`Consumer::next`]
+    /// (with `try_next`, at once: they have all arrived when this returns).
+    pub async fn stop(&self) -> Result<(), CallError> {
+        let consumer = self.id;
+        self.bus.control(|req| Frame::QueueStop { req, consumer }).await.map(drop)
+    }
+
+    /// The next delivery if one has arrived, without waiting.
+    pub fn try_next(&mut self) -> Option<Delivery> {
+        let d = self.deliveries.try_recv().ok()?;
+        Some(self.delivery(d))
     }
 }
 

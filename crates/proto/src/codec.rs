@@ -391,6 +391,10 @@ fn parse(mut body: Bytes) -> Result<Frame, DecodeError> {
             let frame = Frame::QueueCancel { req: f.u32("req")?, consumer: f.u32("consumer")? };
             f.end(frame)?
         }
+        kind::QUEUE_STOP => {
+            let frame = Frame::QueueStop { req: f.u32("req")?, consumer: f.u32("consumer")? };
+            f.end(frame)?
+        }
         kind::QUEUE_DELIVERY => Frame::QueueDelivery(QueueDelivery {
             consumer: f.u32("consumer")?,
             tag: f.u64("tag")?,

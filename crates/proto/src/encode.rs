@@ -202,7 +202,7 @@ impl Frame {
                 dst.put_u32_le(*prefetch);
                 put_name(dst, queue.as_bytes());
             }
-            Frame::QueueCancel { req, consumer } => {
+            Frame::QueueCancel { req, consumer } | Frame::QueueStop { req, consumer } => {
                 dst.put_u32_le(*req);
                 dst.put_u32_le(*consumer);
             }

@@ -43,6 +43,7 @@ pub(crate) mod kind {
     pub const REVOKE: u8 = 28;
     pub const ENDED: u8 = 29;
     pub const HOPS: u8 = 30;
+    pub const QUEUE_STOP: u8 = 31;
 
     /// The name of a kind byte, for errors.
     pub fn name(kind: u8) -> Option<&'static str> {
@@ -77,6 +78,7 @@ pub(crate) mod kind {
             REVOKE => "Revoke",
             ENDED => "Ended",
             HOPS => "Hops",
+            QUEUE_STOP => "QueueStop",
             _ => return None,
         })
     }
@@ -326,6 +328,14 @@ pub enum Frame {
         req: u32,
         consumer: u32,
     },
+    /// Client → daemon: send consumer no more deliveries, but leave the
+    /// ones it holds with it until they are acknowledged, refused or the
+    /// consumer cancelled (a worker finishing before it leaves; a pull of
+    /// a fixed number). Answered by `Reply`, after every delivery sent to it.
+    QueueStop {
+        req: u32,
+        consumer: u32,
+    },
     QueueDelivery(QueueDelivery),
     /// Client → daemon: done with a delivery; answered by `Reply` once the
     /// acknowledgement is on disk.
@@ -438,6 +448,7 @@ impl Frame {
             Frame::QueuePut(_) => kind::QUEUE_PUT,
             Frame::QueueConsume { .. } => kind::QUEUE_CONSUME,
             Frame::QueueCancel { .. } => kind::QUEUE_CANCEL,
+            Frame::QueueStop { .. } => kind::QUEUE_STOP,
             Frame::QueueDelivery(_) => kind::QUEUE_DELIVERY,
             Frame::QueueAck { .. } => kind::QUEUE_ACK,
             Frame::QueueNack { .. } => kind::QUEUE_NACK,

@@ -250,6 +250,7 @@ impl Router {
                 self.queue_consume(from, req, consumer, prefetch, queue)
             }
             Frame::QueueCancel { req, consumer } => self.queue_cancel(from, req, consumer),
+            Frame::QueueStop { req, consumer } => self.queue_stop(from, req, consumer),
             Frame::QueueAck { req, tag } => self.queue_ack(from, req, tag),
             Frame::QueueNack { req, tag, delay_ms } => self.queue_nack(from, req, tag, delay_ms),
             Frame::Register { req, service, methods } => self.register(from, req, service, methods),

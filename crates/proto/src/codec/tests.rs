@@ -153,6 +153,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             Frame::QueueConsume { req, consumer, prefetch, queue }
         }),
         (any::<u32>(), any::<u32>()).prop_map(|(req, consumer)| Frame::QueueCancel { req, consumer }),
+        (any::<u32>(), any::<u32>()).prop_map(|(req, consumer)| Frame::QueueStop { req, consumer }),
         (any::<(u32, u64, u64, u32)>(), 0..10u8, headers(), payload()).prop_map(
             |((consumer, tag, id, attempt), priority, headers, payload)| {
                 Frame::QueueDelivery(QueueDelivery { consumer, tag, id, attempt, priority, headers, payload })

@@ -140,6 +140,21 @@ impl Router {
         }
     }
 
+    /// No more deliveries for a consumer; it keeps what it holds. Its
+    /// prefetch becomes 0, which `dispatch` never fills.
+    pub(super) fn queue_stop(&mut self, from: SessionId, req: u32, consumer: u32) {
+        match self.queues.consumers.get_mut(&(from, consumer)) {
+            Some(stopped) => {
+                stopped.prefetch = 0;
+                self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
+            }
+            None => {
+                let message = format!("this connection has no consumer {consumer}");
+                self.send_error(from, req, ErrorCode::BadRequest, message);
+            }
+        }
+    }
+
     /// Forgets a consumer; its deliveries return to the queue.
     pub(super) fn drop_consumer(&mut self, key: ConsumerKey) -> Option<String> {
         let consumer = self.queues.consumers.remove(&key)?;
