@@ -5,17 +5,26 @@
 //! behalf, so the policy and the limits apply exactly as on the socket,
 //! never as the daemon's own user.
 //!
-//! Endpoints: `POST /v1/call/{service}/{method}` (JSON in, JSON out;
-//! `?timeout=`, `?instance=`, `X-Sb-*` headers), `GET /metrics` (the
-//! `metrics` permission), `GET /healthz`, `GET /readyz`. Errors carry the
-//! status of their kind (`status.rs`) and the body the CLI prints. Plain
-//! HTTP, so loopback only (TLS for it is not built yet).
+//! Endpoints (docs/gateway.md, and `/v1/openapi.json`): calls,
+//! notifications and broadcasts (`/v1/call|notify|broadcast/{service}/{method}`),
+//! topics (`/v1/publish/{topic}`, `/v1/subscribe` as Server-Sent Events),
+//! queues (`/v1/queues/{queue}/messages`, with receipts to ack or nack), one
+//! WebSocket for all of it (`/v1/ws`), browser sessions (`/v1/session`),
+//! `/metrics`, `/healthz`, `/readyz`, and the web console at `/`. Errors
+//! carry the status of their kind (`status.rs`) and the body the CLI
+//! prints. Plain HTTP, so loopback only (TLS for it is not built yet).
 
+mod console;
+mod cookies;
+mod endpoints;
 mod guard;
+mod leases;
 mod openapi;
+mod ops;
 mod routes;
 mod sessions;
 mod status;
+mod ws;
 
 use std::net::SocketAddr;
 
@@ -77,7 +86,14 @@ impl App for Gateway {
             .first()
             .cloned()
             .ok_or_else(|| AppError::new(Self::NAME, "the daemon listens nowhere"))?;
-        let state = routes::State::new(sessions::Sessions::new(context.router, endpoint), listen);
+        let shared = routes::Shared {
+            sessions: sessions::Sessions::new(context.router.clone(), endpoint),
+            router: context.router,
+            listen,
+            leases: leases::Leases::default(),
+            cookies: cookies::Cookies::default(),
+        };
+        let state = routes::State(std::sync::Arc::new(shared));
         let app = routes::router(state);
         let shutdown = stop.clone();
         tracing::info!("gateway listening on http://{listen}");

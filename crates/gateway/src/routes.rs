@@ -1,53 +1,60 @@
-//! The gateway's endpoints. Each request: its `Host` and `Origin` checked
-//! (`guard`), its principal found from its bearer token, then the bus asked
-//! on that principal's behalf; every failure answered with its status and
-//! `{"error", "message"}`.
+//! The gateway's routes and what every request goes through: its `Host`
+//! and `Origin` checked (`guard`), then its principal found — a bearer
+//! token, else a browser's session cookie, else `anonymous` — and the bus
+//! reached on that principal's behalf. Every failure is answered with its
+//! status and `{"error", "message"}`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State as Extract};
+use axum::extract::{FromRequestParts, Request, State as Extract};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use switchboard::{Bus, CallError, CallOptions, Headers, Item, SubscribeError};
-use switchboard_proto::json;
+use bytes::Bytes;
+use switchboard_daemon::host::{Principal, RouterHandle};
 use switchboard_proto::stats::{METRICS_SCRAPE, METRICS_SERVICE};
 
-use crate::guard;
+use crate::cookies::{self, Cookies};
+use crate::endpoints;
+use crate::leases::Leases;
+use crate::ops::{Caller, Failure, Outcome};
 use crate::sessions::Sessions;
-use crate::status::{body, status_of};
+use crate::{console, guard, ws};
 
 /// Largest request body taken (a call's arguments); the bus's own frame
 /// limit still applies after it.
-const MAX_BODY: usize = 8 << 20;
+pub const MAX_BODY: usize = 8 << 20;
 
 #[derive(Clone)]
-pub struct State(Arc<Shared>);
+pub struct State(pub Arc<Shared>);
 
-struct Shared {
-    sessions: Sessions,
-    listen: SocketAddr,
-}
-
-impl State {
-    pub fn new(sessions: Sessions, listen: SocketAddr) -> Self {
-        Self(Arc::new(Shared { sessions, listen }))
-    }
+pub struct Shared {
+    pub sessions: Sessions,
+    pub router: RouterHandle,
+    pub listen: SocketAddr,
+    pub leases: Leases,
+    pub cookies: Cookies,
 }
 
 pub fn router(state: State) -> Router {
     Router::new()
-        .route("/v1/call/{service}/{method}", post(call))
-        .route("/v1/subscribe", get(subscribe))
+        .route("/v1/call/{service}/{method}", post(endpoints::call))
+        .route("/v1/notify/{service}/{method}", post(endpoints::notify))
+        .route("/v1/broadcast/{service}/{method}", post(endpoints::broadcast))
+        .route("/v1/publish/{topic}", post(endpoints::publish))
+        .route("/v1/subscribe", get(endpoints::subscribe))
+        .route("/v1/queues/{queue}/messages", post(endpoints::put).get(endpoints::pull))
+        .route("/v1/queues/{queue}/messages/{receipt}/ack", post(endpoints::ack))
+        .route("/v1/queues/{queue}/messages/{receipt}/nack", post(endpoints::nack))
+        .route("/v1/session", post(login).delete(logout))
+        .route("/v1/ws", get(ws::upgrade))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route(
             "/v1/openapi.json",
             get(|| async {
@@ -55,170 +62,141 @@ pub fn router(state: State) -> Router {
                 ([(header::CONTENT_TYPE, "application/json")], document)
             }),
         )
-        .route("/readyz", get(ready))
+        .merge(console::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(state.clone(), guarded))
         .with_state(state)
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body(kind, message)).into_response()
+/// A failure as its response.
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = self.body().to_string();
+        (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
 }
 
-fn call_error(err: &CallError) -> Response {
-    let status = err.code().map_or(StatusCode::BAD_GATEWAY, status_of);
-    error(status, err.kind(), &err.to_string())
+/// An operation's outcome as a JSON response with `status` on success.
+pub fn respond(status: StatusCode, outcome: Outcome) -> Response {
+    match outcome {
+        Ok(value) => {
+            (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+        }
+        Err(failure) => failure.into_response(),
+    }
 }
 
-/// Host and Origin first: nothing else is looked at for a request that fails them.
+/// Host and Origin first: nothing else is looked at for a request that
+/// fails them. A WebSocket upgrade changes state as a POST does.
 async fn guarded(Extract(state): Extract<State>, request: Request, next: Next) -> Response {
     let checked = {
         let header = |name: header::HeaderName| request.headers().get(name).and_then(|v| v.to_str().ok());
-        let changes_state = request.method() != Method::GET && request.method() != Method::HEAD;
+        let upgrade = request.headers().contains_key(header::UPGRADE);
+        let changes_state = upgrade || (request.method() != Method::GET && request.method() != Method::HEAD);
         guard::check(header(header::HOST), header(header::ORIGIN), changes_state, state.0.listen)
     };
     if let Err(refused) = checked {
-        return error(StatusCode::FORBIDDEN, "permission_denied", &refused.message());
+        return Failure::new(StatusCode::FORBIDDEN, "permission_denied", refused.message()).into_response();
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // A body over the limit is refused by axum in plain text: say it in JSON.
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(response.headers()) {
+        let message = format!("the request body is over the gateway's {MAX_BODY} bytes");
+        response = Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message).into_response();
+    }
+    response
 }
 
-/// The request's session: as the principal of its bearer token, else anonymous.
-async fn session(state: &State, headers: &HeaderMap) -> Result<Bus, Response> {
-    let bearer = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
-        None => None,
-        Some(Ok(value)) => match value.strip_prefix("Bearer ") {
-            Some(token) => Some(token.trim()),
-            None => {
-                return Err(error(StatusCode::UNAUTHORIZED, "bad_request", "Authorization is Bearer TOKEN"))
-            }
-        },
-        Some(Err(_)) => {
-            return Err(error(StatusCode::UNAUTHORIZED, "bad_request", "Authorization is not text"))
-        }
-    };
-    let Some(principal) = state.0.sessions.principal(bearer) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "permission_denied", "unknown token"));
-    };
-    state
-        .0
-        .sessions
-        .bus(principal)
-        .await
-        .map_err(|err| error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", &err.to_string()))
+fn is_json(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|kind| kind.as_bytes().starts_with(b"application/json"))
 }
 
-/// `X-Sb-Name: value` request headers, as the call's headers.
-fn call_headers(headers: &HeaderMap) -> Result<Headers, String> {
-    let pairs: Vec<(String, String)> = headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let key = name.as_str().strip_prefix("x-sb-")?;
-            Some((key.to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .collect();
-    Headers::from_pairs(pairs).map_err(|err| err.to_string())
-}
-
-async fn call(
-    Extract(state): Extract<State>,
-    Path((service, method)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    payload: Bytes,
-) -> Response {
-    let bus = match session(&state, &headers).await {
-        Ok(bus) => bus,
-        Err(refused) => return refused,
-    };
-    let bad = |message: String| error(StatusCode::BAD_REQUEST, "bad_request", &message);
-    let timeout = match query.get("timeout").map(|t| humantime::parse_duration(t)) {
-        None => switchboard::DEFAULT_TIMEOUT,
-        Some(Ok(timeout)) => timeout.min(Duration::from_secs(3600)),
-        Some(Err(err)) => return bad(format!("timeout: {err} (try 500ms, 5s)")),
-    };
-    let instance = match query.get("instance").map(|i| i.parse()) {
-        None => None,
-        Some(Ok(instance)) => Some(instance),
-        Some(Err(err)) => return bad(format!("instance: {err}")),
-    };
-    let headers = match call_headers(&headers) {
-        Ok(headers) => headers,
-        Err(why) => return bad(why),
-    };
-    let arguments = match json::payload_from_json(Some(&payload)) {
-        Ok(arguments) => arguments,
-        Err(err) => return bad(err.to_string()),
-    };
-    let options = CallOptions { timeout, instance, headers, retry: None };
-    match bus.call_with(format!("{service}.{method}").as_str(), arguments, options).await {
-        Ok(reply) => {
-            let reply = json::display_payload(&reply).to_string();
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], reply).into_response()
-        }
-        Err(err) => call_error(&err),
+/// The request's principal: its bearer token's, else its session cookie's,
+/// else anonymous. An unknown token or cookie is refused, not taken as
+/// anonymous, so a typo is not silently less privileged.
+fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Failure> {
+    let unauthorized = |message: &str| Failure::new(StatusCode::UNAUTHORIZED, "permission_denied", message);
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| unauthorized("Authorization is not text"))?;
+        let token =
+            value.strip_prefix("Bearer ").ok_or_else(|| unauthorized("Authorization is Bearer TOKEN"))?;
+        return state.0.sessions.principal(Some(token.trim())).ok_or_else(|| unauthorized("unknown token"));
+    }
+    let cookie =
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(cookies::find);
+    match cookie {
+        Some(value) => state
+            .0
+            .cookies
+            .principal(value)
+            .ok_or_else(|| unauthorized("the session cookie has expired; sign in again")),
+        None => Ok(Principal::anonymous()),
     }
 }
 
-/// `GET /v1/subscribe?pattern=P`: Server-Sent Events, `message` (retained
-/// values first) and `lagged` (messages this subscriber missed), until the
-/// client goes away.
-async fn subscribe(
-    Extract(state): Extract<State>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    let bus = match session(&state, &headers).await {
-        Ok(bus) => bus,
-        Err(refused) => return refused,
-    };
-    let pattern = query.get("pattern").map_or(">", String::as_str);
-    let subscription = match bus.subscribe(pattern).await {
-        Ok(subscription) => subscription,
-        Err(SubscribeError::InvalidPattern(err)) => {
-            return error(StatusCode::BAD_REQUEST, "bad_request", &format!("pattern {pattern:?}: {err}"))
-        }
-        Err(SubscribeError::Refused(err)) => return call_error(&err),
-    };
-    let events = futures_util::stream::unfold(subscription, |mut subscription| async move {
-        let event = match subscription.next().await? {
-            Item::Message(message) => Event::default().event("message").data(
-                serde_json::json!({
-                    "topic": message.topic.as_str(),
-                    "payload": json::display_payload(&message.payload),
-                    "retained": message.retained,
-                    "publisher": message.publisher.principal.to_string(),
-                })
-                .to_string(),
-            ),
-            Item::Lagged(missed) => {
-                Event::default().event("lagged").data(serde_json::json!({ "missed": missed }).to_string())
-            }
-        };
-        Some((Ok::<_, std::convert::Infallible>(event), subscription))
-    });
-    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+impl FromRequestParts<State> for Caller {
+    type Rejection = Failure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Failure> {
+        let principal = principal(state, &parts.headers)?;
+        let bus =
+            state.0.sessions.bus(principal.clone()).await.map_err(|err| {
+                Failure::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", err.to_string())
+            })?;
+        Ok(Caller { principal, bus })
+    }
 }
 
-async fn metrics(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
-    let bus = match session(&state, &headers).await {
-        Ok(bus) => bus,
-        Err(refused) => return refused,
+/// `POST /v1/session` with `Authorization: Bearer TOKEN`: a session cookie
+/// for the token's principal.
+async fn login(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
+    if !headers.contains_key(header::AUTHORIZATION) {
+        let message = "send the token once as Authorization: Bearer TOKEN";
+        return Failure::new(StatusCode::UNAUTHORIZED, "permission_denied", message).into_response();
+    }
+    let principal = match principal(&state, &headers) {
+        Ok(principal) => principal,
+        Err(failure) => return failure.into_response(),
     };
-    match bus.call(format!("{METRICS_SERVICE}.{METRICS_SCRAPE}").as_str(), Bytes::new()).await {
+    let name = principal.name.to_string();
+    match state.0.cookies.open(principal) {
+        Ok(value) => {
+            let body = serde_json::json!({ "principal": name }).to_string();
+            let headers = [
+                (header::SET_COOKIE, cookies::set(&value)),
+                (header::CONTENT_TYPE, "application/json".into()),
+            ];
+            (StatusCode::OK, headers, body).into_response()
+        }
+        Err(err) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "other", err.to_string()).into_response(),
+    }
+}
+
+async fn logout(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
+    for value in
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).filter_map(cookies::find)
+    {
+        state.0.cookies.close(value);
+    }
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookies::clear())]).into_response()
+}
+
+async fn metrics(caller: Caller) -> Response {
+    match caller.bus.call(format!("{METRICS_SERVICE}.{METRICS_SCRAPE}").as_str(), Bytes::new()).await {
         Ok(text) => {
             let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
             (StatusCode::OK, [(header::CONTENT_TYPE, kind)], text).into_response()
         }
-        Err(err) => call_error(&err),
+        Err(err) => Failure::call(&err).into_response(),
     }
 }
 
 /// Ready once the gateway's anonymous session reaches the daemon (which
 /// lets apps start only after it listens and has recovered its queues).
 async fn ready(Extract(state): Extract<State>) -> Response {
-    match state.0.sessions.bus(switchboard_daemon::policy::Principal::anonymous()).await {
+    match state.0.sessions.bus(Principal::anonymous()).await {
         Ok(bus) if bus.whoami().await.is_ok() => (StatusCode::OK, "ready\n").into_response(),
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is not serving"),
+        _ => Failure::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is not serving")
+            .into_response(),
     }
 }

@@ -1,6 +1,5 @@
 //! The HTTP status of each protocol error, defined once from the error
-//! table, and the JSON body every error carries (the same the CLI prints
-//! with `--json`: `{"error": KIND, "message": TEXT}`).
+//! table (the body it carries is `ops::Failure::body`).
 
 use axum::http::StatusCode;
 use switchboard_proto::ErrorCode;
@@ -28,11 +27,6 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::StaleDelivery | ErrorCode::InvalidTransition => StatusCode::CONFLICT,
         ErrorCode::StorageFailed | ErrorCode::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
-}
-
-/// `{"error": KIND, "message": TEXT}`.
-pub fn body(kind: &str, message: &str) -> String {
-    serde_json::json!({ "error": kind, "message": message }).to_string()
 }
 
 #[cfg(test)]

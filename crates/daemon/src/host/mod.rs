@@ -15,7 +15,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use switchboard_proto::{InstanceId, ServiceName, SessionId};
+use switchboard_proto::{ErrorCode, InstanceId, MethodName, ServiceName, SessionId};
 use switchboard_transport::{Endpoint, Stream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::config_file::{ConfigError, ConfigFile, Section};
 pub use crate::policy::users;
-pub use crate::policy::Principal;
+pub use crate::policy::{Op, Principal};
 pub use crate::router::access::{constant_time_eq, new_secret, InstanceIdentity};
 pub use crate::router::Hold;
 use crate::router::Router;
@@ -92,6 +92,25 @@ impl RouterHandle {
     /// (`token:NAME`), compared in constant time; `None` for an unknown one.
     pub fn token_principal(&self, token: &str) -> Option<Principal> {
         self.with_router(|router| router.token_principal(token))?
+    }
+
+    /// Whether the policy lets `principal` do `op` on `target` now, with
+    /// the refusal a session of it would get. For an app that must answer
+    /// for a one-way operation (a notification, a publication), which the
+    /// daemon refuses without a reply; the daemon still checks it again
+    /// when the operation arrives on the principal's session.
+    pub fn permits(&self, principal: &Principal, op: Op, target: &str) -> Result<(), (ErrorCode, String)> {
+        let shut = || (ErrorCode::ShuttingDown, "the daemon is shutting down".to_owned());
+        self.with_router(|router| router.permits_principal(principal, op, target))
+            .unwrap_or_else(|| Err(shut()))
+    }
+
+    /// Whether an instance of `service` serving `method` is registered
+    /// now; if not, the typed error a call would get.
+    pub fn serving(&self, service: &ServiceName, method: &MethodName) -> Result<(), (ErrorCode, String)> {
+        let shut = || (ErrorCode::ShuttingDown, "the daemon is shutting down".to_owned());
+        self.with_router(|router| router.registry().serving(service, method).map(drop))
+            .unwrap_or_else(|| Err(shut()))
     }
 
     /// Opens a session as `principal` and returns the app's end of it.

@@ -20,7 +20,7 @@ use switchboard_proto::{sizes, ErrorCode, Headers, MethodName, ServiceName, Sess
 
 use super::access::{Bucket, Refusal};
 use super::Router;
-use crate::policy::Op;
+use crate::policy::{Op, Principal};
 
 impl Router {
     /// Policy and rate for `op` on `target` (a notification, a publication,
@@ -94,9 +94,17 @@ impl Router {
         }
         let principal = &session.caller.principal;
         tracing::info!(session = from, %principal, "permission denied: {op} {target}");
-        let what =
-            if op == Op::Admin { "administer the daemon".to_owned() } else { format!("{op} {target}") };
-        Err((ErrorCode::PermissionDenied, format!("{principal} may not {what}")))
+        Err(denied(principal, op, target))
+    }
+
+    /// Whether the policy lets `principal` do `op` on `target`, asked
+    /// without a session (an app answering for a one-way operation, which
+    /// the daemon refuses without a reply).
+    pub fn permits_principal(&self, principal: &Principal, op: Op, target: &str) -> Result<(), Refusal> {
+        if principal.is_daemon() || self.access.policy.rules_for(principal).permits(op, target) {
+            return Ok(());
+        }
+        Err(denied(&principal.name, op, target))
     }
 
     /// The check in front of a call to `service.method`, with the daemon's
@@ -185,4 +193,10 @@ impl Router {
         bucket.tokens -= 1.0;
         Ok(())
     }
+}
+
+/// The refusal of `op` on `target` to `principal`.
+fn denied(principal: &impl std::fmt::Display, op: Op, target: &str) -> Refusal {
+    let what = if op == Op::Admin { "administer the daemon".to_owned() } else { format!("{op} {target}") };
+    (ErrorCode::PermissionDenied, format!("{principal} may not {what}"))
 }
