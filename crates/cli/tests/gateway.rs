@@ -10,51 +10,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use support::http::{free_port, Http};
 use support::{Daemon, Guard};
 use switchboard::{Bytes, Reject};
 
 const SHOP: &str = "shop-token-0123456789abcdef";
 const OPS: &str = "ops-token-0123456789abcdefg";
-
-struct Http {
-    addr: String,
-}
-
-impl Http {
-    /// One request; (status, body). `headers` are extra lines.
-    fn send(&self, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-        if !headers.iter().any(|h| h.to_ascii_lowercase().starts_with("host:")) {
-            request.push_str(&format!("Host: {}\r\n", self.addr));
-        }
-        for header in headers {
-            request.push_str(header);
-            request.push_str("\r\n");
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
-        (status, body)
-    }
-
-    fn call(&self, path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
-        let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
-        let (status, body) = self.send("POST", path, &headers, body);
-        (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_errors_guards_and_metrics_over_http() {
@@ -77,7 +38,7 @@ async fn calls_errors_guards_and_metrics_over_http() {
         .start()
         .await
         .unwrap();
-    let http = Http { addr: format!("127.0.0.1:{port}") };
+    let http = Http::on_port(port);
 
     let checks = tokio::task::spawn_blocking(move || {
         assert_eq!(http.send("GET", "/healthz", &[], ""), (200, "ok\n".into()));
@@ -225,7 +186,7 @@ async fn subscribe_streams_retained_then_live_messages_and_says_when_it_lagged()
     .unwrap();
 
     // A pattern the principal may not subscribe to: 403 before any event.
-    let http = Http { addr: format!("127.0.0.1:{port}") };
+    let http = Http::on_port(port);
     let auth = format!("Authorization: Bearer {SHOP}");
     let (status, body) = tokio::task::spawn_blocking(move || {
         http.send("GET", "/v1/subscribe?pattern=secret.%3E", &[&auth], "")
@@ -241,7 +202,7 @@ async fn the_openapi_document_names_what_is_served() {
     let port = free_port();
     let (_daemon, _work) =
         Daemon::start_with_config(&format!("[gateway]\nlisten = \"127.0.0.1:{port}\"\n"), &[]);
-    let http = Http { addr: format!("127.0.0.1:{port}") };
+    let http = Http::on_port(port);
     tokio::task::spawn_blocking(move || {
         let (status, body) = http.send("GET", "/v1/openapi.json", &[], "");
         assert_eq!(status, 200, "{body}");

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use serde_json::json;
 use switchboard::{Consumer, Delivery};
 use switchboard_daemon::host::new_secret;
@@ -139,7 +138,7 @@ impl Leases {
                 "queue {queue} has no message held under receipt {receipt:?} for {} (settled already, or its lease passed)",
                 caller.principal.name
             );
-            return Err(Failure::new(StatusCode::NOT_FOUND, ErrorCode::StaleDelivery.name(), message));
+            return Err(Failure::code(ErrorCode::StaleDelivery, message));
         };
         how.apply(held.delivery).await
     }

@@ -30,10 +30,89 @@ fn error_responses() -> Value {
     })
 }
 
+fn path_parameter(name: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+}
+
+fn query_parameter(name: &str, kind: &str, example: &str) -> Value {
+    json!({ "name": name, "in": "query", "schema": { "type": kind, "example": example } })
+}
+
+/// A POST to a `{service}/{method}` path.
+fn target_operation(summary: &str, extra: &[Value], ok: Value) -> Value {
+    let mut parameters = vec![
+        path_parameter("service"),
+        path_parameter("method"),
+        query_parameter("timeout", "string", "500ms"),
+        query_parameter("instance", "integer", "3"),
+    ];
+    parameters.extend_from_slice(extra);
+    json!({
+        "post": {
+            "summary": summary,
+            "security": security(),
+            "parameters": parameters,
+            "requestBody": { "content": { "application/json": {} } },
+            "responses": responses(ok)
+        }
+    })
+}
+
+/// A bearer token, a session cookie, or nothing (anonymous).
+fn security() -> Value {
+    json!([{ "bearer": [] }, { "cookie": [] }, {}])
+}
+
+fn json_answer(status: &str, what: &str) -> Value {
+    json!({ status: { "description": what, "content": { "application/json": {} } } })
+}
+
+/// The queue and session paths.
+fn queue_paths() -> Value {
+    let queue = path_parameter("queue");
+    let receipt = path_parameter("receipt");
+    json!({
+        "/v1/queues/{queue}/messages": {
+            "post": {
+                "summary": "Put the JSON body on the queue; answered once it is on disk",
+                "security": security(),
+                "parameters": [queue, query_parameter("priority", "integer", "5"), query_parameter("id", "string", "order-17"), query_parameter("ttl", "string", "1h")],
+                "requestBody": { "content": { "application/json": {} } },
+                "responses": responses(json_answer("201", "{queue, id}"))
+            },
+            "get": {
+                "summary": "Take up to count messages, waiting up to wait for the first; each has a receipt to ack or nack before its lease passes",
+                "security": security(),
+                "parameters": [queue, query_parameter("count", "integer", "10"), query_parameter("wait", "string", "5s"), query_parameter("lease", "string", "60s")],
+                "responses": responses(json_answer("200", "{queue, messages: [{receipt, id, attempt, priority, headers, payload}]}"))
+            }
+        },
+        "/v1/queues/{queue}/messages/{receipt}/ack": {
+            "post": { "summary": "Done: the message is removed", "security": security(), "parameters": [queue, receipt], "responses": responses(json_answer("200", "{acked: id}")) }
+        },
+        "/v1/queues/{queue}/messages/{receipt}/nack": {
+            "post": {
+                "summary": "Not done: the message returns to the queue after delay",
+                "security": security(),
+                "parameters": [queue, receipt, query_parameter("delay", "string", "5s")],
+                "responses": responses(json_answer("200", "{nacked: id}"))
+            }
+        },
+        "/v1/session": {
+            "post": { "summary": "Exchange a bearer token for an HttpOnly, SameSite=Strict session cookie (for browsers)", "security": [{ "bearer": [] }], "responses": responses(json_answer("200", "{principal}")) },
+            "delete": { "summary": "End the browser session", "responses": { "204": { "description": "the cookie is cleared" } } }
+        },
+        "/v1/ws": {
+            "get": { "summary": "A WebSocket speaking JSON ops (call, notify, broadcast, publish, subscribe, put, consume, ack, nack); see docs/gateway.md", "security": security(), "responses": responses(json!({ "101": { "description": "switching to WebSocket" } })) }
+        },
+        "/": { "get": { "summary": "The web console", "responses": { "200": { "description": "the page", "content": { "text/html": {} } } } } }
+    })
+}
+
 /// The document.
 pub fn document() -> Value {
-    let bearer = json!([{ "bearer": [] }, {}]);
-    json!({
+    let bearer = security();
+    let mut document = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Switchboard gateway",
@@ -41,7 +120,10 @@ pub fn document() -> Value {
             "description": "The bus over HTTP. Requests are the principal of their bearer token, else anonymous; the daemon's policy applies as on its socket."
         },
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "cookie": { "type": "apiKey", "in": "cookie", "name": crate::cookies::NAME }
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -51,18 +133,28 @@ pub fn document() -> Value {
             }
         },
         "paths": {
-            "/v1/call/{service}/{method}": {
+            "/v1/call/{service}/{method}": target_operation(
+                "Call SERVICE.METHOD with the JSON body as its arguments",
+                &[],
+                json_answer("200", "the reply, as JSON")
+            ),
+            "/v1/notify/{service}/{method}": target_operation(
+                "Send a one-way notification (to every instance with all=true)",
+                &[query_parameter("all", "boolean", "true")],
+                json_answer("202", "{notified, all}")
+            ),
+            "/v1/broadcast/{service}/{method}": target_operation(
+                "Call every instance; one entry per instance",
+                &[],
+                json_answer("200", "{complete, replies: [{instance, reply} | {instance, error, message}]}")
+            ),
+            "/v1/publish/{topic}": {
                 "post": {
-                    "summary": "Call SERVICE.METHOD with the JSON body as its arguments",
+                    "summary": "Publish the JSON body on TOPIC (retain=true keeps it as the topic's last value)",
                     "security": bearer,
-                    "parameters": [
-                        { "name": "service", "in": "path", "required": true, "schema": { "type": "string" } },
-                        { "name": "method", "in": "path", "required": true, "schema": { "type": "string" } },
-                        { "name": "timeout", "in": "query", "schema": { "type": "string", "example": "500ms" } },
-                        { "name": "instance", "in": "query", "schema": { "type": "integer" } }
-                    ],
+                    "parameters": [path_parameter("topic"), query_parameter("retain", "boolean", "true")],
                     "requestBody": { "content": { "application/json": {} } },
-                    "responses": responses(json!({ "200": { "description": "the reply, as JSON", "content": { "application/json": {} } } }))
+                    "responses": responses(json_answer("202", "{published, retain}"))
                 }
             },
             "/v1/subscribe": {
@@ -84,5 +176,9 @@ pub fn document() -> Value {
             "/readyz": { "get": { "summary": "Ready: the daemon is serving", "responses": { "200": { "description": "ready" } } } },
             "/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.1" } } } }
         }
-    })
+    });
+    if let (Some(paths), Value::Object(more)) = (document["paths"].as_object_mut(), queue_paths()) {
+        paths.extend(more);
+    }
+    document
 }

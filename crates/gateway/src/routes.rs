@@ -98,13 +98,22 @@ async fn guarded(Extract(state): Extract<State>, request: Request, next: Next) -
     if let Err(refused) = checked {
         return Failure::new(StatusCode::FORBIDDEN, "permission_denied", refused.message()).into_response();
     }
+    let announced =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY as u64) {
+        return too_large();
+    }
     let mut response = next.run(request).await;
     // A body over the limit is refused by axum in plain text: say it in JSON.
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(response.headers()) {
-        let message = format!("the request body is over the gateway's {MAX_BODY} bytes");
-        response = Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message).into_response();
+        response = too_large();
     }
     response
+}
+
+fn too_large() -> Response {
+    let message = format!("the request body is over the gateway's {MAX_BODY} bytes");
+    Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message).into_response()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
