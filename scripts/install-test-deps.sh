@@ -13,6 +13,8 @@
 #   libnss-extrausers the security tests resolve a user that only NSS knows
 #   man-db           the man page test renders every generated page with `man -l`
 #   tmux             the `switchboard top` test runs it in a pseudo-terminal and reads the screen
+#   chromium,        the web console test drives Debian's browser, headless, through
+#   chromium-driver  chromedriver (no package that downloads a browser of its own)
 set -euo pipefail
 . "$(dirname "$0")/apt-install.sh"
 
@@ -28,6 +30,8 @@ command -v mount >/dev/null 2>&1 || need+=(mount)
 dpkg -s libnss-extrausers >/dev/null 2>&1 || need+=(libnss-extrausers)
 command -v man >/dev/null 2>&1 || need+=(man-db)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then
   echo "test dependencies already installed"
   exit 0
@@ -35,4 +39,5 @@ fi
 apt_install "${need[@]}"
 command -v systemd-notify >/dev/null && command -v openssl >/dev/null && command -v strace >/dev/null \
   && command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v mount >/dev/null \
-  && command -v man >/dev/null && command -v tmux >/dev/null
+  && command -v man >/dev/null && command -v tmux >/dev/null \
+  && command -v chromium >/dev/null && command -v chromedriver >/dev/null

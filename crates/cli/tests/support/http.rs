@@ -48,8 +48,7 @@ impl Http {
         request.push_str("\r\n");
         request.push_str(body);
         stream.write_all(request.as_bytes()).expect("send");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("read the answer");
+        let answer = read_answer(&mut stream);
         let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer.as_str(), ""));
         let mut lines = head.lines();
         let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok());
@@ -90,6 +89,29 @@ impl Http {
         let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
         let answer = self.request(method, path, &headers, body);
         (answer.status, answer.json())
+    }
+}
+
+/// Reads an answer: to its `Content-Length` when it has one (a server may
+/// keep the connection open despite `Connection: close`), else to the end.
+fn read_answer(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).expect("read the answer");
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if n == 0 {
+            return text.into_owned();
+        }
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+        let length = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+        });
+        if length.is_some_and(|length| body.len() >= length) {
+            return text.into_owned();
+        }
     }
 }
 
