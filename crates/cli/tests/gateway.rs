@@ -234,3 +234,38 @@ async fn the_openapi_document_names_what_is_served() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_gateway_serves_without_a_config_and_a_second_listen_in_the_file_is_refused() {
+    let port = free_port();
+    let daemon = Daemon::start_with(&["--gateway", &format!("127.0.0.1:{port}")]);
+    let http = Http::on_port(port);
+    let answer = tokio::task::spawn_blocking(move || http.request("GET", "/", &[], "")).await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.contains("<title>Switchboard</title>"), "the console page");
+    assert!(answer.header("content-security-policy").is_some_and(|p| p.contains("default-src 'self'")));
+    drop(daemon);
+
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("daemon.toml");
+    std::fs::write(&config, format!("[gateway]\nlisten = \"127.0.0.1:{}\"\n", free_port())).unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .args([
+            "up",
+            "--listen",
+            &format!("unix:{}", work.path().join("s").display()),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args([
+            "--data-dir",
+            work.path().join("data").to_str().unwrap(),
+            "--gateway",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("both here and on the command line (--gateway)"), "{said}");
+}

@@ -61,6 +61,22 @@ impl ConfigFile {
         Self { origin: origin.to_owned(), text }
     }
 
+    /// The config with `overlay` (TOML from the command line) after it. A
+    /// section both set is refused, naming the option and the file.
+    pub fn with_overlay(mut self, overlay: Option<&str>) -> Result<Self, ConfigError> {
+        let Some(overlay) = overlay else { return Ok(self) };
+        let (Ok(file), Ok(extra)) = (self.text.parse::<toml::Table>(), overlay.parse::<toml::Table>()) else {
+            return Ok(self); // a syntax error is reported, with its line, by the parse that follows
+        };
+        if let Some(key) = extra.keys().find(|key| file.contains_key(*key)) {
+            let message = format!("`[{key}]` is set both here and on the command line (--{key}): keep one");
+            return Err(ConfigError::Syntax { origin: self.origin, line: None, message });
+        }
+        self.text.push_str("\n");
+        self.text.push_str(overlay);
+        Ok(self)
+    }
+
     /// Parses the document once and gives each owner its keys, in the
     /// order of `owners` (each a list of top-level keys). A key no owner
     /// lists is refused.

@@ -126,6 +126,10 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// A config given as text (`up --demo`) when there is no file.
     pub config_text: Option<String>,
+    /// TOML added after the config (file or text) each time it is read:
+    /// what the command line sets (`up --gateway ADDR`). The same table in
+    /// the file too is a duplicate, refused like any in one file.
+    pub config_overlay: Option<String>,
     /// Allow plain (unencrypted, unauthenticated) TCP listeners on loopback;
     /// also `allow_plain_tcp` in the config's `[security]`.
     pub allow_plain_tcp: bool,
@@ -149,6 +153,7 @@ impl Default for Config {
             queue_segment_bytes: 64 * 1024 * 1024,
             config_file: None,
             config_text: None,
+            config_overlay: None,
             allow_plain_tcp: false,
             inherited: Vec::new(),
         }
@@ -410,7 +415,8 @@ fn hand_off_verdict(config: &Config, apps: &Apps, preflight: Option<&Preflight>)
 /// Every problem of the config file on disk, if there is one, joined.
 fn check_file(config: &Config, apps: &Apps) -> Result<(), String> {
     let Some(path) = &config.config_file else { return Ok(()) };
-    let problems = ConfigFile::read(path).map_or_else(|err| vec![err], |file| check_config(&file, apps));
+    let read = ConfigFile::read(path).and_then(|file| file.with_overlay(config.config_overlay.as_deref()));
+    let problems = read.map_or_else(|err| vec![err], |file| check_config(&file, apps));
     if problems.is_empty() {
         return Ok(());
     }
@@ -432,6 +438,7 @@ fn configure(
         (None, Some(text)) => ConfigFile::from_text("(built in)", text.clone()),
         (None, None) => ConfigFile::default(),
     };
+    let file = file.with_overlay(config.config_overlay.as_deref())?;
     let mut owners = vec![policy::SECTIONS];
     owners.extend(apps.sections());
     let sections = file.split(&owners)?;

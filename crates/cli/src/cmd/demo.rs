@@ -59,6 +59,13 @@ start = "manual"
 restart = "never"
 requires = ["notifier"]
 {root}
+# With `--gateway ADDR`, the web console may look without signing in:
+# anonymous (any local process reaching that port) may read the daemon's
+# lists and follow topics, but not call services or control them.
+[[policy]]
+principal = "anonymous"
+allow = ["call $sys.registry.list", "call $sys.services.status", "call $sys.topics.list", "call $sys.queues.list", "subscribe >"]
+
 # A plain echo responder, for `switchboard call demo.echo '{{"hi":1}}'`.
 [services.demo]
 command = {switchboard:?}

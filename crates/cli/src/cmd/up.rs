@@ -91,6 +91,10 @@ pub struct Args {
     /// Supervise the example services (orders, resources) with a built-in config.
     #[arg(long, conflicts_with = "config")]
     demo: bool,
+    /// Serve the HTTP gateway (and the web console at /) on this loopback
+    /// address, as `[gateway] listen = ADDR` in the config would.
+    #[arg(long, value_name = "ADDR")]
+    gateway: Option<std::net::SocketAddr>,
     /// Allow plain TCP listeners (loopback only). Their clients have no OS
     /// identity: they are `anonymous` unless they present a token.
     #[arg(long)]
@@ -140,6 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.demo {
         config.config_text = Some(super::demo::config()?);
     }
+    config.config_overlay = args.gateway.map(|listen| format!("[gateway]\nlisten = \"{listen}\"\n"));
     let threads = args.threads;
     let preflight = {
         let binary = binary.clone();
