@@ -72,7 +72,7 @@ impl ConfigFile {
             let message = format!("`[{key}]` is set both here and on the command line (--{key}): keep one");
             return Err(ConfigError::Syntax { origin: self.origin, line: None, message });
         }
-        self.text.push_str("\n");
+        self.text.push('\n');
         self.text.push_str(overlay);
         Ok(self)
     }
