@@ -211,5 +211,7 @@ $("#callform").addEventListener("submit", async (event) => {
     $("#answer").textContent = (error.kind ? error.kind + ": " : "") + error.message;
   }
 });
+window.addEventListener("error", (event) => problem("the console failed: " + event.message));
+window.addEventListener("unhandledrejection", (event) => problem("the console failed: " + event.reason));
 restart();
 setInterval(refresh, REFRESH_MS);
