@@ -221,7 +221,9 @@ pub fn daemon(socket: &Path, data_dir: &Path, services: Option<std::path::PathBu
             config_file: services,
             ..Default::default()
         };
-        let apps = switchboard_daemon::host::Apps::new().with::<switchboard_supervisor::Supervisor>();
+        let apps = switchboard_daemon::host::Apps::new()
+            .with::<switchboard_supervisor::Supervisor>()
+            .with::<switchboard_gateway::Gateway>();
         let daemon = switchboard_daemon::Daemon::bind(config, apps).await?;
         let _ = daemon.run(tokio_util::sync::CancellationToken::new(), ready).await;
         Ok(())
@@ -237,6 +239,24 @@ pub fn sb_echo(addr: &str) -> anyhow::Result<()> {
             bus.serve("bench")?.method("echo", |request| async move { Ok(request.payload) }).start().await?;
         ready();
         std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+/// A minimal HTTP echo server (hyper, through axum): `POST /echo` answers
+/// the body as JSON, the baseline of the gateway's HTTP cost.
+pub fn http_echo(port: u16) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let app = axum::Router::new().route(
+            "/echo",
+            axum::routing::post(|body: bytes::Bytes| async move {
+                ([(axum::http::header::CONTENT_TYPE, "application/json")], body)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        ready();
+        axum::serve(listener, app).await?;
         Ok(())
     })
 }

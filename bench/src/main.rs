@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod children;
+mod gateway;
 mod load;
 mod peers;
 mod pubsub;
@@ -75,6 +76,16 @@ enum Command {
         #[arg(long)]
         routed: bool,
     },
+    /// An HTTP call through the gateway against a minimal HTTP echo server
+    /// (hyper) plus a call over the socket, in one run: medians of repeats.
+    Gateway {
+        #[arg(long, default_value_t = 5_000)]
+        count: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    #[command(hide = true)]
+    ChildHttpEcho { port: u16 },
     #[command(hide = true)]
     ChildRawEcho { socket: PathBuf, size: usize },
     /// Runs a peer's server; ends it when the bench dies.
@@ -148,6 +159,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Profile { addr, count, in_flight, routed } => {
             workloads::profile(&addr, count, in_flight, routed)
+        }
+        Command::Gateway { count, repeats } => gateway::run(count, repeats.max(1)),
+        Command::ChildHttpEcho { port } => {
+            children::exit_with_parent();
+            children::http_echo(port)
         }
         // Not `exit_with_parent`: exec must stop its server before it exits.
         Command::ChildExec { wait_port, wait_path, env, command } => {

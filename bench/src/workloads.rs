@@ -630,7 +630,7 @@ fn echo_target() -> Target {
 }
 
 /// Sequential calls through the daemon to the echo service.
-async fn call_latency(bus: Bus, size: usize, samples: usize) -> anyhow::Result<Sample> {
+pub async fn call_latency(bus: Bus, size: usize, samples: usize) -> anyhow::Result<Sample> {
     let target = echo_target();
     let payload = Bytes::from(vec![7u8; size]);
     let mut times = Vec::with_capacity(samples);
