@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use crate::routes::{respond, State};
 type Params = Query<HashMap<String, String>>;
 
 /// A body, or `None` when empty (then the payload is `null`).
-fn body(payload: &Bytes) -> Option<&[u8]> {
+fn body_of(payload: &Bytes) -> Option<&[u8]> {
     (!payload.is_empty()).then_some(payload.as_ref())
 }
 
@@ -58,58 +58,50 @@ where
     query.get(name).map(parse).transpose()
 }
 
-fn sending(
-    (service, method): &(String, String),
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-    payload: &Bytes,
-) -> Result<Sending, Failure> {
-    let instance = ops::instance(query.get("instance"))?;
-    let timeout = query.get("timeout").map(String::as_str);
-    Sending::parse(&format!("{service}.{method}"), body(payload), timeout, instance, bus_headers(headers))
+/// `{service}/{method}` with its query, `X-Sb-*` headers and JSON body, as
+/// what a call, notification or broadcast is sent with.
+impl FromRequest<State> for Sending {
+    type Rejection = Failure;
+
+    async fn from_request(request: Request, state: &State) -> Result<Self, Failure> {
+        let (mut parts, body) = request.into_parts();
+        let Path((service, method)) = Path::<(String, String)>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|err| Failure::bad(err.body_text()))?;
+        let Query(query) = Params::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|err| Failure::bad(err.body_text()))?;
+        let headers = bus_headers(&parts.headers);
+        let payload = Bytes::from_request(Request::from_parts(parts, body), state).await.map_err(|err| {
+            let too_large = err.status() == StatusCode::PAYLOAD_TOO_LARGE;
+            Failure::new(
+                err.status(),
+                if too_large { "payload_too_large" } else { "bad_request" },
+                err.body_text(),
+            )
+        })?;
+        let instance = ops::instance(query.get("instance"))?;
+        let timeout = query.get("timeout").map(String::as_str);
+        Sending::parse(&format!("{service}.{method}"), body_of(&payload), timeout, instance, headers)
+    }
 }
 
-pub async fn call(
-    caller: Caller,
-    Path(target): Path<(String, String)>,
-    Query(query): Params,
-    headers: HeaderMap,
-    payload: Bytes,
-) -> Response {
-    let outcome = match sending(&target, &query, &headers, &payload) {
-        Ok(sending) => ops::call(&caller, sending).await,
-        Err(failure) => Err(failure),
-    };
-    respond(StatusCode::OK, outcome)
+pub async fn call(caller: Caller, sending: Sending) -> Response {
+    respond(StatusCode::OK, ops::call(&caller, sending).await)
 }
 
 pub async fn notify(
     Extract(state): Extract<State>,
     caller: Caller,
-    Path(target): Path<(String, String)>,
     Query(query): Params,
-    headers: HeaderMap,
-    payload: Bytes,
+    sending: Sending,
 ) -> Response {
-    let outcome = async {
-        let all = flag(&query, "all")?;
-        ops::notify(&state.0.router, &caller, sending(&target, &query, &headers, &payload)?, all).await
-    };
+    let outcome = async { ops::notify(&state.0.router, &caller, sending, flag(&query, "all")?).await };
     respond(StatusCode::ACCEPTED, outcome.await)
 }
 
-pub async fn broadcast(
-    caller: Caller,
-    Path(target): Path<(String, String)>,
-    Query(query): Params,
-    headers: HeaderMap,
-    payload: Bytes,
-) -> Response {
-    let outcome = match sending(&target, &query, &headers, &payload) {
-        Ok(sending) => ops::broadcast(&caller, sending).await,
-        Err(failure) => Err(failure),
-    };
-    respond(StatusCode::OK, outcome)
+pub async fn broadcast(caller: Caller, sending: Sending) -> Response {
+    respond(StatusCode::OK, ops::broadcast(&caller, sending).await)
 }
 
 pub async fn publish(
@@ -121,7 +113,7 @@ pub async fn publish(
 ) -> Response {
     let outcome = async {
         let retain = flag(&query, "retain")?;
-        ops::publish(&state.0.router, &caller, &topic, body(&payload), retain).await
+        ops::publish(&state.0.router, &caller, &topic, body_of(&payload), retain).await
     };
     respond(StatusCode::ACCEPTED, outcome.await)
 }
@@ -177,7 +169,7 @@ pub async fn put(
     let outcome = async {
         let ttl = query.get("ttl").map(String::as_str);
         let options = ops::put_options(number(&query, "priority")?, query.get("id").cloned(), ttl)?;
-        ops::put(&caller, &queue, body(&payload), options).await
+        ops::put(&caller, &queue, body_of(&payload), options).await
     };
     respond(StatusCode::CREATED, outcome.await)
 }
