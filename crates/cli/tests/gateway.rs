@@ -152,6 +152,9 @@ async fn subscribe_streams_retained_then_live_messages_and_says_when_it_lagged()
     )
     .await
     .unwrap();
+    // A publication is sent, not confirmed: a round trip after it on the
+    // same connection means the daemon has taken it (and retained it).
+    bus.whoami().await.unwrap();
     let addr = format!("127.0.0.1:{port}");
     let mut events = tokio::task::spawn_blocking(move || {
         let mut events = Events::open(&addr, "db.%3E", SHOP);

@@ -230,3 +230,29 @@ async fn a_browser_session_cookie_stands_for_its_token_until_signed_out() {
     .unwrap();
     drop(s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_services_that_start_with_the_daemon_to_settle() {
+    let port = free_port();
+    let root = if rustix::process::geteuid().is_root() { "run_as_root = true" } else { "" };
+    let s = supervise(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:{port}\"\n\
+         [services.slow]\ncommand = \"sh\"\nargs = [\"-c\", \"sleep 30\"]\nready = \"bus\"\nstart_timeout = \"2s\"\n{root}\n"
+    ));
+    let http = Http::on_port(port);
+    tokio::task::spawn_blocking(move || {
+        let (status, body) = http.get("/readyz", None);
+        assert_eq!(status, 503, "{body}");
+        assert!(body["message"].as_str().unwrap().contains("slow (StartPending)"), "{body}");
+        assert_eq!(http.send("GET", "/healthz", &[], "").0, 200, "alive all along");
+        // Its start times out: it has settled (as failed), and the daemon is ready.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while http.get("/readyz", None).0 != 200 {
+            assert!(std::time::Instant::now() < deadline, "never ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    drop(s);
+}

@@ -120,6 +120,7 @@ async fn a_websocket_client_calls_subscribes_and_consumes_a_queue() {
     )
     .await
     .unwrap();
+    bus.whoami().await.unwrap(); // the daemon has taken (and retained) it
     ws.send(json!({"id": 10, "op": "subscribe", "pattern": "orders.>"})).await;
     let retained = ws.until(|m| m["sub"] == 10).await;
     assert_eq!(retained["message"]["payload"], json!({"id": 6}));

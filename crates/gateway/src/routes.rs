@@ -17,6 +17,8 @@ use axum::Router;
 use bytes::Bytes;
 use switchboard_daemon::host::{Principal, RouterHandle};
 use switchboard_proto::stats::{METRICS_SCRAPE, METRICS_SERVICE};
+use switchboard_proto::supervision as sup;
+use switchboard_proto::{sys, ErrorCode};
 
 use crate::cookies::{self, Cookies};
 use crate::endpoints;
@@ -200,12 +202,33 @@ async fn metrics(caller: Caller) -> Response {
     }
 }
 
-/// Ready once the gateway's anonymous session reaches the daemon (which
-/// lets apps start only after it listens and has recovered its queues).
+/// Ready once the daemon serves (it starts apps only after it listens and
+/// has recovered its queues) and no supervised service that starts with the
+/// daemon (`start = "auto"`) is still between states.
 async fn ready(Extract(state): Extract<State>) -> Response {
-    match state.0.sessions.bus(Principal::anonymous()).await {
-        Ok(bus) if bus.whoami().await.is_ok() => (StatusCode::OK, "ready\n").into_response(),
-        _ => Failure::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the daemon is not serving")
-            .into_response(),
+    let unready = |message: String| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message);
+    let Ok(bus) = state.0.sessions.bus(Principal::daemon()).await else {
+        return unready("the daemon is not serving".into()).into_response();
+    };
+    let target = format!("{}.{}", sup::SERVICES_SERVICE, sup::STATUS);
+    let asked = bus.call(target.as_str(), Bytes::from(sys::encode(&sup::ServiceRef::default()))).await;
+    let statuses: Vec<sup::ServiceStatus> = match asked.map(|reply| sys::decode(&reply)) {
+        Ok(Ok(statuses)) => statuses,
+        Ok(Err(err)) => {
+            return unready(format!("the supervisor's status did not decode: {err}")).into_response()
+        }
+        // No supervisor hosted: nothing to wait for.
+        Err(err) if err.code() == Some(ErrorCode::NoSuchService) => Vec::new(),
+        Err(err) => return Failure::call(&err).into_response(),
+    };
+    let settling: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.start_type == "auto" && s.state.ends_with("Pending"))
+        .map(|s| format!("{} ({})", s.service, s.state))
+        .collect();
+    if settling.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        unready(format!("services still settling: {}", settling.join(", "))).into_response()
     }
 }
