@@ -1,8 +1,9 @@
 //! `switchboard-bench gateway`: what an HTTP call through the gateway costs.
-//! In one run, the same sequential 16-byte echo three ways: through the
-//! gateway (HTTP → the daemon → the echo service), to a minimal HTTP echo
-//! server (hyper), and over the socket (a routed call, as the gateway's
-//! own are). Both HTTP cases use the same keep-alive client. The goal:
+//! In one run, the same sequential 16-byte echo four ways: through the
+//! gateway (HTTP → the daemon → the echo service), over the gateway's
+//! WebSocket, to a minimal HTTP echo server (hyper), and over the socket (a
+//! routed call, as the gateway's own are). Both HTTP cases use the same
+//! keep-alive client. The goal:
 //! gateway p50 ≤ 1.2 × (echo server p50 + socket call p50).
 
 use std::io::{Read, Write};
@@ -76,6 +77,37 @@ fn http_latency(port: u16, path: &str, body: &str, samples: usize) -> anyhow::Re
     Ok(Sample::latency(times))
 }
 
+/// Sequential calls over one WebSocket to the gateway: `{"id", "op":
+/// "call"}` out, its answer in.
+async fn ws_latency(port: u16, body: &str, samples: usize) -> anyhow::Result<Sample> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    let (mut socket, _) = tokio_tungstenite::client_async(url, tcp).await?;
+    let payload: serde_json::Value = serde_json::from_str(body)?;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let op = serde_json::json!({ "id": i, "op": "call", "target": "bench.echo", "payload": payload });
+        let started = Instant::now();
+        socket.send(Message::text(op.to_string())).await?;
+        let answer = loop {
+            match socket.next().await.context("the gateway closed the socket")?? {
+                Message::Text(text) => break text,
+                _ => continue,
+            }
+        };
+        let took = started.elapsed();
+        let answer: serde_json::Value = serde_json::from_str(&answer)?;
+        anyhow::ensure!(answer["ok"] == payload, "the echo answered {answer}");
+        if i >= samples / 10 {
+            times.push(took);
+        }
+    }
+    Ok(Sample::latency(times))
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -105,13 +137,15 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
     let bus = runtime.block_on(switchboard::Bus::connect(addr.as_str()))?;
     bus.set_direct_calls(false); // as the gateway's calls: through the daemon
     let body = format!("\"{}\"", "x".repeat(14)); // 16 bytes of JSON
-    let (mut gateway, mut echo, mut socket_call) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut gateway, mut echo, mut socket_call, mut websocket) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for repeat in 0..repeats {
         // Rotate the order, so no case always runs first on a warm machine.
-        for case in (0..3).map(|i| (i + repeat) % 3) {
+        for case in (0..4).map(|i| (i + repeat) % 4) {
             match case {
                 0 => gateway.push(http_latency(gateway_port, "/v1/call/bench/echo", &body, count)?),
                 1 => echo.push(http_latency(echo_port, "/echo", &body, count)?),
+                2 => websocket.push(runtime.block_on(ws_latency(gateway_port, &body, count))?),
                 _ => socket_call.push(runtime.block_on(crate::workloads::call_latency(
                     bus.clone(),
                     16,
@@ -126,6 +160,7 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
     println!("{:<42} {:>10} {:>10}", "case", "p50 µs", "p99 µs");
     for (name, samples) in [
         ("HTTP call through the gateway", &gateway),
+        ("WebSocket call through the gateway", &websocket),
         ("HTTP echo server (hyper)", &echo),
         ("socket call through the daemon", &socket_call),
     ] {
@@ -133,6 +168,8 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
     }
     let ratio = p50(&gateway) / (p50(&echo) + p50(&socket_call));
     println!("gateway p50 / (echo server p50 + socket call p50) = {ratio:.2} (goal ≤ 1.2)");
+    let ratio = p50(&websocket) / (p50(&echo) + p50(&socket_call));
+    println!("WebSocket p50 / (echo server p50 + socket call p50) = {ratio:.2}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
