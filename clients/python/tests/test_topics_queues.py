@@ -75,6 +75,28 @@ async def test_a_stalled_subscriber_sees_lagged_and_the_daemon_counts_it(daemon:
 
 
 @run_async
+async def test_a_stopped_consumer_gets_nothing_more_but_keeps_what_it_holds(daemon: Daemon) -> None:
+    bus = await switchboard.connect(daemon.address)
+    q = bus.queue("drain")
+    await q.put("a")
+    await q.put("b")
+    leaving = await q.consume(prefetch=10)
+    a, b = await leaving.next(timeout=5), await leaving.next(timeout=5)
+    assert a is not None and b is not None
+    await leaving.stop()
+    await a.ack()  # would give it credit again, were it not stopped
+    await q.put("c")
+    staying = await q.consume(prefetch=10)
+    c = await staying.next(timeout=5)
+    assert c is not None and c.value == "c"
+    assert await leaving.next(timeout=0.2) is None
+    await leaving.close()  # b was never settled: it returns
+    again = await staying.next(timeout=5)
+    assert again is not None and (again.value, again.attempt) == ("b", 2)
+    bus.close()
+
+
+@run_async
 async def test_queue_put_consume_ack_nack_priorities_and_ids(daemon: Daemon) -> None:
     bus = await switchboard.connect(daemon.address)
     q = bus.queue("jobs")

@@ -38,6 +38,7 @@ LAGGED = 21
 QUEUE_PUT = 22
 QUEUE_CONSUME = 23
 QUEUE_CANCEL = 24
+QUEUE_STOP = 31
 QUEUE_DELIVERY = 25
 QUEUE_ACK = 26
 QUEUE_NACK = 27
@@ -183,6 +184,10 @@ def queue_consume(req: int, consumer: int, prefetch: int, queue: bytes) -> bytes
 
 def queue_cancel(req: int, consumer: int) -> bytes:
     return frame(QUEUE_CANCEL, struct.pack("<II", req, consumer))
+
+
+def queue_stop(req: int, consumer: int) -> bytes:
+    return frame(QUEUE_STOP, struct.pack("<II", req, consumer))
 
 
 def queue_ack(req: int, tag: int) -> bytes:

@@ -158,6 +158,9 @@ class Bus:
         for sub in list(self._subscriptions.values()):
             self._send_nowait(f"subscription {sub.pattern}", wire.subscribe, sub.sid, sub.pattern.encode())
         for consumer in list(self._consumers.values()):
+            if consumer.stopped:  # it was leaving; what it held went with the old connection
+                self._consumers.pop(consumer.id)._end(None)
+                continue
             self._send_nowait(
                 f"consumer of {consumer.queue}",
                 wire.queue_consume,

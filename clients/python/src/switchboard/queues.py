@@ -64,6 +64,7 @@ class Consumer(Inbox[Delivery]):
         self.id = consumer_id
         self.queue = queue
         self.prefetch = prefetch
+        self.stopped = False
         self._bus = bus
 
     def _push(self, delivery: Delivery) -> None:
@@ -85,6 +86,14 @@ class Consumer(Inbox[Delivery]):
             if self._closed or not await self._wait(timeout):
                 return None
         return self._items.popleft()
+
+    async def stop(self) -> None:
+        """Asks for no more deliveries; those already received stay with this
+        consumer, to ack or nack, until it is closed. Deliveries sent before
+        the stop took effect have all arrived when this returns (`next` gives
+        them). A stopped consumer does not come back after a reconnect."""
+        self.stopped = True
+        await self._bus._request(lambda req: wire.queue_stop(req, self.id))
 
     async def close(self) -> None:
         """Stops consuming; deliveries not yet acked return to the queue."""
