@@ -96,6 +96,8 @@ struct Connection {
     outgoing: Option<mpsc::Receiver<Value>>,
     streams: Arc<Mutex<HashMap<u64, JoinHandle<()>>>>,
     unsettled: Arc<Mutex<HashMap<String, Delivery>>>,
+    /// Set when the socket ended: an op still running opens no new stream.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,7 +108,8 @@ impl Connection {
     fn new(state: State, caller: Caller) -> Self {
         let (outbox, outgoing) = mpsc::channel(OUTBOX);
         let streams = Arc::default();
-        Self { state, caller, outbox, outgoing: Some(outgoing), streams, unsettled: Arc::default() }
+        let (outgoing, unsettled, ended) = (Some(outgoing), Arc::default(), Default::default());
+        Self { state, caller, outbox, outgoing, streams, unsettled, ended }
     }
 
     async fn serve(mut self, socket: WebSocket) {
@@ -147,6 +150,7 @@ impl Connection {
                 }
             }
         }
+        this.ended.store(true, std::sync::atomic::Ordering::SeqCst);
         for (_, stream) in lock(&this.streams).drain() {
             stream.abort();
         }
@@ -188,6 +192,9 @@ impl Connection {
     }
 
     fn room(&self) -> Result<(), Failure> {
+        if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Failure::bad("the socket has ended"));
+        }
         if lock(&self.streams).len() >= MAX_STREAMS {
             return Err(Failure::code(
                 switchboard_proto::ErrorCode::Overloaded,
@@ -195,6 +202,17 @@ impl Connection {
             ));
         }
         Ok(())
+    }
+
+    /// Keeps a stream's task, or ends it if the socket ended meanwhile
+    /// (`serve` sets `ended` before it takes the lock to end them all).
+    fn hold(&self, id: u64, task: JoinHandle<()>) {
+        let mut streams = lock(&self.streams);
+        if self.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            task.abort();
+        } else if let Some(replaced) = streams.insert(id, task) {
+            replaced.abort(); // an op id used twice: the newer stream wins
+        }
     }
 
     async fn subscribe(&self, incoming: &Incoming) -> Outcome {
@@ -213,7 +231,7 @@ impl Connection {
                 }
             }
         });
-        lock(&self.streams).insert(sub, forward);
+        self.hold(sub, forward);
         Ok(json!({ "sub": sub, "pattern": pattern }))
     }
 
@@ -235,7 +253,7 @@ impl Connection {
                 }
             }
         });
-        lock(&self.streams).insert(id, forward);
+        self.hold(id, forward);
         Ok(json!({ "consumer": id, "queue": name }))
     }
 
