@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use switchboard::{
-    Bus, CallError, CallOptions, Headers, InstanceId, PublishOptions, PutOptions, Target, Topic,
+    Bus, CallError, CallOptions, Headers, InstanceId, PublishError, PublishOptions, PutOptions, Target, Topic,
 };
 use switchboard_daemon::host::{Op, Principal, RouterHandle};
 use switchboard_proto::{json as payloads, ErrorCode};
@@ -166,7 +166,15 @@ pub async fn publish(
     caller.may(router, Op::Publish, topic)?;
     let payload = payloads::payload_from_json(body).map_err(|err| Failure::bad(err.to_string()))?;
     let options = PublishOptions { retain, headers: Headers::new() };
-    caller.bus.publish_with(parsed, payload, options).await.map_err(|err| Failure::bad(err.to_string()))?;
+    caller.bus.publish_with(parsed, payload, options).await.map_err(|err| {
+        let code = match &err {
+            PublishError::InvalidTopic(_) => ErrorCode::BadRequest,
+            PublishError::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            PublishError::Timeout(_) => ErrorCode::Timeout,
+            PublishError::Closed => ErrorCode::ShuttingDown,
+        };
+        Failure::code(code, err.to_string())
+    })?;
     Ok(json!({ "published": topic, "retain": retain }))
 }
 
