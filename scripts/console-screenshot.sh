@@ -17,28 +17,32 @@ if [ -z "${BIN_DIR:-}" ]; then
   cargo build --release -q -p switchboard-cli -p switchboard-examples
 fi
 command -v chromium >/dev/null || { echo "chromium is needed: apt-get install chromium" >&2; exit 1; }
+command -v chromedriver >/dev/null || { echo "chromedriver is needed: apt-get install chromium-driver" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Waits (at most 10 s) until URL answers.
+wait_for() {
+  for _ in $(seq 100); do
+    curl -sf "$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "$1 never answered" >&2
+  return 1
+}
 work="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 "$bin/switchboard" up --demo --gateway "127.0.0.1:$port" --listen "unix:$work/bus.sock" \
   --data-dir "$work/data" >"$work/daemon.log" 2>&1 &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_for "http://127.0.0.1:$port/readyz"
 export SWITCHBOARD_ADDR="unix:$work/bus.sock"
 sleep 2 # the demo services start in order
 "$bin/switchboard" start shop >/dev/null || true
-command -v chromedriver >/dev/null || { echo "chromedriver is needed: apt-get install chromium-driver" >&2; exit 1; }
-driver_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+driver_port="$(free_port)"
 chromedriver --port="$driver_port" >"$work/driver.log" 2>&1 &
 driver=$!
 trap 'kill "$driver" "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$driver_port/status" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+wait_for "http://127.0.0.1:$driver_port/status"
 sandbox=""
 [ "$(id -u)" = 0 ] && sandbox='"--no-sandbox",'
 wd="http://127.0.0.1:$driver_port/session"
