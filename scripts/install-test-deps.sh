@@ -4,6 +4,7 @@
 #   systemd-notify   the supervisor tests run services that report readiness
 #                    with the distribution's own systemd-notify (package systemd)
 #   openssl          the TLS tests make a CA and certificates with it
+#   curl             the HTTPS gateway test reaches it as an operator would
 #   useradd          the security tests run the CLI as a second OS user (package passwd)
 #   libzmq3-dev      the benchmark links libzmq (the ZeroMQ peer) and is built with
 #   pkg-config       the workspace, so it is needed to compile at all
@@ -21,6 +22,7 @@ set -euo pipefail
 need=()
 command -v systemd-notify >/dev/null 2>&1 || need+=(systemd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libzmq 2>/dev/null || need+=(libzmq3-dev)
@@ -37,7 +39,8 @@ if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 apt_install "${need[@]}"
-command -v systemd-notify >/dev/null && command -v openssl >/dev/null && command -v strace >/dev/null \
+command -v systemd-notify >/dev/null && command -v openssl >/dev/null && command -v curl >/dev/null \
+  && command -v strace >/dev/null \
   && command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v mount >/dev/null \
   && command -v man >/dev/null && command -v tmux >/dev/null \
   && command -v chromium >/dev/null && command -v chromedriver >/dev/null

@@ -7,7 +7,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use support::{Daemon, BIN};
@@ -284,60 +284,10 @@ async fn every_limit_gives_its_error_and_the_daemon_keeps_serving_others() {
     assert_eq!(&fresh.call("demo.echo", "still here").await.unwrap()[..], b"still here");
 }
 
-/// A CA, a daemon certificate for 127.0.0.1 and a client certificate for
-/// `edge-1`, made with the distribution's openssl.
-fn certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(&[
-        &["req", "-x509"],
-        &ec[..],
-        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=test-ca"],
-    ]
-    .concat());
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
-    for (name, cn) in [("server", "localhost"), ("client", "edge-1")] {
-        run(&[
-            &["req"],
-            &ec[..],
-            &[
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        ]
-        .concat());
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "1",
-            "-extfile",
-            &format!("{name}.ext"),
-        ]);
-    }
-}
-
 #[tokio::test]
 async fn mutual_tls_refuses_a_client_without_a_certificate_and_maps_one_with_it_to_its_principal() {
     let work = tempfile::tempdir().expect("dir");
-    certificates(work.path());
+    support::certs::certificates(work.path());
     let p = |name: &str| work.path().join(name);
     let config = p("daemon.toml");
     write(

@@ -65,13 +65,16 @@ pub fn find(header: &str) -> Option<&str> {
 }
 
 /// The `Set-Cookie` value that gives a browser `value`.
-pub fn set(value: &str) -> String {
-    format!("{NAME}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", LIFETIME.as_secs())
+/// Over HTTPS it is `Secure` too: never sent back over plain HTTP.
+pub fn set(value: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{NAME}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", LIFETIME.as_secs())
 }
 
 /// The `Set-Cookie` value that makes a browser forget it.
-pub fn clear() -> String {
-    format!("{NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+pub fn clear(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}")
 }
 
 #[cfg(test)]
@@ -88,6 +91,7 @@ mod tests {
         assert!(cookies.principal("guess").is_none());
         cookies.close(&value);
         assert!(cookies.principal(&value).is_none());
-        assert!(set(&value).contains("HttpOnly; SameSite=Strict"));
+        assert!(set(&value, false).contains("HttpOnly; SameSite=Strict"));
+        assert!(set(&value, true).ends_with("; Secure") && clear(true).ends_with("; Secure"));
     }
 }

@@ -58,9 +58,10 @@ fn target_operation(summary: &str, extra: &[Value], ok: Value) -> Value {
     })
 }
 
-/// A bearer token, a session cookie, or nothing (anonymous).
+/// A bearer token, a session cookie, a client certificate (over HTTPS), or
+/// nothing (anonymous).
 fn security() -> Value {
-    json!([{ "bearer": [] }, { "cookie": [] }, {}])
+    json!([{ "bearer": [] }, { "cookie": [] }, { "certificate": [] }, {}])
 }
 
 fn json_answer(status: &str, what: &str) -> Value {
@@ -122,7 +123,8 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer" },
-                "cookie": { "type": "apiKey", "in": "cookie", "name": crate::cookies::NAME }
+                "cookie": { "type": "apiKey", "in": "cookie", "name": crate::cookies::NAME },
+                "certificate": { "type": "mutualTLS", "description": "a client certificate signed by [gateway.tls] client_ca: the principal cert:CN" }
             },
             "schemas": {
                 "Error": {

@@ -4,10 +4,9 @@
 //! reached on that principal's behalf. Every failure is answered with its
 //! status and `{"error", "message"}`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State as Extract};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State as Extract};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -23,6 +22,7 @@ use switchboard_proto::{sys, ErrorCode};
 use crate::cookies::{self, Cookies};
 use crate::endpoints;
 use crate::leases::Leases;
+use crate::listener::Peer;
 use crate::ops::{Caller, Failure, Outcome};
 use crate::sessions::Sessions;
 use crate::{console, guard, ws};
@@ -37,7 +37,7 @@ pub struct State(pub Arc<Shared>);
 pub struct Shared {
     pub sessions: Sessions,
     pub router: RouterHandle,
-    pub listen: SocketAddr,
+    pub site: guard::Site,
     pub leases: Leases,
     pub cookies: Cookies,
 }
@@ -95,7 +95,7 @@ async fn guarded(Extract(state): Extract<State>, request: Request, next: Next) -
         let header = |name: header::HeaderName| request.headers().get(name).and_then(|v| v.to_str().ok());
         let upgrade = request.headers().contains_key(header::UPGRADE);
         let changes_state = upgrade || (request.method() != Method::GET && request.method() != Method::HEAD);
-        guard::check(header(header::HOST), header(header::ORIGIN), changes_state, state.0.listen)
+        state.0.site.check(header(header::HOST), header(header::ORIGIN), changes_state)
     };
     if let Err(refused) = checked {
         return Failure::new(StatusCode::FORBIDDEN, "permission_denied", refused.message()).into_response();
@@ -123,10 +123,12 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// The request's principal: its bearer token's, else its session cookie's,
-/// else anonymous. An unknown token or cookie is refused, not taken as
-/// anonymous, so a typo is not silently less privileged.
-fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Failure> {
+/// else its TLS client certificate's (`cert:CN`), else anonymous. An
+/// unknown token or cookie is refused, not taken as anonymous, so a typo is
+/// not silently less privileged.
+fn principal(state: &State, parts: &Parts) -> Result<Principal, Failure> {
     let unauthorized = |message: &str| Failure::new(StatusCode::UNAUTHORIZED, "permission_denied", message);
+    let headers = &parts.headers;
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| unauthorized("Authorization is not text"))?;
         let token =
@@ -135,21 +137,23 @@ fn principal(state: &State, headers: &HeaderMap) -> Result<Principal, Failure> {
     }
     let cookie =
         headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(cookies::find);
-    match cookie {
-        Some(value) => state
+    if let Some(value) = cookie {
+        return state
             .0
             .cookies
             .principal(value)
-            .ok_or_else(|| unauthorized("the session cookie has expired; sign in again")),
-        None => Ok(Principal::anonymous()),
+            .ok_or_else(|| unauthorized("the session cookie has expired; sign in again"));
     }
+    let certified =
+        parts.extensions.get::<ConnectInfo<Peer>>().and_then(|peer| peer.0.common_name.as_deref());
+    Ok(certified.map_or_else(Principal::anonymous, Principal::certificate))
 }
 
 impl FromRequestParts<State> for Caller {
     type Rejection = Failure;
 
     async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Failure> {
-        let principal = principal(state, &parts.headers)?;
+        let principal = principal(state, parts)?;
         let bus =
             state.0.sessions.bus(principal.clone()).await.map_err(|err| {
                 Failure::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", err.to_string())
@@ -160,12 +164,12 @@ impl FromRequestParts<State> for Caller {
 
 /// `POST /v1/session` with `Authorization: Bearer TOKEN`: a session cookie
 /// for the token's principal.
-async fn login(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
-    if !headers.contains_key(header::AUTHORIZATION) {
+async fn login(Extract(state): Extract<State>, parts: Parts) -> Response {
+    if !parts.headers.contains_key(header::AUTHORIZATION) {
         let message = "send the token once as Authorization: Bearer TOKEN";
         return Failure::new(StatusCode::UNAUTHORIZED, "permission_denied", message).into_response();
     }
-    let principal = match principal(&state, &headers) {
+    let principal = match principal(&state, &parts) {
         Ok(principal) => principal,
         Err(failure) => return failure.into_response(),
     };
@@ -174,7 +178,7 @@ async fn login(Extract(state): Extract<State>, headers: HeaderMap) -> Response {
         Ok(value) => {
             let body = serde_json::json!({ "principal": name }).to_string();
             let headers = [
-                (header::SET_COOKIE, cookies::set(&value)),
+                (header::SET_COOKIE, cookies::set(&value, state.0.site.https)),
                 (header::CONTENT_TYPE, "application/json".into()),
             ];
             (StatusCode::OK, headers, body).into_response()
@@ -189,7 +193,7 @@ async fn logout(Extract(state): Extract<State>, headers: HeaderMap) -> Response 
     {
         state.0.cookies.close(value);
     }
-    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookies::clear())]).into_response()
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookies::clear(state.0.site.https))]).into_response()
 }
 
 async fn metrics(caller: Caller) -> Response {

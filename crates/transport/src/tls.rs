@@ -61,6 +61,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A server's end of a TLS connection.
+pub type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
+
 /// The daemon's side.
 pub struct TlsServer {
     acceptor: TlsAcceptor,
@@ -108,6 +111,14 @@ impl TlsServer {
 
     /// Performs the handshake on an accepted TCP connection.
     pub async fn accept(&self, tcp: TcpStream) -> Result<Accepted, TlsError> {
+        let (tls, common_name) = self.handshake(tcp).await?;
+        Ok(Accepted { stream: bridge(tls).map_err(TlsError::Handshake)?, common_name })
+    }
+
+    /// The handshake alone, for a server that reads the encrypted stream
+    /// itself (the HTTP gateway): the stream and the common name of the
+    /// client's verified certificate, if it sent one.
+    pub async fn handshake(&self, tcp: TcpStream) -> Result<(ServerStream, Option<String>), TlsError> {
         tcp.set_nodelay(true).map_err(TlsError::Handshake)?;
         let tls = self.acceptor.accept(tcp).await.map_err(TlsError::Handshake)?;
         let common_name = tls
@@ -116,7 +127,7 @@ impl TlsServer {
             .peer_certificates()
             .and_then(|certs| certs.first())
             .and_then(|cert| common_name(cert.as_ref()));
-        Ok(Accepted { stream: bridge(tls).map_err(TlsError::Handshake)?, common_name })
+        Ok((tls, common_name))
     }
 }
 

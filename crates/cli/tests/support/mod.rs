@@ -2,6 +2,7 @@
 //! on drop (by PID, only processes this harness started).
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod certs;
 pub mod http;
 pub mod supervised;
 pub mod webdriver;
