@@ -5,6 +5,8 @@
 #                    with the distribution's own systemd-notify (package systemd)
 #   openssl          the TLS tests make a CA and certificates with it
 #   curl             the HTTPS gateway test reaches it as an operator would
+#   nats-server      the fleet tests run a real three-server NATS cluster (Debian's 2.9)
+#   ip (iproute2)    the fleet tests put each host in its own network namespace
 #   useradd          the security tests run the CLI as a second OS user (package passwd)
 #   libzmq3-dev      the benchmark links libzmq (the ZeroMQ peer) and is built with
 #   pkg-config       the workspace, so it is needed to compile at all
@@ -23,6 +25,8 @@ need=()
 command -v systemd-notify >/dev/null 2>&1 || need+=(systemd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v useradd >/dev/null 2>&1 || need+=(passwd)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 pkg-config --exists libzmq 2>/dev/null || need+=(libzmq3-dev)
@@ -40,6 +44,7 @@ if [ ${#need[@]} -eq 0 ]; then
 fi
 apt_install "${need[@]}"
 command -v systemd-notify >/dev/null && command -v openssl >/dev/null && command -v curl >/dev/null \
+  && command -v nats-server >/dev/null && command -v ip >/dev/null \
   && command -v strace >/dev/null \
   && command -v unshare >/dev/null && command -v nsenter >/dev/null && command -v mount >/dev/null \
   && command -v man >/dev/null && command -v tmux >/dev/null \

@@ -143,6 +143,32 @@ impl CallError {
         })
     }
 
+    /// What the daemon (or the callee) said, without the kind in front of
+    /// it (for passing the error on: a bridge, a gateway).
+    pub fn message(&self) -> String {
+        match self {
+            Self::NoSuchService(m)
+            | Self::NoSuchMethod(m)
+            | Self::NoSuchInstance(m)
+            | Self::InstanceGone(m)
+            | Self::PayloadTooLarge(m)
+            | Self::Rejected(m)
+            | Self::PermissionDenied(m)
+            | Self::Overloaded(m)
+            | Self::BadRequest(m)
+            | Self::BadArguments(m)
+            | Self::QueueFull(m)
+            | Self::NoSuchQueue(m)
+            | Self::StaleDelivery(m)
+            | Self::StorageFailed(m)
+            | Self::ServicePaused(m)
+            | Self::ServiceFailed(m)
+            | Self::InvalidTransition(m)
+            | Self::Other { message: m, .. } => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The stable short name of the error kind (`"timeout"`, `"instance_gone"`…),
     /// as the CLI prints it in `--json` output: the daemon's code's name
     /// ([`ErrorCode::name`]), or what went wrong on this side.

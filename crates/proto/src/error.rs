@@ -45,6 +45,15 @@ macro_rules! error_codes {
                     Self::Other(_) => "other",
                 }
             }
+
+            /// The code a stable name stands for (`None` for a name no
+            /// code has, `other` included: it has no one wire value).
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
         }
     };
 }

@@ -29,6 +29,7 @@ mod codec;
 pub mod direct;
 mod encode;
 mod error;
+pub mod fleet;
 mod frame;
 mod headers;
 pub mod hops;

@@ -52,6 +52,10 @@ pub struct CallArgs {
     /// Send to this instance (see `switchboard ls`) instead of any.
     #[arg(long, value_name = "ID")]
     instance: Option<InstanceId>,
+    /// Send to this host of the fleet (a name `switchboard ls --fleet`
+    /// lists), even when this host serves the method too.
+    #[arg(long, value_name = "NAME", conflicts_with = "instance")]
+    host: Option<String>,
     /// Print errors as JSON on stdout too; with --trace, print one object:
     /// {"reply"|"error"…, "trace_id": HEX, "hops": [{depth, service, method,
     /// instance, deadline_ms, took_us, outcome}]}.
@@ -114,6 +118,12 @@ pub struct BroadcastArgs {
 pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let (payload, mut options) = args.body.options(args.timeout)?;
     options.instance = args.instance;
+    if let Some(host) = &args.host {
+        options.headers = options
+            .headers
+            .with(switchboard_proto::fleet::HOST_HEADER, host)
+            .map_err(|e| Usage(e.to_string()))?;
+    }
     let bus = connect(&args.connection, "switchboard-call").await?;
     if args.trace {
         return traced(&bus, &args, payload, options).await;

@@ -16,6 +16,8 @@ use crate::{output, Connection};
 /// what it takes and what it gives (the schemas are in docs/protocol.md).
 /// With --breakers, the circuit breakers that processes on the bus report
 /// open or half-open (clients with breakers on report them as they change).
+/// With --fleet, this host's link to the fleet and the other hosts it hears
+/// from, with what each offers (`[fleet]` in the config, docs/fleet.md).
 #[derive(clap::Args)]
 pub struct Args {
     /// Only this service.
@@ -33,6 +35,10 @@ pub struct Args {
     /// List the open and half-open circuit breakers each connection reported, and exit.
     #[arg(long, conflicts_with_all = ["watch", "service", "sys"])]
     breakers: bool,
+    /// List the hosts of the fleet this daemon joined (their services and
+    /// instances, and when each was last heard), and exit.
+    #[arg(long, conflicts_with_all = ["watch", "service", "sys", "breakers"])]
+    fleet: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -44,6 +50,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.breakers {
         return breakers(&args).await;
+    }
+    if args.fleet {
+        return fleet(&args).await;
     }
     let bus = connect(&args.connection, "switchboard-ls").await?;
     let mut events = if args.watch { Some(bus.watch(1024).await?) } else { None };
@@ -235,6 +244,56 @@ async fn breakers(args: &Args) -> anyhow::Result<ExitCode> {
                 breaker.service, process.session, pid, process.client, breaker.state
             ))?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ls --fleet`.
+async fn fleet(args: &Args) -> anyhow::Result<ExitCode> {
+    use switchboard_fleet::{FLEET_SERVICE, FLEET_STATUS};
+    let bus = connect(&args.connection, "switchboard-ls").await?;
+    let target = format!("{FLEET_SERVICE}.{FLEET_STATUS}");
+    let reply = match bus.call(target.as_str(), bytes::Bytes::new()).await {
+        Err(switchboard::CallError::NoSuchService(_)) => {
+            anyhow::bail!("this daemon is not in a fleet: its config has no [fleet] (docs/fleet.md)")
+        }
+        reply => reply?,
+    };
+    let status: serde_json::Value = switchboard_proto::sys::decode(&reply)?;
+    if args.json {
+        output::line(serde_json::to_string_pretty(&status)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or("?").to_owned();
+    let servers: Vec<String> = status["servers"].as_array().into_iter().flatten().map(text).collect();
+    output::line(format_args!(
+        "this host: {} · NATS {} · link {}",
+        text(&status["host"]),
+        servers.join(", "),
+        text(&status["link"])
+    ))?;
+    let hosts = status["hosts"].as_array().cloned().unwrap_or_default();
+    if hosts.is_empty() {
+        output::line("no other host heard from")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    output::line(format_args!("{:<20} {:>8} {:>10}  SERVICES (instances)", "HOST", "HEARD", "UP"))?;
+    for host in &hosts {
+        let seconds =
+            |key: &str| host[key].as_u64().map_or("?".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let services: Vec<String> = host["services"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, offer)| format!("{name}({})", offer["instances"].as_u64().unwrap_or(0)))
+            .collect();
+        output::line(format_args!(
+            "{:<20} {:>8} {:>10}  {}",
+            text(&host["host"]),
+            seconds("heard_ms_ago"),
+            seconds("up_ms"),
+            services.join(" ")
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use switchboard::Endpoint;
 use switchboard_daemon::host::Apps;
 use switchboard_daemon::{Carried, Config, Daemon, HandOff};
+use switchboard_fleet::Fleet;
 use switchboard_gateway::Gateway;
 use switchboard_metrics::Metrics;
 use switchboard_supervisor::Supervisor;
@@ -176,7 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The apps `up` hosts beside the router, in the order they start. A new
 /// app (in its own crate) is one more `with` here.
 pub fn hosted_apps() -> Apps {
-    Apps::new().with::<Supervisor>().with::<Metrics>().with::<Gateway>()
+    Apps::new().with::<Supervisor>().with::<Metrics>().with::<Gateway>().with::<Fleet>()
 }
 
 /// Runs the daemon until it stops (`None`) or hands off to a successor.

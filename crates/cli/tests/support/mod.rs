@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod certs;
+pub mod fleet;
 pub mod http;
 pub mod supervised;
 pub mod webdriver;

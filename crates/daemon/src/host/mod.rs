@@ -65,6 +65,12 @@ impl RouterHandle {
         self.router.upgrade().map(|router| act(&mut lock(&router)))
     }
 
+    /// Tells the router this host's name in the fleet: a call that names it
+    /// (`sb-host`) is served here, not sent out.
+    pub fn set_fleet_host(&self, host: Option<String>) {
+        self.with_router(|router| router.set_fleet_host(host));
+    }
+
     /// Makes calls to `service` wait while it starts (`Hold::Starting`) or
     /// fail with a typed error while it cannot serve; `None` lifts it.
     pub fn set_hold(&self, service: &ServiceName, hold: Option<Hold>) {
@@ -113,6 +119,30 @@ impl RouterHandle {
             .unwrap_or_else(|| Err(shut()))
     }
 
+    /// The services with an instance on this host (stand-ins for other
+    /// hosts' left out, the daemon's own `$` services too), sorted by name.
+    pub fn local_services(&self) -> Vec<LocalService> {
+        self.with_router(|router| {
+            let mut local = Vec::new();
+            for (service, instances) in router.registry().services() {
+                let here: Vec<_> = instances.iter().filter(|(_, instance)| !instance.remote).collect();
+                if service.is_reserved() || here.is_empty() {
+                    continue;
+                }
+                let mut methods: Vec<MethodName> = here
+                    .iter()
+                    .flat_map(|(_, instance)| instance.methods.iter().map(|m| m.name.clone()))
+                    .collect();
+                methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                methods.dedup();
+                let instances = u32::try_from(here.len()).unwrap_or(u32::MAX);
+                local.push(LocalService { name: service.clone(), methods, instances });
+            }
+            local
+        })
+        .unwrap_or_default()
+    }
+
     /// Opens a session as `principal` and returns the app's end of it.
     /// The router treats it as any connection of that principal: its
     /// policy, its connection and rate limits, and a reload that takes
@@ -139,6 +169,14 @@ impl RouterHandle {
         let (handle, client) = (self.clone(), client.to_owned());
         Arc::new(move || handle.open_session(principal.clone(), &client))
     }
+}
+
+/// A service with instances on this host: the methods they serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalService {
+    pub name: ServiceName,
+    pub methods: Vec<MethodName>,
+    pub instances: u32,
 }
 
 /// What an app is given when it starts.

@@ -14,7 +14,7 @@
 //! allow = ["subscribe orders.>", "call $sys.registry.list"]
 //!
 //! [[policy]]
-//! principal = "group:ops"            # user:NAME uid:N group:NAME gid:N service:NAME[#N] cert:CN token:NAME *
+//! principal = "group:ops"            # user:NAME uid:N group:NAME gid:N service:NAME[#N] cert:CN token:NAME host:FLEET-HOST *
 //! roles = ["reader"]
 //! allow = ["call billing.*"]
 //! deny = ["call billing.refund"]
@@ -181,7 +181,7 @@ pub struct RawSecurity {
 }
 
 /// Subjects a grant may name: a kind and a value, or `*`.
-const SUBJECT_KINDS: &[&str] = &["user", "uid", "group", "gid", "service", "cert", "token"];
+const SUBJECT_KINDS: &[&str] = &["user", "uid", "group", "gid", "service", "cert", "token", "host"];
 
 impl RawPolicy {
     /// Validates into a policy and security settings; errors name the grant

@@ -70,6 +70,28 @@ impl Principal {
         self.name.as_str() == "daemon"
     }
 
+    /// The fleet bridge's stand-in for instances on other hosts (a hosted
+    /// app of the daemon's own): what it serves is chosen only when no
+    /// instance on this host can take the call.
+    pub fn fleet() -> Self {
+        Self { name: PrincipalName::new("fleet"), subjects: vec!["fleet".into()], daemon_user: true }
+    }
+
+    pub fn is_fleet(&self) -> bool {
+        self.name.as_str() == "fleet"
+    }
+
+    /// A principal of another host of the fleet, as that host vouched for
+    /// it: `user:alice@web-1`, also matching `host:web-1`.
+    pub fn remote(name: &str, host: &str) -> Self {
+        let full = format!("{name}@{host}");
+        Self {
+            name: PrincipalName::new(&full),
+            subjects: vec![full, format!("host:{host}")],
+            daemon_user: false,
+        }
+    }
+
     fn named(name: String) -> Self {
         Self { name: PrincipalName::new(&name), subjects: vec![name], daemon_user: false }
     }

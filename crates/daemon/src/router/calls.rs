@@ -33,9 +33,15 @@ impl Router {
     /// Routes a call already allowed (policy, rate) and past any hold.
     pub(super) fn route_call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
-        let chosen = self
-            .admit(from, &method, &headers, &payload)
-            .and_then(|()| self.registry.choose(&service, &method, instance));
+        let chosen = self.admit(from, &method, &headers, &payload).and_then(|()| {
+            match headers.get(switchboard_proto::fleet::HOST_HEADER) {
+                None => self.registry.choose(&service, &method, instance),
+                Some(host) if Some(host) == self.fleet_host.as_deref() => {
+                    self.registry.choose_here(&service, &method)
+                }
+                Some(_) => self.registry.choose_remote(&service, &method),
+            }
+        });
         let chosen = match chosen {
             Ok(chosen) => chosen,
             Err((code, message)) => {

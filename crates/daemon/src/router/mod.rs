@@ -145,6 +145,9 @@ pub struct Router {
     generation: u32,
     stats: stats::Stats,
     monitors: monitors::Monitors,
+    /// This host's name in the fleet, once the fleet app joined one: a
+    /// call naming it (`sb-host`) stays here.
+    fleet_host: Option<String>,
 }
 
 impl Router {
@@ -168,6 +171,7 @@ impl Router {
             generation: 0,
             stats: stats::Stats::default(),
             monitors: monitors::Monitors::default(),
+            fleet_host: None,
         }
     }
 
@@ -290,7 +294,8 @@ impl Router {
             let message = format!("registration of {service} declares no methods");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
         }
-        let instance = self.registry.add(service.clone(), from, methods);
+        let remote = self.sessions.get(&from).is_some_and(|s| s.principal.is_fleet());
+        let instance = self.registry.add_instance(service.clone(), from, methods, remote);
         self.revoke_balanced(&service);
         self.send(from, &Frame::Registered { req, instance });
         tracing::info!(session = from, %service, instance, "instance up");
@@ -409,6 +414,10 @@ impl Router {
 
     /// Whether `session` is a connection of this daemon process itself (the
     /// supervisor), as the kernel's peer credentials say.
+    pub fn set_fleet_host(&mut self, host: Option<String>) {
+        self.fleet_host = host;
+    }
+
     pub fn is_daemon_session(&self, session: SessionId) -> bool {
         self.sessions.get(&session).is_some_and(|s| s.principal.is_daemon())
     }

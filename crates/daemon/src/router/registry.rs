@@ -20,6 +20,9 @@ pub struct Instance {
     pub outstanding: u32,
     /// Calls and notifications delivered so far.
     pub delivered: u64,
+    /// A stand-in for instances on other hosts (the fleet bridge's): chosen
+    /// only when no instance here fits, and never given a direct channel.
+    pub remote: bool,
 }
 
 impl Instance {
@@ -45,10 +48,22 @@ pub struct Registry {
 impl Registry {
     /// Adds an instance and returns its id (never 0).
     pub fn add(&mut self, service: ServiceName, session: SessionId, methods: Vec<MethodSpec>) -> InstanceId {
+        self.add_instance(service, session, methods, false)
+    }
+
+    /// Adds an instance, a stand-in for other hosts' when `remote`.
+    pub fn add_instance(
+        &mut self,
+        service: ServiceName,
+        session: SessionId,
+        methods: Vec<MethodSpec>,
+        remote: bool,
+    ) -> InstanceId {
         self.next_instance += 1;
         let id = self.next_instance;
         self.services.entry(service.clone()).or_default().instances.push(id);
-        self.instances.insert(id, Instance { service, session, methods, outstanding: 0, delivered: 0 });
+        let instance = Instance { service, session, methods, outstanding: 0, delivered: 0, remote };
+        self.instances.insert(id, instance);
         id
     }
 
@@ -96,13 +111,37 @@ impl Registry {
         self.pick(service, wanted, |i| i.serves(method), || no_method(service, method))
     }
 
-    /// Chooses an instance of `service` whatever it serves (a direct channel's).
+    /// Chooses an instance on this host only (a call that names this host).
+    pub fn choose_here(
+        &mut self,
+        service: &ServiceName,
+        method: &MethodName,
+    ) -> Result<InstanceId, (ErrorCode, String)> {
+        self.pick(service, 0, |i| !i.remote && i.serves(method), || no_method(service, method))
+    }
+
+    /// Chooses the stand-in for other hosts (a call that names its host).
+    pub fn choose_remote(
+        &mut self,
+        service: &ServiceName,
+        method: &MethodName,
+    ) -> Result<InstanceId, (ErrorCode, String)> {
+        let unfit = || {
+            let message =
+                format!("the call names a host, and no host of the fleet offers {service}.{method} here");
+            (ErrorCode::NoSuchService, message)
+        };
+        self.pick(service, 0, |i| i.remote && i.serves(method), unfit)
+    }
+
+    /// Chooses an instance of `service` here, whatever it serves (a direct
+    /// channel's: never a stand-in for other hosts).
     pub fn choose_any(
         &mut self,
         service: &ServiceName,
         wanted: InstanceId,
     ) -> Result<InstanceId, (ErrorCode, String)> {
-        self.pick(service, wanted, |_| true, || no_service(service))
+        self.pick(service, wanted, |i| !i.remote, || no_service(service))
     }
 
     /// The least loaded instance of `service` that `fits`, round robin among
@@ -123,25 +162,30 @@ impl Registry {
         }
         let entry = self.services.get_mut(service).ok_or_else(|| no_service(service))?;
         let count = entry.instances.len();
-        let mut best: Option<(usize, u32)> = None;
-        for step in 0..count {
-            let slot = (entry.cursor + step) % count;
-            let Some(instance) = self.instances.get(&entry.instances[slot]) else {
-                continue;
-            };
-            if !fits(instance) {
-                continue;
-            }
-            if best.is_none_or(|(_, load)| instance.outstanding < load) {
-                best = Some((slot, instance.outstanding));
-                if instance.outstanding == 0 {
-                    break;
+        // Instances of this host first; other hosts' stand-in only when none fits.
+        for remote in [false, true] {
+            let mut best: Option<(usize, u32)> = None;
+            for step in 0..count {
+                let slot = (entry.cursor + step) % count;
+                let Some(instance) = self.instances.get(&entry.instances[slot]) else {
+                    continue;
+                };
+                if instance.remote != remote || !fits(instance) {
+                    continue;
+                }
+                if best.is_none_or(|(_, load)| instance.outstanding < load) {
+                    best = Some((slot, instance.outstanding));
+                    if instance.outstanding == 0 {
+                        break;
+                    }
                 }
             }
+            if let Some((slot, _)) = best {
+                entry.cursor = (slot + 1) % count;
+                return Ok(entry.instances[slot]);
+            }
         }
-        let (slot, _) = best.ok_or_else(unfit)?;
-        entry.cursor = (slot + 1) % count;
-        Ok(entry.instances[slot])
+        Err(unfit())
     }
 
     /// Every instance of `service`, in registration order.
@@ -271,5 +315,22 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(reg.choose(&name("w"), &method("b"), 0), Ok(b));
         }
+    }
+
+    #[test]
+    fn a_stand_in_for_other_hosts_takes_calls_only_when_no_instance_here_can() {
+        let mut reg = Registry::default();
+        let fleet = reg.add_instance(name("w"), 1, vec![spec("a"), spec("b")], true);
+        assert_eq!(reg.choose(&name("w"), &method("a"), 0), Ok(fleet), "alone, it takes calls");
+        let here = reg.add(name("w"), 2, vec![spec("a")]);
+        reg.get_mut(here).unwrap().outstanding = 50;
+        for _ in 0..5 {
+            assert_eq!(reg.choose(&name("w"), &method("a"), 0), Ok(here), "busy, but here");
+            assert_eq!(reg.choose(&name("w"), &method("b"), 0), Ok(fleet), "only the fleet has b");
+        }
+        assert_eq!(reg.choose(&name("w"), &method("a"), fleet), Ok(fleet), "asked for by id");
+        assert_eq!(reg.choose_any(&name("w"), 0), Ok(here), "a direct channel goes here");
+        reg.remove(here);
+        assert_eq!(reg.choose_any(&name("w"), 0).unwrap_err().0, ErrorCode::NoSuchService);
     }
 }

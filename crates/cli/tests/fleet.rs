@@ -1,0 +1,120 @@
+//! The fleet on real NATS: three hosts (as root, each in its own network
+//! namespace), each with its own NATS server in one cluster and its own
+//! daemon. Calls cross hosts with their headers, deadline and principal;
+//! the hosts serving a service share the load; `--host` picks one; what is
+//! not exported is unreachable; the receiving host's policy applies to the
+//! principal the caller's host vouched for; a host that dies drops out.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use support::fleet::Fleet;
+use support::Guard;
+use switchboard::{Bus, CallError};
+
+/// `switchboard call` on `host`: (succeeded, stdout as JSON or text, stderr).
+fn call(fleet: &Fleet, host: &str, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = fleet.cli(fleet.host(host), &[&["call"], args].concat()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::String(stdout));
+    (out.status.success(), value, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn config(host: &str) -> String {
+    let grant = "[[policy]]\nprincipal = \"host:a\"\nallow = [\"call billing.*\"]\n";
+    match host {
+        "a" => "import = [\"*\"]\n".to_owned(),
+        "b" => format!("export = [\"billing\"]\nimport = [\"billing\"]\n{grant}"),
+        _ => format!("export = [\"billing\"]\n{grant}"),
+    }
+}
+
+/// Waits until `host` hears that `other` offers `service`.
+fn wait_for_offer(fleet: &Fleet, host: &str, other: &str, service: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = fleet.cli(fleet.host(host), &["ls", "--fleet", "--json"]).output().unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let offers = status["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|h| h["host"] == other && !h["services"][service].is_null());
+        if offers {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{host} never heard {other} offer {service}: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cross_hosts_as_their_principal_and_hosts_share_the_load() {
+    let fleet = Fleet::start(&["a", "b", "c"], config);
+    let _on_c = Guard(fleet.spawn_example(fleet.host("c"), "fleet_peer", &[]));
+    let _secret = Guard(fleet.spawn_example(fleet.host("c"), "fleet_peer", &[("SERVICE", "secret")]));
+    wait_for_offer(&fleet, "a", "c", "billing");
+
+    // A call from a reaches the only instance, on c, with what it carried.
+    let (ok, seen, err) = call(&fleet, "a", &["billing.who", "-H", "request-id=42", "--timeout", "3s"]);
+    assert!(ok, "{err}");
+    assert_eq!(seen["host"], "c", "{seen}");
+    assert_eq!(seen["principal"], "user:root@a", "the principal as a vouched for it: {seen}");
+    assert_eq!(seen["headers"]["request-id"], "42", "{seen}");
+    let left = seen["deadline_ms"].as_u64().unwrap();
+    assert!((1_000..=3_000).contains(&left), "the deadline travelled: {left} ms left of 3 s");
+
+    // What c does not export is not there for anyone else.
+    let (ok, _, err) = call(&fleet, "a", &["secret.who"]);
+    assert!(!ok && err.contains("no such service"), "{err}");
+
+    // With instances on b and c, a's calls are shared between them.
+    let _on_b = Guard(fleet.spawn_example(fleet.host("b"), "fleet_peer", &[]));
+    wait_for_offer(&fleet, "a", "b", "billing");
+    let bus = Bus::connect(&fleet.host("a").daemon.addr).await.unwrap();
+    let mut served: HashMap<String, u32> = HashMap::new();
+    for _ in 0..3_000 {
+        let reply = bus.call("billing.who", switchboard::Bytes::new()).await.unwrap();
+        let seen: serde_json::Value = switchboard::decode(&reply).unwrap();
+        *served.entry(seen["host"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    for host in ["b", "c"] {
+        let share = f64::from(served.get(host).copied().unwrap_or(0)) / 3_000.0;
+        assert!((0.40..=0.60).contains(&share), "{host} took {share:.2} of the calls: {served:?}");
+    }
+
+    // `--host` picks one host, even one that serves it on the caller's own.
+    for host in ["b", "c"] {
+        let (ok, seen, err) = call(&fleet, "a", &["billing.who", "--host", host]);
+        assert!(ok && seen["host"] == host, "{seen} {err}");
+    }
+    let (ok, seen, err) = call(&fleet, "b", &["billing.who"]);
+    assert!(ok && seen["host"] == "b", "a local instance is preferred: {seen} {err}");
+
+    // c's policy grants host:a, not b: b's principal is refused there, by name.
+    let (ok, _, err) = call(&fleet, "b", &["billing.who", "--host", "c"]);
+    assert!(!ok, "b got through to c");
+    assert!(
+        err.contains("permission denied") && err.contains("user:root@b may not call billing.who"),
+        "{err}"
+    );
+
+    // c dies: a stops hearing it within a few seconds, and b takes every call.
+    let c = fleet.host("c");
+    support::signal_pid(c.daemon.pid(), rustix::process::Signal::KILL);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while fleet.heard_by(fleet.host("a")).contains(&"c".to_owned()) {
+        assert!(Instant::now() < deadline, "a still lists c 8 s after it died");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for _ in 0..50 {
+        let reply = bus.call("billing.who", switchboard::Bytes::new()).await.unwrap();
+        let seen: serde_json::Value = switchboard::decode(&reply).unwrap();
+        assert_eq!(seen["host"], "b");
+    }
+    let refused = bus.call("secret.who", switchboard::Bytes::new()).await.unwrap_err();
+    assert!(matches!(refused, CallError::NoSuchService(_)), "{refused}");
+}

@@ -1,0 +1,85 @@
+//! The NATS subjects the fleet speaks on, in one place. Every subject a
+//! host publishes carries its own name in a fixed position, so NATS
+//! permissions can confine each host to its own (`sb.*.HOST.>`), and a
+//! receiver takes the sender's name from the subject, never from the
+//! message. Pure.
+//!
+//! Every subject is `sb.KIND.FROM.…`, so one permission, publish
+//! `sb.*.HOST` and `sb.*.HOST.>`, confines a host to its own:
+//!
+//! - `sb.hb.FROM` — a host's heartbeat: what it serves.
+//! - `sb.call.FROM.SERVICE` — a call for any host serving SERVICE (one
+//!   queue group per service, so the hosts share the load).
+//! - `sb.to.FROM.TARGET.SERVICE` — a call for host TARGET only.
+
+/// Why a host name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fleet host name {0:?} must be 1-64 letters, digits, '-' or '_' (one NATS subject token)")]
+pub struct BadHostName(pub String);
+
+/// Checks a host name: one subject token, nothing NATS reads as a wildcard.
+pub fn host_name(name: &str) -> Result<&str, BadHostName> {
+    let fits = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if fits {
+        Ok(name)
+    } else {
+        Err(BadHostName(name.to_owned()))
+    }
+}
+
+pub fn heartbeat(host: &str) -> String {
+    format!("sb.hb.{host}")
+}
+
+pub const HEARTBEATS: &str = "sb.hb.*";
+
+/// The host that published `subject` (its third token), if it names one.
+pub fn sender(subject: &str) -> Option<&str> {
+    let mut tokens = subject.splitn(4, '.');
+    let (Some("sb"), Some(_kind), Some(host)) = (tokens.next(), tokens.next(), tokens.next()) else {
+        return None;
+    };
+    host_name(host).ok()
+}
+
+/// A call from `from` for any host serving `service`.
+pub fn call(from: &str, service: &str) -> String {
+    format!("sb.call.{from}.{service}")
+}
+
+/// A call from `from` for host `target` only.
+pub fn call_to(from: &str, target: &str, service: &str) -> String {
+    format!("sb.to.{from}.{target}.{service}")
+}
+
+/// What a host serving `service` subscribes to: calls for any host (in
+/// the service's queue group) and calls for it alone.
+pub fn calls_for(me: &str, service: &str) -> [(String, Option<String>); 2] {
+    [
+        (format!("sb.call.*.{service}"), Some(format!("sb.serve.{service}"))),
+        (format!("sb.to.*.{me}.{service}"), None),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_is_read_from_the_subject_and_names_are_single_tokens() {
+        assert_eq!(sender(&call("web-1", "billing.v2")), Some("web-1"));
+        assert_eq!(sender(&call_to("web-1", "db_2", "billing")), Some("web-1"));
+        assert_eq!(sender(&heartbeat("db_2")), Some("db_2"));
+        assert_eq!(sender("sb.call"), None);
+        assert_eq!(sender("sb.hb.*"), None);
+        assert_eq!(sender("other.hb.a"), None);
+        for bad in ["", "a.b", "*", ">", "a b", &"x".repeat(65)] {
+            assert!(host_name(bad).is_err(), "{bad:?}");
+        }
+        let [(any, group), (mine, none)] = calls_for("db_2", "billing");
+        assert_eq!((any.as_str(), group.as_deref()), ("sb.call.*.billing", Some("sb.serve.billing")));
+        assert_eq!((mine.as_str(), none), ("sb.to.*.db_2.billing", None));
+    }
+}
