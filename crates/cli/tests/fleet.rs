@@ -118,3 +118,62 @@ async fn calls_cross_hosts_as_their_principal_and_hosts_share_the_load() {
     let refused = bus.call("secret.who", switchboard::Bytes::new()).await.unwrap_err();
     assert!(matches!(refused, CallError::NoSuchService(_)), "{refused}");
 }
+
+/// The next message of `subscription` within `limit`, if any.
+async fn next_message(
+    subscription: &mut switchboard::Subscription,
+    limit: Duration,
+) -> Option<switchboard::Message> {
+    match tokio::time::timeout(limit, subscription.next()).await {
+        Ok(Some(switchboard::Item::Message(message))) => Some(message),
+        Ok(other) => panic!("not a message: {other:?}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_topics_reach_every_other_host_once_and_retained_values_reach_late_subscribers() {
+    let config = |host: &str| {
+        let grant = "[[policy]]\nprincipal = \"host:a\"\nallow = [\"publish db.>\"]\n";
+        let lists = "export = [\"topic:db.>\"]\nimport = [\"topic:db.>\"]\n";
+        if host == "a" {
+            lists.to_owned()
+        } else {
+            format!("{lists}{grant}")
+        }
+    };
+    let fleet = Fleet::start(&["a", "b", "c"], config);
+    let mut subscribers = Vec::new();
+    for host in &fleet.hosts {
+        let bus = Bus::connect(&host.daemon.addr).await.unwrap();
+        let subscription = bus.subscribe("db.>").await.unwrap();
+        bus.whoami().await.unwrap();
+        subscribers.push((host.name.clone(), bus, subscription));
+    }
+    let published = fleet
+        .cli(fleet.host("a"), &["pub", "db.config", "{\"mode\":\"fast\"}", "--retain", "-H", "change=7"])
+        .output()
+        .unwrap();
+    assert!(published.status.success(), "{published:?}");
+
+    for (host, _, subscription) in &mut subscribers {
+        let message = next_message(subscription, Duration::from_secs(10)).await;
+        let message = message.unwrap_or_else(|| panic!("{host} got nothing"));
+        assert_eq!(message.topic.as_str(), "db.config");
+        assert_eq!(message.headers.get("change"), Some("7"), "{host}");
+        if host != "a" {
+            assert_eq!(message.headers.get("sb-origin"), Some("a"), "{host} knows where it came from");
+            assert_eq!(message.publisher.principal.as_str(), "user:root@a", "{host}");
+        }
+        // Once: not echoed back to a, not bounced between b and c.
+        let again = next_message(subscription, Duration::from_millis(1_500)).await;
+        assert!(again.is_none(), "{host} got it twice: {again:?}");
+    }
+
+    // A late subscriber on c gets the value a retained.
+    let late = Bus::connect(&fleet.host("c").daemon.addr).await.unwrap();
+    let mut subscription = late.subscribe("db.config").await.unwrap();
+    let retained = next_message(&mut subscription, Duration::from_secs(5)).await.expect("the retained value");
+    assert!(retained.retained, "{retained:?}");
+    assert_eq!(switchboard::decode::<serde_json::Value>(&retained.payload).unwrap()["mode"], "fast");
+}

@@ -43,7 +43,7 @@ const STAND_IN_CONCURRENCY: usize = 4096;
 pub struct Bridge {
     pub joining: Joining,
     pub nats: async_nats::Client,
-    router: RouterHandle,
+    pub router: RouterHandle,
     endpoint: Endpoint,
     roster: Mutex<Roster>,
     stand_in: Bus,
@@ -308,7 +308,7 @@ impl Bridge {
     }
 
     /// A session for a remote principal, opened once and reused.
-    async fn caller(&self, principal: Principal) -> Result<Bus, (ErrorCode, String)> {
+    pub(crate) async fn caller(&self, principal: Principal) -> Result<Bus, (ErrorCode, String)> {
         let name = principal.name.as_str().to_owned();
         if let Some(bus) = lock(&self.callers).get(&name) {
             return Ok(bus.clone());

@@ -9,8 +9,8 @@
 //! nats = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
 //! user = "web-1"                         # or token = "…", or credentials = "web-1.creds", or nkey = "SU…"
 //! password = "…"
-//! export = ["billing"]                   # served here, offered to the fleet ("*": every service)
-//! import = ["inventory"]                 # served elsewhere, reachable from here ("*": any)
+//! export = ["billing", "topic:db.>"]     # served (published) here, offered to the fleet ("*": every service)
+//! import = ["inventory", "topic:db.>"]   # served (published) elsewhere, reachable here ("*": any service)
 //! [fleet.tls]                            # optional: TLS to NATS
 //! ca = "ca.pem"
 //! cert = "web-1.pem"                     # with key: a client certificate
@@ -21,6 +21,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use switchboard_daemon::host::{ConfigError, Section};
+use switchboard_proto::TopicPattern;
 
 use crate::subjects;
 
@@ -86,6 +87,31 @@ pub struct Joining {
     pub tls: Option<Tls>,
     pub export: Names,
     pub import: Names,
+    /// Topic patterns whose publications here go to the fleet.
+    pub export_topics: Vec<TopicPattern>,
+    /// Topic patterns whose publications elsewhere are published here.
+    pub import_topics: Vec<TopicPattern>,
+}
+
+/// Splits an `export` or `import` list into service names and topic
+/// patterns (`topic:PATTERN`).
+fn split(
+    section: &Section<'_>,
+    key: &str,
+    list: Vec<String>,
+) -> Result<(Names, Vec<TopicPattern>), ConfigError> {
+    let mut names = Vec::new();
+    let mut topics = Vec::new();
+    for entry in list {
+        match entry.strip_prefix("topic:") {
+            Some(pattern) => topics.push(
+                TopicPattern::parse(pattern)
+                    .map_err(|err| section.invalid(&format!("fleet.{key}"), format!("{entry:?}: {err}")))?,
+            ),
+            None => names.push(entry),
+        }
+    }
+    Ok((Names(names), topics))
 }
 
 /// `None` when the file has no `[fleet]`: this host stays on its own.
@@ -126,12 +152,16 @@ pub fn parse(section: &Section<'_>) -> Result<Option<Joining>, ConfigError> {
             );
         }
     }
+    let (export, export_topics) = split(section, "export", raw.export)?;
+    let (import, import_topics) = split(section, "import", raw.import)?;
     Ok(Some(Joining {
         host,
         servers,
         credentials,
         tls: raw.tls,
-        export: Names(raw.export),
-        import: Names(raw.import),
+        export,
+        import,
+        export_topics,
+        import_topics,
     }))
 }

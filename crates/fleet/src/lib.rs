@@ -9,6 +9,7 @@
 //! - `roster`: which hosts are alive and what they offer (pure).
 //! - `wire`: a call and its answer as NATS headers (pure).
 //! - `bridge`: the I/O — heartbeats, stand-ins, calls both ways.
+//! - `topics`: exported and imported topic patterns.
 //!
 //! `$sys.fleet.status` (and `switchboard ls --fleet`) reports the link and
 //! the hosts heard from.
@@ -17,6 +18,7 @@ mod bridge;
 mod config;
 mod roster;
 mod subjects;
+mod topics;
 mod wire;
 
 use std::sync::Arc;
@@ -49,7 +51,7 @@ pub struct Fleet {
 
 struct Running {
     bridge: Arc<bridge::Bridge>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     bus: Bus,
     _status: Service,
 }
@@ -77,13 +79,19 @@ impl App for Fleet {
         let bridge = bridge::Bridge::new(joining, nats, context.router.clone(), endpoint.clone())
             .await
             .map_err(|err| failed(&err))?;
-        let task = tokio::spawn(bridge.clone().run());
+        let mut tasks = vec![tokio::spawn(bridge.clone().run())];
 
         let dial = context.router.dialer(Principal::daemon(), "switchboard-fleet");
         let bus = Bus::connect_hosted(endpoint, "switchboard-fleet".into(), dial)
             .await
             .map_err(|err| failed(&format!("cannot connect to its own daemon: {err}")))?;
         bus.set_direct_calls(false);
+        for pattern in &bridge.joining.export_topics {
+            tasks.push(tokio::spawn(topics::export(bridge.clone(), bus.clone(), pattern.clone())));
+        }
+        for pattern in &bridge.joining.import_topics {
+            tasks.push(tokio::spawn(topics::import(bridge.clone(), pattern.clone())));
+        }
         let reporting = bridge.clone();
         let status = bus
             .serve(FLEET_SERVICE)
@@ -105,7 +113,7 @@ impl App for Fleet {
             .start()
             .await
             .map_err(|err| failed(&format!("cannot register {FLEET_SERVICE}: {err}")))?;
-        Ok(Self { running: Some(Running { bridge, task, bus, _status: status }) })
+        Ok(Self { running: Some(Running { bridge, tasks, bus, _status: status }) })
     }
 
     async fn reload(&mut self, joining: Option<Joining>) -> Result<Bytes, String> {
@@ -117,7 +125,9 @@ impl App for Fleet {
 
     async fn stop(self) {
         if let Some(running) = self.running {
-            running.task.abort();
+            for task in &running.tasks {
+                task.abort();
+            }
             running.bridge.stop();
             running.bus.close();
         }

@@ -11,6 +11,7 @@
 //! - `sb.call.FROM.SERVICE` — a call for any host serving SERVICE (one
 //!   queue group per service, so the hosts share the load).
 //! - `sb.to.FROM.TARGET.SERVICE` — a call for host TARGET only.
+//! - `sb.pub.FROM.TOPIC` — a publication on an exported topic.
 
 /// Why a host name cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +64,22 @@ pub fn calls_for(me: &str, service: &str) -> [(String, Option<String>); 2] {
     ]
 }
 
+/// A publication from `from` on `topic`.
+pub fn publication(from: &str, topic: &str) -> String {
+    format!("sb.pub.{from}.{topic}")
+}
+
+/// What a host importing `pattern` subscribes to (every host's).
+pub fn publications(pattern: &str) -> String {
+    format!("sb.pub.*.{pattern}")
+}
+
+/// The topic of a publication subject.
+pub fn published_topic(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix("sb.pub.")?;
+    rest.split_once('.').map(|(_, topic)| topic)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +95,9 @@ mod tests {
         for bad in ["", "a.b", "*", ">", "a b", &"x".repeat(65)] {
             assert!(host_name(bad).is_err(), "{bad:?}");
         }
+        let published = publication("web-1", "db.config");
+        assert_eq!((sender(&published), published_topic(&published)), (Some("web-1"), Some("db.config")));
+        assert_eq!(publications("db.>"), "sb.pub.*.db.>");
         let [(any, group), (mine, none)] = calls_for("db_2", "billing");
         assert_eq!((any.as_str(), group.as_deref()), ("sb.call.*.billing", Some("sb.serve.billing")));
         assert_eq!((mine.as_str(), none), ("sb.to.*.db_2.billing", None));

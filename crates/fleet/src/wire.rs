@@ -17,6 +17,24 @@ pub const HEADER_PREFIX: &str = "Sb-H-";
 pub const ERROR: &str = "Sb-Error";
 pub const MESSAGE: &str = "Sb-Message";
 pub const HOST: &str = "Sb-Host";
+pub const RETAIN: &str = "Sb-Retain";
+
+fn with_headers(mut map: HeaderMap, headers: &Headers) -> HeaderMap {
+    for (key, value) in headers.iter() {
+        map.insert(format!("{HEADER_PREFIX}{key}").as_str(), value);
+    }
+    map
+}
+
+/// The caller's headers among a message's.
+fn user_headers(map: &HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .filter_map(|(name, values)| {
+            let key = name.to_string().strip_prefix(HEADER_PREFIX)?.to_owned();
+            Some((key, values.first()?.as_str().to_owned()))
+        })
+        .collect()
+}
 
 /// A call as it leaves for the fleet.
 pub fn request(method: &str, principal: &str, timeout: Duration, headers: &Headers) -> HeaderMap {
@@ -24,10 +42,7 @@ pub fn request(method: &str, principal: &str, timeout: Duration, headers: &Heade
     map.insert(METHOD, method);
     map.insert(PRINCIPAL, principal);
     map.insert(TIMEOUT_MS, timeout.as_millis().to_string().as_str());
-    for (key, value) in headers.iter() {
-        map.insert(format!("{HEADER_PREFIX}{key}").as_str(), value);
-    }
-    map
+    with_headers(map, headers)
 }
 
 /// A call as it arrives from the fleet.
@@ -49,14 +64,32 @@ pub fn incoming(map: Option<&HeaderMap>) -> Result<Incoming, String> {
         .and_then(|ms| ms.parse::<u64>().ok())
         .map(Duration::from_millis)
         .ok_or("a fleet call without a valid Sb-Timeout-Ms")?;
-    let headers = map
-        .iter()
-        .filter_map(|(name, values)| {
-            let key = name.to_string().strip_prefix(HEADER_PREFIX)?.to_owned();
-            Some((key, values.first()?.as_str().to_owned()))
-        })
-        .collect();
-    Ok(Incoming { method, principal, timeout, headers })
+    Ok(Incoming { method, principal, timeout, headers: user_headers(map) })
+}
+
+/// A publication as it leaves for the fleet.
+pub fn publication(principal: &str, retain: bool, headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    map.insert(PRINCIPAL, principal);
+    if retain {
+        map.insert(RETAIN, "1");
+    }
+    with_headers(map, headers)
+}
+
+/// A publication as it arrives from the fleet.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Published {
+    pub principal: String,
+    pub retain: bool,
+    pub headers: Vec<(String, String)>,
+}
+
+pub fn arrived_publication(map: Option<&HeaderMap>) -> Result<Published, String> {
+    let map = map.ok_or("a fleet publication without headers")?;
+    let principal = map.get(PRINCIPAL).ok_or("a fleet publication without Sb-Principal")?.as_str().to_owned();
+    let retain = map.get(RETAIN).is_some();
+    Ok(Published { principal, retain, headers: user_headers(map) })
 }
 
 /// A failure as its reply's headers.
@@ -102,5 +135,11 @@ mod tests {
         let got = outcome(Some(&denied), Bytes::new()).unwrap_err();
         assert_eq!(got, (ErrorCode::PermissionDenied, "user:alice@a may not call x.y".to_owned()));
         assert_eq!(outcome(Some(&success("c")), Bytes::from_static(b"ok")).unwrap(), "ok");
+
+        let published = publication("user:bob", true, &headers);
+        let arrived = arrived_publication(Some(&published)).unwrap();
+        assert_eq!((arrived.principal.as_str(), arrived.retain), ("user:bob", true));
+        assert_eq!(arrived.headers, [("request-id".to_owned(), "42".to_owned())]);
+        assert!(!arrived_publication(Some(&publication("user:bob", false, &Headers::new()))).unwrap().retain);
     }
 }

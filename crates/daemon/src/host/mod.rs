@@ -15,7 +15,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use switchboard_proto::{ErrorCode, InstanceId, MethodName, ServiceName, SessionId};
+use switchboard_proto::{ErrorCode, InstanceId, MethodName, ServiceName, SessionId, Topic};
 use switchboard_transport::{Endpoint, Stream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,13 @@ impl RouterHandle {
 
     fn with_router<T>(&self, act: impl FnOnce(&mut Router) -> T) -> Option<T> {
         self.router.upgrade().map(|router| act(&mut lock(&router)))
+    }
+
+    /// Whether `topic`'s retained value is `payload` now: a live
+    /// publication a subscriber just got was (as far as anyone can still
+    /// tell) published to be retained.
+    pub fn retains(&self, topic: &Topic, payload: &[u8]) -> bool {
+        self.with_router(|router| router.topics().retains(topic, payload)).unwrap_or(false)
     }
 
     /// Tells the router this host's name in the fleet: a call that names it

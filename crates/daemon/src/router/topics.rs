@@ -319,6 +319,11 @@ impl Topics {
         found
     }
 
+    /// Whether `topic`'s retained value is `payload` now.
+    pub fn retains(&self, topic: &Topic, payload: &[u8]) -> bool {
+        self.retained.get(topic.as_str()).is_some_and(|value| value.payload == payload)
+    }
+
     /// Every retained value (handed to a successor daemon).
     pub fn retained_values(&self) -> Vec<(Topic, Retained)> {
         self.retained.iter().map(|(topic, value)| (topic.clone(), value.clone())).collect()
