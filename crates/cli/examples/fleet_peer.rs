@@ -1,7 +1,8 @@
 //! A service for the fleet tests and benchmark: it serves `SERVICE.who`
 //! (default `billing.who`), which answers what the instance saw of the call
 //! — this host's label, the caller's principal, the headers, the deadline
-//! left — and `SERVICE.echo`. `INSTANCES=N` registers N instances on one
+//! left — `SERVICE.echo`, and `SERVICE.nap`, which answers the host's label
+//! after `NAP_MS` milliseconds. `INSTANCES=N` registers N instances on one
 //! connection; `HOST_LABEL` names the host in the answers.
 //!
 //! ```sh
@@ -18,14 +19,16 @@ async fn main() -> anyhow::Result<()> {
     let name = std::env::var("SERVICE").unwrap_or_else(|_| "billing".into());
     let label = std::env::var("HOST_LABEL").unwrap_or_else(|_| "?".into());
     let count: usize = std::env::var("INSTANCES").ok().and_then(|n| n.parse().ok()).unwrap_or(1);
+    let nap: u64 = std::env::var("NAP_MS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
     let bus = Bus::connect_default().await?;
     let mut services = Vec::new();
     for _ in 0..count {
         let label = label.clone();
+        let who = label.clone();
         let service = bus
             .serve(&name)?
             .method("who", move |request| {
-                let label = label.clone();
+                let label = who.clone();
                 async move {
                     let headers: serde_json::Map<String, serde_json::Value> =
                         request.headers.iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
@@ -42,6 +45,16 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .method("echo", |request| async move { Ok(request.payload) })
+            .method("nap", {
+                let label = label.clone();
+                move |_| {
+                    let label = label.clone();
+                    async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(nap)).await;
+                        encode(&label).map_err(|err| Reject::new(err.to_string()))
+                    }
+                }
+            })
             .start()
             .await?;
         services.push(service);

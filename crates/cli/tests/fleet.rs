@@ -177,3 +177,71 @@ async fn exported_topics_reach_every_other_host_once_and_retained_values_reach_l
     assert!(retained.retained, "{retained:?}");
     assert_eq!(switchboard::decode::<serde_json::Value>(&retained.payload).unwrap()["mode"], "fast");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_broadcast_answers_per_instance_with_its_host_and_reports_a_host_that_dies() {
+    let config = |host: &str| {
+        let grant = "[[policy]]\nprincipal = \"host:a\"\nallow = [\"call billing.*\"]\n";
+        if host == "a" {
+            "export = [\"billing\"]\nimport = [\"billing\"]\n".to_owned()
+        } else {
+            format!("export = [\"billing\"]\n{grant}")
+        }
+    };
+    let fleet = Fleet::start(&["a", "b", "c"], config);
+    let mut peers = Vec::new();
+    for (host, nap) in [("a", "0"), ("b", "0"), ("c", "60000")] {
+        let env = [("INSTANCES", "2"), ("NAP_MS", nap)];
+        peers.push(Guard(fleet.spawn_example(fleet.host(host), "fleet_peer", &env)));
+    }
+    wait_for_offer(&fleet, "a", "b", "billing");
+    wait_for_offer(&fleet, "a", "c", "billing");
+
+    let out = fleet
+        .cli(fleet.host("a"), &["broadcast", "billing.who", "--fleet", "--json", "--timeout", "5s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let mut hosts: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let said = &line["reply"]["host"];
+            let host = line["host"].as_str().unwrap_or("a");
+            assert_eq!(said, host, "the entry names the host that answered: {line}");
+            host.to_owned()
+        })
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["a", "a", "b", "b", "c", "c"], "one entry per instance: {lines:?}");
+
+    // c's instances nap for a minute; c's daemon dies mid-broadcast. The
+    // others answer and c's two instances are reported, long before the
+    // deadline.
+    let started = Instant::now();
+    let broadcast = fleet
+        .cli(fleet.host("a"), &["broadcast", "billing.nap", "--fleet", "--json", "--timeout", "30s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    support::signal_pid(fleet.host("c").daemon.pid(), rustix::process::Signal::KILL);
+    let out = broadcast.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the broadcast waited {took:?} for a dead host");
+    assert!(!out.status.success(), "a missing host is a failure: {out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let answered: Vec<&serde_json::Value> = lines.iter().filter(|line| !line["reply"].is_null()).collect();
+    assert_eq!(answered.len(), 4, "a's and b's instances answer: {lines:?}");
+    let missing: Vec<&serde_json::Value> =
+        lines.iter().filter(|line| !line["missing_instances"].is_null()).collect();
+    assert_eq!(missing.len(), 1, "{lines:?}");
+    assert_eq!((missing[0]["host"].as_str(), missing[0]["missing_instances"].as_u64()), (Some("c"), Some(2)));
+}

@@ -27,6 +27,7 @@ pub mod deadline;
 mod direct;
 mod discovery;
 mod error;
+mod fleet;
 pub mod hops;
 mod queues;
 mod random;
@@ -43,6 +44,7 @@ pub use connection::Dialer;
 pub use breaker::{BreakerPolicy, BreakerState};
 pub use calls::{Attempted, BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};
+pub use fleet::{FleetOutcome, FleetReply};
 pub use hops::{Hop, Traced};
 pub use queues::{Consumer, Delivery, PutOptions, Queue};
 pub use retry::RetryPolicy;
@@ -103,6 +105,7 @@ pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCU
 /// # Ok(()) }
 /// ```
 pub use switchboard_macros::contract;
+pub use switchboard_proto::fleet::MissingHost;
 pub use switchboard_proto::sys::{
     DaemonInfo, InstanceInfo, MonitorEvent, Overflow, PeekedMessage, QueueInfo, QueueOptions, RegistryEvent,
     ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami,

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use switchboard::{Bus, CallOptions, Endpoint, Headers, Reject, Request, Service};
 use switchboard_daemon::host::{Principal, RouterHandle};
-use switchboard_proto::fleet::HOST_HEADER;
+use switchboard_proto::fleet::{FLEET_HEADER, HOST_HEADER};
 use switchboard_proto::ErrorCode;
 use tokio::task::AbortHandle;
 
@@ -45,7 +45,7 @@ pub struct Bridge {
     pub nats: async_nats::Client,
     pub router: RouterHandle,
     endpoint: Endpoint,
-    roster: Mutex<Roster>,
+    pub(crate) roster: Mutex<Roster>,
     stand_in: Bus,
     /// Services with a stand-in here: the methods it serves.
     stand_ins: tokio::sync::Mutex<BTreeMap<String, (Vec<String>, Service)>>,
@@ -185,6 +185,9 @@ impl Bridge {
 
     /// A call the router gave the stand-in, sent to the fleet.
     async fn forward(&self, service: &str, request: Request) -> Result<Bytes, Reject> {
+        if request.headers.get(FLEET_HEADER).is_some() {
+            return self.broadcast_out(service, request).await;
+        }
         let me = &self.joining.host;
         let subject = match request.headers.get(HOST_HEADER) {
             Some(target) => subjects::call_to(me, target, service),
@@ -272,7 +275,12 @@ impl Bridge {
     /// A call from another host, made here as its caller.
     async fn serve_call(&self, service: &str, message: async_nats::Message) {
         let host = self.joining.host.clone();
-        let answer = match self.make_call(service, &message).await {
+        let made = if subjects::is_broadcast(&message.subject) {
+            self.broadcast_in(service, &message).await
+        } else {
+            self.make_call(service, &message).await
+        };
+        let answer = match made {
             Ok(payload) => (wire::success(&host), payload),
             Err((code, text)) => (wire::failure(&host, code, &text), Bytes::new()),
         };
@@ -283,21 +291,31 @@ impl Bridge {
         }
     }
 
-    async fn make_call(
+    /// An arriving call, its caller's session and the options to make it
+    /// here with.
+    pub(crate) async fn arrived(
         &self,
         service: &str,
         message: &async_nats::Message,
-    ) -> Result<Bytes, (ErrorCode, String)> {
+    ) -> Result<(String, Bus, CallOptions), (ErrorCode, String)> {
         let bad = |why: String| (ErrorCode::BadRequest, why);
         let from = subjects::sender(&message.subject).ok_or_else(|| bad("no host in the subject".into()))?;
         let call = wire::incoming(message.headers.as_ref()).map_err(bad)?;
         let principal = Principal::remote(&call.principal, from);
         let bus = self.caller(principal).await?;
-        // The call reached the host it named: it goes no further.
-        let headers = call.headers.into_iter().filter(|(key, _)| key != HOST_HEADER);
+        // The call reached the host (or hosts) it named: it goes no further.
+        let headers = call.headers.into_iter().filter(|(key, _)| key != HOST_HEADER && key != FLEET_HEADER);
         let headers = Headers::from_pairs(headers).map_err(|err| bad(err.to_string()))?;
         let target = format!("{service}.{}", call.method);
-        let options = CallOptions { timeout: call.timeout, headers, ..CallOptions::default() };
+        Ok((target, bus, CallOptions { timeout: call.timeout, headers, ..CallOptions::default() }))
+    }
+
+    async fn make_call(
+        &self,
+        service: &str,
+        message: &async_nats::Message,
+    ) -> Result<Bytes, (ErrorCode, String)> {
+        let (target, bus, options) = self.arrived(service, message).await?;
         let payload = message.payload.clone();
         let outcome = if message.reply.is_some() {
             bus.call_with(target.as_str(), payload, options).await
@@ -346,10 +364,10 @@ impl Bridge {
     }
 }
 
-fn link_failed(err: &dyn std::fmt::Display) -> Reject {
+pub(crate) fn link_failed(err: &dyn std::fmt::Display) -> Reject {
     Reject::with_code(ErrorCode::InstanceGone, format!("the fleet link failed: {err}"))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

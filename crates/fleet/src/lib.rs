@@ -10,12 +10,15 @@
 //! - `wire`: a call and its answer as NATS headers (pure).
 //! - `bridge`: the I/O — heartbeats, stand-ins, calls both ways.
 //! - `topics`: exported and imported topic patterns.
+//! - `broadcasts` (I/O) and `gather` (pure): broadcasts to every host.
 //!
 //! `$sys.fleet.status` (and `switchboard ls --fleet`) reports the link and
 //! the hosts heard from.
 
 mod bridge;
+mod broadcasts;
 mod config;
+mod gather;
 mod roster;
 mod subjects;
 mod topics;

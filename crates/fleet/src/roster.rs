@@ -102,6 +102,21 @@ impl Roster {
         offered
     }
 
+    pub fn alive(&self, host: &str) -> bool {
+        self.hosts.contains_key(host)
+    }
+
+    /// The live hosts offering `service.method`, with their instances.
+    pub fn offering(&self, service: &str, method: &str) -> BTreeMap<String, u32> {
+        self.hosts
+            .iter()
+            .filter_map(|(host, heard)| {
+                let offer = heard.announcement.services.get(service)?;
+                offer.methods.iter().any(|m| m == method).then(|| (host.clone(), offer.instances))
+            })
+            .collect()
+    }
+
     pub fn status(&self, now: Instant) -> Vec<HostStatus> {
         self.hosts
             .iter()
@@ -148,6 +163,7 @@ mod tests {
         let offered = roster.offered(|s| s != "secret");
         assert_eq!(offered.len(), 1);
         assert_eq!(offered["billing"], ["charge", "refund"]);
+        assert_eq!(roster.offering("billing", "refund").into_iter().collect::<Vec<_>>(), [("c".into(), 1)]);
 
         let later = start + Duration::from_secs(2);
         assert!(!roster.heard("b", offering(&[("billing", &["charge"])]), later));

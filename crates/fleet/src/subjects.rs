@@ -11,6 +11,7 @@
 //! - `sb.call.FROM.SERVICE` — a call for any host serving SERVICE (one
 //!   queue group per service, so the hosts share the load).
 //! - `sb.to.FROM.TARGET.SERVICE` — a call for host TARGET only.
+//! - `sb.bc.FROM.SERVICE` — a broadcast to every instance on every host.
 //! - `sb.pub.FROM.TOPIC` — a publication on an exported topic.
 
 /// Why a host name cannot be used.
@@ -55,12 +56,22 @@ pub fn call_to(from: &str, target: &str, service: &str) -> String {
     format!("sb.to.{from}.{target}.{service}")
 }
 
+/// A broadcast from `from` to every instance of `service` on every host.
+pub fn broadcast(from: &str, service: &str) -> String {
+    format!("sb.bc.{from}.{service}")
+}
+
+pub fn is_broadcast(subject: &str) -> bool {
+    subject.starts_with("sb.bc.")
+}
+
 /// What a host serving `service` subscribes to: calls for any host (in
-/// the service's queue group) and calls for it alone.
-pub fn calls_for(me: &str, service: &str) -> [(String, Option<String>); 2] {
+/// the service's queue group), calls for it alone, and broadcasts.
+pub fn calls_for(me: &str, service: &str) -> [(String, Option<String>); 3] {
     [
         (format!("sb.call.*.{service}"), Some(format!("sb.serve.{service}"))),
         (format!("sb.to.*.{me}.{service}"), None),
+        (format!("sb.bc.*.{service}"), None),
     ]
 }
 
@@ -98,7 +109,10 @@ mod tests {
         let published = publication("web-1", "db.config");
         assert_eq!((sender(&published), published_topic(&published)), (Some("web-1"), Some("db.config")));
         assert_eq!(publications("db.>"), "sb.pub.*.db.>");
-        let [(any, group), (mine, none)] = calls_for("db_2", "billing");
+        assert!(
+            is_broadcast(&broadcast("web-1", "billing")) && sender(&broadcast("web-1", "x")) == Some("web-1")
+        );
+        let [(any, group), (mine, none), _] = calls_for("db_2", "billing");
         assert_eq!((any.as_str(), group.as_deref()), ("sb.call.*.billing", Some("sb.serve.billing")));
         assert_eq!((mine.as_str(), none), ("sb.to.*.db_2.billing", None));
     }

@@ -93,9 +93,11 @@ pub struct NotifyArgs {
 /// Each line is the instance's reply or its error (timeout, instance_gone,
 /// rejected...); a last line on stderr says whether every instance answered.
 /// Exits 1 if any instance failed. --oneway sends a notification to every
-/// instance instead and waits for nothing.
+/// instance instead and waits for nothing. With --fleet, the instances on
+/// every host of the fleet are reached too, each line naming its host; a
+/// host that falls silent mid-broadcast is reported with its instances.
 ///
-/// Example: switchboard broadcast worker.recycle '{"reason":"deploy"}' --timeout 5s
+/// Example: switchboard broadcast worker.recycle '{"reason":"deploy"}' --timeout 5s --fleet
 #[derive(clap::Args)]
 pub struct BroadcastArgs {
     /// The method to call on every instance.
@@ -108,7 +110,13 @@ pub struct BroadcastArgs {
     /// Notify every instance; no answers.
     #[arg(long)]
     oneway: bool,
-    /// One JSON object per line: {"instance":N,"reply":...} or {"instance":N,"error":KIND,"message":TEXT}.
+    /// Every host of the fleet this daemon joined, not this host only.
+    #[arg(long, conflicts_with = "oneway")]
+    fleet: bool,
+    /// One JSON object per line: {"instance":N,"reply":...} or
+    /// {"instance":N,"error":KIND,"message":TEXT}, with "host" for an
+    /// instance elsewhere; {"host","missing_instances","message"} for a host
+    /// that did not answer.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -161,34 +169,66 @@ pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
         bus.flush().await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let outcome = bus.broadcast(&args.target, payload, options).await?;
+    let outcome = if args.fleet {
+        bus.broadcast_fleet(&args.target, payload, options).await?
+    } else {
+        let outcome = bus.broadcast(&args.target, payload, options).await?;
+        let replies = outcome
+            .replies
+            .into_iter()
+            .map(|r| switchboard::FleetReply { host: None, instance: r.instance, result: r.result })
+            .collect();
+        switchboard::FleetOutcome { replies, missing: Vec::new(), complete: outcome.complete }
+    };
     let mut failed = 0;
     for reply in &outcome.replies {
+        let name = match &reply.host {
+            Some(host) => format!("{host}/instance {}", reply.instance),
+            None => format!("instance {}", reply.instance),
+        };
         let line = match (&reply.result, args.json) {
             (Ok(bytes), true) => {
-                serde_json::json!({ "instance": reply.instance, "reply": json::display_payload(bytes) })
-                    .to_string()
+                let mut value =
+                    serde_json::json!({ "instance": reply.instance, "reply": json::display_payload(bytes) });
+                if let Some(host) = &reply.host {
+                    value["host"] = host.as_str().into();
+                }
+                value.to_string()
             }
-            (Ok(bytes), false) => format!("instance {}: {}", reply.instance, json::display_payload(bytes)),
+            (Ok(bytes), false) => format!("{name}: {}", json::display_payload(bytes)),
             (Err(err), true) => {
                 let mut value = error_json(err);
                 value["instance"] = reply.instance.into();
+                if let Some(host) = &reply.host {
+                    value["host"] = host.as_str().into();
+                }
                 value.to_string()
             }
-            (Err(err), false) => format!("instance {}: error ({}): {err}", reply.instance, err.kind()),
+            (Err(err), false) => format!("{name}: error ({}): {err}", err.kind()),
         };
         failed += usize::from(reply.result.is_err());
         output::line(line)?;
     }
+    for host in &outcome.missing {
+        let line = if args.json {
+            let value = serde_json::json!({ "host": host.host, "missing_instances": host.instances, "message": host.why });
+            value.to_string()
+        } else {
+            format!("{}: no answer from its {} instance(s): {}", host.host, host.instances, host.why)
+        };
+        output::line(line)?;
+    }
     let total = outcome.replies.len();
+    let missing_instances: u32 = outcome.missing.iter().map(|host| host.instances).sum();
     if outcome.complete {
         eprintln!("all {total} instances answered ({failed} with an error)");
     } else {
-        let missing =
-            outcome.replies.iter().filter(|r| matches!(r.result, Err(CallError::Timeout(_)))).count();
-        eprintln!("{} of {total} instances answered before the deadline", total - missing);
+        let late = outcome.replies.iter().filter(|r| matches!(r.result, Err(CallError::Timeout(_)))).count();
+        let expected = total + missing_instances as usize;
+        eprintln!("{} of {expected} instances answered before the deadline", total - late);
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let any_missing = !outcome.missing.is_empty();
+    Ok(if failed == 0 && !any_missing { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `call --trace`: the call under a trace of its own, then its hops.

@@ -139,7 +139,10 @@ impl Router {
         let targets = self
             .allowed_call(from, &service, &method, &payload)
             .and_then(|()| self.admit(from, &method, &headers, &payload))
-            .and_then(|()| self.registry.serving(&service, &method));
+            .and_then(|()| {
+                let fleet = headers.get(switchboard_proto::fleet::FLEET_HEADER).is_some();
+                self.registry.serving_where(&service, &method, fleet)
+            });
         let targets = match targets {
             Ok(targets) => targets,
             Err((code, message)) => {

@@ -199,13 +199,30 @@ impl Registry {
         service: &ServiceName,
         method: &MethodName,
     ) -> Result<Vec<InstanceId>, (ErrorCode, String)> {
+        self.serving_where(service, method, true)
+    }
+
+    /// Every instance here serving `method`, and the stand-in for other
+    /// hosts' too when `fleet` (a broadcast to the whole fleet).
+    pub fn serving_where(
+        &self,
+        service: &ServiceName,
+        method: &MethodName,
+        fleet: bool,
+    ) -> Result<Vec<InstanceId>, (ErrorCode, String)> {
         let entry = self.services.get(service).ok_or_else(|| no_service(service))?;
         let serving: Vec<InstanceId> = entry
             .instances
             .iter()
             .copied()
-            .filter(|id| self.instances.get(id).is_some_and(|i| i.serves(method)))
+            .filter(|id| self.instances.get(id).is_some_and(|i| i.serves(method) && (fleet || !i.remote)))
             .collect();
+        let elsewhere = || entry.instances.iter().any(|id| self.instances.get(id).is_some_and(|i| i.remote));
+        if serving.is_empty() && !fleet && elsewhere() {
+            let message =
+                format!("no instance of {service} on this host; other hosts of the fleet serve it (--fleet)");
+            return Err((ErrorCode::NoSuchService, message));
+        }
         if serving.is_empty() {
             return Err(no_method(service, method));
         }
