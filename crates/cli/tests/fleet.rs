@@ -245,3 +245,67 @@ async fn a_fleet_broadcast_answers_per_instance_with_its_host_and_reports_a_host
     assert_eq!(missing.len(), 1, "{lines:?}");
     assert_eq!((missing[0]["host"].as_str(), missing[0]["missing_instances"].as_u64()), (Some("c"), Some(2)));
 }
+
+/// A request a rogue NATS client with host b's own credentials makes on
+/// `subject`, saying it comes from `principal`: the answer's error header,
+/// or why there was no answer.
+fn rogue_request(fleet: &Fleet, subject: &'static str, principal: &'static str) -> Result<String, String> {
+    let url = fleet.host("b").nats_url.clone();
+    fleet.on_host("b", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let client =
+                async_nats::ConnectOptions::with_user_and_password("b".into(), support::fleet::password("b"))
+                    .custom_inbox_prefix("_INBOX_b")
+                    .connect(url)
+                    .await
+                    .map_err(|err| err.to_string())?;
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Sb-Method", "who");
+            headers.insert("Sb-Principal", principal);
+            headers.insert("Sb-Timeout-Ms", "2000");
+            let request = async_nats::Request::new()
+                .headers(headers)
+                .payload(switchboard::Bytes::new())
+                .timeout(Some(Duration::from_secs(2)));
+            let reply = client.send_request(subject, request).await.map_err(|err| err.to_string())?;
+            let header =
+                |name: &str| reply.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+            Ok(format!(
+                "{}: {}",
+                header("Sb-Error").unwrap_or_default(),
+                header("Sb-Message").unwrap_or_default()
+            ))
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cannot_speak_for_another_host() {
+    let config = |host: &str| {
+        let grant = "[[policy]]\nprincipal = \"host:a\"\nallow = [\"call billing.*\"]\n";
+        if host == "c" {
+            format!("export = [\"billing\"]\n{grant}")
+        } else {
+            "import = [\"billing\"]\n".to_owned()
+        }
+    };
+    let fleet = Fleet::start(&["a", "b", "c"], config);
+    let _on_c = Guard(fleet.spawn_example(fleet.host("c"), "fleet_peer", &[]));
+    wait_for_offer(&fleet, "a", "c", "billing");
+    let (ok, seen, err) = call(&fleet, "a", &["billing.who"]);
+    assert!(ok && seen["principal"] == "user:root@a", "a itself gets through: {seen} {err}");
+
+    // With b's credentials, a call on a's subject is refused by NATS itself:
+    // it never reaches c, so nothing answers.
+    let forged = rogue_request(&fleet, "sb.call.a.billing", "user:root");
+    let refused = forged.expect_err("a forged call was answered");
+    assert!(!refused.contains("connect"), "the rogue could not even connect: {refused}");
+
+    // On b's own subject the host is b whatever the message claims, and c's
+    // policy (host:a only) refuses it by that name.
+    let claimed = rogue_request(&fleet, "sb.call.b.billing", "user:root@a");
+    let answer = claimed.unwrap();
+    assert!(answer.starts_with("permission_denied: "), "{answer}");
+    assert!(answer.contains("user:root@a@b may not call billing.who"), "{answer}");
+}

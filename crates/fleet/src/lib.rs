@@ -152,6 +152,9 @@ async fn connect(joining: &Joining) -> Result<async_nats::Client, String> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("switchboard-fleet {}", joining.host))
         .retry_on_initial_connect()
+        // Each host reads only its own replies: its NATS user may be given
+        // `_INBOX_HOST.>` and nothing of the others'.
+        .custom_inbox_prefix(format!("_INBOX_{}", joining.host))
         .max_reconnects(None);
     options = match &joining.credentials {
         config::Credentials::None => options,

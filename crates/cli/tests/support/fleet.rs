@@ -82,16 +82,26 @@ impl Fleet {
                 link(&hub, ns, i, &endpoints[i].0);
             }
             let (address, client, _) = &endpoints[i];
-            let store = fleet.work.path().join(format!("nats-{name}"));
+            let conf = fleet.work.path().join(format!("nats-{name}.conf"));
+            std::fs::write(
+                &conf,
+                nats_config(names, i, &endpoints, &fleet.work.path().join(format!("js-{name}"))),
+            )
+            .expect("nats config");
             let log = std::fs::File::create(fleet.work.path().join(format!("nats-{name}.log"))).expect("log");
             let nats = in_netns(netns.as_deref(), "nats-server")
-                .args(nats_args(name, i, &endpoints, &store))
+                .arg("-c")
+                .arg(&conf)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .expect("nats-server (installed by scripts/install-test-deps.sh)");
             let nats_url = format!("nats://{address}:{client}");
-            let section = format!("[fleet]\nname = \"{name}\"\nnats = \"{nats_url}\"\n{}", config(name));
+            let section = format!(
+                "[fleet]\nname = \"{name}\"\nnats = \"{nats_url}\"\nuser = \"{name}\"\npassword = \"{}\"\n{}",
+                password(name),
+                config(name)
+            );
             let dir = tempfile::tempdir().expect("temp dir");
             let path = dir.path().join("daemon.toml");
             std::fs::write(&path, section).expect("config");
@@ -166,6 +176,25 @@ impl Fleet {
         child
     }
 
+    /// Runs `work` on a thread inside `host`'s network namespace (where its
+    /// NATS server's address is reachable), with a runtime of its own.
+    pub fn on_host<T: Send + 'static>(&self, host: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let netns = self.host(host).netns.clone();
+        std::thread::spawn(move || {
+            if let Some(ns) = netns {
+                let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("the namespace's file");
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(&file),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .expect("enter the namespace");
+            }
+            work()
+        })
+        .join()
+        .expect("the thread in the host's namespace")
+    }
+
     /// Stops the NATS server of `host` (`kill -9`).
     pub fn kill_nats(&mut self, name: &str) {
         let host = self.hosts.iter_mut().find(|h| h.name == name).expect("a host of this fleet");
@@ -186,35 +215,45 @@ fn link(hub: &str, ns: &str, index: usize, address: &str) {
     run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
 }
 
-/// The arguments of host `index`'s NATS server: its client and cluster
-/// ports, routes to every other server, JetStream in `store`.
-fn nats_args(name: &str, index: usize, endpoints: &[(String, u16, u16)], store: &Path) -> Vec<String> {
+/// Host `name`'s NATS password (each host has its own user).
+pub fn password(name: &str) -> String {
+    format!("secret-of-{name}")
+}
+
+/// Host `index`'s NATS server: its client and cluster ports, routes to
+/// every other server, JetStream in `store`, and one user per host whose
+/// permissions confine what it publishes to its own subjects
+/// (`sb.*.HOST`, `sb.*.HOST.>`, answers to requests it got) and what it
+/// reads to the fleet's and its own inbox.
+fn nats_config(names: &[&str], index: usize, endpoints: &[(String, u16, u16)], store: &Path) -> String {
     let (address, client, cluster) = &endpoints[index];
     let routes: Vec<String> = endpoints
         .iter()
         .enumerate()
         .filter(|(j, _)| *j != index)
-        .map(|(_, (a, _, c))| format!("nats://{a}:{c}"))
+        .map(|(_, (a, _, c))| format!("\"nats://{a}:{c}\""))
         .collect();
-    [
-        "-a",
-        address,
-        "-p",
-        &client.to_string(),
-        "-n",
-        &format!("nats-{name}"),
-        "--cluster_name",
-        "sbtest",
-        "--cluster",
-        &format!("nats://{address}:{cluster}"),
-        "--routes",
-        &routes.join(","),
-        "-js",
-        "-sd",
-        &store.display().to_string(),
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    let users: Vec<String> = names
+        .iter()
+        .map(|host| {
+            format!(
+                "{{ user: \"{host}\", password: \"{}\", permissions: {{ \
+                 publish: {{ allow: [\"sb.*.{host}\", \"sb.*.{host}.>\"] }}, \
+                 subscribe: {{ allow: [\"sb.>\", \"_INBOX_{host}.>\"] }}, allow_responses: true }} }}",
+                password(host)
+            )
+        })
+        .collect();
+    format!(
+        "host: \"{address}\"\nport: {client}\nserver_name: \"nats-{name}\"\n\
+         jetstream {{ store_dir: \"{store}\" }}\n\
+         cluster {{ name: \"sbtest\", listen: \"{address}:{cluster}\", routes: [{routes}] }}\n\
+         authorization {{ users: [{users}] }}\n",
+        name = names[index],
+        store = store.display(),
+        routes = routes.join(", "),
+        users = users.join(", "),
+    )
 }
 
 fn in_netns(netns: Option<&str>, program: &str) -> Command {
