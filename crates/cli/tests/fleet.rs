@@ -15,6 +15,12 @@ use support::fleet::Fleet;
 use support::Guard;
 use switchboard::{Bus, CallError};
 
+/// This test's own principal on a host's bus (`user:root` as CI runs).
+fn me() -> String {
+    let out = std::process::Command::new("id").arg("-un").output().unwrap();
+    format!("user:{}", String::from_utf8_lossy(&out.stdout).trim())
+}
+
 /// `switchboard call` on `host`: (succeeded, stdout as JSON or text, stderr).
 fn call(fleet: &Fleet, host: &str, args: &[&str]) -> (bool, serde_json::Value, String) {
     let out = fleet.cli(fleet.host(host), &[&["call"], args].concat()).output().unwrap();
@@ -62,7 +68,7 @@ async fn calls_cross_hosts_as_their_principal_and_hosts_share_the_load() {
     let (ok, seen, err) = call(&fleet, "a", &["billing.who", "-H", "request-id=42", "--timeout", "3s"]);
     assert!(ok, "{err}");
     assert_eq!(seen["host"], "c", "{seen}");
-    assert_eq!(seen["principal"], "user:root@a", "the principal as a vouched for it: {seen}");
+    assert_eq!(seen["principal"], format!("{}@a", me()), "the principal as a vouched for it: {seen}");
     assert_eq!(seen["headers"]["request-id"], "42", "{seen}");
     let left = seen["deadline_ms"].as_u64().unwrap();
     assert!((1_000..=3_000).contains(&left), "the deadline travelled: {left} ms left of 3 s");
@@ -98,7 +104,7 @@ async fn calls_cross_hosts_as_their_principal_and_hosts_share_the_load() {
     let (ok, _, err) = call(&fleet, "b", &["billing.who", "--host", "c"]);
     assert!(!ok, "b got through to c");
     assert!(
-        err.contains("permission denied") && err.contains("user:root@b may not call billing.who"),
+        err.contains("permission denied") && err.contains(&format!("{}@b may not call billing.who", me())),
         "{err}"
     );
 
@@ -163,7 +169,7 @@ async fn exported_topics_reach_every_other_host_once_and_retained_values_reach_l
         assert_eq!(message.headers.get("change"), Some("7"), "{host}");
         if host != "a" {
             assert_eq!(message.headers.get("sb-origin"), Some("a"), "{host} knows where it came from");
-            assert_eq!(message.publisher.principal.as_str(), "user:root@a", "{host}");
+            assert_eq!(message.publisher.principal.as_str(), format!("{}@a", me()), "{host}");
         }
         // Once: not echoed back to a, not bounced between b and c.
         let again = next_message(subscription, Duration::from_millis(1_500)).await;
@@ -294,7 +300,7 @@ async fn a_host_cannot_speak_for_another_host() {
     let _on_c = Guard(fleet.spawn_example(fleet.host("c"), "fleet_peer", &[]));
     wait_for_offer(&fleet, "a", "c", "billing");
     let (ok, seen, err) = call(&fleet, "a", &["billing.who"]);
-    assert!(ok && seen["principal"] == "user:root@a", "a itself gets through: {seen} {err}");
+    assert!(ok && seen["principal"] == format!("{}@a", me()), "a itself gets through: {seen} {err}");
 
     // With b's credentials, a call on a's subject is refused by NATS itself:
     // it never reaches c, so nothing answers.
