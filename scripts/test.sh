@@ -12,7 +12,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-step "build and test dependencies (libzmq for the benchmark; systemd-notify, openssl, useradd, strace, unshare/nsenter, libnss-extrausers, tmux, chromium and chromium-driver for the tests)"
+step "build and test dependencies (libzmq for the benchmark; systemd-notify, openssl, curl, nats-server, iproute2, useradd, strace, unshare/nsenter, libnss-extrausers, tmux, chromium and chromium-driver for the tests)"
 bash scripts/install-test-deps.sh
 
 step "Python client's virtualenv (python3-venv, pip install ./clients/python, pytest, mypy, ruff)"
@@ -72,6 +72,7 @@ bash scripts/install-peers.sh || echo "warning: could not install the benchmark'
 step "benchmark smoke run (--quick: every case runs and yields numbers; no speed asserted)"
 cargo run --locked -p switchboard-bench -- all --quick --out "$out/bench.json"
 cargo run --locked -p switchboard-bench -- gateway --count 200 --repeats 1
+cargo run --locked -p switchboard-bench -- fleet --count 200 --repeats 1
 
 # One total for the whole run (cargo prints a line per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nRust tests: %d passed, %d failed\n", p, f }' "$out/test.log"

@@ -223,20 +223,25 @@ pub fn daemon(socket: &Path, data_dir: &Path, services: Option<std::path::PathBu
         };
         let apps = switchboard_daemon::host::Apps::new()
             .with::<switchboard_supervisor::Supervisor>()
-            .with::<switchboard_gateway::Gateway>();
+            .with::<switchboard_gateway::Gateway>()
+            .with::<switchboard_fleet::Fleet>();
         let daemon = switchboard_daemon::Daemon::bind(config, apps).await?;
         let _ = daemon.run(tokio_util::sync::CancellationToken::new(), ready).await;
         Ok(())
     })
 }
 
-/// A Switchboard service `bench.echo` that replies with the request.
-pub fn sb_echo(addr: &str) -> anyhow::Result<()> {
+/// A Switchboard service `bench.echo` that replies with the request, as
+/// `instances` instances on one connection.
+pub fn sb_echo(addr: &str, instances: usize) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let bus = switchboard::Bus::connect(addr).await?;
-        let _service =
-            bus.serve("bench")?.method("echo", |request| async move { Ok(request.payload) }).start().await?;
+        let mut services = Vec::new();
+        for _ in 0..instances.max(1) {
+            let echo = |request: switchboard::Request| async move { Ok(request.payload) };
+            services.push(bus.serve("bench")?.method("echo", echo).start().await?);
+        }
         ready();
         std::future::pending::<()>().await;
         Ok(())

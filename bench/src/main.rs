@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod children;
+mod fleet;
 mod gateway;
 mod load;
 mod peers;
@@ -84,6 +85,16 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// A call across hosts of a fleet (three NATS servers, three daemons)
+    /// against a plain NATS request, a fleet broadcast to 3 hosts × 10
+    /// instances, and a local call with the fleet joined and not: medians of
+    /// repeats. Needs nats-server.
+    Fleet {
+        #[arg(long, default_value_t = 3_000)]
+        count: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     #[command(hide = true)]
     ChildHttpEcho { port: u16 },
     #[command(hide = true)]
@@ -131,7 +142,12 @@ enum Command {
     #[command(hide = true)]
     ChildIdle,
     #[command(hide = true)]
-    ChildSbEcho { addr: String },
+    ChildSbEcho {
+        addr: String,
+        /// Instances to register on the one connection.
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+    },
     #[command(hide = true)]
     ChildSbSub {
         addr: String,
@@ -161,6 +177,7 @@ fn main() -> anyhow::Result<()> {
             workloads::profile(&addr, count, in_flight, routed)
         }
         Command::Gateway { count, repeats } => gateway::run(count, repeats.max(1)),
+        Command::Fleet { count, repeats } => fleet::run(count, repeats.max(1)),
         Command::ChildHttpEcho { port } => {
             children::exit_with_parent();
             children::http_echo(port)
@@ -212,9 +229,9 @@ fn main() -> anyhow::Result<()> {
         // Supervised by the daemon, which kills them when it goes.
         Command::ChildNotifyReady => supervision::notify_ready(),
         Command::ChildIdle => supervision::idle(),
-        Command::ChildSbEcho { addr } => {
+        Command::ChildSbEcho { addr, instances } => {
             children::exit_with_parent();
-            children::sb_echo(&addr)
+            children::sb_echo(&addr, instances)
         }
         Command::ChildSbSub { addr, expected, latency } => {
             children::exit_with_parent();

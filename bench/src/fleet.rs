@@ -1,0 +1,242 @@
+//! `switchboard-bench fleet`: what the fleet costs. In one run, on one
+//! three-server NATS cluster (loopback ports, one server per host, each host
+//! its own NATS user as in docs/fleet.md) with three daemons joined to it:
+//!
+//! - a call from host a to the echo service on host b, through both daemons
+//!   and NATS, against a plain NATS request between the same two servers
+//!   (async-nats on both ends) — goal ≤ 1.3× its p50;
+//! - a fleet broadcast from a to 3 hosts × 10 instances;
+//! - a local call on a (joined) against the same call on a daemon that
+//!   joined nothing — goal within 5 %.
+//!
+//! Each case's p50 is the median of `repeats` runs, the order of the
+//! cases rotated between runs.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use switchboard::{Bus, Bytes, CallOptions};
+
+use crate::children;
+use crate::stats::{median, Sample};
+
+const HOSTS: [&str; 3] = ["a", "b", "c"];
+const BENCH_USER: &str = "bench";
+
+/// A NATS server, killed when dropped.
+struct NatsServer(std::process::Child);
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Server `index`'s config: a cluster of `ports` (client, cluster), a user
+/// per host confined to its own subjects, and the bench's own user for
+/// clients that bring no credentials.
+fn nats_config(index: usize, ports: &[(u16, u16)]) -> String {
+    let (client, cluster) = ports[index];
+    let routes: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != index)
+        .map(|(_, (_, c))| format!("\"nats://127.0.0.1:{c}\""))
+        .collect();
+    let mut users: Vec<String> = HOSTS
+        .iter()
+        .map(|host| {
+            format!(
+                "{{ user: \"{host}\", password: \"{host}\", permissions: {{ \
+                 publish: {{ allow: [\"sb.*.{host}\", \"sb.*.{host}.>\"] }}, \
+                 subscribe: {{ allow: [\"sb.>\", \"_INBOX_{host}.>\"] }}, allow_responses: true }} }}"
+            )
+        })
+        .collect();
+    users.push(format!("{{ user: \"{BENCH_USER}\", password: \"{BENCH_USER}\" }}"));
+    format!(
+        "host: \"127.0.0.1\"\nport: {client}\nserver_name: \"bench-{index}\"\n\
+         cluster {{ name: \"bench\", listen: \"127.0.0.1:{cluster}\", routes: [{}] }}\n\
+         authorization {{ users: [{}] }}\nno_auth_user: \"{BENCH_USER}\"\n",
+        routes.join(", "),
+        users.join(", ")
+    )
+}
+
+fn start_nats(dir: &Path, ports: &[(u16, u16)]) -> anyhow::Result<Vec<NatsServer>> {
+    let mut servers = Vec::new();
+    for index in 0..ports.len() {
+        let conf = dir.join(format!("nats-{index}.conf"));
+        std::fs::write(&conf, nats_config(index, ports))?;
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nats-server (scripts/install-peers.sh installs it)")?;
+        servers.push(NatsServer(child));
+    }
+    for (client, _) in ports {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", *client)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "nats-server on port {client} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(servers)
+}
+
+/// Starts a daemon in `dir` with `config`; its address.
+fn daemon(dir: &Path, name: &str, config: &str) -> anyhow::Result<(children::Child, String)> {
+    let path = |p: &Path| p.to_str().unwrap_or_default().to_owned();
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config)?;
+    let socket = dir.join(format!("{name}.sock"));
+    let data = dir.join(format!("data-{name}"));
+    let child = children::spawn(&["child-daemon", &path(&socket), &path(&data), "--config", &path(&file)])?;
+    Ok((child, format!("unix:{}", socket.display())))
+}
+
+/// Calls `bench.echo` until it answers from `expected` hosts' worth of
+/// instances in a fleet broadcast (the fleet has joined and announced).
+async fn until_joined(bus: &Bus, instances: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let outcome =
+            bus.broadcast_fleet("bench.echo", Bytes::from_static(b"x"), CallOptions::default()).await?;
+        if outcome.replies.iter().filter(|r| r.result.is_ok()).count() == instances {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the fleet did not form in 20 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn broadcast_latency(bus: &Bus, instances: usize, samples: usize) -> anyhow::Result<Sample> {
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let started = Instant::now();
+        let outcome =
+            bus.broadcast_fleet("bench.echo", Bytes::from_static(b"ping"), CallOptions::default()).await?;
+        let took = started.elapsed();
+        let answered = outcome.replies.iter().filter(|r| r.result.is_ok()).count();
+        anyhow::ensure!(answered == instances, "{answered} of {instances} instances answered");
+        if i >= samples / 10 {
+            times.push(took);
+        }
+    }
+    Ok(Sample::latency(times))
+}
+
+pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ports: Vec<(u16, u16)> =
+        (0..HOSTS.len()).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+    let _nats = start_nats(&dir, &ports)?;
+    let mut kids = Vec::new();
+    let mut addrs = Vec::new();
+    for (index, host) in HOSTS.iter().enumerate() {
+        let config = format!(
+            "[fleet]\nname = \"{host}\"\nnats = \"nats://127.0.0.1:{}\"\nuser = \"{host}\"\npassword = \"{host}\"\n\
+             export = [\"bench\"]\nimport = [\"bench\"]\n\
+             [[policy]]\nprincipal = \"*\"\nallow = [\"call bench.*\"]\n",
+            ports[index].0
+        );
+        let (child, addr) = daemon(&dir, host, &config)?;
+        kids.push(child);
+        addrs.push(addr);
+    }
+    let (alone, alone_addr) = daemon(&dir, "alone", "")?;
+    kids.push(alone);
+    // Every host has 10 echo instances (b's answer the cross-host call, all
+    // the broadcast); the daemon alone has the same 10 of its own, so the
+    // local calls differ only in the fleet.
+    for addr in &addrs {
+        kids.push(children::spawn(&["child-sb-echo", addr, "--instances", "10"])?);
+    }
+    kids.push(children::spawn(&["child-sb-echo", &alone_addr, "--instances", "10"])?);
+    // The plain NATS clients connect without credentials: the servers take
+    // them as the bench's own user (`no_auth_user`).
+    let nats_b = format!("nats://127.0.0.1:{}", ports[1].0);
+    let nats_a = format!("nats://127.0.0.1:{}", ports[0].0);
+    kids.push(children::spawn(&["child-nats-echo", &nats_b])?);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let on_a = runtime.block_on(Bus::connect(addrs[0].as_str()))?;
+    let on_alone = runtime.block_on(Bus::connect(alone_addr.as_str()))?;
+    runtime.block_on(until_joined(&on_a, 30))?;
+    let remote = CallOptions {
+        headers: switchboard::Headers::from_pairs([(switchboard_proto::fleet::HOST_HEADER, "b")])?,
+        ..CallOptions::default()
+    };
+    let payload = Bytes::from(vec![7u8; 16]);
+    let (mut fleet_call, mut nats_request, mut broadcast, mut joined, mut not_joined) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for repeat in 0..repeats {
+        for case in (0..5).map(|i| (i + repeat) % 5) {
+            match case {
+                0 => fleet_call.push(runtime.block_on(call_latency(&on_a, &payload, &remote, count))?),
+                1 => nats_request.push(crate::peers::nats::request_latency(&nats_a, 16, count)?),
+                2 => broadcast.push(runtime.block_on(broadcast_latency(&on_a, 30, (count / 10).max(10)))?),
+                3 => joined.push(runtime.block_on(call_latency(
+                    &on_a,
+                    &payload,
+                    &CallOptions::default(),
+                    count,
+                ))?),
+                _ => not_joined.push(runtime.block_on(call_latency(
+                    &on_alone,
+                    &payload,
+                    &CallOptions::default(),
+                    count,
+                ))?),
+            }
+        }
+    }
+    let p50 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p50_us).collect::<Vec<_>>());
+    let p99 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p99_us).collect::<Vec<_>>());
+    println!("fleet benchmark: {count} sequential 16 B calls per case, median of {repeats} repeats");
+    println!("{:<52} {:>10} {:>10}", "case", "p50 µs", "p99 µs");
+    for (name, samples) in [
+        ("call a → b through both daemons and NATS", &fleet_call),
+        ("plain NATS request a → b (async-nats)", &nats_request),
+        ("fleet broadcast from a, 3 hosts × 10 instances", &broadcast),
+        ("local call on a, joined to the fleet", &joined),
+        ("local call on a daemon joined to nothing", &not_joined),
+    ] {
+        println!("{name:<52} {:>10.1} {:>10.1}", p50(samples), p99(samples));
+    }
+    println!("fleet call p50 / NATS request p50 = {:.2} (goal ≤ 1.3)", p50(&fleet_call) / p50(&nats_request));
+    println!("local call joined / not joined = {:.3} (goal within 5 %)", p50(&joined) / p50(&not_joined));
+    drop(kids);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn call_latency(
+    bus: &Bus,
+    payload: &Bytes,
+    options: &CallOptions,
+    samples: usize,
+) -> anyhow::Result<Sample> {
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples + samples / 10 {
+        let started = Instant::now();
+        let reply = bus.call_with("bench.echo", payload.clone(), options.clone()).await?;
+        let took = started.elapsed();
+        anyhow::ensure!(reply == *payload, "the echo answered {} bytes", reply.len());
+        if i >= samples / 10 {
+            times.push(took);
+        }
+    }
+    Ok(Sample::latency(times))
+}
