@@ -7,7 +7,8 @@
 //!   (async-nats on both ends) — goal ≤ 1.3× its p50;
 //! - a fleet broadcast from a to 3 hosts × 10 instances;
 //! - a local call on a (joined) against the same call on a daemon that
-//!   joined nothing — goal within 5 %.
+//!   joined nothing — goal within 5 % — in short alternating rounds, with a
+//!   second client of the daemon alone as an A/A control.
 //!
 //! Each case's p50 is the median of `repeats` runs, the order of the
 //! cases rotated between runs.
@@ -144,18 +145,19 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
     let _nats = start_nats(&dir, &ports)?;
     let mut kids = Vec::new();
     let mut addrs = Vec::new();
+    // The same policy everywhere, so the daemon alone differs only in [fleet].
+    let policy = "[[policy]]\nprincipal = \"*\"\nallow = [\"call bench.*\"]\n";
     for (index, host) in HOSTS.iter().enumerate() {
         let config = format!(
-            "[fleet]\nname = \"{host}\"\nnats = \"nats://127.0.0.1:{}\"\nuser = \"{host}\"\npassword = \"{host}\"\n\
-             export = [\"bench\"]\nimport = [\"bench\"]\n\
-             [[policy]]\nprincipal = \"*\"\nallow = [\"call bench.*\"]\n",
+            "{policy}[fleet]\nname = \"{host}\"\nnats = \"nats://127.0.0.1:{}\"\nuser = \"{host}\"\npassword = \"{host}\"\n\
+             export = [\"bench\"]\nimport = [\"bench\"]\n",
             ports[index].0
         );
         let (child, addr) = daemon(&dir, host, &config)?;
         kids.push(child);
         addrs.push(addr);
     }
-    let (alone, alone_addr) = daemon(&dir, "alone", "")?;
+    let (alone, alone_addr) = daemon(&dir, "alone", policy)?;
     kids.push(alone);
     // Every host has 10 echo instances (b's answer the cross-host call, all
     // the broadcast); the daemon alone has the same 10 of its own, so the
@@ -172,36 +174,33 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let on_a = runtime.block_on(Bus::connect(addrs[0].as_str()))?;
+    // The local calls get clients of their own, which made no fleet call.
+    let local_a = runtime.block_on(Bus::connect(addrs[0].as_str()))?;
     let on_alone = runtime.block_on(Bus::connect(alone_addr.as_str()))?;
+    let control = runtime.block_on(Bus::connect(alone_addr.as_str()))?;
     runtime.block_on(until_joined(&on_a, 30))?;
     let remote = CallOptions {
         headers: switchboard::Headers::from_pairs([(switchboard_proto::fleet::HOST_HEADER, "b")])?,
         ..CallOptions::default()
     };
     let payload = Bytes::from(vec![7u8; 16]);
-    let (mut fleet_call, mut nats_request, mut broadcast, mut joined, mut not_joined) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut fleet_call, mut nats_request, mut broadcast) = (Vec::new(), Vec::new(), Vec::new());
     for repeat in 0..repeats {
-        for case in (0..5).map(|i| (i + repeat) % 5) {
+        for case in (0..3).map(|i| (i + repeat) % 3) {
             match case {
                 0 => fleet_call.push(runtime.block_on(call_latency(&on_a, &payload, &remote, count))?),
                 1 => nats_request.push(crate::peers::nats::request_latency(&nats_a, 16, count)?),
-                2 => broadcast.push(runtime.block_on(broadcast_latency(&on_a, 30, (count / 10).max(10)))?),
-                3 => joined.push(runtime.block_on(call_latency(
-                    &on_a,
-                    &payload,
-                    &CallOptions::default(),
-                    count,
-                ))?),
-                _ => not_joined.push(runtime.block_on(call_latency(
-                    &on_alone,
-                    &payload,
-                    &CallOptions::default(),
-                    count,
-                ))?),
+                _ => broadcast.push(runtime.block_on(broadcast_latency(&on_a, 30, (count / 10).max(10)))?),
             }
         }
     }
+    let rounds = 10 * repeats;
+    let [joined, not_joined, same] = runtime.block_on(local_rounds(
+        [&local_a, &on_alone, &control],
+        &payload,
+        rounds,
+        (count / 10).max(100),
+    ))?;
     let p50 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p50_us).collect::<Vec<_>>());
     let p99 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p99_us).collect::<Vec<_>>());
     println!("fleet benchmark: {count} sequential 16 B calls per case, median of {repeats} repeats");
@@ -212,14 +211,37 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
         ("fleet broadcast from a, 3 hosts × 10 instances", &broadcast),
         ("local call on a, joined to the fleet", &joined),
         ("local call on a daemon joined to nothing", &not_joined),
+        ("the same, a second client (A/A control)", &same),
     ] {
         println!("{name:<52} {:>10.1} {:>10.1}", p50(samples), p99(samples));
     }
     println!("fleet call p50 / NATS request p50 = {:.2} (goal ≤ 1.3)", p50(&fleet_call) / p50(&nats_request));
-    println!("local call joined / not joined = {:.3} (goal within 5 %)", p50(&joined) / p50(&not_joined));
+    println!(
+        "local call joined / not joined = {:.3} (goal within 5 %; A/A control {:.3}; {rounds} alternating rounds)",
+        p50(&joined) / p50(&not_joined),
+        p50(&same) / p50(&not_joined)
+    );
     drop(kids);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Local calls through each of `buses` in short rounds, their order rotated
+/// every round: the machine's latency shifts within seconds, so the cases
+/// take turns instead of each having one long stretch.
+async fn local_rounds(
+    buses: [&Bus; 3],
+    payload: &Bytes,
+    rounds: usize,
+    count: usize,
+) -> anyhow::Result<[Vec<Sample>; 3]> {
+    let mut samples: [Vec<Sample>; 3] = Default::default();
+    for round in 0..rounds {
+        for which in (0..3).map(|i| (i + round) % 3) {
+            samples[which].push(call_latency(buses[which], payload, &CallOptions::default(), count).await?);
+        }
+    }
+    Ok(samples)
 }
 
 async fn call_latency(
