@@ -315,3 +315,31 @@ async fn a_host_cannot_speak_for_another_host() {
     assert!(answer.starts_with("permission_denied: "), "{answer}");
     assert!(answer.contains("user:root@a@b may not call billing.who"), "{answer}");
 }
+
+#[test]
+fn check_names_what_is_wrong_in_a_fleet_section() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("daemon.toml");
+    let check = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(support::BIN)
+            .args(["check", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+    let base = "[fleet]\nnats = \"nats://10.0.0.1:4222\"\n";
+    let (ok, said) = check(&format!("{base}name = \"web-1\"\nexport = [\"billing\", \"topic:db.>\"]\n"));
+    assert!(ok, "a valid section, no NATS needed to check it: {said}");
+    for (bad, expected) in [
+        ("name = \"web.1\"\n", "one NATS subject token"),
+        ("name = \"a\"\nuser = \"a\"\npassword = \"p\"\ntoken = \"t\"\n", "give one of"),
+        ("name = \"a\"\nexport = [\"topic:db..x\"]\n", "fleet.export"),
+        ("name = \"a\"\nnats = []\n", "names no NATS server"),
+    ] {
+        let text = if bad.contains("nats = []") { format!("[fleet]\n{bad}") } else { format!("{base}{bad}") };
+        let (ok, said) = check(&text);
+        assert!(!ok && said.contains(expected), "{bad:?} → {said}");
+    }
+}
