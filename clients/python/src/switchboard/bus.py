@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Set,
 import msgpack
 
 from . import _wire as wire
+from . import fleet as _fleet
 from . import hops, names, trace
 from ._connection import FrameProtocol, Link, credential_from_env, default_address, default_client_name, open_link
 from .breaker import Admission, BreakerPolicy, Breakers
@@ -410,13 +411,17 @@ class Bus:
         headers: Optional[Mapping[str, str]] = None,
         raw: bool = False,
         retry: Optional[RetryPolicy] = None,
+        host: Optional[str] = None,
     ) -> Any:
         """Calls `SERVICE.METHOD` with `args` (MessagePack-encoded; `raw=True`
         sends bytes as they are and returns the reply's bytes) and returns the
         decoded reply. Raises the `CallError` subclass of what went wrong.
         With `retry`, failures that allow it are tried again within `timeout`
         (see `switchboard.RetryPolicy`); the error raised then says how many
-        attempts were made (`err.attempts`)."""
+        attempts were made (`err.attempts`). With `host`, the call goes to
+        that host of the fleet the daemon joined (docs/fleet.md)."""
+        if host is not None:
+            headers = {**(headers or {}), _fleet.HOST_HEADER: host}
         if retry is not None:
             value, _ = await self.call_attempts(
                 target, args, timeout=timeout, instance=instance, headers=headers, raw=raw, retry=retry
@@ -597,9 +602,16 @@ class Bus:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         headers: Optional[Mapping[str, str]] = None,
+        fleet: bool = False,
     ) -> List[BroadcastReply]:
         """Calls the method on every instance; one `BroadcastReply` per instance,
-        once all answered, failed or the deadline passed."""
+        once all answered, failed or the deadline passed. With `fleet=True`,
+        every instance on every host of the fleet the daemon joined, each
+        reply naming its `host` (`None` for this one); a host that did not
+        answer is one entry with `missing_instances` and its error."""
+        if fleet:
+            headers = {**(headers or {}), _fleet.FLEET_HEADER: "1"}
+            return _fleet.unpack(await self.broadcast(target, args, timeout=timeout, headers=headers))
         prefix = self._prefix(target)
         head = names.header_block(trace.outgoing(headers))
         timeout = inherited_timeout(timeout)

@@ -19,11 +19,16 @@ from .errors import CallError, Timeout, from_wire
 
 @dataclass(frozen=True)
 class BroadcastReply:
-    """One instance's answer: its decoded reply, or the error it gave."""
+    """One instance's answer: its decoded reply, or the error it gave. In a
+    fleet broadcast, `host` names the host it runs on (`None`: this one),
+    and a host that did not answer is one entry with `instance` 0, its
+    `missing_instances` and the error saying why."""
 
     instance: int
     value: Any = None
     error: Optional[CallError] = None
+    host: Optional[str] = None
+    missing_instances: int = 0
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,88 @@
+"""The fleet from Python: two real daemons joined through a real NATS server
+(docs/fleet.md). A call with `host=` reaches the other host as the caller's
+principal there; a broadcast with `fleet=True` answers per instance with its
+host. Needs `nats-server` (installed by scripts/install-test-deps.sh)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import pytest
+from conftest import Daemon, eventually, run_async
+
+import switchboard
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Dict[str, Daemon]]:
+    server = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    if not Path(server).exists():
+        pytest.fail("nats-server is not installed: run scripts/install-test-deps.sh")
+    port = _free_port()
+    nats = subprocess.Popen(
+        [server, "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    daemons: Dict[str, Daemon] = {}
+    try:
+        for host in ("a", "b"):
+            directory = tmp_path / host
+            directory.mkdir()
+            grant = '[[policy]]\nprincipal = "host:a"\nallow = ["call billing.*"]\n'
+            lists = 'export = ["billing"]\nimport = ["billing"]\n'
+            config = f'[fleet]\nname = "{host}"\nnats = "nats://127.0.0.1:{port}"\n{lists}'
+            daemons[host] = Daemon(directory, config + (grant if host == "b" else ""))
+        yield daemons
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+        nats.kill()
+        nats.wait()
+
+
+@run_async
+async def test_a_call_picks_its_host_and_a_fleet_broadcast_names_each_instances_host(fleet: Dict[str, Daemon]) -> None:
+    buses = {}
+    for host, daemon in fleet.items():
+        bus = await switchboard.connect(daemon.address)
+        buses[host] = bus
+
+        def who(_label: str = host) -> str:
+            return _label
+
+        await bus.serve("billing", {"who": who})
+    caller = buses["a"]
+
+    async def b_offers_billing() -> bool:
+        try:
+            answer = await caller.call("billing.who", host="b", timeout=2.0)
+            return bool(answer == "b")
+        except switchboard.CallError:
+            return False
+
+    await eventually(b_offers_billing, "a reaches billing on b", limit=15.0)
+    assert await caller.call("billing.who") == "a", "a local instance is preferred"
+
+    replies = await caller.broadcast("billing.who", timeout=5.0, fleet=True)
+    seen = sorted((reply.host or "a", reply.value) for reply in replies)
+    assert seen == [("a", "a"), ("b", "b")], replies
+    assert all(reply.ok for reply in replies)
+
+    # b's policy knows host:a only: b's own call to a is refused there, by name.
+    with pytest.raises(switchboard.PermissionDenied) as refused:
+        await buses["b"].call("billing.who", host="a", timeout=5.0)
+    assert "@b may not call billing.who" in str(refused.value)
+    plain: Optional[List[switchboard.BroadcastReply]] = await caller.broadcast("billing.who", timeout=5.0)
+    assert plain is not None and [r.host for r in plain] == [None], "without fleet=True, this host only"
+    for bus in buses.values():
+        bus.close()
