@@ -343,3 +343,44 @@ fn check_names_what_is_wrong_in_a_fleet_section() {
         assert!(!ok && said.contains(expected), "{bad:?} → {said}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_a_service_served_here_too_keeps_local_callers_on_their_direct_channel() {
+    let config = |_: &str| {
+        let grant = "[[policy]]\nprincipal = \"host:a\"\nallow = [\"call billing.*\"]\n";
+        format!("export = [\"billing\"]\nimport = [\"billing\"]\n{grant}")
+    };
+    let fleet = Fleet::start(&["a", "b"], config);
+    let _on_a = Guard(fleet.spawn_example(fleet.host("a"), "fleet_peer", &[]));
+    let _on_b = Guard(fleet.spawn_example(fleet.host("b"), "fleet_peer", &[]));
+    wait_for_offer(&fleet, "a", "b", "billing");
+    // The caller runs on a (its namespace: direct channels are abstract
+    // sockets), where billing has one instance and a stand-in for b's.
+    let addr = fleet.host("a").daemon.addr.clone();
+    let (direct, here, there) = fleet.on_host("a", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let bus = Bus::connect(&addr).await.unwrap();
+            let who = |reply: switchboard::Bytes| {
+                switchboard::decode::<serde_json::Value>(&reply).unwrap()["host"].clone()
+            };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut here = Vec::new();
+            while bus.direct_instance("billing").is_none() && Instant::now() < deadline {
+                here.push(who(bus.call("billing.who", switchboard::Bytes::new()).await.unwrap()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let direct = bus.direct_instance("billing").is_some();
+            here.push(who(bus.call("billing.who", switchboard::Bytes::new()).await.unwrap()));
+            let options = switchboard::CallOptions {
+                headers: switchboard::Headers::from_pairs([("sb-host", "b")]).unwrap(),
+                ..switchboard::CallOptions::default()
+            };
+            let there = who(bus.call_with("billing.who", switchboard::Bytes::new(), options).await.unwrap());
+            (direct, here, there)
+        })
+    });
+    assert!(direct, "the stand-in took the local caller's direct channel away");
+    assert!(here.iter().all(|host| host == "a"), "local calls stay here: {here:?}");
+    assert_eq!(there, "b", "a call naming b goes to b, not down the direct channel");
+}

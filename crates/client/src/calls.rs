@@ -270,7 +270,10 @@ impl Bus {
                 Err(left) => break 'sent Err(CallError::Timeout(left)),
             };
             let mut call = Call { id: 0, timeout_ms: 0, instance: 0, service, method, headers, payload };
-            if let Some(channel) = direct::channel_for(self, &call.service, instance) {
+            // A call that names its host goes where the daemon sends it.
+            let named_host = call.headers.get(switchboard_proto::fleet::HOST_HEADER).is_some();
+            let channel = if named_host { None } else { direct::channel_for(self, &call.service, instance) };
+            if let Some(channel) = channel {
                 let size = call_size(&call.service, &call.method, &call.headers, &call.payload);
                 call.id = self.shared.next_id();
                 traced(call.id);

@@ -116,7 +116,7 @@ impl Router {
         if self.monitor_watches(&service) {
             return refuse(format!("a monitor is watching {service}: its calls go through the daemon"));
         }
-        if self.registry.instances_of(&service).len() > 1 {
+        if self.registry.local_instances_of(&service).len() > 1 {
             return refuse(format!(
                 "service {service} has several instances, which the daemon balances calls across"
             ));
@@ -213,9 +213,11 @@ impl Router {
         self.revoke_where(|_, g| instances.contains(&g.instance), code, message);
     }
 
-    /// A second instance of `service` came up: calls are balanced again.
+    /// A second instance of `service` came up here: calls are balanced
+    /// again. (A stand-in for other hosts' is no second instance: it takes
+    /// only what no instance here can.)
     pub(super) fn revoke_balanced(&mut self, service: &ServiceName) {
-        if self.registry.instances_of(service).len() > 1 {
+        if self.registry.local_instances_of(service).len() > 1 {
             let message = format!("service {service} has several instances now; the daemon balances calls");
             self.revoke_service(service, ErrorCode::Overloaded, &message);
         }

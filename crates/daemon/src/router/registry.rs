@@ -193,6 +193,14 @@ impl Registry {
         self.services.get(service).map(|entry| entry.instances.clone()).unwrap_or_default()
     }
 
+    /// The instances of `service` on this host (stand-ins for other hosts'
+    /// left out), in registration order.
+    pub fn local_instances_of(&self, service: &ServiceName) -> Vec<InstanceId> {
+        let mut ids = self.instances_of(service);
+        ids.retain(|id| self.instances.get(id).is_some_and(|i| !i.remote));
+        ids
+    }
+
     /// Every instance of `service` serving `method`, in registration order.
     pub fn serving(
         &self,
