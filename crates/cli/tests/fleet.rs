@@ -99,6 +99,13 @@ async fn calls_cross_hosts_as_their_principal_and_hosts_share_the_load() {
     }
     let (ok, seen, err) = call(&fleet, "b", &["billing.who"]);
     assert!(ok && seen["host"] == "b", "a local instance is preferred: {seen} {err}");
+    let (ok, _, err) = call(&fleet, "a", &["billing.who", "--host", "nowhere"]);
+    assert!(
+        !ok && err.contains("no such service: host nowhere of the fleet does not serve billing now"),
+        "{err}"
+    );
+    let (ok, _, err) = call(&fleet, "a", &["billing.who", "--host", "b.*"]);
+    assert!(!ok && err.contains("must be 1-64 letters"), "a host name is one subject token: {err}");
 
     // c's policy grants host:a, not b: b's principal is refused there, by name.
     let (ok, _, err) = call(&fleet, "b", &["billing.who", "--host", "c"]);

@@ -189,9 +189,17 @@ impl Bridge {
             return self.broadcast_out(service, request).await;
         }
         let me = &self.joining.host;
-        let subject = match request.headers.get(HOST_HEADER) {
+        let target = match request.headers.get(HOST_HEADER).map(subjects::host_name).transpose() {
+            Ok(target) => target,
+            Err(err) => return Err(Reject::with_code(ErrorCode::BadRequest, err.to_string())),
+        };
+        let subject = match target {
             Some(target) => subjects::call_to(me, target, service),
             None => subjects::call(me, service),
+        };
+        let nobody = match target {
+            Some(target) => format!("host {target} of the fleet does not serve {service} now"),
+            None => format!("no host of the fleet serves {service} now"),
         };
         let principal = request.caller.principal.as_str();
         let Some(deadline) = request.deadline else {
@@ -207,10 +215,9 @@ impl Bridge {
             Ok(reply) => wire::outcome(reply.headers.as_ref(), reply.payload)
                 .map_err(|(code, message)| Reject::with_code(code, message)),
             Err(err) => Err(match err.kind() {
-                async_nats::RequestErrorKind::NoResponders => Reject::with_code(
-                    ErrorCode::NoSuchService,
-                    format!("no host of the fleet serves {service} now"),
-                ),
+                async_nats::RequestErrorKind::NoResponders => {
+                    Reject::with_code(ErrorCode::NoSuchService, nobody)
+                }
                 async_nats::RequestErrorKind::TimedOut => Reject::with_code(
                     ErrorCode::Timeout,
                     format!("no host of the fleet answered {service}.{} in time", request.method),
