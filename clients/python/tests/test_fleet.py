@@ -38,7 +38,7 @@ def fleet(tmp_path: Path) -> Iterator[Dict[str, Daemon]]:
         for host in ("a", "b"):
             directory = tmp_path / host
             directory.mkdir()
-            grant = '[[policy]]\nprincipal = "host:a"\nallow = ["call billing.*"]\n'
+            grant = '[[policy]]\nprincipal = "host:a"\nallow = ["call billing.*", "notify billing.*"]\n'
             lists = 'export = ["billing"]\nimport = ["billing"]\n'
             config = f'[fleet]\nname = "{host}"\nnats = "nats://127.0.0.1:{port}"\n{lists}'
             daemons[host] = Daemon(directory, config + (grant if host == "b" else ""))
@@ -60,7 +60,15 @@ async def test_a_call_picks_its_host_and_a_fleet_broadcast_names_each_instances_
         def who(_label: str = host) -> str:
             return _label
 
-        await bus.serve("billing", {"who": who})
+        received: List[int] = []
+
+        def count(_received: List[int] = received) -> None:
+            _received.append(1)
+
+        def counted(_received: List[int] = received) -> int:
+            return len(_received)
+
+        await bus.serve("billing", {"who": who, "count": count, "counted": counted})
     caller = buses["a"]
 
     async def b_offers_billing() -> bool:
@@ -82,6 +90,14 @@ async def test_a_call_picks_its_host_and_a_fleet_broadcast_names_each_instances_
     with pytest.raises(switchboard.PermissionDenied) as refused:
         await buses["b"].call("billing.who", host="a", timeout=5.0)
     assert "@b may not call billing.who" in str(refused.value)
+    # A notification to every instance of every host, then each counts one.
+    await caller.notify("billing.count", all=True, fleet=True)
+
+    async def each_counted_once() -> bool:
+        counted = await caller.broadcast("billing.counted", timeout=5.0, fleet=True)
+        return sorted((r.host or "a", r.value) for r in counted) == [("a", 1), ("b", 1)]
+
+    await eventually(each_counted_once, "the notification reached both hosts' instances")
     plain: Optional[List[switchboard.BroadcastReply]] = await caller.broadcast("billing.who", timeout=5.0)
     assert plain is not None and [r.host for r in plain] == [None], "without fleet=True, this host only"
     for bus in buses.values():

@@ -2,7 +2,9 @@
 //! (default `billing.who`), which answers what the instance saw of the call
 //! — this host's label, the caller's principal, the headers, the deadline
 //! left — `SERVICE.echo`, and `SERVICE.nap`, which answers the host's label
-//! after `NAP_MS` milliseconds. `INSTANCES=N` registers N instances on one
+//! after `NAP_MS` milliseconds, `SERVICE.count` (counts what reaches this
+//! instance, calls and notifications alike) and `SERVICE.counted` (the
+//! count so far). `INSTANCES=N` registers N instances on one
 //! connection; `HOST_LABEL` names the host in the answers.
 //!
 //! ```sh
@@ -25,6 +27,8 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..count {
         let label = label.clone();
         let who = label.clone();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = seen.clone();
         let service = bus
             .serve(&name)?
             .method("who", move |request| {
@@ -45,6 +49,14 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
             .method("echo", |request| async move { Ok(request.payload) })
+            .method("count", move |_| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async { Ok(switchboard::Bytes::new()) }
+            })
+            .method("counted", move |_| {
+                let count = counted.load(std::sync::atomic::Ordering::Relaxed);
+                async move { encode(&count).map_err(|err| Reject::new(err.to_string())) }
+            })
             .method("nap", {
                 let label = label.clone();
                 move |_| {

@@ -194,7 +194,8 @@ async fn exported_topics_reach_every_other_host_once_and_retained_values_reach_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_broadcast_answers_per_instance_with_its_host_and_reports_a_host_that_dies() {
     let config = |host: &str| {
-        let grant = "[[policy]]\nprincipal = \"host:a\"\nallow = [\"call billing.*\"]\n";
+        let grant =
+            "[[policy]]\nprincipal = \"host:a\"\nallow = [\"call billing.*\", \"notify billing.*\"]\n";
         if host == "a" {
             "export = [\"billing\"]\nimport = [\"billing\"]\n".to_owned()
         } else {
@@ -231,6 +232,8 @@ async fn a_fleet_broadcast_answers_per_instance_with_its_host_and_reports_a_host
     hosts.sort();
     assert_eq!(hosts, ["a", "a", "b", "b", "c", "c"], "one entry per instance: {lines:?}");
 
+    notifications_reach_every_instance_once(&fleet).await;
+
     // c's instances nap for a minute; c's daemon dies mid-broadcast. The
     // others answer and c's two instances are reported, long before the
     // deadline.
@@ -257,6 +260,40 @@ async fn a_fleet_broadcast_answers_per_instance_with_its_host_and_reports_a_host
         lines.iter().filter(|line| !line["missing_instances"].is_null()).collect();
     assert_eq!(missing.len(), 1, "{lines:?}");
     assert_eq!((missing[0]["host"].as_str(), missing[0]["missing_instances"].as_u64()), (Some("c"), Some(2)));
+}
+
+/// A notification to every instance: this host's only, or with `--fleet`
+/// every host's; each instance gets each once (a's get both).
+async fn notifications_reach_every_instance_once(fleet: &Fleet) {
+    let counts = |fleet: &Fleet| {
+        let out = fleet
+            .cli(fleet.host("a"), &["broadcast", "billing.counted", "--fleet", "--json"])
+            .output()
+            .unwrap();
+        let mut counts: Vec<(String, u64)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .map(|line| (line["host"].as_str().unwrap_or("a").to_owned(), line["reply"].as_u64().unwrap()))
+            .collect();
+        counts.sort();
+        counts
+    };
+    let notify = |args: &[&str]| {
+        let out = fleet
+            .cli(fleet.host("a"), &[&["notify", "billing.count", "--all"], args].concat())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    notify(&[]);
+    notify(&["--fleet"]);
+    let want = |host: &str, n: u64| (host.to_owned(), n);
+    let expected = vec![want("a", 2), want("a", 2), want("b", 1), want("b", 1), want("c", 1), want("c", 1)];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counts(fleet) != expected {
+        assert!(Instant::now() < deadline, "every instance once, a's twice: {:?}", counts(fleet));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A request a rogue NATS client with host b's own credentials makes on

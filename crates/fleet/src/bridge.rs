@@ -185,7 +185,7 @@ impl Bridge {
 
     /// A call the router gave the stand-in, sent to the fleet.
     async fn forward(&self, service: &str, request: Request) -> Result<Bytes, Reject> {
-        if request.headers.get(FLEET_HEADER).is_some() {
+        if request.headers.get(FLEET_HEADER).is_some() && !request.is_notification() {
             return self.broadcast_out(service, request).await;
         }
         let me = &self.joining.host;
@@ -203,6 +203,13 @@ impl Bridge {
         };
         let principal = request.caller.principal.as_str();
         let Some(deadline) = request.deadline else {
+            // A notification: to one host, or with `sb-fleet` to every
+            // instance on every host.
+            let subject = if request.headers.get(FLEET_HEADER).is_some() {
+                subjects::broadcast(me, service)
+            } else {
+                subject
+            };
             let headers = wire::request(request.method.as_str(), principal, Duration::ZERO, &request.headers);
             let sent = self.nats.publish_with_headers(subject, headers, request.payload).await;
             return sent.map(|()| Bytes::new()).map_err(|err| link_failed(&err));

@@ -3,7 +3,8 @@
 //! one answer per host that announced the method (`gather`), until all
 //! answered, fell silent, or the deadline (less a margin, so its own
 //! answer is in time). In: a host makes the broadcast to its own instances
-//! as the caller's principal and answers with an entry per instance.
+//! as the caller's principal and answers with an entry per instance (a
+//! notification to every instance gets no answer).
 
 use std::time::Duration;
 
@@ -66,6 +67,14 @@ impl Bridge {
         message: &async_nats::Message,
     ) -> Result<Bytes, (ErrorCode, String)> {
         let host = &self.joining.host;
+        if message.reply.is_none() {
+            // A notification to every instance: nothing to answer.
+            let (target, bus, options) = self.arrived(service, message).await?;
+            let notified = bus.notify_with(target.as_str(), message.payload.clone(), options, true).await;
+            return notified
+                .map(|()| Bytes::new())
+                .map_err(|err| (err.code().unwrap_or(ErrorCode::Rejected), err.message()));
+        }
         let replies = match self.arrived(service, message).await {
             Ok((target, bus, options)) => match bus
                 .broadcast(target.as_str(), message.payload.clone(), options)

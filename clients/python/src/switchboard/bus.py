@@ -585,8 +585,14 @@ class Bus:
         instance: int = 0,
         all: bool = False,
         headers: Optional[Mapping[str, str]] = None,
+        fleet: bool = False,
     ) -> None:
-        """Sends a one-way notification (to every instance with `all=True`)."""
+        """Sends a one-way notification (to every instance with `all=True`;
+        with `fleet=True` too, to every instance on every host of the fleet)."""
+        if fleet:
+            if not all:
+                raise ValueError("fleet=True notifies every instance: give all=True too")
+            headers = {**(headers or {}), _fleet.FLEET_HEADER: "1"}
         prefix = self._prefix(target)
         head = names.header_block(trace.outgoing(headers))
         link = await self._live_link(time.monotonic() + DEFAULT_TIMEOUT)

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use switchboard::{CallError, CallOptions, InstanceId, Target};
 
+use switchboard_proto::fleet::FLEET_HEADER;
+
 use crate::cmd::{connect, parse_header, Usage};
 use crate::{json, output, parse_duration, Connection};
 
@@ -81,6 +83,10 @@ pub struct NotifyArgs {
     /// Notify every instance instead of one.
     #[arg(long)]
     all: bool,
+    /// With --all: every instance on every host of the fleet this daemon
+    /// joined, not this host's only.
+    #[arg(long, requires = "all")]
+    fleet: bool,
     /// Print {"notified": TARGET, "all": …} once the daemon has it.
     #[arg(long)]
     json: bool,
@@ -111,7 +117,7 @@ pub struct BroadcastArgs {
     #[arg(long)]
     oneway: bool,
     /// Every host of the fleet this daemon joined, not this host only.
-    #[arg(long, conflicts_with = "oneway")]
+    #[arg(long)]
     fleet: bool,
     /// One JSON object per line: {"instance":N,"reply":...} or
     /// {"instance":N,"error":KIND,"message":TEXT}, with "host" for an
@@ -127,10 +133,8 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
     let (payload, mut options) = args.body.options(args.timeout)?;
     options.instance = args.instance;
     if let Some(host) = &args.host {
-        options.headers = options
-            .headers
-            .with(switchboard_proto::fleet::HOST_HEADER, host)
-            .map_err(|e| Usage(e.to_string()))?;
+        let with_host = options.headers.with(switchboard_proto::fleet::HOST_HEADER, host);
+        options.headers = with_host.map_err(|e| Usage(e.to_string()))?;
     }
     let bus = connect(&args.connection, "switchboard-call").await?;
     if args.trace {
@@ -150,7 +154,10 @@ pub async fn call(args: CallArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
-    let (payload, options) = args.body.options(switchboard::DEFAULT_TIMEOUT)?;
+    let (payload, mut options) = args.body.options(switchboard::DEFAULT_TIMEOUT)?;
+    if args.fleet {
+        options.headers = options.headers.with(FLEET_HEADER, "1").map_err(|e| Usage(e.to_string()))?;
+    }
     let bus = connect(&args.connection, "switchboard-notify").await?;
     bus.notify_with(&args.target, payload, options, args.all).await?;
     // Wait until the daemon has read it: a round trip on the same connection.
@@ -162,9 +169,12 @@ pub async fn notify(args: NotifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<ExitCode> {
-    let (payload, options) = args.body.options(args.timeout)?;
+    let (payload, mut options) = args.body.options(args.timeout)?;
     let bus = connect(&args.connection, "switchboard-broadcast").await?;
     if args.oneway {
+        if args.fleet {
+            options.headers = options.headers.with(FLEET_HEADER, "1").map_err(|e| Usage(e.to_string()))?;
+        }
         bus.notify_with(&args.target, payload, options, true).await?;
         bus.flush().await?;
         return Ok(ExitCode::SUCCESS);

@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_proto::api::SysCall;
-use switchboard_proto::{Broadcast, Call, ErrorCode, Frame, Headers, MethodName, Notify, Request, SessionId};
+use switchboard_proto::{
+    Broadcast, Call, ErrorCode, Frame, Headers, InstanceId, MethodName, Notify, Request, ServiceName,
+    SessionId,
+};
 
 use super::pending::CountedAs;
 use super::{Congested, PendingCall, Router};
@@ -33,15 +36,9 @@ impl Router {
     /// Routes a call already allowed (policy, rate) and past any hold.
     pub(super) fn route_call(&mut self, from: SessionId, call: Call) -> Option<Congested> {
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
-        let chosen = self.admit(from, &method, &headers, &payload).and_then(|()| {
-            match headers.get(switchboard_proto::fleet::HOST_HEADER) {
-                None => self.registry.choose(&service, &method, instance),
-                Some(host) if Some(host) == self.fleet_host.as_deref() => {
-                    self.registry.choose_here(&service, &method)
-                }
-                Some(_) => self.registry.choose_remote(&service, &method),
-            }
-        });
+        let chosen = self
+            .admit(from, &method, &headers, &payload)
+            .and_then(|()| self.choose_placed(&service, &method, instance, &headers));
         let chosen = match chosen {
             Ok(chosen) => chosen,
             Err((code, message)) => {
@@ -65,6 +62,25 @@ impl Router {
             counted,
         };
         self.forward(call, timeout_ms, method, headers, payload)
+    }
+
+    /// The instance for a call or notification: the one asked for, else on
+    /// the host its `sb-host` names (here, or the fleet's stand-in), else
+    /// the registry's choice (this host's instances first).
+    fn choose_placed(
+        &mut self,
+        service: &ServiceName,
+        method: &MethodName,
+        instance: InstanceId,
+        headers: &Headers,
+    ) -> Result<InstanceId, (ErrorCode, String)> {
+        match headers.get(switchboard_proto::fleet::HOST_HEADER) {
+            None => self.registry.choose(service, method, instance),
+            Some(host) if Some(host) == self.fleet_host.as_deref() => {
+                self.registry.choose_here(service, method)
+            }
+            Some(_) => self.registry.choose_remote(service, method),
+        }
     }
 
     /// Records a pending call and sends its `Request` to the instance.
@@ -99,9 +115,10 @@ impl Router {
             return None;
         }
         let targets = if all {
-            self.registry.serving(&service, &method)
+            let fleet = headers.get(switchboard_proto::fleet::FLEET_HEADER).is_some();
+            self.registry.serving_where(&service, &method, fleet)
         } else {
-            self.registry.choose(&service, &method, instance).map(|chosen| vec![chosen])
+            self.choose_placed(&service, &method, instance, &headers).map(|chosen| vec![chosen])
         };
         let targets = match targets {
             Ok(targets) => targets,
