@@ -11,6 +11,9 @@
 //! password = "…"
 //! export = ["billing", "topic:db.>"]     # served (published) here, offered to the fleet ("*": every service)
 //! import = ["inventory", "topic:db.>"]   # served (published) elsewhere, reachable here ("*": any service)
+//! queues = ["jobs"]                      # kept on JetStream, shared by every host (the same list on each)
+//! queue_replicas = 3                     # copies of each (default 3; at most the number of servers)
+//! queue_ack_wait = "30s"                 # a delivery not acked by then goes to another consumer
 //! [fleet.tls]                            # optional: TLS to NATS
 //! ca = "ca.pem"
 //! cert = "web-1.pem"                     # with key: a client certificate
@@ -21,7 +24,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use switchboard_daemon::host::{ConfigError, Section};
-use switchboard_proto::TopicPattern;
+use switchboard_proto::{QueueName, TopicPattern};
 
 use crate::subjects;
 
@@ -40,6 +43,10 @@ struct Raw {
     export: Vec<String>,
     #[serde(default)]
     import: Vec<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+    queue_replicas: Option<usize>,
+    queue_ack_wait: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +98,13 @@ pub struct Joining {
     pub export_topics: Vec<TopicPattern>,
     /// Topic patterns whose publications elsewhere are published here.
     pub import_topics: Vec<TopicPattern>,
+    /// Queues kept on JetStream, shared by every host (the same list on each).
+    pub queues: Vec<String>,
+    /// Copies JetStream keeps of each (at most the number of servers).
+    pub queue_replicas: usize,
+    /// How long a delivery may go unacknowledged before JetStream gives it
+    /// to another consumer (the local queues' visibility timeout).
+    pub queue_ack_wait: std::time::Duration,
 }
 
 /// Splits an `export` or `import` list into service names and topic
@@ -154,6 +168,20 @@ pub fn parse(section: &Section<'_>) -> Result<Option<Joining>, ConfigError> {
     }
     let (export, export_topics) = split(section, "export", raw.export)?;
     let (import, import_topics) = split(section, "import", raw.import)?;
+    for queue in &raw.queues {
+        QueueName::parse(queue)
+            .map_err(|err| section.invalid("fleet.queues", format!("{queue:?}: {err}")))?;
+    }
+    let queue_replicas = raw.queue_replicas.unwrap_or(3);
+    if !(1..=5).contains(&queue_replicas) {
+        let why = format!("{queue_replicas}: JetStream keeps 1 to 5 copies");
+        return Err(section.invalid("fleet.queue_replicas", why));
+    }
+    let queue_ack_wait = match raw.queue_ack_wait {
+        None => std::time::Duration::from_secs(30),
+        Some(text) => humantime::parse_duration(&text)
+            .map_err(|err| section.invalid("fleet.queue_ack_wait", format!("{text:?}: {err}")))?,
+    };
     Ok(Some(Joining {
         host,
         servers,
@@ -163,5 +191,8 @@ pub fn parse(section: &Section<'_>) -> Result<Option<Joining>, ConfigError> {
         import,
         export_topics,
         import_topics,
+        queues: raw.queues,
+        queue_replicas,
+        queue_ack_wait,
     }))
 }

@@ -11,6 +11,7 @@
 //! - `bridge`: the I/O — heartbeats, stand-ins, calls both ways.
 //! - `topics`: exported and imported topic patterns.
 //! - `broadcasts` (I/O) and `gather` (pure): broadcasts to every host.
+//! - `queues`: queues kept on JetStream, shared by every host.
 //!
 //! `$sys.fleet.status` (and `switchboard ls --fleet`) reports the link and
 //! the hosts heard from.
@@ -19,6 +20,7 @@ mod bridge;
 mod broadcasts;
 mod config;
 mod gather;
+mod queues;
 mod roster;
 mod subjects;
 mod topics;
@@ -54,6 +56,7 @@ pub struct Fleet {
 
 struct Running {
     bridge: Arc<bridge::Bridge>,
+    queues: Option<Arc<queues::FleetQueues>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     bus: Bus,
     _status: Service,
@@ -83,6 +86,9 @@ impl App for Fleet {
             .await
             .map_err(|err| failed(&err))?;
         let mut tasks = vec![tokio::spawn(bridge.clone().run())];
+        let queues = (!bridge.joining.queues.is_empty()).then(|| {
+            queues::FleetQueues::start(bridge.nats.clone(), context.router.clone(), &bridge.joining)
+        });
 
         let dial = context.router.dialer(Principal::daemon(), "switchboard-fleet");
         let bus = Bus::connect_hosted(endpoint, "switchboard-fleet".into(), dial)
@@ -116,7 +122,7 @@ impl App for Fleet {
             .start()
             .await
             .map_err(|err| failed(&format!("cannot register {FLEET_SERVICE}: {err}")))?;
-        Ok(Self { running: Some(Running { bridge, tasks, bus, _status: status }) })
+        Ok(Self { running: Some(Running { bridge, queues, tasks, bus, _status: status }) })
     }
 
     async fn reload(&mut self, joining: Option<Joining>) -> Result<Bytes, String> {
@@ -130,6 +136,9 @@ impl App for Fleet {
         if let Some(running) = self.running {
             for task in &running.tasks {
                 task.abort();
+            }
+            if let Some(queues) = &running.queues {
+                queues.stop();
             }
             running.bridge.stop();
             running.bus.close();
@@ -152,6 +161,8 @@ async fn connect(joining: &Joining) -> Result<async_nats::Client, String> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("switchboard-fleet {}", joining.host))
         .retry_on_initial_connect()
+        // The servers in the order given: the first is usually this host's own.
+        .retain_servers_order()
         // Each host reads only its own replies: its NATS user may be given
         // `_INBOX_HOST.>` and nothing of the others'.
         .custom_inbox_prefix(format!("_INBOX_{}", joining.host))

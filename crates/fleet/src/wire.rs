@@ -19,6 +19,11 @@ pub const MESSAGE: &str = "Sb-Message";
 pub const HOST: &str = "Sb-Host";
 pub const RETAIN: &str = "Sb-Retain";
 
+/// The caller's headers as NATS headers (`Sb-H-KEY`).
+pub fn user_headers_map(headers: &Headers) -> HeaderMap {
+    with_headers(HeaderMap::new(), headers)
+}
+
 fn with_headers(mut map: HeaderMap, headers: &Headers) -> HeaderMap {
     for (key, value) in headers.iter() {
         map.insert(format!("{HEADER_PREFIX}{key}").as_str(), value);
@@ -27,7 +32,8 @@ fn with_headers(mut map: HeaderMap, headers: &Headers) -> HeaderMap {
 }
 
 /// The caller's headers among a message's.
-fn user_headers(map: &HeaderMap) -> Vec<(String, String)> {
+pub fn user_headers(map: Option<&HeaderMap>) -> Vec<(String, String)> {
+    let Some(map) = map else { return Vec::new() };
     map.iter()
         .filter_map(|(name, values)| {
             let key = name.to_string().strip_prefix(HEADER_PREFIX)?.to_owned();
@@ -64,7 +70,7 @@ pub fn incoming(map: Option<&HeaderMap>) -> Result<Incoming, String> {
         .and_then(|ms| ms.parse::<u64>().ok())
         .map(Duration::from_millis)
         .ok_or("a fleet call without a valid Sb-Timeout-Ms")?;
-    Ok(Incoming { method, principal, timeout, headers: user_headers(map) })
+    Ok(Incoming { method, principal, timeout, headers: user_headers(Some(map)) })
 }
 
 /// A publication as it leaves for the fleet.
@@ -89,7 +95,7 @@ pub fn arrived_publication(map: Option<&HeaderMap>) -> Result<Published, String>
     let map = map.ok_or("a fleet publication without headers")?;
     let principal = map.get(PRINCIPAL).ok_or("a fleet publication without Sb-Principal")?.as_str().to_owned();
     let retain = map.get(RETAIN).is_some();
-    Ok(Published { principal, retain, headers: user_headers(map) })
+    Ok(Published { principal, retain, headers: user_headers(Some(map)) })
 }
 
 /// A failure as its reply's headers.

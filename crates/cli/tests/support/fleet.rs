@@ -97,8 +97,19 @@ impl Fleet {
                 .spawn()
                 .expect("nats-server (installed by scripts/install-test-deps.sh)");
             let nats_url = format!("nats://{address}:{client}");
+            // Its own server first, then the others: it reconnects to
+            // another when its own dies.
+            let mut servers = vec![format!("\"{nats_url}\"")];
+            servers.extend(
+                endpoints
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, (a, c, _))| format!("\"nats://{a}:{c}\"")),
+            );
             let section = format!(
-                "[fleet]\nname = \"{name}\"\nnats = \"{nats_url}\"\nuser = \"{name}\"\npassword = \"{}\"\n{}",
+                "[fleet]\nname = \"{name}\"\nnats = [{}]\nuser = \"{name}\"\npassword = \"{}\"\n{}",
+                servers.join(", "),
                 password(name),
                 config(name)
             );
@@ -179,6 +190,16 @@ impl Fleet {
     /// Runs `work` on a thread inside `host`'s network namespace (where its
     /// NATS server's address is reachable), with a runtime of its own.
     pub fn on_host<T: Send + 'static>(&self, host: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn_on_host(host, work).join().expect("the thread in the host's namespace")
+    }
+
+    /// Starts `work` on a thread inside `host`'s network namespace and
+    /// returns at once.
+    pub fn spawn_on_host<T: Send + 'static>(
+        &self,
+        host: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
         let netns = self.host(host).netns.clone();
         std::thread::spawn(move || {
             if let Some(ns) = netns {
@@ -191,8 +212,6 @@ impl Fleet {
             }
             work()
         })
-        .join()
-        .expect("the thread in the host's namespace")
     }
 
     /// Stops the NATS server of `host` (`kill -9`).
@@ -238,7 +257,7 @@ fn nats_config(names: &[&str], index: usize, endpoints: &[(String, u16, u16)], s
         .map(|host| {
             format!(
                 "{{ user: \"{host}\", password: \"{}\", permissions: {{ \
-                 publish: {{ allow: [\"sb.*.{host}\", \"sb.*.{host}.>\"] }}, \
+                 publish: {{ allow: [\"sb.*.{host}\", \"sb.*.{host}.>\", \"sbq.>\", \"$JS.API.>\", \"$JS.ACK.>\"] }}, \
                  subscribe: {{ allow: [\"sb.>\", \"_INBOX_{host}.>\"] }}, allow_responses: true }} }}",
                 password(host)
             )

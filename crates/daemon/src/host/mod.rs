@@ -11,11 +11,12 @@
 
 pub mod app;
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use switchboard_proto::{ErrorCode, InstanceId, MethodName, ServiceName, SessionId, Topic};
+use switchboard_proto::{ErrorCode, Frame, InstanceId, MethodName, ServiceName, SessionId, Topic};
 use switchboard_transport::{Endpoint, Stream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +26,7 @@ pub use crate::config_file::{ConfigError, ConfigFile, Section};
 pub use crate::policy::users;
 pub use crate::policy::{Op, Principal};
 pub use crate::router::access::{constant_time_eq, new_secret, InstanceIdentity};
+pub use crate::router::queues::remote::{RemoteQueueOp, REMOTE_TAG};
 pub use crate::router::Hold;
 use crate::router::Router;
 use crate::session::{self, lock, Admission, Origin, SharedRouter};
@@ -70,6 +72,22 @@ impl RouterHandle {
     /// tell) published to be retained.
     pub fn retains(&self, topic: &Topic, payload: &[u8]) -> bool {
         self.with_router(|router| router.topics().retains(topic, payload)).unwrap_or(false)
+    }
+
+    /// Takes the queues `names`: from now on their puts, consumers, acks and
+    /// nacks go to `app` (the router checks the policy first), which answers
+    /// the sessions with [`RouterHandle::deliver`].
+    pub fn attach_remote_queues(&self, names: HashSet<String>, app: mpsc::UnboundedSender<RemoteQueueOp>) {
+        self.with_router(|router| router.attach_remote_queues(names, app));
+    }
+
+    pub fn detach_remote_queues(&self) {
+        self.with_router(Router::detach_remote_queues);
+    }
+
+    /// Sends `frame` to session `session`, as the router would.
+    pub fn deliver(&self, session: SessionId, frame: &Frame) {
+        self.with_router(|router| router.deliver_to(session, frame));
     }
 
     /// Tells the router this host's name in the fleet: a call that names it

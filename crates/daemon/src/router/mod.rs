@@ -266,6 +266,12 @@ impl Router {
         Ok(None)
     }
 
+    /// Sends `frame` to session `to` (an app answering for the router:
+    /// a remote queue's replies and deliveries).
+    pub fn deliver_to(&self, to: SessionId, frame: &Frame) {
+        self.send(to, frame);
+    }
+
     fn send(&self, to: SessionId, frame: &Frame) {
         if let Some(session) = self.sessions.get(&to) {
             session.push(to, frame);

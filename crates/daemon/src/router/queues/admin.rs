@@ -20,6 +20,12 @@ impl Router {
     ) -> Result<(), (ErrorCode, String)> {
         let name = QueueName::parse(&declare.queue).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         let name = name.as_str().to_owned();
+        if self.queues.remote.keeps(&name) {
+            let message = format!(
+                "{name} is kept by the fleet on JetStream ([fleet] queues): it takes no local options"
+            );
+            return Err((ErrorCode::BadRequest, message));
+        }
         let record = Record::Declare { queue: name.clone(), options: options_bytes(&declare.options) };
         match self.queues.queues.get_mut(&name) {
             Some(queue) => queue.options = declare.options.clone(),

@@ -8,6 +8,7 @@
 
 mod admin;
 mod commits;
+pub mod remote;
 mod state;
 
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use crate::queues::queue::{Admitted, ConsumerKey, Next};
 use crate::queues::record::{Record, StoredMessage};
 
 use super::Router;
+use remote::{RemoteQueueOp, REMOTE_TAG};
 use state::{now_ms, removal, Consumer};
 pub use state::{Done, QueueState};
 
@@ -40,6 +42,19 @@ impl Router {
             return self.send_error(from, req, ErrorCode::BadRequest, message);
         }
         let name = queue.as_str().to_owned();
+        if self.queues.remote.keeps(&name) {
+            let op = RemoteQueueOp::Put {
+                session: from,
+                req,
+                queue: name,
+                priority,
+                ttl_ms,
+                dedup_id,
+                headers,
+                payload,
+            };
+            return self.hand_to_app(from, req, op);
+        }
         let mut records = Vec::new();
         if let Err((code, message)) = self.queues.ensure(&name, &mut records) {
             return self.send_error(from, req, code, message);
@@ -110,6 +125,20 @@ impl Router {
             return self.send_error(from, req, code, message);
         }
         let name = queue.as_str().to_owned();
+        let key = (from, consumer);
+        if self.queues.consumers.contains_key(&key) || self.queues.remote.has_consumer(key) {
+            let message = format!("consumer id {consumer} is already in use on this connection");
+            return self.send_error(from, req, ErrorCode::BadRequest, message);
+        }
+        if self.queues.remote.keeps(&name) {
+            let op =
+                RemoteQueueOp::Consume { session: from, consumer, queue: name, prefetch: prefetch.max(1) };
+            if self.queues.remote.send(op) {
+                self.queues.remote.add_consumer(key);
+                return self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
+            }
+            return self.send_error(from, req, ErrorCode::ShuttingDown, remote_gone());
+        }
         let mut records = Vec::new();
         if let Err((code, message)) = self.queues.ensure(&name, &mut records) {
             return self.send_error(from, req, code, message);
@@ -117,7 +146,6 @@ impl Router {
         if !records.is_empty() {
             self.submit(records, Done::Nothing);
         }
-        let key = (from, consumer);
         if self.queues.consumers.contains_key(&key) {
             let message = format!("consumer id {consumer} is already in use on this connection");
             return self.send_error(from, req, ErrorCode::BadRequest, message);
@@ -128,6 +156,10 @@ impl Router {
     }
 
     pub(super) fn queue_cancel(&mut self, from: SessionId, req: u32, consumer: u32) {
+        if self.queues.remote.remove_consumer((from, consumer)) {
+            self.queues.remote.send(RemoteQueueOp::Cancel { session: from, consumer });
+            return self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
+        }
         match self.drop_consumer((from, consumer)) {
             Some(queue) => {
                 self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
@@ -143,6 +175,10 @@ impl Router {
     /// No more deliveries for a consumer; it keeps what it holds. Its
     /// prefetch becomes 0, which `dispatch` never fills.
     pub(super) fn queue_stop(&mut self, from: SessionId, req: u32, consumer: u32) {
+        if self.queues.remote.has_consumer((from, consumer)) {
+            self.queues.remote.send(RemoteQueueOp::Stop { session: from, consumer });
+            return self.send(from, &Frame::Reply { id: req, payload: Bytes::new() });
+        }
         match self.queues.consumers.get_mut(&(from, consumer)) {
             Some(stopped) => {
                 stopped.prefetch = 0;
@@ -166,6 +202,9 @@ impl Router {
 
     /// A session ended: its consumers' deliveries return to their queues.
     pub(super) fn queue_session_closed(&mut self, session: SessionId) {
+        if self.queues.remote.session_closed(session) {
+            self.queues.remote.send(RemoteQueueOp::SessionClosed { session });
+        }
         let keys: Vec<ConsumerKey> =
             self.queues.consumers.keys().copied().filter(|k| k.0 == session).collect();
         let mut touched = Vec::new();
@@ -178,6 +217,9 @@ impl Router {
     }
 
     pub(super) fn queue_ack(&mut self, from: SessionId, req: u32, tag: u64) {
+        if tag & REMOTE_TAG != 0 {
+            return self.hand_to_app(from, req, RemoteQueueOp::Ack { session: from, req, tag });
+        }
         let acked = self.queues.tags.remove(&tag).and_then(|name| {
             let id = self.queues.queues.get_mut(&name)?.ack(tag, (from, 0))?;
             Some((name, id))
@@ -193,6 +235,9 @@ impl Router {
     }
 
     pub(super) fn queue_nack(&mut self, from: SessionId, req: u32, tag: u64, delay_ms: u32) {
+        if tag & REMOTE_TAG != 0 {
+            return self.hand_to_app(from, req, RemoteQueueOp::Nack { session: from, req, tag, delay_ms });
+        }
         let delay = Duration::from_millis(u64::from(delay_ms));
         let queue = self.queues.tags.remove(&tag).filter(|name| {
             self.queues
@@ -208,6 +253,26 @@ impl Router {
             }
             None => self.send_error(from, req, ErrorCode::StaleDelivery, stale(tag)),
         }
+    }
+
+    /// Hands an operation to the app that keeps the queue; it answers `req`.
+    fn hand_to_app(&mut self, from: SessionId, req: u32, op: RemoteQueueOp) {
+        if !self.queues.remote.send(op) {
+            self.send_error(from, req, ErrorCode::ShuttingDown, remote_gone());
+        }
+    }
+
+    /// A remote queue's app takes `names` and gets their operations.
+    pub fn attach_remote_queues(
+        &mut self,
+        names: std::collections::HashSet<String>,
+        app: tokio::sync::mpsc::UnboundedSender<RemoteQueueOp>,
+    ) {
+        self.queues.remote.attach(names, app);
+    }
+
+    pub fn detach_remote_queues(&mut self) {
+        self.queues.remote.detach();
     }
 
     /// Sends ready messages to consumers with credit, round-robin.
@@ -331,6 +396,10 @@ impl Router {
             self.queues.tags.retain(|tag, name| queues.get(name).is_some_and(|q| q.is_outstanding(*tag)));
         }
     }
+}
+
+fn remote_gone() -> String {
+    "the app that keeps this queue has stopped".to_owned()
 }
 
 pub(super) fn stale(tag: u64) -> String {

@@ -76,6 +76,8 @@ pub struct QueueState {
     pub(super) last_sweep: Instant,
     /// Where each queue's next round-robin turn starts.
     pub(super) cursors: HashMap<String, usize>,
+    /// Queues a hosted app keeps (the fleet's), by name.
+    pub(crate) remote: super::remote::RemoteQueues,
 }
 
 pub(super) fn now_ms() -> u64 {
@@ -133,6 +135,7 @@ impl QueueState {
             writer,
             auto_create,
             max_queues,
+            remote: super::remote::RemoteQueues::default(),
             last_sweep: Instant::now(),
             cursors: HashMap::new(),
         }
