@@ -126,3 +126,52 @@ async fn a_fleet_queue_delivers_every_confirmed_put_once_through_a_dead_server_a
         fleet.host("c").daemon.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_runs_out_of_attempts_goes_to_the_dead_letter_queue_with_why() {
+    let config = |_: &str| "queues = [\"jobs\"]\nqueue_replicas = 2\nqueue_max_attempts = 2\n".to_owned();
+    let fleet = Fleet::start(&["a", "b"], config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fleet
+        .cli(fleet.host("a"), &["queue", "put", "jobs", "\"poison\""])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the fleet queue took no put in 30 s:\n{}",
+            fleet.host("a").daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let addr = fleet.host("b").daemon.addr.clone();
+    let (attempts, dead) = fleet.on_host("b", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let bus = Bus::connect(&addr).await.unwrap();
+            let mut consumer = bus.queue("jobs").unwrap().consume(1).await.unwrap();
+            let mut attempts = Vec::new();
+            while let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(4), consumer.next()).await
+            {
+                attempts.push(delivery.attempt);
+                delivery.nack(Duration::ZERO).await.unwrap();
+            }
+            let mut dead = bus.queue("jobs.dlq").unwrap().consume(1).await.unwrap();
+            let letter = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap();
+            let header = |key: &str| letter.headers.get(key).map(str::to_owned);
+            let seen = (
+                switchboard::decode::<String>(&letter.payload).unwrap(),
+                header("x-dead-reason"),
+                header("x-dead-attempts"),
+                header("x-dead-from"),
+            );
+            letter.ack().await.unwrap();
+            (attempts, seen)
+        })
+    });
+    assert_eq!(attempts, [1, 2], "delivered twice, then no more");
+    let expected = ("poison".to_owned(), Some("max attempts".into()), Some("2".into()), Some("jobs".into()));
+    assert_eq!(dead, expected);
+}

@@ -14,6 +14,7 @@
 //! queues = ["jobs"]                      # kept on JetStream, shared by every host (the same list on each)
 //! queue_replicas = 3                     # copies of each (default 3; at most the number of servers)
 //! queue_ack_wait = "30s"                 # a delivery not acked by then goes to another consumer
+//! queue_max_attempts = 5                 # then it goes to the fleet queue NAME.dlq (default 0: no limit)
 //! [fleet.tls]                            # optional: TLS to NATS
 //! ca = "ca.pem"
 //! cert = "web-1.pem"                     # with key: a client certificate
@@ -47,6 +48,8 @@ struct Raw {
     queues: Vec<String>,
     queue_replicas: Option<usize>,
     queue_ack_wait: Option<String>,
+    #[serde(default)]
+    queue_max_attempts: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +108,8 @@ pub struct Joining {
     /// How long a delivery may go unacknowledged before JetStream gives it
     /// to another consumer (the local queues' visibility timeout).
     pub queue_ack_wait: std::time::Duration,
+    /// Deliveries after which a message goes to `NAME.dlq` (0: no limit).
+    pub queue_max_attempts: u32,
 }
 
 /// Splits an `export` or `import` list into service names and topic
@@ -194,5 +199,6 @@ pub fn parse(section: &Section<'_>) -> Result<Option<Joining>, ConfigError> {
         queues: raw.queues,
         queue_replicas,
         queue_ack_wait,
+        queue_max_attempts: raw.queue_max_attempts,
     }))
 }

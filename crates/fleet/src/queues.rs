@@ -49,6 +49,8 @@ pub struct FleetQueues {
     replicas: usize,
     /// How long JetStream waits for an ack before it delivers again.
     ack_wait: Duration,
+    /// Deliveries after which a message goes to its queue's `.dlq` (0: none).
+    max_attempts: u32,
     /// Each queue's durable consumer, once its stream exists.
     pulls: Mutex<HashMap<String, jetstream::consumer::Consumer<pull::Config>>>,
     consumers: Mutex<HashMap<ConsumerKey, Arc<Consuming>>>,
@@ -57,11 +59,20 @@ pub struct FleetQueues {
 }
 
 /// The stream of queue `name`: its name in NATS terms (no dots) and subject.
+/// A dead-letter queue's stream name ends with [`DLQ_MARK`].
 pub fn stream_of(name: &str) -> (String, String) {
-    (
-        format!("SBQ_{}_{:08x}", name.replace('.', "_"), crc32fast::hash(name.as_bytes())),
-        format!("sbq.{name}"),
-    )
+    let mark = if name.ends_with(".dlq") { DLQ_MARK } else { "" };
+    let stream = format!("SBQ_{}_{:08x}{mark}", name.replace('.', "_"), crc32fast::hash(name.as_bytes()));
+    (stream, format!("sbq.{name}"))
+}
+
+const DLQ_MARK: &str = "_DLQ";
+
+/// What JetStream says when a message ran out of deliveries.
+#[derive(serde::Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: u64,
 }
 
 impl FleetQueues {
@@ -73,16 +84,24 @@ impl FleetQueues {
             router: router.clone(),
             replicas: joining.queue_replicas,
             ack_wait: joining.queue_ack_wait,
+            max_attempts: joining.queue_max_attempts,
             pulls: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             next_tag: AtomicU64::new(1),
         });
         let (app, mut ops) = mpsc::unbounded_channel();
-        router.attach_remote_queues(names.iter().cloned().collect::<HashSet<_>>(), app);
-        for name in names {
+        let mut kept: HashSet<String> = names.iter().cloned().collect();
+        if queues.max_attempts > 0 {
+            kept.extend(names.iter().map(|name| format!("{name}.dlq")));
+            for name in names {
+                tokio::spawn(queues.clone().dead_letters(name.clone()));
+            }
+        }
+        for name in &kept {
             tokio::spawn(queues.clone().ensure(name.clone()));
         }
+        router.attach_remote_queues(kept, app);
         let serving = queues.clone();
         tokio::spawn(async move {
             while let Some(op) = ops.recv().await {
@@ -121,6 +140,53 @@ impl FleetQueues {
         }
     }
 
+    /// Moves messages that ran out of deliveries to `NAME.dlq`, with why:
+    /// one host of the fleet takes each JetStream advisory (a queue group),
+    /// and the dead letter's `Nats-Msg-Id` makes a second move a no-op.
+    async fn dead_letters(self: Arc<Self>, name: String) {
+        let (stream_name, _) = stream_of(&name);
+        let advisory = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream_name}.switchboard");
+        let mut advisories = loop {
+            match self.js.client().queue_subscribe(advisory.clone(), format!("sb.dlq.{name}")).await {
+                Ok(advisories) => break advisories,
+                Err(err) => {
+                    tracing::warn!(queue = name, "fleet: cannot watch for dead letters yet: {err}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        while let Some(message) = advisories.next().await {
+            let Ok(advisory) = serde_json::from_slice::<MaxDeliveries>(&message.payload) else { continue };
+            if let Err(err) = self.dead_letter(&name, &stream_name, &advisory).await {
+                tracing::warn!(queue = name, seq = advisory.stream_seq, "fleet: cannot dead-letter: {err}");
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        name: &str,
+        stream_name: &str,
+        dead: &MaxDeliveries,
+    ) -> Result<(), async_nats::Error> {
+        let stream = self.js.get_stream(stream_name).await?;
+        let message = stream.get_raw_message(dead.stream_seq).await?;
+        let mut headers = message.headers.clone();
+        headers.insert("Nats-Msg-Id", format!("dlq-{stream_name}-{}", dead.stream_seq).as_str());
+        for (key, value) in [
+            ("x-dead-reason", "max attempts".to_owned()),
+            ("x-dead-attempts", dead.deliveries.to_string()),
+            ("x-dead-from", name.to_owned()),
+        ] {
+            headers.insert(format!("{}{key}", wire::HEADER_PREFIX).as_str(), value.as_str());
+        }
+        let (_, subject) = stream_of(&format!("{name}.dlq"));
+        self.js.publish_with_headers(subject, headers, message.payload).await?.await?;
+        stream.delete_message(dead.stream_seq).await?;
+        tracing::info!(queue = name, seq = dead.stream_seq, "fleet: message dead-lettered to {name}.dlq");
+        Ok(())
+    }
+
     async fn create(
         &self,
         stream_name: &str,
@@ -140,6 +206,12 @@ impl FleetQueues {
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: self.ack_wait,
             max_ack_pending: 100_000,
+            // A dead-letter queue keeps what it gets.
+            max_deliver: if self.max_attempts > 0 && !stream_name.ends_with(DLQ_MARK) {
+                i64::from(self.max_attempts)
+            } else {
+                -1
+            },
             ..Default::default()
         };
         Ok(stream.get_or_create_consumer("switchboard", consumer).await?)

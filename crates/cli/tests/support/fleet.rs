@@ -258,7 +258,7 @@ fn nats_config(names: &[&str], index: usize, endpoints: &[(String, u16, u16)], s
             format!(
                 "{{ user: \"{host}\", password: \"{}\", permissions: {{ \
                  publish: {{ allow: [\"sb.*.{host}\", \"sb.*.{host}.>\", \"sbq.>\", \"$JS.API.>\", \"$JS.ACK.>\"] }}, \
-                 subscribe: {{ allow: [\"sb.>\", \"_INBOX_{host}.>\"] }}, allow_responses: true }} }}",
+                 subscribe: {{ allow: [\"sb.>\", \"_INBOX_{host}.>\", \"$JS.EVENT.ADVISORY.>\"] }}, allow_responses: true }} }}",
                 password(host)
             )
         })
