@@ -44,20 +44,12 @@ fn produce(
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fleet_queue_delivers_every_confirmed_put_once_through_a_dead_server_and_a_dead_daemon() {
-    let fleet =
-        Fleet::start(&["a", "b", "c"], |_| "queues = [\"jobs\"]\nqueue_ack_wait = \"3s\"\n".to_owned());
-    // JetStream elects its leaders after the cluster forms: the queue takes
-    // puts once its stream exists (this first one is delivered too).
+/// Puts `payload` into `jobs` from a, retrying until the queue takes it:
+/// JetStream elects its leaders after the cluster forms, and the queue
+/// takes puts once its stream exists.
+async fn first_put(fleet: &Fleet, payload: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !fleet
-        .cli(fleet.host("a"), &["queue", "put", "jobs", "\"warm-up\""])
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
+    while !fleet.cli(fleet.host("a"), &["queue", "put", "jobs", payload]).output().unwrap().status.success() {
         assert!(
             Instant::now() < deadline,
             "the fleet queue took no put in 30 s:\n{}",
@@ -65,6 +57,14 @@ async fn a_fleet_queue_delivers_every_confirmed_put_once_through_a_dead_server_a
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_queue_delivers_every_confirmed_put_once_through_a_dead_server_and_a_dead_daemon() {
+    let fleet =
+        Fleet::start(&["a", "b", "c"], |_| "queues = [\"jobs\"]\nqueue_ack_wait = \"3s\"\n".to_owned());
+    // This first one is delivered too.
+    first_put(&fleet, "\"warm-up\"").await;
     // Consumers on c take everything and ack it, until nothing came for 10 s
     // (a delivery lost with a server is given again after 3 s).
     let addr = fleet.host("c").daemon.addr.clone();
@@ -131,21 +131,7 @@ async fn a_fleet_queue_delivers_every_confirmed_put_once_through_a_dead_server_a
 async fn a_message_that_runs_out_of_attempts_goes_to_the_dead_letter_queue_with_why() {
     let config = |_: &str| "queues = [\"jobs\"]\nqueue_replicas = 2\nqueue_max_attempts = 2\n".to_owned();
     let fleet = Fleet::start(&["a", "b"], config);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !fleet
-        .cli(fleet.host("a"), &["queue", "put", "jobs", "\"poison\""])
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the fleet queue took no put in 30 s:\n{}",
-            fleet.host("a").daemon.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    first_put(&fleet, "\"poison\"").await;
     let addr = fleet.host("b").daemon.addr.clone();
     let (attempts, dead) = fleet.on_host("b", move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

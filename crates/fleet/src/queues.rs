@@ -67,6 +67,8 @@ pub fn stream_of(name: &str) -> (String, String) {
 }
 
 const DLQ_MARK: &str = "_DLQ";
+/// How often a dead letter's move is tried (every 500 ms).
+const DEAD_LETTER_TRIES: u32 = 40;
 
 /// What JetStream says when a message ran out of deliveries.
 #[derive(serde::Deserialize)]
@@ -157,8 +159,27 @@ impl FleetQueues {
         };
         while let Some(message) = advisories.next().await {
             let Ok(advisory) = serde_json::from_slice::<MaxDeliveries>(&message.payload) else { continue };
-            if let Err(err) = self.dead_letter(&name, &stream_name, &advisory).await {
-                tracing::warn!(queue = name, seq = advisory.stream_seq, "fleet: cannot dead-letter: {err}");
+            // The advisory comes once: a move that fails (the dead-letter
+            // stream not there yet, a server changing leaders) is tried again.
+            for attempt in 1..=DEAD_LETTER_TRIES {
+                match self.dead_letter(&name, &stream_name, &advisory).await {
+                    Ok(()) => break,
+                    Err(err) if attempt == DEAD_LETTER_TRIES => {
+                        tracing::error!(
+                            queue = name,
+                            seq = advisory.stream_seq,
+                            "fleet: cannot dead-letter: {err}"
+                        );
+                    }
+                    Err(err) => {
+                        tracing::debug!(
+                            queue = name,
+                            seq = advisory.stream_seq,
+                            "fleet: dead-lettering again: {err}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
             }
         }
     }
