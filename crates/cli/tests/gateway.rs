@@ -35,9 +35,12 @@ async fn calls_errors_guards_and_metrics_over_http() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             Ok::<_, Reject>(Bytes::new())
         })
+        .method("refuse", |_| async { Err::<Bytes, _>(Reject::new("not today")) })
         .start()
         .await
         .unwrap();
+    // An instance that dies while it holds a call.
+    let mut hanging = daemon.responder(&["shop.hang", "--exec", "sleep 10", "-q"]);
     let http = Http::on_port(port);
 
     let checks = tokio::task::spawn_blocking(move || {
@@ -62,6 +65,14 @@ async fn calls_errors_guards_and_metrics_over_http() {
         expect("/v1/call/shop/echo?timeout=soon", Some(SHOP), "1", 400, "bad_request");
         let big = format!("\"{}\"", "x".repeat(100_000));
         expect("/v1/call/shop/echo", Some(SHOP), &big, 413, "payload_too_large");
+        expect("/v1/call/slow/refuse", Some(SHOP), "", 422, "rejected");
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = hanging.kill();
+            let _ = hanging.wait();
+        });
+        expect("/v1/call/shop/hang", Some(SHOP), "", 502, "instance_gone");
+        killer.join().unwrap();
 
         // No cross-site requests, no DNS rebinding.
         let auth = format!("Authorization: Bearer {SHOP}");
