@@ -20,6 +20,8 @@ use rustix::process::Signal;
 use support::Daemon;
 use switchboard::{Bus, CallError, PutOptions};
 
+const OPS: &str = "ops-token-0123456789abcdefg";
+
 /// Puts `name` (padded) with `name` as producer id until it is confirmed
 /// (at most `tries`); returns how many attempts failed with `storage_failed`.
 async fn put_until_confirmed(bus: &Bus, name: &str, tries: usize) -> usize {
@@ -122,7 +124,20 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns_as_root() {
     assert_eq!(line.trim(), "up", "could not mount the test tmpfs");
     let ns = holder.0.id().to_string();
     let nsenter = ["nsenter", "-t", ns.as_str(), "-m", "--"];
-    let mut daemon = Daemon::start_wrapped(dir, &nsenter, &["--queue-segment-bytes", "65536"]);
+    // The gateway too: an HTTP put on the full disk is a 500 storage_failed.
+    let port = support::http::free_port();
+    let config = dir.path().join("daemon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[security]\ntokens = {{ ops = \"{OPS}\" }}\n[[policy]]\nprincipal = \"token:ops\"\nallow = [\"queue.put jobs\"]\n\
+             [gateway]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let extra = ["--queue-segment-bytes", "65536", "--config", config.as_str()];
+    let mut daemon = Daemon::start_wrapped(dir, &nsenter, &extra);
     let bus = daemon.bus().await;
     let queue = bus.queue("jobs").unwrap();
     let mut confirmed = Vec::new();
@@ -142,6 +157,12 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns_as_root() {
         }
     }
     assert_eq!(refused, 20, "the 512 KiB disk never filled");
+    let http = support::http::Http::on_port(port);
+    let put = tokio::task::spawn_blocking(move || {
+        http.post("/v1/queues/jobs/messages", Some(OPS), &format!("\"{}\"", "z".repeat(1000)))
+    });
+    let (status, body) = put.await.unwrap();
+    assert_eq!((status, body["error"].as_str()), (500, Some("storage_failed")), "{body}");
     // Space comes back: the store writes again.
     let freed = Command::new("nsenter")
         .args(["-t", &ns, "-m", "--", "rm", &format!("{}/data/filler", daemon.dir.path().display())])
