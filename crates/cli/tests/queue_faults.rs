@@ -94,6 +94,17 @@ async fn a_failed_fdatasync_confirms_nothing_and_the_retry_is_stored_as_root() {
     assert_eq!(got, want);
 }
 
+/// A config with the gateway on `port` and a token that may put into `jobs`.
+fn gateway_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let config = dir.join("daemon.toml");
+    let text = format!(
+        "[security]\ntokens = {{ ops = \"{OPS}\" }}\n[[policy]]\nprincipal = \"token:ops\"\nallow = [\"queue.put jobs\"]\n\
+         [gateway]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// A full disk: puts fail with `storage_failed` (typed, every time, never a
 /// confirmation), the daemon stays up, and once space is freed puts are
 /// confirmed again; after `kill -9` every confirmed put is there. Before the
@@ -126,15 +137,7 @@ async fn a_full_disk_fails_closed_and_recovers_when_space_returns_as_root() {
     let nsenter = ["nsenter", "-t", ns.as_str(), "-m", "--"];
     // The gateway too: an HTTP put on the full disk is a 500 storage_failed.
     let port = support::http::free_port();
-    let config = dir.path().join("daemon.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[security]\ntokens = {{ ops = \"{OPS}\" }}\n[[policy]]\nprincipal = \"token:ops\"\nallow = [\"queue.put jobs\"]\n\
-             [gateway]\nlisten = \"127.0.0.1:{port}\"\n"
-        ),
-    )
-    .unwrap();
+    let config = gateway_config(dir.path(), port);
     let config = config.display().to_string();
     let extra = ["--queue-segment-bytes", "65536", "--config", config.as_str()];
     let mut daemon = Daemon::start_wrapped(dir, &nsenter, &extra);
