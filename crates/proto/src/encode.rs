@@ -63,6 +63,19 @@ impl Frame {
         detached
     }
 
+    /// Appends the frame with its payload replaced by a blob of `blob_len`
+    /// bytes: the kind byte carries [`crate::BLOB_FLAG`] and the payload is
+    /// the length. The blob's descriptor must go with the first byte.
+    pub fn encode_blob_head(&self, dst: &mut BytesMut, blob_len: u64) {
+        let start = dst.len();
+        dst.put_u32_le(0); // patched below
+        dst.put_u8(self.kind() | crate::BLOB_FLAG);
+        self.put_fields(dst);
+        dst.put_u64_le(blob_len);
+        let total = u32::try_from(dst.len() - start - crate::LEN_PREFIX).unwrap_or(u32::MAX);
+        dst[start..start + 4].copy_from_slice(&total.to_le_bytes());
+    }
+
     #[allow(clippy::too_many_lines)] // a table: one arm per frame kind
     fn put_fields(&self, dst: &mut BytesMut) {
         match self {

@@ -88,7 +88,7 @@ pub(crate) mod kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     pub version: u16,
-    /// Feature bits the client understands (none defined yet: send 0).
+    /// Feature bits the client understands ([`crate::FEATURE_BLOBS`]).
     pub features: u32,
     /// Free-form client name shown in `switchboard ls` (e.g. `billing-worker`).
     pub client_name: String,
@@ -469,6 +469,25 @@ impl Frame {
             Frame::Message(m) => Some(&m.payload),
             Frame::QueuePut(p) => Some(&p.payload),
             Frame::QueueDelivery(d) => Some(&d.payload),
+            Frame::Reply { payload, .. }
+            | Frame::Event { payload, .. }
+            | Frame::BroadcastResult { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
+
+    /// The payload, to replace (a reader puts a received blob in place of
+    /// its length).
+    pub fn payload_mut(&mut self) -> Option<&mut Bytes> {
+        match self {
+            Frame::Call(c) => Some(&mut c.payload),
+            Frame::Notify(n) => Some(&mut n.payload),
+            Frame::Request(r) => Some(&mut r.payload),
+            Frame::Broadcast(b) => Some(&mut b.payload),
+            Frame::Publish(p) => Some(&mut p.payload),
+            Frame::Message(m) => Some(&mut m.payload),
+            Frame::QueuePut(p) => Some(&mut p.payload),
+            Frame::QueueDelivery(d) => Some(&mut d.payload),
             Frame::Reply { payload, .. }
             | Frame::Event { payload, .. }
             | Frame::BroadcastResult { payload, .. } => Some(payload),

@@ -60,6 +60,17 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Default maximum size of one frame (length prefix excluded): 8 MiB.
 pub const DEFAULT_MAX_FRAME: u32 = 8 * 1024 * 1024;
 
+/// `Hello.features` / `Welcome.features` bit: this end takes blobs — a
+/// payload passed as a sealed memory file's descriptor beside a frame whose
+/// kind byte carries [`BLOB_FLAG`] (docs/protocol.md, "Blobs"). Only over a
+/// Unix socket, and only when both ends set it.
+pub const FEATURE_BLOBS: u32 = 1;
+
+/// Set in a frame's kind byte when its payload is a blob: the payload bytes
+/// on the wire are then the blob's length (u64 LE), and the blob's
+/// descriptor arrived with the frame's first byte.
+pub const BLOB_FLAG: u8 = 0x80;
+
 /// Instance id assigned by the daemon when a service registers. `0` means
 /// "any instance" wherever a target instance is optional.
 pub type InstanceId = u64;

@@ -9,8 +9,11 @@
 //!
 //! It knows nothing of routing, services or calls, and never interprets a
 //! frame beyond decoding it.
-// One registration call needs `unsafe` (see `stream::register`); nothing else may.
+// One registration call needs `unsafe` (see `stream::register`), and mapping
+// blobs (`blob`); nothing else may.
 #![deny(unsafe_code)]
+
+pub mod blob;
 
 mod abstract_socket;
 mod endpoint;
@@ -21,6 +24,7 @@ mod stream;
 pub mod tls;
 
 pub use abstract_socket::AbstractListener;
+pub use blob::{Blob, BlobError, BlobMut};
 pub use endpoint::{default_endpoint, default_socket_path, Endpoint, EndpointError};
 pub use outbox::{run_writer, Outbox, OutboxClosed};
 pub use reader::{FrameReader, ReadError};

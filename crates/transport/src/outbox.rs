@@ -9,6 +9,13 @@
 //! outbox refuses every further frame and closes, whatever the frame kind,
 //! and [`Outbox::take_overflow`] tells the owner once. What to do then
 //! belongs to the owner (the daemon disconnects the connection).
+//!
+//! Once [`Outbox::accept_blobs`] is called (the peer takes descriptors), a
+//! frame whose payload is a whole [`Blob`] goes out as a small head with the
+//! blob's descriptor instead of its bytes, and counts [`BLOB_CHARGE`] toward
+//! the bounds whatever its size: the byte bounds also bound how many
+//! descriptors wait for one peer. To a peer that does not take them a blob's
+//! bytes are written like any payload's (from the mapping, not copied).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -20,7 +27,11 @@ use bytes::{Bytes, BytesMut};
 use switchboard_proto::Frame;
 use tokio::sync::Notify;
 
+use crate::blob::Blob;
 use crate::WriteHalf;
+
+/// What one blob waiting to be passed counts toward an outbox's bounds.
+pub const BLOB_CHARGE: usize = 256 * 1024;
 
 /// Most buffers handed to one `writev`.
 const MAX_IOVECS: usize = 64;
@@ -30,17 +41,45 @@ const MAX_IOVECS: usize = 64;
 #[error("connection closed")]
 pub struct OutboxClosed;
 
+/// A buffer to send; one that starts a blob frame carries the blob, whose
+/// descriptor goes with its first byte.
+struct Segment {
+    bytes: Bytes,
+    blob: Option<Blob>,
+}
+
+impl Segment {
+    fn plain(bytes: Bytes) -> Self {
+        Self { bytes, blob: None }
+    }
+
+    /// What it counts toward the bounds.
+    fn charge(&self) -> usize {
+        self.bytes.len() + if self.blob.is_some() { BLOB_CHARGE } else { 0 }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     /// Small frames, contiguous, not yet moved to `segments`.
     tail: BytesMut,
     /// Buffers in send order.
-    segments: VecDeque<Bytes>,
+    segments: VecDeque<Segment>,
     /// Bytes queued in total (tail + segments).
     queued: usize,
     closed: bool,
     /// Closed because the hard limit was reached; not yet reported.
     overflowed: bool,
+}
+
+impl Queue {
+    /// Ends the run of small frames: what follows is queued after it.
+    fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let tail = self.tail.split().freeze();
+            self.segments.push_back(Segment::plain(tail));
+        }
+    }
 }
 
 /// A connection's bounded send queue.
@@ -54,6 +93,8 @@ pub struct Outbox {
     congested: AtomicBool,
     /// Bytes queued past which no frame is accepted.
     limit: usize,
+    /// Whether the peer takes blobs as descriptors.
+    blobs: AtomicBool,
 }
 
 impl Outbox {
@@ -74,7 +115,19 @@ impl Outbox {
             congested_at,
             congested: AtomicBool::new(false),
             limit,
+            blobs: AtomicBool::new(false),
         }
+    }
+
+    /// Passes blobs by descriptor from now on (the peer said it takes them).
+    pub fn accept_blobs(&self) {
+        self.blobs.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a blob payload reaches this peer as a descriptor (else as
+    /// bytes, which must then fit its frame size).
+    pub fn takes_blobs(&self) -> bool {
+        self.blobs.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -97,15 +150,30 @@ impl Outbox {
             self.drained.notify_waiters();
             return Err(OutboxClosed);
         }
-        let before = q.tail.len();
-        let detached = frame.encode_head(&mut q.tail);
-        let mut added = q.tail.len() - before;
-        if let Some(payload) = detached {
-            added += payload.len();
-            let head = q.tail.split().freeze();
-            q.segments.push_back(head);
-            q.segments.push_back(payload);
-        }
+        let blob = if self.takes_blobs() { frame.payload().and_then(Blob::of) } else { None };
+        let added = match blob {
+            Some(blob) => {
+                // Its own segment: the descriptor goes with its first byte.
+                let mut head = BytesMut::new();
+                frame.encode_blob_head(&mut head, blob.len() as u64);
+                q.flush_tail();
+                let segment = Segment { bytes: head.freeze(), blob: Some(blob) };
+                let charge = segment.charge();
+                q.segments.push_back(segment);
+                charge
+            }
+            None => {
+                let before = q.tail.len();
+                let detached = frame.encode_head(&mut q.tail);
+                let mut added = q.tail.len() - before;
+                if let Some(payload) = detached {
+                    added += payload.len();
+                    q.flush_tail();
+                    q.segments.push_back(Segment::plain(payload));
+                }
+                added
+            }
+        };
         q.queued += added;
         if q.queued >= self.congested_at {
             self.congested.store(true, Ordering::Relaxed);
@@ -162,21 +230,18 @@ impl Outbox {
     pub fn drain(&self) -> BytesMut {
         let mut batch = Vec::new();
         self.take(&mut batch);
-        let mut out = BytesMut::with_capacity(batch.iter().map(Bytes::len).sum());
-        for bytes in &batch {
-            out.extend_from_slice(bytes);
+        let mut out = BytesMut::with_capacity(batch.iter().map(|s| s.bytes.len()).sum());
+        for segment in &batch {
+            out.extend_from_slice(&segment.bytes);
         }
-        self.written(out.len());
+        self.written(batch.iter().map(Segment::charge).sum());
         out
     }
 
     /// Moves everything queued into `batch`; returns false once closed and empty.
-    fn take(&self, batch: &mut Vec<Bytes>) -> bool {
+    fn take(&self, batch: &mut Vec<Segment>) -> bool {
         let mut q = self.lock();
-        if !q.tail.is_empty() {
-            let tail = q.tail.split().freeze();
-            q.segments.push_back(tail);
-        }
+        q.flush_tail();
         batch.extend(q.segments.drain(..));
         !(batch.is_empty() && q.closed)
     }
@@ -194,7 +259,7 @@ impl Outbox {
 /// Drains `outbox` into `writer` until the outbox is closed and empty or the
 /// socket fails. Everything waiting goes out in as few `writev`s as possible.
 pub async fn run_writer(outbox: &Outbox, writer: WriteHalf) -> io::Result<()> {
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch: Vec<Segment> = Vec::new();
     loop {
         if !outbox.take(&mut batch) {
             writer.shutdown();
@@ -204,29 +269,38 @@ pub async fn run_writer(outbox: &Outbox, writer: WriteHalf) -> io::Result<()> {
             outbox.ready.notified().await;
             continue;
         }
-        let total: usize = batch.iter().map(Bytes::len).sum();
+        let total: usize = batch.iter().map(Segment::charge).sum();
         write_all_vectored(&writer, &mut batch).await?;
         outbox.written(total);
     }
 }
 
-async fn write_all_vectored(writer: &WriteHalf, batch: &mut Vec<Bytes>) -> io::Result<()> {
+/// Writes `batch` in order. A segment carrying a blob starts its own write,
+/// which passes the descriptor; each write ends before the next such one.
+async fn write_all_vectored(writer: &WriteHalf, batch: &mut Vec<Segment>) -> io::Result<()> {
     let mut first = 0;
     while first < batch.len() {
-        let end = (first + MAX_IOVECS).min(batch.len());
-        let slices: Vec<IoSlice<'_>> = batch[first..end].iter().map(|b| IoSlice::new(b)).collect();
-        let mut written = writer.write_vectored(&slices).await?;
+        let limit = (first + MAX_IOVECS).min(batch.len());
+        let end = (first + 1..limit).find(|&i| batch[i].blob.is_some()).unwrap_or(limit);
+        let slices: Vec<IoSlice<'_>> = batch[first..end].iter().map(|s| IoSlice::new(&s.bytes)).collect();
+        let mut written = match &batch[first].blob {
+            Some(blob) => writer.send_with_fd(&slices, blob.fd()).await?,
+            None => writer.write_vectored(&slices).await?,
+        };
         if written == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
         }
+        // The descriptor went with the first byte; this process's reference
+        // to the blob is no longer needed to send the rest.
+        batch[first].blob = None;
         while written > 0 {
-            let len = batch[first].len();
+            let len = batch[first].bytes.len();
             if written >= len {
                 written -= len;
                 first += 1;
             } else {
-                let rest = batch[first].slice(written..);
-                batch[first] = rest;
+                let rest = batch[first].bytes.slice(written..);
+                batch[first].bytes = rest;
                 written = 0;
             }
         }

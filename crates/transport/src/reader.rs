@@ -5,12 +5,19 @@
 //! `unsafe` nor a memset per read. Frames split off the front share the
 //! buffer's memory: payloads are not copied.
 
+use std::collections::VecDeque;
 use std::io;
+use std::os::fd::OwnedFd;
 
-use bytes::BytesMut;
-use switchboard_proto::{decode, frame_len, DecodeError, Frame, LEN_PREFIX};
+use bytes::{Bytes, BytesMut};
+use switchboard_proto::{decode, frame_len, DecodeError, Frame, BLOB_FLAG, LEN_PREFIX};
 
+use crate::blob::{Blob, BlobError};
 use crate::ReadHalf;
+
+/// Most descriptors received and not yet claimed by their frames; a peer
+/// that sends descriptors without blob frames is cut off here.
+const MAX_PENDING_FDS: usize = 64;
 
 /// Room for the next read, at first; one read usually brings many small
 /// frames.
@@ -30,6 +37,10 @@ pub enum ReadError {
     Decode(#[from] DecodeError),
     #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
     Truncated { buffered: usize },
+    #[error("{kind} frame's blob refused: {source}")]
+    Blob { kind: &'static str, source: BlobError },
+    #[error("{kind} frame announces a blob but {why}")]
+    BadBlob { kind: &'static str, why: String },
 }
 
 /// Reads frames from one half of a socket.
@@ -42,11 +53,20 @@ pub struct FrameReader {
     max_frame: u32,
     /// Room to offer the next read (grows while reads fill it).
     chunk: usize,
+    /// Descriptors received, waiting for their blob frames; `None` until
+    /// the handshake agreed on blobs (until then descriptors are dropped
+    /// by the kernel and a blob frame is an unknown kind).
+    fds: Option<VecDeque<OwnedFd>>,
 }
 
 impl FrameReader {
     pub fn new(half: ReadHalf, max_frame: u32) -> Self {
-        Self { half, buf: BytesMut::new(), filled: 0, max_frame, chunk: READ_CHUNK }
+        Self { half, buf: BytesMut::new(), filled: 0, max_frame, chunk: READ_CHUNK, fds: None }
+    }
+
+    /// Takes blobs from now on (both ends said so in the handshake).
+    pub fn accept_blobs(&mut self) {
+        self.fds.get_or_insert_with(VecDeque::new);
     }
 
     /// Changes the maximum (after the handshake negotiated one).
@@ -66,11 +86,36 @@ impl FrameReader {
             decode(&mut prefix, self.max_frame)?;
             return Ok(None);
         }
+        let blob = self.fds.is_some() && self.buf[LEN_PREFIX] & BLOB_FLAG != 0;
+        if blob {
+            self.buf[LEN_PREFIX] &= !BLOB_FLAG;
+        }
         // A whole frame is at the front: decode it in place (no split of
         // the buffer around it, which cost two atomic operations a frame).
         let frame = decode(&mut self.buf, self.max_frame)?;
         self.filled -= total;
-        Ok(frame)
+        match frame {
+            Some(mut frame) if blob => {
+                self.attach_blob(&mut frame)?;
+                Ok(Some(frame))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Puts the blob that came with `frame` in place of its payload, which
+    /// on the wire is the blob's length.
+    fn attach_blob(&mut self, frame: &mut Frame) -> Result<(), ReadError> {
+        let kind = frame.kind_name();
+        let bad = |why: &str| ReadError::BadBlob { kind, why: why.to_owned() };
+        let fd = self.fds.as_mut().and_then(VecDeque::pop_front);
+        let payload = frame.payload_mut().ok_or_else(|| bad("its kind carries no payload"))?;
+        let len: [u8; 8] = payload[..].try_into().map_err(|_| bad("its length is not 8 bytes"))?;
+        let fd = fd.ok_or_else(|| bad("no descriptor came with it"))?;
+        let blob =
+            Blob::receive(fd, u64::from_le_bytes(len)).map_err(|source| ReadError::Blob { kind, source })?;
+        *payload = Bytes::from(blob);
+        Ok(())
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
@@ -90,7 +135,17 @@ impl FrameReader {
                 self.buf.resize(want.max((self.filled + self.chunk).min(step)), 0);
             }
             let room = self.buf.len() - self.filled;
-            let read = self.half.read(&mut self.buf[self.filled..]).await?;
+            let read = match &mut self.fds {
+                None => self.half.read(&mut self.buf[self.filled..]).await?,
+                Some(fds) => {
+                    let read = self.half.read_with_fds(&mut self.buf[self.filled..], fds).await?;
+                    if fds.len() > MAX_PENDING_FDS {
+                        let why = format!("{} descriptors arrived that no blob frame claimed", fds.len());
+                        return Err(ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, why)));
+                    }
+                    read
+                }
+            };
             if read == room && self.chunk < MAX_READ_CHUNK {
                 self.chunk *= 2;
             }

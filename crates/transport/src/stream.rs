@@ -9,7 +9,7 @@
 //! duplicate of) the descriptor for writability, until it can proceed.
 
 use std::io::{self, IoSlice};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use rustix::io::Errno;
@@ -126,6 +126,55 @@ impl ReadHalf {
     }
 }
 
+/// Most descriptors one read takes; a peer that sends more with one write
+/// is cut off (the kernel closes the excess and says so).
+const MAX_FDS_PER_READ: usize = 16;
+
+impl ReadHalf {
+    /// Like [`ReadHalf::read`], also taking the descriptors that came with
+    /// the bytes (close-on-exec) into `fds`, in the order they were sent.
+    pub async fn read_with_fds(
+        &self,
+        buf: &mut [u8],
+        fds: &mut std::collections::VecDeque<OwnedFd>,
+    ) -> io::Result<usize> {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
+        loop {
+            let mut ready = self.io.readable().await?;
+            let wanted = buf.len();
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let received = ready.try_io(|fd| loop {
+                let mut iov = [io::IoSliceMut::new(&mut *buf)];
+                match rustix::net::recvmsg(fd.get_ref(), &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+                    Err(Errno::INTR) => continue,
+                    other => return other.map_err(io::Error::from),
+                }
+            });
+            let msg = match received {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(err)) => return Err(err),
+                Err(_would_block) => continue,
+            };
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(received) = message {
+                    fds.extend(received);
+                }
+            }
+            if msg.flags.contains(ReturnFlags::CTRUNC) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("more than {MAX_FDS_PER_READ} descriptors sent at once"),
+                ));
+            }
+            if msg.bytes > 0 && msg.bytes < wanted {
+                ready.clear_ready();
+            }
+            return Ok(msg.bytes);
+        }
+    }
+}
+
 /// The writing side of a [`Stream`].
 pub struct WriteHalf {
     fd: Arc<OwnedFd>,
@@ -137,6 +186,25 @@ impl WriteHalf {
     pub async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         loop {
             match rustix::io::writev(&*self.fd, bufs) {
+                Ok(written) => return Ok(written),
+                Err(Errno::INTR) => continue,
+                Err(Errno::AGAIN) => self.wait_writable().await?,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Like [`WriteHalf::write_vectored`], passing `fd` with the first byte
+    /// written (`SCM_RIGHTS`). Once any byte is written the descriptor has
+    /// gone; a write that would block sends neither.
+    pub async fn send_with_fd(&self, bufs: &[IoSlice<'_>], fd: BorrowedFd<'_>) -> io::Result<usize> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let fds = [fd];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        loop {
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            control.push(SendAncillaryMessage::ScmRights(&fds));
+            match rustix::net::sendmsg(&*self.fd, bufs, &mut control, SendFlags::NOSIGNAL) {
                 Ok(written) => return Ok(written),
                 Err(Errno::INTR) => continue,
                 Err(Errno::AGAIN) => self.wait_writable().await?,
