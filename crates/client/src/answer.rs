@@ -121,8 +121,13 @@ impl Answer {
         if self.id == 0 {
             return;
         }
+        let outbox = &self.replies.outbox;
+        let result = result.map(|payload| crate::blobs::outgoing(outbox.takes_blobs(), payload));
         match result {
-            Ok(payload) if payload.len() + 5 > self.replies.max_frame as usize => {
+            Ok(payload)
+                if payload.len() + 5 > self.replies.max_frame as usize
+                    && !crate::blobs::passes_as_blob(outbox, &payload) =>
+            {
                 let message = format!(
                     "reply of {} bytes does not fit the maximum frame of {} bytes",
                     payload.len(),

@@ -163,7 +163,7 @@ fn check_size(
     headers: &Headers,
     payload: &Bytes,
 ) -> Result<(), CallError> {
-    fits(link, call_size(service, method, headers, payload), payload.len())
+    fits(link, call_size(service, method, headers, payload), payload)
 }
 
 /// The size of a `Call` frame (length prefix excluded).
@@ -173,10 +173,11 @@ fn call_size(service: &ServiceName, method: &MethodName, headers: &Headers, payl
 
 /// Whether a frame of `size` bytes carrying `payload` bytes fits the
 /// connection's maximum frame.
-pub(crate) fn fits(link: &Link, size: usize, payload: usize) -> Result<(), CallError> {
-    if size > link.max_frame as usize {
+pub(crate) fn fits(link: &Link, size: usize, payload: &Bytes) -> Result<(), CallError> {
+    if size > link.max_frame as usize && !crate::blobs::passes_as_blob(&link.outbox, payload) {
         return Err(CallError::PayloadTooLarge(format!(
-            "payload of {payload} bytes does not fit the daemon's maximum frame of {} bytes",
+            "payload of {} bytes does not fit the daemon's maximum frame of {} bytes",
+            payload.len(),
             link.max_frame
         )));
     }
@@ -256,6 +257,7 @@ impl Bus {
             breakers.admit(&target.service)?.map(|a| breakers.in_flight(target.service.clone(), a));
         let Target { service, method } = target;
         let Once { timeout, instance, headers } = once;
+        let payload = crate::blobs::outgoing(self.takes_blobs(), payload);
         let (headers, hops) = crate::hops::outgoing(crate::trace::outgoing(headers));
         let hops = hops.map(|log| HopsInFlight::new(&self.shared.hop_sinks, log));
         let traced = |id| {

@@ -191,7 +191,7 @@ pub(crate) async fn connect(shared: &Shared) -> Result<Connected, ConnectError> 
     };
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        features: 0,
+        features: switchboard_proto::FEATURE_BLOBS,
         client_name: shared.client_name.clone(),
         credential: credential.clone(),
     };
@@ -210,6 +210,10 @@ pub(crate) async fn connect(shared: &Shared) -> Result<Connected, ConnectError> 
         None => return Err(handshake_failed("the daemon closed the connection".into())),
     };
     reader.set_max_frame(welcome.max_frame);
+    if welcome.features & switchboard_proto::FEATURE_BLOBS != 0 {
+        reader.accept_blobs();
+        outbox.accept_blobs();
+    }
     let link = Arc::new(Link {
         replies: Arc::new(Replies::new(outbox.clone(), welcome.max_frame)),
         outbox,

@@ -18,6 +18,7 @@
 #[path = "contract.rs"]
 pub mod __private;
 mod answer;
+mod blobs;
 pub mod breaker;
 mod bus;
 mod calls;
@@ -41,6 +42,7 @@ pub use bus::{decode, encode, Bus, DEFAULT_TIMEOUT};
 pub use bytes::Bytes;
 pub use connection::Dialer;
 
+pub use blobs::{Blob, BlobError, BlobMut, AUTO_BLOB};
 pub use breaker::{BreakerPolicy, BreakerState};
 pub use calls::{Attempted, BroadcastOutcome, CallOptions, InstanceReply, IntoTarget};
 pub use error::{CallError, ConnectError, RegisterError, Reject};

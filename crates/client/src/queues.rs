@@ -105,7 +105,7 @@ impl Queue {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let check = |link: &Link| {
             let size = switchboard_proto::sizes::put_len(&self.name, &dedup_id, &headers, payload.len());
-            crate::calls::fits(link, size, payload.len())
+            crate::calls::fits(link, size, &payload)
         };
         let frame = |req, _: &Link| {
             Frame::QueuePut(QueuePut {

@@ -288,7 +288,7 @@ fn check_publish(link: &Link, frame: &Frame) -> Result<(), PublishError> {
         return Ok(());
     };
     let size = 1 + 1 + 1 + p.topic.as_bytes().len() + p.headers.wire_len() + p.payload.len();
-    if size > link.max_frame as usize {
+    if size > link.max_frame as usize && !crate::blobs::passes_as_blob(&link.outbox, &p.payload) {
         return Err(PublishError::PayloadTooLarge { size: p.payload.len(), max: link.max_frame });
     }
     Ok(())

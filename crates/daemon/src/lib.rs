@@ -81,6 +81,11 @@ pub struct Limits {
     pub max_retained: usize,
     /// Most calls waiting, daemon-wide, for services that are starting.
     pub max_parked: usize,
+    /// Most blobs the daemon holds for others at once (waiting in
+    /// connections' queues and backlogs), and their total bytes; a blob
+    /// past either is refused with `overloaded`.
+    pub max_blobs_held: usize,
+    pub max_blob_bytes_held: usize,
 }
 
 impl Default for Limits {
@@ -102,6 +107,8 @@ impl Default for Limits {
             session_backlog_bytes: 1024 * 1024,
             max_retained: 10_000,
             max_parked: 10_000,
+            max_blobs_held: 4096,
+            max_blob_bytes_held: 64 << 30,
         }
     }
 }

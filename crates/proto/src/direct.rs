@@ -59,4 +59,11 @@ pub struct DirectGrant {
     /// Where the instance listens: an abstract Unix socket name (no leading NUL).
     #[serde(default)]
     pub address: String,
+    /// The largest blob the caller may send on the channel, and the
+    /// instance in its replies (their principals' `max_blob`; the daemon
+    /// is not on the path to check). 0: no blobs on this channel.
+    #[serde(default)]
+    pub caller_max_blob: u64,
+    #[serde(default)]
+    pub instance_max_blob: u64,
 }

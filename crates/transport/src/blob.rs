@@ -194,6 +194,17 @@ impl Drop for Sealed {
     }
 }
 
+/// What `payload` counts toward a byte bound while it waits: a blob counts
+/// [`crate::outbox::BLOB_CHARGE`] whatever its size (its bytes are in the
+/// sender's memory file, not ours; what it costs us is a descriptor).
+pub fn charge(payload: &Bytes) -> usize {
+    if Blob::of(payload).is_some() {
+        crate::outbox::BLOB_CHARGE
+    } else {
+        payload.len()
+    }
+}
+
 /// How many blobs this process holds mapped, and their bytes (the daemon
 /// bounds what it holds for others with these).
 pub fn held() -> (usize, usize) {

@@ -26,6 +26,6 @@ pub mod tls;
 pub use abstract_socket::AbstractListener;
 pub use blob::{Blob, BlobError, BlobMut};
 pub use endpoint::{default_endpoint, default_socket_path, Endpoint, EndpointError};
-pub use outbox::{run_writer, Outbox, OutboxClosed};
+pub use outbox::{run_writer, Outbox, OutboxClosed, BLOB_CHARGE};
 pub use reader::{FrameReader, ReadError};
 pub use stream::{PeerCred, ReadHalf, Stream, WriteHalf};

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_proto::direct::{DirectGrant, TICKET_PREFIX};
-use switchboard_proto::{Call, ErrorCode, Frame, Hello, InstanceId, DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
-use switchboard_transport::{run_writer, FrameReader, Outbox, Stream};
+use switchboard_proto::{
+    Call, ErrorCode, Frame, Hello, InstanceId, DEFAULT_MAX_FRAME, FEATURE_BLOBS, PROTOCOL_VERSION,
+};
+use switchboard_transport::{run_writer, Blob, FrameReader, Outbox, Stream};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::connection::{lock, WireError};
@@ -62,6 +64,8 @@ pub(crate) struct Channel {
     calls: Mutex<Calls>,
     inflight: Arc<Semaphore>,
     max_frame: u32,
+    /// The largest blob the instance may reply with (its principal's limit).
+    reply_max_blob: u64,
     /// Set once no new call may be sent (closing or closed); read without
     /// the lock on every call, written under it.
     unusable: AtomicBool,
@@ -81,6 +85,19 @@ pub(crate) enum OpenError {
 }
 
 impl Channel {
+    /// A reply, or why it is refused: a blob over the instance's limit.
+    fn checked_reply(&self, payload: bytes::Bytes) -> Result<bytes::Bytes, WireError> {
+        if payload.len() as u64 > self.reply_max_blob && Blob::of(&payload).is_some() {
+            let message = format!(
+                "the instance replied with a blob of {} bytes, over its blob limit of {} bytes",
+                payload.len(),
+                self.reply_max_blob
+            );
+            return Err((ErrorCode::PayloadTooLarge, message));
+        }
+        Ok(payload)
+    }
+
     /// Connects to the granted instance, checks its peer credentials and
     /// presents the ticket.
     pub async fn open(grant: &DirectGrant, hop_sinks: &Arc<HopSinks>) -> Result<Arc<Self>, OpenError> {
@@ -106,7 +123,7 @@ impl Channel {
         }
         let hello = Hello {
             version: PROTOCOL_VERSION,
-            features: 0,
+            features: if grant.caller_max_blob > 0 { FEATURE_BLOBS } else { 0 },
             client_name: String::new(),
             credential: format!("{TICKET_PREFIX}{}", grant.ticket),
         };
@@ -125,6 +142,10 @@ impl Channel {
             Err(_) => return Err(refused(format!("no answer within {HANDSHAKE_TIMEOUT:?}"))),
         };
         reader.set_max_frame(welcome.max_frame);
+        if welcome.features & FEATURE_BLOBS != 0 {
+            reader.accept_blobs();
+            outbox.accept_blobs();
+        }
         let channel = Arc::new(Self {
             grant: grant.grant,
             instance: grant.instance,
@@ -132,6 +153,7 @@ impl Channel {
             calls: Mutex::new(Calls { waiting: HashMap::new(), closing: false, sweeping: false }),
             inflight: Arc::new(Semaphore::new(welcome.max_inflight.max(1) as usize)),
             max_frame: welcome.max_frame,
+            reply_max_blob: grant.instance_max_blob,
             unusable: AtomicBool::new(false),
             hop_sinks: hop_sinks.clone(),
         });
@@ -164,7 +186,7 @@ impl Channel {
         deadline: Instant,
         timeout: Duration,
     ) -> Sent {
-        if size > self.max_frame as usize {
+        if size > self.max_frame as usize && !crate::blobs::passes_as_blob(&self.outbox, &call.payload) {
             return Sent::NotSent(call); // the daemon's path says why, with its own limit
         }
         let permit = match self.inflight.try_acquire() {
@@ -226,7 +248,7 @@ impl Channel {
     async fn read(self: Arc<Self>, mut reader: FrameReader) {
         loop {
             let answer = match reader.next().await {
-                Ok(Some(Frame::Reply { id, payload })) => (id, Ok(payload)),
+                Ok(Some(Frame::Reply { id, payload })) => (id, self.checked_reply(payload)),
                 Ok(Some(Frame::Error { id, code, message })) => (id, Err((code, message))),
                 Ok(Some(Frame::Hops { id, headers })) => {
                     self.hop_sinks.deliver(id, &headers);

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use switchboard_proto::direct::{DirectGrant, TICKET_PREFIX};
 use switchboard_proto::{
-    Caller, ErrorCode, Frame, InstanceId, Request, Welcome, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    Caller, ErrorCode, Frame, InstanceId, Request, Welcome, DEFAULT_MAX_FRAME, FEATURE_BLOBS,
+    PROTOCOL_VERSION,
 };
-use switchboard_transport::{run_writer, AbstractListener, FrameReader, Outbox, PeerCred, Stream};
+use switchboard_transport::{run_writer, AbstractListener, Blob, FrameReader, Outbox, PeerCred, Stream};
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,8 @@ struct Ticket {
     service: Arc<ServiceState>,
     instance: InstanceId,
     max_frame: u32,
+    /// The largest blob the caller may send (its principal's limit).
+    max_blob: u64,
     expires: Instant,
 }
 
@@ -109,6 +112,7 @@ impl Listener {
                 service,
                 instance: grant.instance,
                 max_frame,
+                max_blob: grant.caller_max_blob,
                 expires: now + TICKET_LIFETIME,
             },
         );
@@ -196,9 +200,14 @@ impl Listener {
         };
         drop(handshake);
         let max_frame = ticket.max_frame.min(DEFAULT_MAX_FRAME);
+        let blobs = hello.features & FEATURE_BLOBS != 0 && ticket.max_blob > 0;
+        if blobs {
+            reader.accept_blobs();
+            outbox.accept_blobs();
+        }
         let _ = outbox.push(&Frame::Welcome(Welcome {
             version: PROTOCOL_VERSION,
-            features: 0,
+            features: if blobs { FEATURE_BLOBS } else { 0 },
             session: ticket.grant,
             max_frame,
             max_inflight: CHANNEL_INFLIGHT,
@@ -292,6 +301,19 @@ fn serve_frame(ticket: &Ticket, replies: &Arc<Replies>, frame: Frame) -> bool {
             let message = format!("method {} is reserved for the daemon", call.method);
             let _ =
                 replies.outbox.push(&Frame::Error { id: call.id, code: ErrorCode::NoSuchMethod, message });
+            true
+        }
+        Frame::Call(call)
+            if call.payload.len() as u64 > ticket.max_blob && Blob::of(&call.payload).is_some() =>
+        {
+            let message = format!(
+                "a blob of {} bytes is over {}'s blob limit of {} bytes",
+                call.payload.len(),
+                ticket.caller.principal,
+                ticket.max_blob
+            );
+            let _ =
+                replies.outbox.push(&Frame::Error { id: call.id, code: ErrorCode::PayloadTooLarge, message });
             true
         }
         Frame::Call(call) if call.service == *ticket.service.name() => {

@@ -43,12 +43,16 @@ struct Grant {
     subject: String,
     allow: Vec<Rule>,
     deny: Vec<Rule>,
+    /// `max_blob`: the largest blob its principals may send.
+    max_blob: Option<u64>,
 }
 
 /// The whole policy. Empty = only the daemon's own user may do anything.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     grants: Vec<Grant>,
+    /// `[security] max_blob`: the blob limit of principals no grant limits.
+    max_blob: Option<u64>,
 }
 
 /// Settings that decide who gets in and how much they may do.
@@ -106,10 +110,17 @@ impl Policy {
     /// The rules that apply to `principal`, gathered once per connection.
     pub fn rules_for(&self, principal: &Principal) -> Arc<Rules> {
         let mut rules = Rules { allow_all: principal.daemon_user, ..Rules::default() };
+        let mut max_blob = None::<u64>;
         for grant in self.grants.iter().filter(|g| principal.matches(&g.subject)) {
             rules.allow.extend(grant.allow.iter().cloned());
             rules.deny.extend(grant.deny.iter().cloned());
+            // The tightest grant wins, as a deny does.
+            max_blob = match (max_blob, grant.max_blob) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
+        rules.max_blob = max_blob.or(self.max_blob).unwrap_or(rules::DEFAULT_MAX_BLOB);
         Arc::new(rules)
     }
 
@@ -163,6 +174,7 @@ pub struct RawGrant {
     allow: Vec<String>,
     #[serde(default)]
     deny: Vec<String>,
+    max_blob: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -178,6 +190,7 @@ pub struct RawSecurity {
     allow_plain_tcp: bool,
     tls: Option<TlsFiles>,
     direct_calls: Option<bool>,
+    max_blob: Option<String>,
 }
 
 /// Subjects a grant may name: a kind and a value, or `*`.
@@ -217,7 +230,8 @@ impl RawPolicy {
                 allow.extend(a.iter().cloned());
                 deny.extend(d.iter().cloned());
             }
-            grants.push(Grant { subject: raw.principal.clone(), allow, deny });
+            let max_blob = raw.max_blob.as_deref().map(|text| parse_size(text, &whose)).transpose()?;
+            grants.push(Grant { subject: raw.principal.clone(), allow, deny, max_blob });
         }
         let defaults = Security::default();
         let security = Security {
@@ -245,8 +259,29 @@ impl RawPolicy {
         if security.tokens.values().any(|v| v.len() < 16) {
             return Err("security.tokens: every token needs at least 16 characters".into());
         }
-        Ok((Policy { grants }, security))
+        let max_blob = self.security.max_blob.as_deref().map(|t| parse_size(t, "security")).transpose()?;
+        Ok((Policy { grants, max_blob }, security))
     }
+}
+
+/// A size such as `1GiB`, `64MiB`, `512KiB` or a number of bytes.
+fn parse_size(text: &str, whose: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return Err(format!("{whose}: max_blob = {text:?}: expected a size like \"64MiB\" or \"1GiB\"")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{whose}: max_blob = {text:?}: expected a size like \"64MiB\" or \"1GiB\""))
 }
 
 #[cfg(test)]
@@ -285,6 +320,7 @@ mod tests {
         let daemon_user = policy.rules_for(&Principal::local(0, 0, 0));
         assert!(daemon_user.permits(Op::Admin, ""));
         assert!(!daemon_user.permits(Op::Call, "billing.refund"), "deny wins for the daemon's user too");
+        assert_eq!(root.max_blob, 1 << 30, "the default blob limit");
         let stranger = Policy::default().rules_for(&Principal::certificate("x"));
         assert!(!stranger.permits(Op::Call, "a.b"), "nothing until the policy says so");
     }
@@ -300,9 +336,30 @@ mod tests {
             ),
             ("[security]\nsocket_mode = \"rw\"\n", "socket_mode"),
             ("[security]\ntokens = { a = \"short\" }\n", "at least 16"),
+            ("[security]\nmax_blob = \"lots\"\n", "security: max_blob = \"lots\": expected a size"),
+            ("[[policy]]\nprincipal = \"user:a\"\nmax_blob = \"3 parsecs\"\n", "policy for user:a: max_blob"),
         ] {
             let err = parse(text).unwrap_err();
             assert!(err.contains(expected), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn the_tightest_blob_limit_of_a_principal_applies() {
+        let (policy, _) = parse(
+            r#"
+            [security]
+            max_blob = "256MiB"
+            [[policy]]
+            principal = "user:root"
+            max_blob = "64MiB"
+            [[policy]]
+            principal = "uid:0"
+            max_blob = "16MiB"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(policy.rules_for(&Principal::local(0, 0, 4242)).max_blob, 16 << 20);
+        assert_eq!(policy.rules_for(&Principal::certificate("x")).max_blob, 256 << 20);
     }
 }

@@ -146,11 +146,22 @@ impl Rule {
 
 /// The rules that apply to one principal, gathered from every grant that
 /// names it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Rules {
     pub allow_all: bool,
     pub allow: Vec<Rule>,
     pub deny: Vec<Rule>,
+    /// Largest blob payload it may send, in bytes.
+    pub max_blob: u64,
+}
+
+/// A principal's blob limit when no grant and no `[security]` says otherwise.
+pub const DEFAULT_MAX_BLOB: u64 = 1 << 30;
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self { allow_all: false, allow: Vec::new(), deny: Vec::new(), max_blob: DEFAULT_MAX_BLOB }
+    }
 }
 
 impl Rules {
@@ -245,7 +256,7 @@ mod tests {
 
     fn rules(allow: &[&str], deny: &[&str]) -> Rules {
         let parse = |list: &[&str]| list.iter().map(|r| Rule::parse(r).unwrap()).collect();
-        Rules { allow_all: false, allow: parse(allow), deny: parse(deny) }
+        Rules { allow: parse(allow), deny: parse(deny), ..Rules::default() }
     }
 
     #[test]

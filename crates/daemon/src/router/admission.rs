@@ -71,7 +71,8 @@ impl Router {
         }
         let principal = self.sessions.get(&from).map(|s| s.caller.principal.clone()).unwrap_or_default();
         let size = sizes::request_len(&principal, method, headers, payload.len());
-        if size > self.limits.max_frame as usize {
+        // A blob travels beside its frame (its limits are checked on arrival).
+        if size > self.limits.max_frame as usize && switchboard_transport::Blob::of(payload).is_none() {
             let message = format!(
                 "payload of {} bytes does not fit the maximum frame of {} bytes",
                 payload.len(),

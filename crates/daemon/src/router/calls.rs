@@ -38,7 +38,11 @@ impl Router {
         let Call { id, timeout_ms, instance, service, method, headers, payload } = call;
         let chosen = self
             .admit(from, &method, &headers, &payload)
-            .and_then(|()| self.choose_placed(&service, &method, instance, &headers));
+            .and_then(|()| self.choose_placed(&service, &method, instance, &headers))
+            .and_then(|chosen| {
+                let callee = self.registry.get(chosen).map_or(0, |i| i.session);
+                self.reaches(callee, &payload).map(|()| chosen)
+            });
         let chosen = match chosen {
             Ok(chosen) => chosen,
             Err((code, message)) => {
@@ -132,11 +136,16 @@ impl Router {
         self.monitor_call("notify", from, &service, &method, single, &headers, payload.len());
         let mut congested = None;
         for instance in targets {
-            let Some(callee) = self.registry.get_mut(instance) else {
+            let Some(to) = self.registry.get(instance).map(|i| i.session) else {
                 continue;
             };
-            callee.delivered += 1;
-            let to = callee.session;
+            if let Err((code, message)) = self.reaches(to, &payload) {
+                self.send_error(from, 0, code, message);
+                continue;
+            }
+            if let Some(callee) = self.registry.get_mut(instance) {
+                callee.delivered += 1;
+            }
             let request = Request {
                 id: 0,
                 timeout_ms: 0,
@@ -180,6 +189,11 @@ impl Router {
         for instance in targets {
             let call =
                 PendingCall { caller: from, caller_id: id, instance, deadline, broadcast: true, counted };
+            let callee = self.registry.get(instance).map_or(0, |i| i.session);
+            if let Err(refused) = self.reaches(callee, &payload) {
+                self.complete(call, Err(refused));
+                continue;
+            }
             congested = self
                 .forward(call, timeout_ms, method.clone(), headers.clone(), payload.clone())
                 .or(congested);
@@ -223,7 +237,12 @@ impl Router {
     }
 
     /// Delivers the outcome of one pending call and releases its counts.
-    fn complete(&mut self, call: PendingCall, outcome: Outcome) {
+    fn complete(&mut self, call: PendingCall, mut outcome: Outcome) {
+        if let Ok(payload) = &outcome {
+            if let Err(refused) = self.reaches(call.caller, payload) {
+                outcome = Err(refused);
+            }
+        }
         if let Some(counted) = call.counted {
             let error = outcome.as_ref().err().map(|(code, _)| *code);
             self.stats.answered(counted.slot, error, counted.started);

@@ -124,9 +124,10 @@ impl Router {
         let instance = self.registry.choose_any(&service, request.instance)?;
         self.grant_still_holds(from, instance).map_err(|why| (ErrorCode::PermissionDenied, why))?;
         let callee = self.registry.get(instance).and_then(|i| self.sessions.get(&i.session));
-        let (pid, uid) = callee
-            .map(|s| (s.caller.pid, s.caller.uid))
+        let (pid, uid, instance_max_blob) = callee
+            .map(|s| (s.caller.pid, s.caller.uid, s.rules.max_blob))
             .ok_or((ErrorCode::InstanceGone, format!("instance {instance} is gone")))?;
+        let caller_max_blob = self.sessions.get(&from).map_or(0, |s| s.rules.max_blob);
         let ticket = super::access::new_secret()
             .map_err(|err| (ErrorCode::Overloaded, format!("no randomness for a ticket: {err}")))?;
         Ok(DirectGrant {
@@ -137,6 +138,8 @@ impl Router {
             pid,
             uid,
             address: String::new(),
+            caller_max_blob,
+            instance_max_blob,
         })
     }
 

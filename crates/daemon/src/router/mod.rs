@@ -14,6 +14,7 @@
 
 pub mod access;
 mod admission;
+mod blobs;
 mod calls;
 mod direct;
 mod holds;
@@ -78,8 +79,12 @@ pub struct SessionEntry {
 pub(crate) const DETACH_BELOW: usize = 256 * 1024;
 
 /// `bytes` as the router may keep it for long: small payloads in their own
-/// allocation.
+/// allocation, and blobs (which fit a frame, or they are refused before)
+/// copied, so that nothing kept for long holds a descriptor.
 pub(crate) fn detached(bytes: Bytes) -> Bytes {
+    if switchboard_transport::Blob::of(&bytes).is_some() {
+        return Bytes::copy_from_slice(&bytes);
+    }
     if bytes.is_empty() || bytes.len() >= DETACH_BELOW {
         bytes
     } else {
@@ -238,6 +243,9 @@ impl Router {
     /// Acts on one frame from `from`. Returns a congested destination the
     /// session should wait for before reading on.
     pub fn handle(&mut self, from: SessionId, frame: Frame) -> Result<Option<Congested>, UnexpectedFrame> {
+        let Some(frame) = self.admit_blob(from, frame) else {
+            return Ok(None);
+        };
         match frame {
             Frame::Call(call) => return Ok(self.call(from, call)),
             Frame::Notify(notify) => return Ok(self.notify(from, notify)),

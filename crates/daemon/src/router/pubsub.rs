@@ -135,12 +135,23 @@ impl Router {
             messages: self.limits.subscription_backlog,
             session_bytes: self.limits.session_backlog_bytes,
         };
+        let reaches = match self.topics.get(id) {
+            Some(sub) => self.reaches(sub.session, &delivery.payload).is_ok(),
+            None => return,
+        };
         let Some(sub) = self.topics.get_mut(id) else {
             return;
         };
         let Some(session) = self.sessions.get(&sub.session) else {
             return;
         };
+        if !reaches {
+            // Too large for a client that takes no blobs: missed, and told.
+            sub.missed += 1;
+            sub.unreported += 1;
+            session.backlog.raise();
+            return;
+        }
         if sub.backlog.is_empty() && !session.outbox.is_congested() {
             sub.delivered += 1;
             session.push(sub.session, &message(sub.sid, delivery));

@@ -84,7 +84,9 @@ impl Delivery {
     /// Bytes it holds while it waits: its payload, headers and topic, and
     /// a fixed share for the entry itself.
     pub fn cost(&self) -> usize {
-        64 + self.payload.len() + self.headers.wire_len() + self.topic.as_str().len()
+        64 + switchboard_transport::blob::charge(&self.payload)
+            + self.headers.wire_len()
+            + self.topic.as_str().len()
     }
 }
 
@@ -124,6 +126,9 @@ impl SessionBacklog {
     fn keep(&self, payload: Bytes) -> Bytes {
         if payload.is_empty() || payload.len() >= super::DETACH_BELOW {
             return payload;
+        }
+        if switchboard_transport::Blob::of(&payload).is_some() {
+            return payload; // shared memory already, and passed as a descriptor
         }
         let mut arena = self.arena.borrow_mut();
         if arena.capacity() - arena.len() < payload.len() {

@@ -41,10 +41,10 @@ pub async fn accept(reader: &mut FrameReader, outbox: &Outbox, limits: &Limits) 
 }
 
 /// The daemon's answer, announcing the session id and limits.
-pub fn welcome(session: SessionId, limits: &Limits) -> Frame {
+pub fn welcome(session: SessionId, features: u32, limits: &Limits) -> Frame {
     Frame::Welcome(Welcome {
         version: PROTOCOL_VERSION,
-        features: 0,
+        features,
         session,
         max_frame: limits.max_frame,
         max_inflight: limits.max_inflight,

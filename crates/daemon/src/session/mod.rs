@@ -10,7 +10,7 @@ mod handshake;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use switchboard_proto::{ErrorCode, Frame, Hello, SessionId};
+use switchboard_proto::{ErrorCode, Frame, Hello, SessionId, FEATURE_BLOBS};
 use switchboard_transport::{run_writer, FrameReader, Outbox, ReadError, Stream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +98,7 @@ pub async fn serve(
         }
     };
     reader.set_max_frame(limits.max_frame);
+    agree_on_blobs(&hello, cred.is_some(), &mut reader, &outbox);
     let uid = cred.map_or(u32::MAX, |c| c.uid);
     let pid = cred.and_then(|c| c.pid).unwrap_or(0);
     let kill = stop.child_token();
@@ -126,13 +127,7 @@ pub async fn serve(
         Ok(()) => tracing::debug!(session, "session closed"),
         Err(why) => {
             tracing::warn!(session, %peer, client = %hello.client_name, pid, "closing connection: {why}");
-            let code = match &why {
-                ReadError::Decode(switchboard_proto::DecodeError::TooLarge { .. }) => {
-                    ErrorCode::PayloadTooLarge
-                }
-                _ => ErrorCode::ProtocolViolation,
-            };
-            let _ = outbox.push(&Frame::Goodbye { code, message: why.to_string() });
+            let _ = outbox.push(&Frame::Goodbye { code: goodbye_code(&why), message: why.to_string() });
         }
     }
     lock(&router).remove_session(session);
@@ -141,6 +136,25 @@ pub async fn serve(
     let abort = writer.abort_handle();
     if tokio::time::timeout(limits.handshake_timeout, writer).await.is_err() {
         abort.abort();
+    }
+}
+
+/// The code of the `Goodbye` that ends a connection for `why`.
+fn goodbye_code(why: &ReadError) -> ErrorCode {
+    match why {
+        ReadError::Decode(switchboard_proto::DecodeError::TooLarge { .. }) => ErrorCode::PayloadTooLarge,
+        ReadError::Blob { .. } | ReadError::BadBlob { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::ProtocolViolation,
+    }
+}
+
+/// Takes blobs on this connection if the client asked and can pass them:
+/// only over a Unix socket (the one with peer credentials); a descriptor
+/// cannot cross TCP, TLS's bridge or a hosted app's link.
+fn agree_on_blobs(hello: &Hello, unix: bool, reader: &mut FrameReader, outbox: &Outbox) {
+    if hello.features & FEATURE_BLOBS != 0 && unix {
+        reader.accept_blobs();
+        outbox.accept_blobs();
     }
 }
 
@@ -172,7 +186,8 @@ fn enter(
         None => router.authenticate(claim.local, claim.common_name.as_deref(), &hello.credential),
     };
     let session = principal.and_then(|principal| router.add_session(link, principal))?;
-    let _ = outbox.push(&handshake::welcome(session, limits));
+    let features = if outbox.takes_blobs() { FEATURE_BLOBS } else { 0 };
+    let _ = outbox.push(&handshake::welcome(session, features, limits));
     Ok(session)
 }
 
