@@ -182,7 +182,8 @@ fn every_kind_of_improper_descriptor_is_refused_by_name() {
         assert!(refused(Sent::Nothing).await.contains("no descriptor came with it"));
         let err = outcome(Sent::Proper, 0).await.expect_err("empty");
         assert!(matches!(err, ReadError::Blob { source: BlobError::Empty, .. }), "{err}");
-        assert_eq!(open_fds(), before, "every descriptor received was closed");
+        // No growth (the harness may close one of its own meanwhile).
+        assert!(open_fds() <= before, "every descriptor received was closed");
         assert_eq!(held().0, 0, "no blob is still mapped");
     });
 }
@@ -235,6 +236,6 @@ proptest! {
             }
         });
         drop(runtime);
-        prop_assert_eq!(open_fds(), before);
+        prop_assert!(open_fds() <= before, "descriptors leaked");
     }
 }
