@@ -205,11 +205,10 @@ async fn an_unsealed_memory_file_ends_only_its_own_connection_naming_why() {
     bus.call("$sys.daemon.whoami", Bytes::new()).await.expect("the daemon still serves");
 }
 
-/// Open defect (issue 17): a publisher of many blobs stalls after a few
-/// hundred when a subscriber is slower, and the daemon stops answering it;
-/// this test reproduces it and stays ignored until it is fixed.
+/// Also the test that found a lost wake-up: a read that ended where
+/// descriptors began forgot that more bytes were waiting, and a publisher of
+/// many blobs stalled after a few hundred.
 #[tokio::test]
-#[ignore = "reproduces the open blob fan-out stall (issue 17)"]
 async fn no_descriptor_leaks_after_many_blob_messages() {
     let count: usize =
         std::env::var("SWITCHBOARD_BLOB_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
@@ -248,6 +247,33 @@ async fn no_descriptor_leaks_after_many_blob_messages() {
     assert_eq!(fds_at_end, fds_at_start, "the subscriber holds no more descriptors than before");
     assert_eq!(daemon_fds(), daemon_before, "the daemon holds no more descriptors than before");
     drop(blob);
-    assert_eq!(ours(), ours_before, "nor does the publisher");
+    // (Not equal: the test harness may close one of its own meanwhile.)
+    assert!(ours() <= ours_before, "nor does the publisher");
     assert!(wait_exit(&mut drain.0, Duration::from_secs(5)).is_some());
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_holds_a_bounded_number_of_blobs_in_the_daemon() {
+    let daemon = Daemon::start();
+    let daemon_fds = || std::fs::read_dir(format!("/proc/{}/fd", daemon.pid())).expect("daemon fds").count();
+    let (write, mut reader, _) = raw_client(&daemon, FEATURE_BLOBS).await;
+    let pattern = "blobs.unread".parse().expect("pattern");
+    send(&write, &Frame::Subscribe { req: 1, sid: 1, pattern }).await;
+    let Some(Frame::Reply { id: 1, .. }) = reader.next().await.expect("subscribed") else {
+        panic!("no reply")
+    };
+    // From here on it reads nothing.
+    let bus = daemon.bus().await;
+    let before = daemon_fds();
+    let blob = Bytes::from(patterned(&bus, 256 * 1024));
+    for _ in 0..2_000 {
+        bus.publish("blobs.unread", blob.clone()).await.expect("publish");
+    }
+    bus.flush().await.expect("the daemon still answers its publisher");
+    let held = daemon_fds() - before;
+    assert!(held <= 64, "the daemon holds {held} descriptors for a subscriber that reads nothing");
+    drop(reader);
+    drop(write);
+    let released = support::eventually(Duration::from_secs(5), || daemon_fds() <= before).await;
+    assert!(released, "its blobs are let go when it leaves: {} descriptors", daemon_fds());
 }

@@ -142,7 +142,6 @@ impl ReadHalf {
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
         loop {
             let mut ready = self.io.readable().await?;
-            let wanted = buf.len();
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let received = ready.try_io(|fd| loop {
                 let mut iov = [io::IoSliceMut::new(&mut *buf)];
@@ -167,9 +166,11 @@ impl ReadHalf {
                     format!("more than {MAX_FDS_PER_READ} descriptors sent at once"),
                 ));
             }
-            if msg.bytes > 0 && msg.bytes < wanted {
-                ready.clear_ready();
-            }
+            // Unlike `read`, a short read here does not mean the socket is
+            // drained: the kernel ends a read where descriptors begin or end,
+            // with more bytes waiting. Keeping the readiness costs one EAGAIN
+            // read; clearing it lost the wake-up for those bytes (found by
+            // `blobs.rs::no_descriptor_leaks_after_many_blob_messages`).
             return Ok(msg.bytes);
         }
     }
