@@ -245,7 +245,13 @@ async fn no_descriptor_leaks_after_many_blob_messages() {
     assert_eq!(received + lagged, count as u64, "every message received or counted as missed: {report}");
     assert!(received > 0, "{report}");
     assert_eq!(fds_at_end, fds_at_start, "the subscriber holds no more descriptors than before");
-    assert_eq!(daemon_fds(), daemon_before, "the daemon holds no more descriptors than before");
+    // No growth (a descriptor the daemon had open for a moment, such as a
+    // wait for writability, may have closed since).
+    let daemon_after = daemon_fds();
+    assert!(
+        daemon_after <= daemon_before,
+        "the daemon holds {daemon_after} descriptors, {daemon_before} before"
+    );
     drop(blob);
     // (Not equal: the test harness may close one of its own meanwhile.)
     assert!(ours() <= ours_before, "nor does the publisher");

@@ -257,7 +257,12 @@ impl Bus {
             breakers.admit(&target.service)?.map(|a| breakers.in_flight(target.service.clone(), a));
         let Target { service, method } = target;
         let Once { timeout, instance, headers } = once;
-        let payload = crate::blobs::outgoing(self.takes_blobs(), payload);
+        // (The length first: asking the link costs a lock, on every call.)
+        let payload = if payload.len() < crate::blobs::AUTO_BLOB {
+            payload
+        } else {
+            crate::blobs::outgoing(self.takes_blobs(), payload)
+        };
         let (headers, hops) = crate::hops::outgoing(crate::trace::outgoing(headers));
         let hops = hops.map(|log| HopsInFlight::new(&self.shared.hop_sinks, log));
         let traced = |id| {

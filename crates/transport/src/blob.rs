@@ -143,10 +143,12 @@ impl Blob {
     /// The blob whose whole mapping `payload` is, if it is one (a slice of a
     /// blob, or a small one, is not: it travels as bytes).
     pub fn of(payload: &Bytes) -> Option<Self> {
-        if payload.len() < MIN_BLOB {
+        let registry = registry();
+        // Most processes hold no blob most of the time: no lock then.
+        if payload.len() < MIN_BLOB || registry.count.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        registry().find(payload.as_ptr() as usize, payload.len()).map(Self)
+        registry.find(payload.as_ptr() as usize, payload.len()).map(Self)
     }
 
     pub fn len(&self) -> usize {

@@ -142,6 +142,7 @@ impl ReadHalf {
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
         loop {
             let mut ready = self.io.readable().await?;
+            let wanted = buf.len();
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let received = ready.try_io(|fd| loop {
                 let mut iov = [io::IoSliceMut::new(&mut *buf)];
@@ -155,6 +156,7 @@ impl ReadHalf {
                 Ok(Err(err)) => return Err(err),
                 Err(_would_block) => continue,
             };
+            let before = fds.len();
             for message in control.drain() {
                 if let RecvAncillaryMessage::ScmRights(received) = message {
                     fds.extend(received);
@@ -166,11 +168,14 @@ impl ReadHalf {
                     format!("more than {MAX_FDS_PER_READ} descriptors sent at once"),
                 ));
             }
-            // Unlike `read`, a short read here does not mean the socket is
-            // drained: the kernel ends a read where descriptors begin or end,
-            // with more bytes waiting. Keeping the readiness costs one EAGAIN
-            // read; clearing it lost the wake-up for those bytes (found by
+            // A short read drained the socket (as in `read`) unless it
+            // brought descriptors: the kernel ends a read just after the
+            // bytes that carried some, with more waiting. Clearing the
+            // readiness then lost the wake-up for those bytes (found by
             // `blobs.rs::no_descriptor_leaks_after_many_blob_messages`).
+            if msg.bytes > 0 && msg.bytes < wanted && fds.len() == before {
+                ready.clear_ready();
+            }
             return Ok(msg.bytes);
         }
     }

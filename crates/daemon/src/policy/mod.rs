@@ -269,18 +269,17 @@ fn parse_size(text: &str, whose: &str) -> Result<u64, String> {
     let text = text.trim();
     let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
-    let scale: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        _ => return Err(format!("{whose}: max_blob = {text:?}: expected a size like \"64MiB\" or \"1GiB\"")),
+    let scale: Option<u64> = match unit.trim() {
+        "" | "B" => Some(1),
+        "KiB" => Some(1 << 10),
+        "MiB" => Some(1 << 20),
+        "GiB" => Some(1 << 30),
+        "TiB" => Some(1 << 40),
+        _ => None,
     };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
+    scale
+        .zip(number.parse::<u64>().ok())
+        .and_then(|(scale, n)| n.checked_mul(scale))
         .ok_or_else(|| format!("{whose}: max_blob = {text:?}: expected a size like \"64MiB\" or \"1GiB\""))
 }
 
