@@ -211,7 +211,8 @@ pub(crate) async fn connect(shared: &Shared) -> Result<Connected, ConnectError> 
     };
     reader.set_max_frame(welcome.max_frame);
     if welcome.features & switchboard_proto::FEATURE_BLOBS != 0 {
-        reader.accept_blobs();
+        // Only the daemon's replies can grant regions.
+        reader.accept_regions();
         outbox.accept_blobs();
     }
     let link = Arc::new(Link {

@@ -67,6 +67,8 @@ pub enum CallError {
     ServiceFailed(String),
     #[error("invalid transition: {0}")]
     InvalidTransition(String),
+    #[error("no such region: {0}")]
+    NoSuchRegion(String),
     #[error("invalid target: {0}")]
     InvalidTarget(#[from] NameError),
     #[error("the connection to the daemon was lost before the reply came")]
@@ -107,6 +109,7 @@ impl CallError {
             ErrorCode::ServicePaused => Self::ServicePaused(message),
             ErrorCode::ServiceFailed => Self::ServiceFailed(message),
             ErrorCode::InvalidTransition => Self::InvalidTransition(message),
+            ErrorCode::NoSuchRegion => Self::NoSuchRegion(message),
             code => Self::Other { code, message },
         }
     }
@@ -133,6 +136,7 @@ impl CallError {
             Self::ServicePaused(_) => ErrorCode::ServicePaused,
             Self::ServiceFailed(_) => ErrorCode::ServiceFailed,
             Self::InvalidTransition(_) => ErrorCode::InvalidTransition,
+            Self::NoSuchRegion(_) => ErrorCode::NoSuchRegion,
             Self::Other { code, .. } => *code,
             Self::InvalidTarget(_)
             | Self::ConnectionLost
@@ -164,6 +168,7 @@ impl CallError {
             | Self::ServicePaused(m)
             | Self::ServiceFailed(m)
             | Self::InvalidTransition(m)
+            | Self::NoSuchRegion(m)
             | Self::Other { message: m, .. } => m.clone(),
             other => other.to_string(),
         }

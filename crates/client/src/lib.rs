@@ -32,6 +32,7 @@ mod fleet;
 pub mod hops;
 mod queues;
 mod random;
+mod regions;
 pub mod retry;
 pub mod service;
 mod supervised;
@@ -49,6 +50,7 @@ pub use error::{CallError, ConnectError, RegisterError, Reject};
 pub use fleet::{FleetOutcome, FleetReply};
 pub use hops::{Hop, Traced};
 pub use queues::{Consumer, Delivery, PutOptions, Queue};
+pub use regions::{Region, RegionError, RegionGuard};
 pub use retry::RetryPolicy;
 pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCURRENCY, DEFAULT_QUEUED};
 /// Declares a service contract on a trait: a typed client and a server
@@ -108,6 +110,7 @@ pub use service::{HandlerResult, Request, Service, ServiceBuilder, DEFAULT_CONCU
 /// ```
 pub use switchboard_macros::contract;
 pub use switchboard_proto::fleet::MissingHost;
+pub use switchboard_proto::regions::{RegionHolder, RegionInfo};
 pub use switchboard_proto::sys::{
     DaemonInfo, InstanceInfo, MonitorEvent, Overflow, PeekedMessage, QueueInfo, QueueOptions, RegistryEvent,
     ServiceInfo, SubscriptionInfo, TopicsInfo, Whoami,

@@ -86,6 +86,10 @@ pub struct Limits {
     /// past either is refused with `overloaded`.
     pub max_blobs_held: usize,
     pub max_blob_bytes_held: usize,
+    /// Most named shared regions at once, and their total data bytes; an
+    /// open that would create one past either is refused with `overloaded`.
+    pub max_regions: usize,
+    pub max_region_bytes: usize,
 }
 
 impl Default for Limits {
@@ -109,6 +113,8 @@ impl Default for Limits {
             max_parked: 10_000,
             max_blobs_held: 4096,
             max_blob_bytes_held: 64 << 30,
+            max_regions: 256,
+            max_region_bytes: 16 << 30,
         }
     }
 }

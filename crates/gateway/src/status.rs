@@ -10,7 +10,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::NoSuchService
         | ErrorCode::NoSuchMethod
         | ErrorCode::NoSuchInstance
-        | ErrorCode::NoSuchQueue => StatusCode::NOT_FOUND,
+        | ErrorCode::NoSuchQueue
+        | ErrorCode::NoSuchRegion => StatusCode::NOT_FOUND,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::Overloaded | ErrorCode::QueueFull => StatusCode::TOO_MANY_REQUESTS,

@@ -6,6 +6,7 @@
 //! here too, and its schemas live in [`crate::supervision`].
 
 use crate::direct::{DirectRequest, DAEMON_DIRECT};
+use crate::regions::{self as reg, RegionOpen, RegionRef};
 use crate::stats;
 use crate::supervision as sup;
 use crate::sys::{self, QueueDeclare, QueuePeek, QueueRef};
@@ -118,6 +119,27 @@ pub const SYS_METHODS: &[SysMethod] = &[
     m(sys::QUEUES_SERVICE, sys::QUEUES_PURGE, "QueueRef", "u64", "drop every waiting message (admin)"),
     m(sys::QUEUES_SERVICE, sys::QUEUES_DELETE, "QueueRef", "-", "delete an empty queue (queue.declare)"),
     m(
+        reg::REGIONS_SERVICE,
+        reg::REGIONS_OPEN,
+        "RegionOpen",
+        "descriptor",
+        "map a named shared region, creating it (region.read / region.write; needs descriptors)",
+    ),
+    m(
+        reg::REGIONS_SERVICE,
+        reg::REGIONS_CHANGED,
+        "RegionRef",
+        "u64",
+        "a writer announces a change: the sequence goes out on $sys.regions.NAME (region.write)",
+    ),
+    m(
+        reg::REGIONS_SERVICE,
+        reg::REGIONS_LIST,
+        "-",
+        "[RegionInfo]",
+        "regions, their sequence and who maps them",
+    ),
+    m(
         sup::SERVICES_SERVICE,
         sup::STATUS,
         "ServiceRef",
@@ -198,6 +220,9 @@ pub enum SysCall {
     QueuesPeek(QueuePeek),
     QueuesPurge(QueueRef),
     QueuesDelete(QueueRef),
+    RegionsOpen(RegionOpen),
+    RegionsChanged(RegionRef),
+    RegionsList,
 }
 
 /// Why a call to the daemon's own services cannot be made.
@@ -209,8 +234,14 @@ impl SysCall {
     /// anyone's); an error for an unknown method or arguments that do not
     /// fit its schema.
     pub fn decode(service: &str, method: &str, payload: &[u8]) -> Option<Result<Self, SysError>> {
-        if ![sys::DAEMON_SERVICE, sys::REGISTRY_SERVICE, sys::TOPICS_SERVICE, sys::QUEUES_SERVICE]
-            .contains(&service)
+        if ![
+            sys::DAEMON_SERVICE,
+            sys::REGISTRY_SERVICE,
+            sys::TOPICS_SERVICE,
+            sys::QUEUES_SERVICE,
+            reg::REGIONS_SERVICE,
+        ]
+        .contains(&service)
         {
             return None;
         }
@@ -235,6 +266,9 @@ impl SysCall {
             (sys::QUEUES_SERVICE, sys::QUEUES_PEEK) => Self::arguments(args, Self::QueuesPeek),
             (sys::QUEUES_SERVICE, sys::QUEUES_PURGE) => Self::arguments(args, Self::QueuesPurge),
             (sys::QUEUES_SERVICE, sys::QUEUES_DELETE) => Self::arguments(args, Self::QueuesDelete),
+            (reg::REGIONS_SERVICE, reg::REGIONS_OPEN) => Self::arguments(args, Self::RegionsOpen),
+            (reg::REGIONS_SERVICE, reg::REGIONS_CHANGED) => Self::arguments(args, Self::RegionsChanged),
+            (reg::REGIONS_SERVICE, reg::REGIONS_LIST) => Ok(Self::RegionsList),
             _ => Err((ErrorCode::NoSuchMethod, format!("service {service} has no method {method}"))),
         })
     }
@@ -264,6 +298,8 @@ mod tests {
             "BreakerReport" => sys::encode(&sys::BreakerReport::default()),
             "CallReport" => sys::encode(&stats::CallReport::default()),
             "MonitorRequest" => sys::encode(&sys::MonitorRequest { pattern: ">".into() }),
+            "RegionOpen" => sys::encode(&RegionOpen { name: "r".into(), size: 0, write: false }),
+            "RegionRef" => sys::encode(&RegionRef { name: "r".into() }),
             _ => Vec::new(),
         };
         let mut answered = 0;
@@ -279,7 +315,7 @@ mod tests {
                 ),
             }
         }
-        assert_eq!(answered, 15, "one SysCall variant per method the daemon answers");
+        assert_eq!(answered, 18, "one SysCall variant per method the daemon answers");
     }
 
     #[test]

@@ -67,11 +67,22 @@ impl Frame {
     /// bytes: the kind byte carries [`crate::BLOB_FLAG`] and the payload is
     /// the length. The blob's descriptor must go with the first byte.
     pub fn encode_blob_head(&self, dst: &mut BytesMut, blob_len: u64) {
+        self.encode_described_head(dst, crate::BLOB_FLAG, blob_len);
+    }
+
+    /// Appends the frame with its payload replaced by a shared region's
+    /// file length: the kind byte carries [`crate::BLOB_FLAG`] and
+    /// [`crate::REGION_FLAG`]; the region's descriptor goes with the first byte.
+    pub fn encode_region_head(&self, dst: &mut BytesMut, file_len: u64) {
+        self.encode_described_head(dst, crate::BLOB_FLAG | crate::REGION_FLAG, file_len);
+    }
+
+    fn encode_described_head(&self, dst: &mut BytesMut, flags: u8, len: u64) {
         let start = dst.len();
         dst.put_u32_le(0); // patched below
-        dst.put_u8(self.kind() | crate::BLOB_FLAG);
+        dst.put_u8(self.kind() | flags);
         self.put_fields(dst);
-        dst.put_u64_le(blob_len);
+        dst.put_u64_le(len);
         let total = u32::try_from(dst.len() - start - crate::LEN_PREFIX).unwrap_or(u32::MAX);
         dst[start..start + 4].copy_from_slice(&total.to_le_bytes());
     }

@@ -104,6 +104,8 @@ error_codes! {
     /// The control is not valid for the service in its current state (or
     /// the service does not accept it).
     InvalidTransition = 21, "invalid_transition";
+    /// No shared region by that name, and this open may not create one.
+    NoSuchRegion = 22, "no_such_region";
 }
 
 #[cfg(test)]

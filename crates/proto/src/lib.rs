@@ -35,12 +35,14 @@ mod headers;
 pub mod hops;
 pub mod json;
 mod names;
+pub mod regions;
 pub mod sizes;
 pub mod stats;
 pub mod supervision;
 pub mod sys;
 mod topic;
 pub mod trace;
+pub mod units;
 mod validated;
 
 pub use codec::{decode, frame_len, DecodeError, LEN_PREFIX};
@@ -70,6 +72,13 @@ pub const FEATURE_BLOBS: u32 = 1;
 /// on the wire are then the blob's length (u64 LE), and the blob's
 /// descriptor arrived with the frame's first byte.
 pub const BLOB_FLAG: u8 = 0x80;
+
+/// Set in a frame's kind byte (with [`BLOB_FLAG`]) when the descriptor that
+/// came with it is a shared region granted by the daemon — writable by its
+/// holders, sealed only against resizing — rather than a sealed blob. The
+/// payload on the wire is the region file's length (u64 LE). Only the daemon
+/// sends these, only in reply to `$sys.regions.open`.
+pub const REGION_FLAG: u8 = 0x40;
 
 /// Instance id assigned by the daemon when a service registers. `0` means
 /// "any instance" wherever a target instance is optional.

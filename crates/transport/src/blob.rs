@@ -215,20 +215,21 @@ pub fn held() -> (usize, usize) {
 }
 
 /// A memory mapping of a whole memory file, unmapped on drop.
-struct Mapping {
-    ptr: *mut std::ffi::c_void,
-    len: usize,
+pub(crate) struct Mapping {
+    pub(crate) ptr: *mut std::ffi::c_void,
+    pub(crate) len: usize,
 }
 
-// SAFETY: a `Mapping` is plain memory with no thread affinity; a read-only
-// one is immutable (its file is sealed against writes), and the writable
-// one is reached only through `&mut BlobMut`.
+// SAFETY: a `Mapping` is plain memory with no thread affinity; a blob's
+// read-only one is immutable (its file is sealed against writes), its
+// writable one is reached only through `&mut BlobMut`, and a region's is
+// reached only through raw pointers under the region's own protocol.
 unsafe impl Send for Mapping {}
 // SAFETY: see `Send`: shared references only ever read.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    fn new(fd: BorrowedFd<'_>, len: usize, prot: ProtFlags) -> std::io::Result<Self> {
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, prot: ProtFlags) -> std::io::Result<Self> {
         // SAFETY: a fresh mapping chosen by the kernel (null hint) aliases
         // nothing of ours; `len` is the file's size, checked by the callers,
         // and the file cannot shrink below it (created at that size and

@@ -10,10 +10,11 @@
 //! It knows nothing of routing, services or calls, and never interprets a
 //! frame beyond decoding it.
 // One registration call needs `unsafe` (see `stream::register`), and mapping
-// blobs (`blob`); nothing else may.
+// blobs and regions (`blob`, `region`); nothing else may.
 #![deny(unsafe_code)]
 
 pub mod blob;
+pub mod region;
 
 mod abstract_socket;
 mod endpoint;
@@ -28,4 +29,5 @@ pub use blob::{Blob, BlobError, BlobMut};
 pub use endpoint::{default_endpoint, default_socket_path, Endpoint, EndpointError};
 pub use outbox::{run_writer, Outbox, OutboxClosed, BLOB_CHARGE};
 pub use reader::{FrameReader, ReadError};
+pub use region::{Region, RegionError, RegionFile, RegionGrant, RegionGuard, REGION_HEADER};
 pub use stream::{PeerCred, ReadHalf, Stream, WriteHalf};

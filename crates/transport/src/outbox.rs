@@ -28,6 +28,7 @@ use switchboard_proto::Frame;
 use tokio::sync::Notify;
 
 use crate::blob::Blob;
+use crate::region::RegionGrant;
 use crate::WriteHalf;
 
 /// What one blob waiting to be passed counts toward an outbox's bounds.
@@ -41,11 +42,38 @@ const MAX_IOVECS: usize = 64;
 #[error("connection closed")]
 pub struct OutboxClosed;
 
-/// A buffer to send; one that starts a blob frame carries the blob, whose
-/// descriptor goes with its first byte.
+/// A buffer to send; one that starts a blob frame carries the blob (or
+/// region grant), whose descriptor goes with its first byte.
 struct Segment {
     bytes: Bytes,
-    blob: Option<Blob>,
+    blob: Option<Passed>,
+}
+
+/// What a frame passes by descriptor.
+enum Passed {
+    Blob(Blob),
+    Region(RegionGrant),
+}
+
+impl Passed {
+    /// What `payload` passes, if it is a whole blob or a region grant.
+    fn of(payload: &Bytes) -> Option<Self> {
+        Blob::of(payload).map(Self::Blob).or_else(|| RegionGrant::of(payload).map(Self::Region))
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Self::Blob(blob) => blob.fd(),
+            Self::Region(grant) => grant.fd(),
+        }
+    }
+
+    fn encode_head(&self, frame: &Frame, head: &mut BytesMut) {
+        match self {
+            Self::Blob(blob) => frame.encode_blob_head(head, blob.len() as u64),
+            Self::Region(grant) => frame.encode_region_head(head, grant.file_len()),
+        }
+    }
 }
 
 impl Segment {
@@ -150,12 +178,12 @@ impl Outbox {
             self.drained.notify_waiters();
             return Err(OutboxClosed);
         }
-        let blob = if self.takes_blobs() { frame.payload().and_then(Blob::of) } else { None };
-        let added = match blob {
+        let passed = if self.takes_blobs() { frame.payload().and_then(Passed::of) } else { None };
+        let added = match passed {
             Some(blob) => {
                 // Its own segment: the descriptor goes with its first byte.
                 let mut head = BytesMut::new();
-                frame.encode_blob_head(&mut head, blob.len() as u64);
+                blob.encode_head(frame, &mut head);
                 q.flush_tail();
                 let segment = Segment { bytes: head.freeze(), blob: Some(blob) };
                 let charge = segment.charge();

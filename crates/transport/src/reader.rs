@@ -10,9 +10,10 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use bytes::{Bytes, BytesMut};
-use switchboard_proto::{decode, frame_len, DecodeError, Frame, BLOB_FLAG, LEN_PREFIX};
+use switchboard_proto::{decode, frame_len, DecodeError, Frame, BLOB_FLAG, LEN_PREFIX, REGION_FLAG};
 
 use crate::blob::{Blob, BlobError};
+use crate::region::RegionGrant;
 use crate::ReadHalf;
 
 /// Most descriptors received and not yet claimed by their frames; a peer
@@ -57,16 +58,34 @@ pub struct FrameReader {
     /// the handshake agreed on blobs (until then descriptors are dropped
     /// by the kernel and a blob frame is an unknown kind).
     fds: Option<VecDeque<OwnedFd>>,
+    /// Whether a blob frame may carry a region grant (a client's reader;
+    /// the daemon's never takes one, so a client cannot send it one).
+    regions: bool,
 }
 
 impl FrameReader {
     pub fn new(half: ReadHalf, max_frame: u32) -> Self {
-        Self { half, buf: BytesMut::new(), filled: 0, max_frame, chunk: READ_CHUNK, fds: None }
+        Self {
+            half,
+            buf: BytesMut::new(),
+            filled: 0,
+            max_frame,
+            chunk: READ_CHUNK,
+            fds: None,
+            regions: false,
+        }
     }
 
     /// Takes blobs from now on (both ends said so in the handshake).
     pub fn accept_blobs(&mut self) {
         self.fds.get_or_insert_with(VecDeque::new);
+    }
+
+    /// Takes region grants from now on: blob frames that also carry
+    /// [`REGION_FLAG`] become [`RegionGrant`] payloads (checked when mapped).
+    pub fn accept_regions(&mut self) {
+        self.accept_blobs();
+        self.regions = true;
     }
 
     /// Changes the maximum (after the handshake negotiated one).
@@ -87,8 +106,10 @@ impl FrameReader {
             return Ok(None);
         }
         let blob = self.fds.is_some() && self.buf[LEN_PREFIX] & BLOB_FLAG != 0;
+        let region = blob && self.regions && self.buf[LEN_PREFIX] & REGION_FLAG != 0;
         if blob {
-            self.buf[LEN_PREFIX] &= !BLOB_FLAG;
+            // A region flag left in place makes an unknown kind: refused.
+            self.buf[LEN_PREFIX] &= if region { !(BLOB_FLAG | REGION_FLAG) } else { !BLOB_FLAG };
         }
         // A whole frame is at the front: decode it in place (no split of
         // the buffer around it, which cost two atomic operations a frame).
@@ -96,22 +117,26 @@ impl FrameReader {
         self.filled -= total;
         match frame {
             Some(mut frame) if blob => {
-                self.attach_blob(&mut frame)?;
+                self.attach_blob(&mut frame, region)?;
                 Ok(Some(frame))
             }
             other => Ok(other),
         }
     }
 
-    /// Puts the blob that came with `frame` in place of its payload, which
-    /// on the wire is the blob's length.
-    fn attach_blob(&mut self, frame: &mut Frame) -> Result<(), ReadError> {
+    /// Puts the blob (or region grant) that came with `frame` in place of
+    /// its payload, which on the wire is the blob's (file's) length.
+    fn attach_blob(&mut self, frame: &mut Frame, region: bool) -> Result<(), ReadError> {
         let kind = frame.kind_name();
         let bad = |why: &str| ReadError::BadBlob { kind, why: why.to_owned() };
         let fd = self.fds.as_mut().and_then(VecDeque::pop_front);
         let payload = frame.payload_mut().ok_or_else(|| bad("its kind carries no payload"))?;
         let len: [u8; 8] = payload[..].try_into().map_err(|_| bad("its length is not 8 bytes"))?;
         let fd = fd.ok_or_else(|| bad("no descriptor came with it"))?;
+        if region {
+            *payload = Bytes::from(RegionGrant::new(fd, u64::from_le_bytes(len)));
+            return Ok(());
+        }
         let blob =
             Blob::receive(fd, u64::from_le_bytes(len)).map_err(|source| ReadError::Blob { kind, source })?;
         *payload = Bytes::from(blob);

@@ -37,6 +37,7 @@ class ErrorCode(enum.IntEnum):
     SERVICE_PAUSED = 19
     SERVICE_FAILED = 20
     INVALID_TRANSITION = 21
+    NO_SUCH_REGION = 22
 
     @property
     def kind(self) -> str:
@@ -166,6 +167,10 @@ class ServiceFailed(CallError):
 
 class InvalidTransition(CallError):
     code = ErrorCode.INVALID_TRANSITION
+
+
+class NoSuchRegion(CallError):
+    code = ErrorCode.NO_SUCH_REGION
 
 
 class ConnectionLost(CallError):

@@ -18,6 +18,7 @@ use crate::{output, Connection};
 /// open or half-open (clients with breakers on report them as they change).
 /// With --fleet, this host's link to the fleet and the other hosts it hears
 /// from, with what each offers (`[fleet]` in the config, docs/fleet.md).
+/// With --regions, the named shared regions and who holds each mapped.
 #[derive(clap::Args)]
 pub struct Args {
     /// Only this service.
@@ -39,6 +40,9 @@ pub struct Args {
     /// instances, and when each was last heard), and exit.
     #[arg(long, conflicts_with_all = ["watch", "service", "sys", "breakers"])]
     fleet: bool,
+    /// List the named shared regions (size, sequence, holders), and exit.
+    #[arg(long, conflicts_with_all = ["watch", "service", "sys", "breakers", "fleet"])]
+    regions: bool,
     #[command(flatten)]
     connection: Connection,
 }
@@ -53,6 +57,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.fleet {
         return fleet(&args).await;
+    }
+    if args.regions {
+        let bus = connect(&args.connection, "switchboard-ls").await?;
+        crate::cmd::region::list(&bus, args.json).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     let bus = connect(&args.connection, "switchboard-ls").await?;
     let mut events = if args.watch { Some(bus.watch(1024).await?) } else { None };

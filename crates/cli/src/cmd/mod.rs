@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod queue;
 pub mod reexec;
+pub mod region;
 pub mod respond;
 pub mod services;
 pub mod shell;

@@ -266,20 +266,7 @@ impl RawPolicy {
 
 /// A size such as `1GiB`, `64MiB`, `512KiB` or a number of bytes.
 fn parse_size(text: &str, whose: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let scale: Option<u64> = match unit.trim() {
-        "" | "B" => Some(1),
-        "KiB" => Some(1 << 10),
-        "MiB" => Some(1 << 20),
-        "GiB" => Some(1 << 30),
-        "TiB" => Some(1 << 40),
-        _ => None,
-    };
-    scale
-        .zip(number.parse::<u64>().ok())
-        .and_then(|(scale, n)| n.checked_mul(scale))
+    switchboard_proto::units::parse_size(text)
         .ok_or_else(|| format!("{whose}: max_blob = {text:?}: expected a size like \"64MiB\" or \"1GiB\""))
 }
 

@@ -28,10 +28,14 @@ pub enum Op {
     Admin,
     /// Read the daemon's counters (`switchboard metrics`, `/metrics`).
     Metrics,
+    /// Map a named shared region read-only, and hear of its changes.
+    RegionRead,
+    /// Create a named shared region, map it writable and take its lock.
+    RegionWrite,
 }
 
 impl Op {
-    const ALL: [Op; 11] = [
+    const ALL: [Op; 13] = [
         Op::Call,
         Op::Notify,
         Op::Publish,
@@ -43,6 +47,8 @@ impl Op {
         Op::Control,
         Op::Admin,
         Op::Metrics,
+        Op::RegionRead,
+        Op::RegionWrite,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +64,8 @@ impl Op {
             Op::Control => "control",
             Op::Admin => "admin",
             Op::Metrics => "metrics",
+            Op::RegionRead => "region.read",
+            Op::RegionWrite => "region.write",
         }
     }
 }

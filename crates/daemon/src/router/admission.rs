@@ -164,6 +164,14 @@ impl Router {
                 }
                 Some(SysCall::QueuesPeek(peek)) => self.permit(from, Op::QueueGet, &peek.queue)?,
                 Some(SysCall::QueuesPurge(_)) => self.permit(from, Op::Admin, "")?,
+                Some(SysCall::RegionsOpen(open)) => {
+                    let op = if open.write { Op::RegionWrite } else { Op::RegionRead };
+                    // A writer may read what it writes.
+                    if !(op == Op::RegionRead && self.permit(from, Op::RegionWrite, &open.name).is_ok()) {
+                        self.permit(from, op, &open.name)?;
+                    }
+                }
+                Some(SysCall::RegionsChanged(region)) => self.permit(from, Op::RegionWrite, &region.name)?,
                 _ => self.permit(from, Op::Call, &format!("{service}.{method}"))?,
             }
         }

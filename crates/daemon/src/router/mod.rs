@@ -23,6 +23,7 @@ mod pending;
 mod pubsub;
 pub mod queues;
 mod recheck;
+mod regions;
 mod registry;
 pub mod stats;
 mod sys_calls;
@@ -150,6 +151,7 @@ pub struct Router {
     generation: u32,
     stats: stats::Stats,
     monitors: monitors::Monitors,
+    regions: regions::Regions,
     /// This host's name in the fleet, once the fleet app joined one: a
     /// call naming it (`sb-host`) stays here.
     fleet_host: Option<String>,
@@ -176,6 +178,7 @@ impl Router {
             generation: 0,
             stats: stats::Stats::default(),
             monitors: monitors::Monitors::default(),
+            regions: regions::Regions::default(),
             fleet_host: None,
         }
     }
@@ -385,6 +388,7 @@ impl Router {
         }
         self.broadcasts.retain(|(caller, _), _| *caller != session);
         self.monitors.session_closed(session);
+        self.regions.session_closed(session);
         self.queue_session_closed(session);
         if let Some(entry) = self.sessions.remove(&session) {
             self.release_principal(&entry.caller.principal);

@@ -1,7 +1,9 @@
 //! Topics on the router: subscribe, publish, and pumping backlogs.
 
 use bytes::Bytes;
-use switchboard_proto::{ErrorCode, Frame, Message, Publish, SessionId, TopicPattern};
+use switchboard_proto::{
+    Caller, ErrorCode, Frame, Headers, Message, Publish, SessionId, Topic, TopicPattern,
+};
 
 use super::topics::{self, Delivery, Retained, SubId};
 use super::Router;
@@ -9,8 +11,11 @@ use crate::policy::Op;
 
 impl Router {
     pub(super) fn subscribe(&mut self, from: SessionId, req: u32, sid: u32, pattern: TopicPattern) {
-        if let Err((code, message)) = self.permit(from, Op::Subscribe, &pattern.to_string()) {
-            return self.send_error(from, req, code, message);
+        let text = pattern.to_string();
+        if let Err((code, message)) = self.permit(from, Op::Subscribe, &text) {
+            if !self.reads_region_events(from, &text) {
+                return self.send_error(from, req, code, message);
+            }
         }
         let Some(session) = self.sessions.get(&from) else {
             return;
@@ -100,6 +105,19 @@ impl Router {
                 return; // clearing a retained value is not a message
             }
         }
+        self.fan_out(from, publisher, topic, headers, payload);
+    }
+
+    /// Offers a publication to every matching subscription (after the
+    /// publisher's checks; `from` is 0 for the daemon's own).
+    pub(super) fn fan_out(
+        &mut self,
+        from: SessionId,
+        publisher: Caller,
+        topic: Topic,
+        headers: Headers,
+        payload: Bytes,
+    ) {
         self.stats.published();
         if !self.monitors.is_empty() {
             let seen = super::monitors::Seen {

@@ -41,6 +41,17 @@ impl Router {
         };
         let answer: Result<Option<Vec<u8>>, SysError> = match &sys_call {
             SysCall::DaemonDirect(request) => return self.grant_direct(from, id, call.timeout_ms, request),
+            SysCall::RegionsOpen(open) => {
+                match self.open_region(from, open) {
+                    Ok(grant) => self.send(from, &Frame::Reply { id, payload: grant }),
+                    Err((code, message)) => self.send_error(from, id, code, message),
+                }
+                return None;
+            }
+            SysCall::RegionsChanged(region) => {
+                self.region_changed(from, &region.name).map(|sequence| Some(sys::encode(&sequence)))
+            }
+            SysCall::RegionsList => Ok(Some(sys::encode(&self.region_infos()))),
             SysCall::QueuesList => Ok(Some(sys::encode(&self.queue_infos()))),
             SysCall::QueuesDeclare(declare) => self.declare(from, id, declare).map(|()| None),
             SysCall::QueuesPeek(peek) => self.peek(peek).map(|found| Some(sys::encode(&found))),
