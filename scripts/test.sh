@@ -73,6 +73,7 @@ step "benchmark smoke run (--quick: every case runs and yields numbers; no speed
 cargo run --locked -p switchboard-bench -- all --quick --out "$out/bench.json"
 cargo run --locked -p switchboard-bench -- gateway --count 200 --repeats 1
 cargo run --locked -p switchboard-bench -- fleet --count 200 --repeats 1
+cargo run --locked -p switchboard-bench -- blobs --quick --repeats 1
 
 # One total for the whole run (cargo prints a line per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nRust tests: %d passed, %d failed\n", p, f }' "$out/test.log"

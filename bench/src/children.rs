@@ -212,10 +212,21 @@ pub fn raw_relay(socket: &Path, upstream: &Path) -> anyhow::Result<()> {
 }
 
 /// The daemon, as `switchboard up` runs it (single-threaded runtime).
-pub fn daemon(socket: &Path, data_dir: &Path, services: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub fn daemon(
+    socket: &Path,
+    data_dir: &Path,
+    services: Option<std::path::PathBuf>,
+    max_frame: Option<u32>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
+        let mut limits = switchboard_daemon::Limits::default();
+        if let Some(max_frame) = max_frame {
+            limits.max_outbox += max_frame.saturating_sub(limits.max_frame) as usize;
+            limits.max_frame = max_frame;
+        }
         let config = switchboard_daemon::Config {
+            limits,
             listen: vec![switchboard::Endpoint::Unix(socket.to_owned())],
             data_dir: data_dir.to_owned(),
             config_file: services,

@@ -3,8 +3,10 @@
 //!
 //! `cargo run --release -p switchboard-bench -- all` runs everything;
 //! `--quick` finishes in well under a minute (the test suite's smoke run).
-#![forbid(unsafe_code)]
+// Only `raw_memfd` (the blob benchmark's limit) maps memory itself.
+#![deny(unsafe_code)]
 
+mod blobs;
 mod children;
 mod fleet;
 mod gateway;
@@ -13,6 +15,7 @@ mod peers;
 mod pubsub;
 mod python;
 mod queues;
+mod raw_memfd;
 mod stats;
 mod supervision;
 mod workloads;
@@ -85,6 +88,16 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
     },
+    /// 64 KiB to 16 MiB call round trips as blobs (over a direct channel and
+    /// through the daemon) against the limit (a raw memfd round trip between
+    /// two processes) and against the socket path: medians of repeats.
+    Blobs {
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Fewer round trips per sample (the test suite's smoke run).
+        #[arg(long)]
+        quick: bool,
+    },
     /// A call across hosts of a fleet (three NATS servers, three daemons)
     /// against a plain NATS request, a fleet broadcast to 3 hosts × 10
     /// instances, and a local call with the fleet joined and not: medians of
@@ -117,6 +130,10 @@ enum Command {
     #[command(hide = true)]
     ChildNatsEcho { url: String },
     #[command(hide = true)]
+    ChildMemfdEcho { socket: PathBuf },
+    #[command(hide = true)]
+    ChildBlobCaller { addr: String, way: String, size: usize, count: usize },
+    #[command(hide = true)]
     ChildDbusEcho { address: String },
     #[command(hide = true)]
     ChildNatsSub { url: String, expected: u64 },
@@ -130,6 +147,9 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Largest frame, for payloads past the default on the socket path.
+        #[arg(long)]
+        max_frame: Option<u32>,
     },
     #[command(hide = true)]
     ChildZmqEcho { endpoint: String },
@@ -178,6 +198,27 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Gateway { count, repeats } => gateway::run(count, repeats.max(1)),
         Command::Fleet { count, repeats } => fleet::run(count, repeats.max(1)),
+        Command::Blobs { repeats, quick } => blobs::run(repeats.max(1), quick),
+        child => run_child(child),
+    }
+}
+
+/// Runs one of the hidden `child-…` commands: a process a benchmark starts.
+fn run_child(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::All { .. }
+        | Command::Profile { .. }
+        | Command::Gateway { .. }
+        | Command::Fleet { .. }
+        | Command::Blobs { .. } => anyhow::bail!("not a child process's command"),
+        Command::ChildMemfdEcho { socket } => {
+            children::exit_with_parent();
+            blobs::memfd_echo(&socket)
+        }
+        Command::ChildBlobCaller { addr, way, size, count } => {
+            children::exit_with_parent();
+            blobs::blob_caller(&addr, &way, size, count)
+        }
         Command::ChildHttpEcho { port } => {
             children::exit_with_parent();
             children::http_echo(port)
@@ -210,9 +251,9 @@ fn main() -> anyhow::Result<()> {
             children::exit_with_parent();
             children::raw_relay(&socket, &upstream)
         }
-        Command::ChildDaemon { socket, data_dir, config } => {
+        Command::ChildDaemon { socket, data_dir, config, max_frame } => {
             children::exit_with_parent();
-            children::daemon(&socket, &data_dir, config)
+            children::daemon(&socket, &data_dir, config, max_frame)
         }
         Command::ChildZmqEcho { endpoint } => {
             children::exit_with_parent();

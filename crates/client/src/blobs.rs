@@ -17,6 +17,23 @@ use crate::Bus;
 /// more than the socket's two copies (measured: `switchboard-bench blobs`).
 pub const AUTO_BLOB: usize = 1 << 20;
 
+/// Whether this process passes and takes blobs at all: yes, unless
+/// `SWITCHBOARD_BLOBS=off` (for a sandbox that forbids passing descriptors,
+/// or to measure the socket path). Read once.
+pub(crate) fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| !matches!(std::env::var("SWITCHBOARD_BLOBS").as_deref(), Ok("off" | "0" | "no")))
+}
+
+/// The `Hello` feature bits this process offers.
+pub(crate) fn features() -> u32 {
+    if enabled() {
+        switchboard_proto::FEATURE_BLOBS
+    } else {
+        0
+    }
+}
+
 impl Bus {
     /// A writable blob of `len` bytes (zero-filled). Fill it, then
     /// [`BlobMut::seal`] it and pass the [`Blob`] (or `Bytes::from(blob)`)

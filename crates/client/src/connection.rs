@@ -191,7 +191,7 @@ pub(crate) async fn connect(shared: &Shared) -> Result<Connected, ConnectError> 
     };
     let hello = Hello {
         version: PROTOCOL_VERSION,
-        features: switchboard_proto::FEATURE_BLOBS,
+        features: crate::blobs::features(),
         client_name: shared.client_name.clone(),
         credential: credential.clone(),
     };

@@ -123,7 +123,7 @@ impl Channel {
         }
         let hello = Hello {
             version: PROTOCOL_VERSION,
-            features: if grant.caller_max_blob > 0 { FEATURE_BLOBS } else { 0 },
+            features: if grant.caller_max_blob > 0 { crate::blobs::features() } else { 0 },
             client_name: String::new(),
             credential: format!("{TICKET_PREFIX}{}", grant.ticket),
         };

@@ -200,7 +200,7 @@ impl Listener {
         };
         drop(handshake);
         let max_frame = ticket.max_frame.min(DEFAULT_MAX_FRAME);
-        let blobs = hello.features & FEATURE_BLOBS != 0 && ticket.max_blob > 0;
+        let blobs = hello.features & FEATURE_BLOBS != 0 && ticket.max_blob > 0 && crate::blobs::enabled();
         if blobs {
             reader.accept_blobs();
             outbox.accept_blobs();
