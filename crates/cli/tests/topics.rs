@@ -108,7 +108,7 @@ async fn headers_and_the_verified_publisher_travel_with_messages_and_calls() {
 }
 
 #[tokio::test]
-async fn a_stalled_subscriber_loses_messages_visibly_and_never_slows_the_publisher() {
+async fn a_stalled_subscriber_loses_messages_visibly_and_does_not_stall_the_publisher() {
     let daemon = Daemon::start();
     // A subscriber in another process, frozen with SIGSTOP while we publish.
     let mut child = daemon

@@ -90,6 +90,10 @@ pub struct Limits {
     /// open that would create one past either is refused with `overloaded`.
     pub max_regions: usize,
     pub max_region_bytes: usize,
+    /// How long a publisher is held back for a subscriber whose connection
+    /// is congested before that subscriber lags instead (drops its oldest),
+    /// until it catches up.
+    pub publish_hold: Duration,
 }
 
 impl Default for Limits {
@@ -115,6 +119,7 @@ impl Default for Limits {
             max_blob_bytes_held: 64 << 30,
             max_regions: 256,
             max_region_bytes: 16 << 30,
+            publish_hold: Duration::from_millis(250),
         }
     }
 }

@@ -166,18 +166,7 @@ impl Outbox {
 
     /// Queues a frame. Never blocks; fails only when the outbox is closed.
     pub fn push(&self, frame: &Frame) -> Result<(), OutboxClosed> {
-        let mut q = self.lock();
-        if q.closed {
-            return Err(OutboxClosed);
-        }
-        if q.queued >= self.limit {
-            q.closed = true;
-            q.overflowed = true;
-            drop(q);
-            self.ready.notify_one();
-            self.drained.notify_waiters();
-            return Err(OutboxClosed);
-        }
+        let mut q = self.admit()?;
         let passed = if self.takes_blobs() { frame.payload().and_then(Passed::of) } else { None };
         let added = match passed {
             Some(blob) => {
@@ -202,13 +191,46 @@ impl Outbox {
                 added
             }
         };
+        self.queued(q, added);
+        Ok(())
+    }
+
+    /// Queues a frame already encoded whole (length prefix, kind, fields,
+    /// inline payload) by the caller: how the router sends one publication
+    /// to many subscribers, encoding it once.
+    pub fn push_encoded(&self, frame: &[u8]) -> Result<(), OutboxClosed> {
+        let mut q = self.admit()?;
+        q.tail.extend_from_slice(frame);
+        self.queued(q, frame.len());
+        Ok(())
+    }
+
+    /// The queue, locked, if it takes more: not once closed, and closing it
+    /// at the hard limit (the peer stopped reading).
+    fn admit(&self) -> Result<std::sync::MutexGuard<'_, Queue>, OutboxClosed> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(OutboxClosed);
+        }
+        if q.queued >= self.limit {
+            q.closed = true;
+            q.overflowed = true;
+            drop(q);
+            self.ready.notify_one();
+            self.drained.notify_waiters();
+            return Err(OutboxClosed);
+        }
+        Ok(q)
+    }
+
+    /// Counts `added` bytes just queued, and wakes the writer.
+    fn queued(&self, mut q: std::sync::MutexGuard<'_, Queue>, added: usize) {
         q.queued += added;
         if q.queued >= self.congested_at {
             self.congested.store(true, Ordering::Relaxed);
         }
         drop(q);
         self.ready.notify_one();
-        Ok(())
     }
 
     /// Whether more than the congestion threshold is waiting to be written.

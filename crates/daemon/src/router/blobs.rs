@@ -11,7 +11,7 @@ use bytes::Bytes;
 use switchboard_proto::{ErrorCode, Frame, SessionId};
 use switchboard_transport::blob::{held, Blob};
 
-use super::Router;
+use super::{Router, SessionEntry};
 
 /// Room for a frame's head beside a payload that goes as bytes.
 const HEAD_ROOM: usize = 64 * 1024;
@@ -77,14 +77,14 @@ impl Router {
     /// a blob goes as a descriptor to a client that takes them, else as
     /// bytes if it fits that client's frame.
     pub(super) fn reaches(&self, to: SessionId, payload: &Bytes) -> Result<(), (ErrorCode, String)> {
-        let max_frame = self.limits.max_frame as usize;
-        if payload.len() + HEAD_ROOM <= max_frame {
+        let max_frame = self.limits.max_frame;
+        if fits(payload, max_frame) {
             return Ok(()); // the common case, decided without a lookup
         }
         let Some(session) = self.sessions.get(&to) else {
             return Ok(()); // gone: the send is dropped anyway
         };
-        if session.outbox.takes_blobs() || Blob::of(payload).is_none() {
+        if reaches(session, payload, max_frame) {
             return Ok(());
         }
         let message = format!(
@@ -95,4 +95,14 @@ impl Router {
         );
         Err((ErrorCode::PayloadTooLarge, message))
     }
+}
+
+/// Whether `payload` fits a frame of `max_frame` as bytes, with room for the head.
+fn fits(payload: &Bytes, max_frame: u32) -> bool {
+    payload.len() + HEAD_ROOM <= max_frame as usize
+}
+
+/// [`Router::reaches`] for a session already looked up.
+pub(super) fn reaches(session: &SessionEntry, payload: &Bytes, max_frame: u32) -> bool {
+    fits(payload, max_frame) || session.outbox.takes_blobs() || Blob::of(payload).is_none()
 }

@@ -204,7 +204,8 @@ impl Router {
     pub(super) fn deliver(&self, to: SessionId, frame: &Frame) -> Option<Congested> {
         let session = self.sessions.get(&to)?;
         session.push(to, frame);
-        session.outbox.is_congested().then(|| (to, session.outbox.clone()))
+        let outbox = session.outbox.clone();
+        session.outbox.is_congested().then_some(Congested { session: to, outbox, wait: super::Wait::Reader })
     }
 
     /// A reply or error from a callee: forward it to the caller.

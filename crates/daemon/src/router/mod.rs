@@ -98,7 +98,19 @@ impl SessionEntry {
     /// session is going away and its cleanup handles what it was owed; one
     /// that closed at its hard limit ends the session, whatever the frame.
     pub fn push(&self, id: SessionId, frame: &Frame) {
-        if self.outbox.push(frame).is_err() && self.outbox.take_overflow() {
+        let pushed = self.outbox.push(frame);
+        self.pushed(id, pushed);
+    }
+
+    /// Queues a frame encoded whole (see [`Outbox::push_encoded`]).
+    pub fn push_encoded(&self, id: SessionId, frame: &[u8]) {
+        let pushed = self.outbox.push_encoded(frame);
+        self.pushed(id, pushed);
+    }
+
+    /// Disconnects the session if that push closed its outbox at the limit.
+    fn pushed(&self, id: SessionId, pushed: Result<(), switchboard_transport::OutboxClosed>) {
+        if pushed.is_err() && self.outbox.take_overflow() {
             tracing::warn!(
                 session = id,
                 principal = %self.caller.principal,
@@ -122,7 +134,29 @@ pub struct SessionLink {
 
 /// A destination whose outbox is over its threshold: the session that sent
 /// to it waits for it to drain before reading more.
-pub type Congested = (SessionId, Arc<Outbox>);
+/// A destination the sending session waits for before it reads on.
+pub struct Congested {
+    pub session: SessionId,
+    pub outbox: Arc<Outbox>,
+    pub wait: Wait,
+}
+
+/// How long the sender waits for a [`Congested`] destination, and what then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A callee or caller that must read what it was sent: dropped if it
+    /// reads nothing for `Limits::slow_consumer`.
+    Reader,
+    /// A subscriber whose backlog a publication just joined: the publisher
+    /// is held back up to `Limits::publish_hold`, then the subscriber lags
+    /// (its backlog drops its oldest) instead.
+    Subscriber,
+}
+
+/// A map on the message path: looked up for every message and every
+/// subscriber, so hashed with foldhash (its keys are ids the daemon assigns
+/// or topic tokens; each map is seeded on its own).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A frame the session must not send; the session is closed with this reason.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +165,7 @@ pub struct UnexpectedFrame(pub &'static str);
 
 /// All routing state of the daemon.
 pub struct Router {
-    sessions: HashMap<SessionId, SessionEntry>,
+    sessions: FastMap<SessionId, SessionEntry>,
     registry: Registry,
     pending: Pending,
     /// Broadcasts in progress: (caller, caller's id) → answers still due.
@@ -143,6 +177,8 @@ pub struct Router {
     grants: direct::Grants,
     /// Reused for topic matches, so publishing allocates nothing.
     matched: Vec<SubId>,
+    /// Reused to encode a publication once for all its subscribers.
+    encoded: bytes::BytesMut,
     next_session: SessionId,
     limits: Limits,
     data_dir: std::path::PathBuf,
@@ -160,7 +196,7 @@ pub struct Router {
 impl Router {
     pub fn new(limits: Limits, data_dir: std::path::PathBuf, queues: queues::QueueState) -> Self {
         Self {
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             registry: Registry::default(),
             pending: Pending::default(),
             broadcasts: HashMap::new(),
@@ -170,6 +206,7 @@ impl Router {
             access: access::Access::default(),
             grants: direct::Grants::default(),
             matched: Vec::new(),
+            encoded: bytes::BytesMut::new(),
             next_session: 0,
             limits,
             data_dir,
@@ -256,7 +293,7 @@ impl Router {
             Frame::Reply { id, payload } => self.answer(from, id, Ok(payload)),
             Frame::Error { id, code, message } => self.answer(from, id, Err((code, message))),
             Frame::Hops { id, headers } => self.hops(from, id, headers),
-            Frame::Publish(publish) => self.publish(from, publish),
+            Frame::Publish(publish) => return Ok(self.publish(from, publish)),
             Frame::Subscribe { req, sid, pattern } => self.subscribe(from, req, sid, pattern),
             Frame::Unsubscribe { req, sid } => self.unsubscribe(from, req, sid),
             Frame::Lagged { sid, missed } => self.client_lagged(from, sid, missed),
@@ -448,7 +485,7 @@ impl Router {
         &self.topics
     }
 
-    pub fn sessions(&self) -> &HashMap<SessionId, SessionEntry> {
+    pub fn sessions(&self) -> &FastMap<SessionId, SessionEntry> {
         &self.sessions
     }
 

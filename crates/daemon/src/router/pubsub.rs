@@ -6,7 +6,7 @@ use switchboard_proto::{
 };
 
 use super::topics::{self, Delivery, Retained, SubId};
-use super::Router;
+use super::{Congested, Router, SessionEntry, Wait};
 use crate::policy::Op;
 
 impl Router {
@@ -78,18 +78,19 @@ impl Router {
         }
     }
 
-    pub(super) fn publish(&mut self, from: SessionId, publish: Publish) {
+    /// Publishes; returns a subscriber the publisher should wait for (its
+    /// connection is congested and the message joined its backlog).
+    pub(super) fn publish(&mut self, from: SessionId, publish: Publish) -> Option<Congested> {
         if self.shutting_down {
-            return;
+            return None;
         }
-        let Some(session) = self.sessions.get(&from) else {
-            return;
-        };
+        let session = self.sessions.get(&from)?;
         let publisher = session.caller.clone();
         let Publish { retain, topic, headers, payload } = publish;
         if let Err((code, message)) = self.allowed(from, Op::Publish, topic.as_str()) {
             // A publication has no reply: the refusal goes back under id 0.
-            return self.send_error(from, 0, code, message);
+            self.send_error(from, 0, code, message);
+            return None;
         }
         if retain {
             let kept = super::detached(payload.clone());
@@ -102,14 +103,15 @@ impl Router {
                 );
             }
             if payload.is_empty() {
-                return; // clearing a retained value is not a message
+                return None; // clearing a retained value is not a message
             }
         }
-        self.fan_out(from, publisher, topic, headers, payload);
+        self.fan_out(from, publisher, topic, headers, payload)
     }
 
     /// Offers a publication to every matching subscription (after the
-    /// publisher's checks; `from` is 0 for the daemon's own).
+    /// publisher's checks; `from` is 0 for the daemon's own). Returns the
+    /// first subscriber to wait for, if any.
     pub(super) fn fan_out(
         &mut self,
         from: SessionId,
@@ -117,7 +119,7 @@ impl Router {
         topic: Topic,
         headers: Headers,
         payload: Bytes,
-    ) {
+    ) -> Option<Congested> {
         self.stats.published();
         if !self.monitors.is_empty() {
             let seen = super::monitors::Seen {
@@ -133,50 +135,104 @@ impl Router {
         let mut matched = std::mem::take(&mut self.matched);
         matched.clear();
         self.topics.matching(&topic, &mut matched);
-        // Clone for all but the last subscriber, which takes the original:
-        // reference counting is the main per-message cost here.
-        let mut message = Some(Delivery { retained: false, publisher, topic, headers, payload });
-        let last = matched.len().saturating_sub(1);
-        for (index, id) in matched.iter().enumerate() {
-            let delivery = if index == last { message.take() } else { message.clone() };
-            if let Some(delivery) = delivery {
-                self.offer(*id, delivery);
+        let delivery = Delivery { retained: false, publisher, topic, headers, payload };
+        let mut wait = None;
+        match matched.as_slice() {
+            [] => {}
+            [only] => wait = self.offer(*only, delivery),
+            many => {
+                // Encoded once, the subscription id patched in for each:
+                // encoding and reference counting per subscriber were most
+                // of a small message's cost here.
+                let mut frame = std::mem::take(&mut self.encoded);
+                frame.clear();
+                let inline = message(0, delivery.clone()).encode_head(&mut frame).is_none();
+                for id in many {
+                    let congested = if inline {
+                        self.offer_encoded(*id, &delivery, &mut frame)
+                    } else {
+                        self.offer(*id, delivery.clone())
+                    };
+                    wait = wait.or(congested);
+                }
+                self.encoded = frame;
             }
         }
         self.matched = matched;
+        wait
     }
 
     /// Sends a message to a subscription now, or keeps it in its backlog if
-    /// the connection is congested or older messages are waiting.
-    fn offer(&mut self, id: SubId, delivery: Delivery) {
-        let limits = topics::BacklogLimits {
-            messages: self.limits.subscription_backlog,
-            session_bytes: self.limits.session_backlog_bytes,
-        };
-        let reaches = match self.topics.get(id) {
-            Some(sub) => self.reaches(sub.session, &delivery.payload).is_ok(),
-            None => return,
-        };
-        let Some(sub) = self.topics.get_mut(id) else {
-            return;
-        };
-        let Some(session) = self.sessions.get(&sub.session) else {
-            return;
-        };
-        if !reaches {
-            // Too large for a client that takes no blobs: missed, and told.
-            sub.missed += 1;
-            sub.unreported += 1;
-            session.backlog.raise();
-            return;
-        }
+    /// the connection is congested or older messages are waiting; then the
+    /// subscriber is one to wait for, unless it lags.
+    fn offer(&mut self, id: SubId, delivery: Delivery) -> Option<Congested> {
+        let limits = self.backlog_limits();
+        let max_frame = self.limits.max_frame;
+        let (sub, session) = self.reachable(id, &delivery, max_frame)?;
         if sub.backlog.is_empty() && !session.outbox.is_congested() {
             sub.delivered += 1;
             session.push(sub.session, &message(sub.sid, delivery));
+            None
         } else {
             topics::enqueue(sub, delivery, limits, &session.backlogged);
-            session.backlog.raise();
+            backlogged(sub, session)
         }
+    }
+
+    /// [`Router::offer`] with the message already encoded whole in `frame`
+    /// (with any subscription id): copied to the subscriber's outbox with
+    /// its own id, or cloned into its backlog.
+    fn offer_encoded(&mut self, id: SubId, delivery: &Delivery, frame: &mut [u8]) -> Option<Congested> {
+        let limits = self.backlog_limits();
+        let max_frame = self.limits.max_frame;
+        let (sub, session) = self.reachable(id, delivery, max_frame)?;
+        if sub.backlog.is_empty() && !session.outbox.is_congested() {
+            sub.delivered += 1;
+            frame[MESSAGE_SID].copy_from_slice(&sub.sid.to_le_bytes());
+            session.push_encoded(sub.session, frame);
+            None
+        } else {
+            topics::enqueue(sub, delivery.clone(), limits, &session.backlogged);
+            backlogged(sub, session)
+        }
+    }
+
+    /// A publisher waited past `Limits::publish_hold` for `session`: its
+    /// backlogged subscriptions lag until they catch up.
+    pub fn lag(&mut self, session: SessionId) {
+        let Some(entry) = self.sessions.get(&session) else { return };
+        for id in &entry.subscriptions {
+            if let Some(sub) = self.topics.get_mut(*id) {
+                sub.lagging |= !sub.backlog.is_empty();
+            }
+        }
+    }
+
+    fn backlog_limits(&self) -> topics::BacklogLimits {
+        topics::BacklogLimits {
+            messages: self.limits.subscription_backlog,
+            session_bytes: self.limits.session_backlog_bytes,
+        }
+    }
+
+    /// Subscription `id` and its session, if `delivery` can reach it; a
+    /// blob too large for a client that takes none is counted missed (and
+    /// the client told) instead.
+    fn reachable(
+        &mut self,
+        id: SubId,
+        delivery: &Delivery,
+        max_frame: u32,
+    ) -> Option<(&mut topics::Subscription, &SessionEntry)> {
+        let sub = self.topics.get_mut(id)?;
+        let session = self.sessions.get(&sub.session)?;
+        if !super::blobs::reaches(session, &delivery.payload, max_frame) {
+            sub.missed += 1;
+            sub.unreported += 1;
+            session.backlog.raise();
+            return None;
+        }
+        Some((sub, session))
     }
 
     /// Moves a session's backlogs into its outbox while it has room,
@@ -209,6 +265,18 @@ impl Router {
         remaining
     }
 }
+
+/// After a message joined `sub`'s backlog: the subscriber's writer is told,
+/// and a publisher should wait for it unless it lags.
+fn backlogged(sub: &topics::Subscription, session: &SessionEntry) -> Option<Congested> {
+    session.backlog.raise();
+    let wait = Wait::Subscriber;
+    (!sub.lagging).then(|| Congested { session: sub.session, outbox: session.outbox.clone(), wait })
+}
+
+/// Where a `Message` frame's subscription id lies: after the length prefix
+/// and the kind byte (docs/protocol.md, "Frames").
+const MESSAGE_SID: std::ops::Range<usize> = 5..9;
 
 fn message(sid: u32, d: Delivery) -> Frame {
     Frame::Message(Message {

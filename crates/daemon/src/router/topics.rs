@@ -16,6 +16,8 @@ use bytes::{Bytes, BytesMut};
 use switchboard_proto::{Caller, Headers, SessionId, Topic, TopicPattern};
 use tokio::sync::Notify;
 
+use super::FastMap;
+
 /// Tells a session that one of its subscriptions has a backlog to pump.
 ///
 /// The session may be blocked reading its own socket when a publisher on
@@ -68,6 +70,9 @@ pub struct Subscription {
     pub backlog: VecDeque<Delivery>,
     /// What `backlog` holds, in bytes (see [`Delivery::cost`]).
     pub backlog_bytes: usize,
+    /// It kept a publisher waiting past `Limits::publish_hold`: until its
+    /// backlog empties, publications no longer wait for it.
+    pub lagging: bool,
 }
 
 /// A message waiting in a backlog.
@@ -158,7 +163,7 @@ pub struct Retained {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Bytes, Node>,
+    children: FastMap<Bytes, Node>,
     star: Option<Box<Node>>,
     /// Patterns ending here.
     here: Vec<SubId>,
@@ -199,8 +204,8 @@ pub enum SubscribeError {
 #[derive(Debug, Default)]
 pub struct Topics {
     root: Node,
-    subs: HashMap<SubId, Subscription>,
-    by_client: HashMap<(SessionId, u32), SubId>,
+    subs: FastMap<SubId, Subscription>,
+    by_client: FastMap<(SessionId, u32), SubId>,
     retained: HashMap<Topic, Retained>,
     next_id: SubId,
 }
@@ -250,6 +255,7 @@ impl Topics {
                 unreported: 0,
                 backlog: VecDeque::new(),
                 backlog_bytes: 0,
+                lagging: false,
             },
         );
         Ok(id)
@@ -377,6 +383,9 @@ pub fn enqueue(
 /// Takes the oldest message of a subscription's backlog.
 pub fn take(sub: &mut Subscription, session: &SessionBacklog) -> Option<Delivery> {
     let delivery = sub.backlog.pop_front()?;
+    if sub.backlog.is_empty() {
+        sub.lagging = false; // caught up: publications wait for it again
+    }
     let cost = delivery.cost();
     sub.backlog_bytes = sub.backlog_bytes.saturating_sub(cost);
     session.release(cost);

@@ -19,7 +19,7 @@ use crate::listen::budget::HandshakeSlot;
 use crate::policy::Principal;
 use crate::router::access::LocalPeer;
 use crate::router::topics::BacklogSignal;
-use crate::router::{Router, SessionLink};
+use crate::router::{Congested, Router, SessionLink, Wait};
 use crate::Limits;
 
 /// The router as sessions share it.
@@ -291,16 +291,23 @@ async fn read_loop(link: &Link<'_>, reader: &mut FrameReader, limits: &Limits) -
             }
             congested
         };
-        if let Some((dest, outbox)) = congested {
-            if !outbox.wait_uncongested(limits.slow_consumer).await {
-                tracing::warn!(
-                    session = dest,
-                    queued = outbox.queued_bytes(),
-                    "disconnecting slow consumer: it read nothing for {:?}",
-                    limits.slow_consumer
-                );
-                lock(router).kill_session(dest);
+        let Some(Congested { session: dest, outbox, wait }) = congested else { continue };
+        if wait == Wait::Subscriber {
+            if !outbox.is_congested() {
+                // Its backlog is moving to its socket: let that run first.
+                tokio::task::yield_now().await;
+            } else if !outbox.wait_uncongested(limits.publish_hold).await {
+                // Congested past the hold: it lags instead.
+                lock(router).lag(dest);
             }
+        } else if !outbox.wait_uncongested(limits.slow_consumer).await {
+            tracing::warn!(
+                session = dest,
+                queued = outbox.queued_bytes(),
+                "disconnecting slow consumer: it read nothing for {:?}",
+                limits.slow_consumer
+            );
+            lock(router).kill_session(dest);
         }
     }
 }
