@@ -14,7 +14,9 @@ use crate::Bus;
 
 /// Payloads from this size on go as blobs by themselves when the other end
 /// takes them: below it, copying into a memory file and mapping it costs
-/// more than the socket's two copies (measured: `switchboard-bench blobs`).
+/// about as much as the socket's copies or more. Measured with
+/// `switchboard-bench blobs` (docs/PERFORMANCE.md): blobs lose below 256 KiB,
+/// win from 512 KiB in most runs, and won in every run from 1 MiB.
 pub const AUTO_BLOB: usize = 1 << 20;
 
 /// Whether this process passes and takes blobs at all: yes, unless

@@ -181,8 +181,10 @@ impl AsRef<[u8]> for RegionGrant {
 impl From<RegionGrant> for Bytes {
     fn from(grant: RegionGrant) -> Bytes {
         let grants = grants();
-        grants.lock().insert(grant.0.file_len.as_ptr() as usize, Arc::downgrade(&grant.0));
-        grants.count.fetch_add(1, Ordering::Relaxed);
+        let fresh = grants.lock().insert(grant.0.file_len.as_ptr() as usize, Arc::downgrade(&grant.0));
+        if fresh.is_none() {
+            grants.count.fetch_add(1, Ordering::Relaxed);
+        }
         Bytes::from_owner(grant)
     }
 }
