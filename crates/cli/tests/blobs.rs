@@ -6,20 +6,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Lines};
 use std::os::fd::AsFd;
-use std::process::{Child, ChildStdout, Command, Stdio};
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rustix::process::Signal;
-use support::{signal_pid, wait_exit, Daemon, Guard};
+use support::{example_peer, next_line, signal_pid, wait_exit, Daemon, Guard, PeerLines};
 use switchboard::{Blob, Bus, CallError};
 use switchboard_proto::{Call, ErrorCode, Frame, Hello, FEATURE_BLOBS, PROTOCOL_VERSION};
 use switchboard_transport::{FrameReader, Stream, WriteHalf};
-
-const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/debug/examples/blob_peer");
 
 /// Same digest as the peer's.
 fn digest(bytes: &[u8]) -> u64 {
@@ -43,20 +39,8 @@ fn memory_file(blob: &Blob) -> String {
     format!("{} {}", stat.st_dev, stat.st_ino)
 }
 
-/// Starts `blob_peer ARGS` against `daemon`; returns it with its output.
-fn peer(daemon: &Daemon, args: &[&str]) -> (Guard, Lines<BufReader<ChildStdout>>) {
-    let mut child: Child = Command::new(PEER)
-        .args(args)
-        .env("SWITCHBOARD_ADDR", &daemon.addr)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn blob_peer (cargo build -p switchboard-cli --examples)");
-    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    (Guard(child), lines)
-}
-
-fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
-    lines.next().expect("a line from the peer").expect("readable")
+fn peer(daemon: &Daemon, args: &[&str]) -> (Guard, PeerLines) {
+    example_peer(daemon, "blob_peer", args)
 }
 
 #[tokio::test]

@@ -6,32 +6,22 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Lines};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::{ChildStdout, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use rustix::process::Signal;
-use support::{needs_root, other_user, signal_pid, wait_exit, Daemon, Guard, OTHER_USER};
+use support::OTHER_USER;
+use support::{
+    example_peer, needs_root, next_line, other_user, signal_pid, wait_exit, Daemon, Guard, PeerLines,
+};
 use switchboard::{CallError, RegionError};
 
 const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/debug/examples/region_peer");
 
-/// Starts `region_peer ARGS` against `daemon`; returns it with its output.
-fn peer(daemon: &Daemon, args: &[&str]) -> (Guard, Lines<BufReader<ChildStdout>>) {
-    let mut child = Command::new(PEER)
-        .args(args)
-        .env("SWITCHBOARD_ADDR", &daemon.addr)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn region_peer (cargo build -p switchboard-cli --examples)");
-    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    (Guard(child), lines)
-}
-
-fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
-    lines.next().expect("a line from the peer").expect("readable")
+fn peer(daemon: &Daemon, args: &[&str]) -> (Guard, PeerLines) {
+    example_peer(daemon, "region_peer", args)
 }
 
 #[tokio::test]

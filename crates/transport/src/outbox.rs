@@ -262,6 +262,12 @@ impl Outbox {
         std::mem::take(&mut self.lock().overflowed)
     }
 
+    /// Whether it was closed: the connection is going away (or its socket
+    /// failed).
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Bytes waiting to be written.
     pub fn queued_bytes(&self) -> usize {
         self.lock().queued
@@ -320,7 +326,12 @@ pub async fn run_writer(outbox: &Outbox, writer: WriteHalf) -> io::Result<()> {
             continue;
         }
         let total: usize = batch.iter().map(Segment::charge).sum();
-        write_all_vectored(&writer, &mut batch).await?;
+        if let Err(err) = write_all_vectored(&writer, &mut batch).await {
+            // The peer is gone: whoever waits for this outbox to drain
+            // (its own session, a held publisher) learns at once.
+            outbox.close();
+            return Err(err);
+        }
         outbox.written(total);
     }
 }

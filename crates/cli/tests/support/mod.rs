@@ -279,3 +279,27 @@ pub fn which(program: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
 }
+
+/// Output lines of an example process.
+pub type PeerLines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Starts the example binary `name` (`cargo build -p switchboard-cli
+/// --examples`) with `args` against `daemon`; returns it with its output.
+pub fn example_peer(daemon: &Daemon, name: &str, args: &[&str]) -> (Guard, PeerLines) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/examples").join(name);
+    let mut child = Command::new(&path)
+        .args(args)
+        .env("SWITCHBOARD_ADDR", &daemon.addr)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!("spawn {} (cargo build -p switchboard-cli --examples): {err}", path.display())
+        });
+    let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    (Guard(child), lines)
+}
+
+/// The next line an example peer printed.
+pub fn next_line(lines: &mut PeerLines) -> String {
+    lines.next().expect("a line from the peer").expect("readable")
+}

@@ -240,6 +240,9 @@ async fn read_loop(link: &Link<'_>, reader: &mut FrameReader, limits: &Limits) -
                 _ = kill.cancelled() => return Ok(()),
                 drained = link.outbox.wait_uncongested(limits.slow_consumer) => drained,
             };
+            if !drained && link.outbox.is_closed() {
+                return Ok(()); // its socket failed: it is gone
+            }
             if !drained {
                 return Err(ReadError::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
