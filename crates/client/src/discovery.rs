@@ -15,7 +15,7 @@ use crate::connection::{lock, Link, Shared, Waiter};
 use crate::{Bus, CallError};
 
 impl Bus {
-    async fn sys_call<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn sys_call<T: serde::de::DeserializeOwned>(
         &self,
         service: &str,
         method: &str,

@@ -60,10 +60,7 @@ impl Bus {
 
     /// Every region, with its sequence and who holds it mapped.
     pub async fn regions(&self) -> Result<Vec<RegionInfo>, CallError> {
-        let reply = self
-            .call(&format!("{}.{}", regions::REGIONS_SERVICE, regions::REGIONS_LIST), Bytes::new())
-            .await?;
-        sys::decode(&reply).map_err(|err| CallError::Decode(err.to_string()))
+        self.sys_call(regions::REGIONS_SERVICE, regions::REGIONS_LIST).await
     }
 
     async fn open_region(&self, name: &str, size: usize, write: bool) -> Result<Region, RegionError> {

@@ -112,16 +112,11 @@ impl Blob {
     /// Takes a descriptor that arrived as a blob of `announced` bytes,
     /// after checking it is one: a memfd, sealed, of exactly that size.
     pub fn receive(fd: OwnedFd, announced: u64) -> Result<Self, BlobError> {
-        let seals = match rustix::fs::fcntl_get_seals(&fd) {
-            Ok(seals) => seals,
-            Err(Errno::INVAL) => return Err(BlobError::NotMemfd),
-            Err(err) => return Err(BlobError::Map(err.into())),
-        };
+        let (seals, actual) = memfd_facts(fd.as_fd()).map_err(BlobError::Map)?.ok_or(BlobError::NotMemfd)?;
         let needed = SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK;
         if !seals.contains(needed) {
             return Err(BlobError::Unsealed { missing: seal_names(needed - seals) });
         }
-        let actual = rustix::fs::fstat(&fd).map_err(|err| BlobError::Map(err.into()))?.st_size as u64;
         if actual != announced {
             return Err(BlobError::WrongSize { announced, actual });
         }
@@ -304,6 +299,17 @@ impl Registry {
         let sealed = self.lock().get(&addr)?.upgrade()?;
         (sealed.map.len == len).then_some(sealed)
     }
+}
+
+/// The seals and size of a memory file that arrived; `None` when the
+/// descriptor is not one (it has no seals to ask for).
+pub(crate) fn memfd_facts(fd: BorrowedFd<'_>) -> std::io::Result<Option<(SealFlags, u64)>> {
+    let seals = match rustix::fs::fcntl_get_seals(fd) {
+        Ok(seals) => seals,
+        Err(Errno::INVAL) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    Ok(Some((seals, rustix::fs::fstat(fd)?.st_size as u64)))
 }
 
 fn seal_names(missing: SealFlags) -> String {

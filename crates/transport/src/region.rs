@@ -24,7 +24,7 @@ use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
 use rustix::mm::ProtFlags;
 
-use crate::blob::Mapping;
+use crate::blob::{memfd_facts, Mapping};
 
 /// Bytes before a region's data: magic, size, sequence and lock, padded to
 /// a page so the data starts page-aligned.
@@ -229,15 +229,11 @@ impl Region {
     /// checking it is one: a memfd sealed against resizing, of that size,
     /// with a region header.
     pub fn open(fd: OwnedFd, file_len: u64) -> Result<Self, RegionError> {
-        let seals = match rustix::fs::fcntl_get_seals(&fd) {
-            Ok(seals) => seals,
-            Err(Errno::INVAL) => return Err(RegionError::NotMemfd),
-            Err(err) => return Err(RegionError::Map(err.into())),
-        };
+        let (seals, actual) =
+            memfd_facts(fd.as_fd()).map_err(RegionError::Map)?.ok_or(RegionError::NotMemfd)?;
         if !seals.contains(SealFlags::GROW | SealFlags::SHRINK) {
             return Err(RegionError::Resizable);
         }
-        let actual = rustix::fs::fstat(&fd).map_err(|err| RegionError::Map(err.into()))?.st_size as u64;
         if actual != file_len {
             return Err(RegionError::WrongSize { announced: file_len, actual });
         }
