@@ -1,6 +1,8 @@
 //! `switchboard-bench fleet`: what the fleet costs. In one run, on one
-//! three-server NATS cluster (loopback ports, one server per host, each host
-//! its own NATS user as in docs/fleet.md) with three daemons joined to it:
+//! three-server NATS cluster (one server per host, each host its own NATS
+//! user as in docs/fleet.md) with three daemons joined to it — as root each
+//! host in its own network namespace, linked to the others through a bridge
+//! as machines on a LAN; otherwise all on loopback ports:
 //!
 //! - a call from host a to the echo service on host b, through both daemons
 //!   and NATS, against a plain NATS request between the same two servers
@@ -21,6 +23,7 @@ use anyhow::Context;
 use switchboard::{Bus, Bytes, CallOptions};
 
 use crate::children;
+use crate::netns::Namespaces;
 use crate::stats::{median, Sample};
 
 const HOSTS: [&str; 3] = ["a", "b", "c"];
@@ -40,16 +43,34 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Server `index`'s config: a cluster of `ports` (client, cluster), a user
-/// per host confined to its own subjects, and the bench's own user for
-/// clients that bring no credentials.
-fn nats_config(index: usize, ports: &[(u16, u16)]) -> String {
-    let (client, cluster) = ports[index];
-    let routes: Vec<String> = ports
+/// Every host's NATS endpoint: in its own namespace (`isolated`) or on
+/// loopback ports.
+fn endpoints(isolated: bool) -> anyhow::Result<Vec<Endpoint>> {
+    (0..HOSTS.len())
+        .map(|index| {
+            Ok(if isolated {
+                (Namespaces::address(index), 4222, 6222)
+            } else {
+                ("127.0.0.1".to_owned(), free_port()?, free_port()?)
+            })
+        })
+        .collect()
+}
+
+/// Where host `index`'s NATS server listens: its address, client port and
+/// cluster port.
+type Endpoint = (String, u16, u16);
+
+/// Server `index`'s config: a cluster of `endpoints`, a user per host
+/// confined to its own subjects, and the bench's own user for clients that
+/// bring no credentials.
+fn nats_config(index: usize, endpoints: &[Endpoint]) -> String {
+    let (address, client, cluster) = &endpoints[index];
+    let routes: Vec<String> = endpoints
         .iter()
         .enumerate()
         .filter(|(j, _)| *j != index)
-        .map(|(_, (_, c))| format!("\"nats://127.0.0.1:{c}\""))
+        .map(|(_, (a, _, c))| format!("\"nats://{a}:{c}\""))
         .collect();
     let mut users: Vec<String> = HOSTS
         .iter()
@@ -63,36 +84,38 @@ fn nats_config(index: usize, ports: &[(u16, u16)]) -> String {
         .collect();
     users.push(format!("{{ user: \"{BENCH_USER}\", password: \"{BENCH_USER}\" }}"));
     format!(
-        "host: \"127.0.0.1\"\nport: {client}\nserver_name: \"bench-{index}\"\n\
-         cluster {{ name: \"bench\", listen: \"127.0.0.1:{cluster}\", routes: [{}] }}\n\
+        "host: \"{address}\"\nport: {client}\nserver_name: \"bench-{index}\"\n\
+         cluster {{ name: \"bench\", listen: \"{address}:{cluster}\", routes: [{}] }}\n\
          authorization {{ users: [{}] }}\nno_auth_user: \"{BENCH_USER}\"\n",
         routes.join(", "),
         users.join(", ")
     )
 }
 
-fn start_nats(dir: &Path, ports: &[(u16, u16)]) -> anyhow::Result<Vec<NatsServer>> {
-    let mut servers = Vec::new();
-    for index in 0..ports.len() {
-        let conf = dir.join(format!("nats-{index}.conf"));
-        std::fs::write(&conf, nats_config(index, ports))?;
-        let child = Command::new("nats-server")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("nats-server (scripts/install-peers.sh installs it)")?;
-        servers.push(NatsServer(child));
-    }
-    for (client, _) in ports {
+/// Starts host `index`'s NATS server (in the calling thread's namespace).
+fn start_nats(dir: &Path, index: usize, endpoints: &[Endpoint]) -> anyhow::Result<NatsServer> {
+    let conf = dir.join(format!("nats-{index}.conf"));
+    std::fs::write(&conf, nats_config(index, endpoints))?;
+    let child = Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("nats-server (scripts/install-peers.sh installs it)")?;
+    Ok(NatsServer(child))
+}
+
+/// Waits until every server takes connections.
+fn wait_for_nats(endpoints: &[Endpoint]) -> anyhow::Result<()> {
+    for (address, client, _) in endpoints {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", *client)).is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "nats-server on port {client} did not start");
+        while std::net::TcpStream::connect((address.as_str(), *client)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "nats-server on {address}:{client} did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    Ok(servers)
+    Ok(())
 }
 
 /// Starts a daemon in `dir` with `config`; its address.
@@ -137,40 +160,74 @@ async fn broadcast_latency(bus: &Bus, instances: usize, samples: usize) -> anyho
     Ok(Sample::latency(times))
 }
 
+/// What runs on one host: its NATS server, its daemon, its echo instances.
+struct HostProcesses {
+    _nats: NatsServer,
+    _kids: Vec<children::Child>,
+    addr: String,
+}
+
+/// Starts host `index` in the calling thread's namespace. Every host has 10
+/// echo instances (b's answer the cross-host call, all the broadcast).
+fn start_host(
+    dir: &Path,
+    index: usize,
+    endpoints: &[Endpoint],
+    policy: &str,
+) -> anyhow::Result<HostProcesses> {
+    let host = HOSTS[index];
+    let nats = start_nats(dir, index, endpoints)?;
+    let (address, client, _) = &endpoints[index];
+    let config = format!(
+        "{policy}[fleet]\nname = \"{host}\"\nnats = \"nats://{address}:{client}\"\nuser = \"{host}\"\n\
+         password = \"{host}\"\nexport = [\"bench\"]\nimport = [\"bench\"]\n"
+    );
+    let (daemon, addr) = daemon(dir, host, &config)?;
+    let echo = children::spawn(&["child-sb-echo", &addr, "--instances", "10"])?;
+    Ok(HostProcesses { _nats: nats, _kids: vec![daemon, echo], addr })
+}
+
 pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("switchboard-bench-fleet-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let ports: Vec<(u16, u16)> =
-        (0..HOSTS.len()).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
-    let _nats = start_nats(&dir, &ports)?;
-    let mut kids = Vec::new();
-    let mut addrs = Vec::new();
+    let isolated = Namespaces::available();
+    let namespaces = if isolated {
+        Some(Namespaces::create(&format!("sbb{}", std::process::id()), &HOSTS)?)
+    } else {
+        eprintln!("not root: the hosts share loopback (no network namespaces)");
+        None
+    };
+    let endpoints = endpoints(isolated)?;
     // The same policy everywhere, so the daemon alone differs only in [fleet].
     let policy = "[[policy]]\nprincipal = \"*\"\nallow = [\"call bench.*\"]\n";
-    for (index, host) in HOSTS.iter().enumerate() {
-        let config = format!(
-            "{policy}[fleet]\nname = \"{host}\"\nnats = \"nats://127.0.0.1:{}\"\nuser = \"{host}\"\npassword = \"{host}\"\n\
-             export = [\"bench\"]\nimport = [\"bench\"]\n",
-            ports[index].0
-        );
-        let (child, addr) = daemon(&dir, host, &config)?;
-        kids.push(child);
-        addrs.push(addr);
+    // Each host's processes start from inside its namespace; a is last, so
+    // this thread stays in a's for the clients (and the daemon alone).
+    let mut hosts = Vec::new();
+    for index in [1, 2, 0] {
+        if let Some(namespaces) = &namespaces {
+            namespaces.enter(index)?;
+        }
+        hosts.push((index, start_host(&dir, index, &endpoints, policy)?));
     }
-    let (alone, alone_addr) = daemon(&dir, "alone", policy)?;
-    kids.push(alone);
-    // Every host has 10 echo instances (b's answer the cross-host call, all
-    // the broadcast); the daemon alone has the same 10 of its own, so the
+    hosts.sort_by_key(|(index, _)| *index);
+    let addrs: Vec<String> = hosts.iter().map(|(_, host)| host.addr.clone()).collect();
+    wait_for_nats(&endpoints)?;
+    // The daemon alone has the same 10 echo instances of its own, so the
     // local calls differ only in the fleet.
-    for addr in &addrs {
-        kids.push(children::spawn(&["child-sb-echo", addr, "--instances", "10"])?);
+    let (alone, alone_addr) = daemon(&dir, "alone", policy)?;
+    let mut kids = vec![alone, children::spawn(&["child-sb-echo", &alone_addr, "--instances", "10"])?];
+    // The plain NATS echo runs on b; the clients connect without
+    // credentials: the servers take them as the bench's own user
+    // (`no_auth_user`).
+    let url = |index: usize| format!("nats://{}:{}", endpoints[index].0, endpoints[index].1);
+    let (nats_a, nats_b) = (url(0), url(1));
+    if let Some(namespaces) = &namespaces {
+        namespaces.enter(1)?;
+        kids.push(children::spawn(&["child-nats-echo", &nats_b])?);
+        namespaces.enter(0)?;
+    } else {
+        kids.push(children::spawn(&["child-nats-echo", &nats_b])?);
     }
-    kids.push(children::spawn(&["child-sb-echo", &alone_addr, "--instances", "10"])?);
-    // The plain NATS clients connect without credentials: the servers take
-    // them as the bench's own user (`no_auth_user`).
-    let nats_b = format!("nats://127.0.0.1:{}", ports[1].0);
-    let nats_a = format!("nats://127.0.0.1:{}", ports[0].0);
-    kids.push(children::spawn(&["child-nats-echo", &nats_b])?);
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let on_a = runtime.block_on(Bus::connect(addrs[0].as_str()))?;
@@ -203,7 +260,10 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
     ))?;
     let p50 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p50_us).collect::<Vec<_>>());
     let p99 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p99_us).collect::<Vec<_>>());
-    println!("fleet benchmark: {count} sequential 16 B calls per case, median of {repeats} repeats");
+    let network = if isolated { "a network namespace per host, veth links" } else { "loopback" };
+    println!(
+        "fleet benchmark: {count} sequential 16 B calls per case, median of {repeats} repeats, {network}"
+    );
     println!("{:<52} {:>10} {:>10}", "case", "p50 µs", "p99 µs");
     for (name, samples) in [
         ("call a → b through both daemons and NATS", &fleet_call),
@@ -222,6 +282,8 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
         p50(&same) / p50(&not_joined)
     );
     drop(kids);
+    drop(hosts);
+    drop(namespaces);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -11,6 +11,7 @@ mod children;
 mod fleet;
 mod gateway;
 mod load;
+mod netns;
 mod peers;
 mod pubsub;
 mod python;
