@@ -258,34 +258,41 @@ pub fn run(count: usize, repeats: usize) -> anyhow::Result<()> {
         rounds,
         (count / 10).max(100),
     ))?;
-    let p50 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p50_us).collect::<Vec<_>>());
-    let p99 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p99_us).collect::<Vec<_>>());
     let network = if isolated { "a network namespace per host, veth links" } else { "loopback" };
     println!(
         "fleet benchmark: {count} sequential 16 B calls per case, median of {repeats} repeats, {network}"
     );
-    println!("{:<52} {:>10} {:>10}", "case", "p50 µs", "p99 µs");
-    for (name, samples) in [
-        ("call a → b through both daemons and NATS", &fleet_call),
-        ("plain NATS request a → b (async-nats)", &nats_request),
-        ("fleet broadcast from a, 3 hosts × 10 instances", &broadcast),
-        ("local call on a, joined to the fleet", &joined),
-        ("local call on a daemon joined to nothing", &not_joined),
-        ("the same, a second client (A/A control)", &same),
-    ] {
-        println!("{name:<52} {:>10.1} {:>10.1}", p50(samples), p99(samples));
-    }
-    println!("fleet call p50 / NATS request p50 = {:.2} (goal ≤ 1.3)", p50(&fleet_call) / p50(&nats_request));
-    println!(
-        "local call joined / not joined = {:.3} (goal within 5 %; A/A control {:.3}; {rounds} alternating rounds)",
-        p50(&joined) / p50(&not_joined),
-        p50(&same) / p50(&not_joined)
-    );
+    report(&fleet_call, &nats_request, &broadcast, [&joined, &not_joined, &same]);
+    println!("({rounds} alternating rounds of local calls)");
     drop(kids);
     drop(hosts);
     drop(namespaces);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The table: each case's median p50 and p99, and the two ratios.
+fn report(fleet_call: &[Sample], nats_request: &[Sample], broadcast: &[Sample], local: [&[Sample]; 3]) {
+    let p50 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p50_us).collect::<Vec<_>>());
+    let p99 = |samples: &[Sample]| median(&mut samples.iter().map(|s| s.p99_us).collect::<Vec<_>>());
+    let [joined, not_joined, same] = local;
+    println!("{:<52} {:>10} {:>10}", "case", "p50 µs", "p99 µs");
+    for (name, samples) in [
+        ("call a → b through both daemons and NATS", fleet_call),
+        ("plain NATS request a → b (async-nats)", nats_request),
+        ("fleet broadcast from a, 3 hosts × 10 instances", broadcast),
+        ("local call on a, joined to the fleet", joined),
+        ("local call on a daemon joined to nothing", not_joined),
+        ("the same, a second client (A/A control)", same),
+    ] {
+        println!("{name:<52} {:>10.1} {:>10.1}", p50(samples), p99(samples));
+    }
+    println!("fleet call p50 / NATS request p50 = {:.2} (goal ≤ 1.3)", p50(fleet_call) / p50(nats_request));
+    println!(
+        "local call joined / not joined = {:.3} (goal within 5 %; A/A control {:.3})",
+        p50(joined) / p50(not_joined),
+        p50(same) / p50(not_joined)
+    );
 }
 
 /// Local calls through each of `buses` in short rounds, their order rotated
