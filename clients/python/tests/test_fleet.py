@@ -31,7 +31,9 @@ def fleet(tmp_path: Path) -> Iterator[Dict[str, Daemon]]:
         pytest.fail("nats-server is not installed: run scripts/install-test-deps.sh")
     port = _free_port()
     nats = subprocess.Popen(
-        [server, "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [server, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / "js")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     daemons: Dict[str, Daemon] = {}
     try:
@@ -40,7 +42,7 @@ def fleet(tmp_path: Path) -> Iterator[Dict[str, Daemon]]:
             directory.mkdir()
             grant = '[[policy]]\nprincipal = "host:a"\nallow = ["call billing.*", "notify billing.*"]\n'
             lists = 'export = ["billing"]\nimport = ["billing"]\n'
-            config = f'[fleet]\nname = "{host}"\nnats = "nats://127.0.0.1:{port}"\n{lists}'
+            config = f'[fleet]\nname = "{host}"\nnats = "nats://127.0.0.1:{port}"\nqueue_replicas = 1\n{lists}'
             daemons[host] = Daemon(directory, config + (grant if host == "b" else ""))
         yield daemons
     finally:
@@ -102,3 +104,23 @@ async def test_a_call_picks_its_host_and_a_fleet_broadcast_names_each_instances_
     assert plain is not None and [r.host for r in plain] == [None], "without fleet=True, this host only"
     for bus in buses.values():
         bus.close()
+
+
+@run_async
+async def test_a_queue_declared_for_the_fleet_on_one_host_is_shared_with_the_other(fleet: Dict[str, Daemon]) -> None:
+    a = await switchboard.connect(fleet["a"].address)
+    b = await switchboard.connect(fleet["b"].address)
+    await a.queue("orders").declare(fleet=True, visibility_timeout=5.0)
+
+    async def b_keeps_it_on_the_fleet() -> bool:
+        listed = await b.call("$sys.queues.list")
+        return any(queue["queue"] == "orders" and queue.get("fleet") for queue in listed)
+
+    await eventually(b_keeps_it_on_the_fleet, "b learns of the fleet queue", limit=10.0)
+    await b.queue("orders").put({"order": 7})
+    consumer = await a.queue("orders").consume()
+    delivery = await consumer.next(timeout=10.0)
+    assert delivery is not None, "a got nothing from the fleet queue"
+    assert delivery.value == {"order": 7}
+    await delivery.ack()
+    await consumer.close()

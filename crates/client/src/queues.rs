@@ -84,7 +84,19 @@ impl Queue {
     /// Creates the queue with `options`, or changes the options of an
     /// existing one. Returns once the declaration is on disk.
     pub async fn declare(&self, options: QueueOptions) -> Result<(), CallError> {
-        let args = QueueDeclare { queue: self.name.to_string(), options };
+        self.declare_where(options, false).await
+    }
+
+    /// Creates the queue on the fleet's JetStream, replicated, or changes
+    /// its options: every host of the fleet shares it (within two seconds
+    /// for hosts other than this one). Needs a daemon that joined a fleet;
+    /// options JetStream cannot take are refused by name.
+    pub async fn declare_on_fleet(&self, options: QueueOptions) -> Result<(), CallError> {
+        self.declare_where(options, true).await
+    }
+
+    async fn declare_where(&self, options: QueueOptions, fleet: bool) -> Result<(), CallError> {
+        let args = QueueDeclare { queue: self.name.to_string(), options, fleet };
         self.bus.queue_admin(sys::QUEUES_DECLARE, Bytes::from(sys::encode(&args))).await
     }
 

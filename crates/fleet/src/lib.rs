@@ -20,6 +20,7 @@ mod bridge;
 mod broadcasts;
 mod config;
 mod gather;
+mod queue_plan;
 mod queues;
 mod roster;
 mod subjects;
@@ -56,7 +57,7 @@ pub struct Fleet {
 
 struct Running {
     bridge: Arc<bridge::Bridge>,
-    queues: Option<Arc<queues::FleetQueues>>,
+    queues: Arc<queues::FleetQueues>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     bus: Bus,
     _status: Service,
@@ -86,9 +87,9 @@ impl App for Fleet {
             .await
             .map_err(|err| failed(&err))?;
         let mut tasks = vec![tokio::spawn(bridge.clone().run())];
-        let queues = (!bridge.joining.queues.is_empty()).then(|| {
-            queues::FleetQueues::start(bridge.nats.clone(), context.router.clone(), &bridge.joining)
-        });
+        // Also with no `queues` in the config: a fleet queue may be declared
+        // here, or on another host, at any time.
+        let queues = queues::FleetQueues::start(bridge.nats.clone(), context.router.clone(), &bridge.joining);
 
         let dial = context.router.dialer(Principal::daemon(), "switchboard-fleet");
         let bus = Bus::connect_hosted(endpoint, "switchboard-fleet".into(), dial)
@@ -137,9 +138,7 @@ impl App for Fleet {
             for task in &running.tasks {
                 task.abort();
             }
-            if let Some(queues) = &running.queues {
-                queues.stop();
-            }
+            running.queues.stop();
             running.bridge.stop();
             running.bus.close();
         }

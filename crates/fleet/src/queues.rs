@@ -15,12 +15,12 @@
 //!   so a consumer never sees an ack succeed that JetStream did not take; a
 //!   nack, a cancelled consumer or a closed session returns what it held.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, stream, AckKind};
+use async_nats::jetstream::{self, consumer::pull, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use switchboard_daemon::host::{RemoteQueueOp, RouterHandle, REMOTE_TAG};
@@ -28,7 +28,10 @@ use switchboard_proto::{ErrorCode, Frame, Headers, QueueDelivery, SessionId};
 use tokio::sync::{mpsc, Notify};
 
 use crate::bridge::lock;
+use crate::queue_plan::{Plan, CONSUMER};
 use crate::wire;
+
+mod admin;
 
 /// How long a pull waits for messages before it asks again.
 const PULL_WAIT: Duration = Duration::from_secs(1);
@@ -46,16 +49,20 @@ struct Consuming {
 pub struct FleetQueues {
     js: jetstream::Context,
     router: RouterHandle,
-    replicas: usize,
-    /// How long JetStream waits for an ack before it delivers again.
-    ack_wait: Duration,
-    /// Deliveries after which a message goes to its queue's `.dlq` (0: none).
-    max_attempts: u32,
+    /// What a queue of `[fleet] queues` is on JetStream.
+    config_plan: Plan,
+    /// The queues `[fleet] queues` names (and their `.dlq`): kept for good.
+    configured: HashSet<String>,
+    /// Every queue kept now: the configured ones, those declared here and
+    /// those found on JetStream.
+    kept: Mutex<BTreeSet<String>>,
     /// Each queue's durable consumer, once its stream exists.
     pulls: Mutex<HashMap<String, jetstream::consumer::Consumer<pull::Config>>>,
     consumers: Mutex<HashMap<ConsumerKey, Arc<Consuming>>>,
     held: Mutex<HashMap<u64, (ConsumerKey, jetstream::Message)>>,
     next_tag: AtomicU64,
+    /// Its lookout and dead-letter watchers, ended by `stop`.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 /// The stream of queue `name`: its name in NATS terms (no dots) and subject.
@@ -78,32 +85,42 @@ struct MaxDeliveries {
 }
 
 impl FleetQueues {
-    /// Takes `names` from the router and keeps them until `stop`.
+    /// Takes `names` from the router and keeps them until `stop`; from then
+    /// on also the fleet queues declared here or found on JetStream.
     pub fn start(nats: async_nats::Client, router: RouterHandle, joining: &crate::Joining) -> Arc<Self> {
         let names = &joining.queues;
+        let config_plan = Plan::of_config(joining);
+        let mut configured: HashSet<String> = names.iter().cloned().collect();
+        if config_plan.max_attempts > 0 {
+            configured.extend(names.iter().map(|name| format!("{name}.dlq")));
+        }
         let queues = Arc::new(Self {
             js: jetstream::new(nats),
             router: router.clone(),
-            replicas: joining.queue_replicas,
-            ack_wait: joining.queue_ack_wait,
-            max_attempts: joining.queue_max_attempts,
+            kept: Mutex::new(configured.iter().cloned().collect()),
+            configured: configured.clone(),
+            config_plan,
             pulls: Mutex::new(HashMap::new()),
             consumers: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             next_tag: AtomicU64::new(1),
+            tasks: Mutex::new(Vec::new()),
         });
         let (app, mut ops) = mpsc::unbounded_channel();
-        let mut kept: HashSet<String> = names.iter().cloned().collect();
-        if queues.max_attempts > 0 {
-            kept.extend(names.iter().map(|name| format!("{name}.dlq")));
+        if queues.config_plan.max_attempts > 0 {
             for name in names {
-                tokio::spawn(queues.clone().dead_letters(name.clone()));
+                queues.watch_dead_letters(name);
             }
         }
-        for name in &kept {
-            tokio::spawn(queues.clone().ensure(name.clone()));
+        for name in &configured {
+            let plan = match name.ends_with(".dlq") {
+                true => queues.config_plan.for_dead_letters(),
+                false => queues.config_plan.clone(),
+            };
+            tokio::spawn(queues.clone().ensure(name.clone(), plan));
         }
-        router.attach_remote_queues(kept, app);
+        router.attach_remote_queues(configured, app);
+        queues.own(tokio::spawn(queues.clone().discover()));
         let serving = queues.clone();
         tokio::spawn(async move {
             while let Some(op) = ops.recv().await {
@@ -114,7 +131,18 @@ impl FleetQueues {
         queues
     }
 
+    fn own(&self, task: tokio::task::JoinHandle<()>) {
+        lock(&self.tasks).push(task.abort_handle());
+    }
+
+    fn watch_dead_letters(self: &Arc<Self>, name: &str) {
+        self.own(tokio::spawn(self.clone().dead_letters(name.to_owned())));
+    }
+
     pub fn stop(&self) {
+        for task in std::mem::take(&mut *lock(&self.tasks)) {
+            task.abort();
+        }
         self.router.detach_remote_queues();
         for (_, consuming) in std::mem::take(&mut *lock(&self.consumers)) {
             if let Some(task) = lock(&consuming.task).take() {
@@ -125,10 +153,10 @@ impl FleetQueues {
 
     /// Creates (or finds) the queue's stream and durable consumer, retrying
     /// while NATS cannot.
-    async fn ensure(self: Arc<Self>, name: String) {
+    async fn ensure(self: Arc<Self>, name: String, plan: Plan) {
         let (stream_name, subject) = stream_of(&name);
         loop {
-            match self.create(&stream_name, &subject).await {
+            match self.create(&stream_name, &subject, &plan).await {
                 Ok(pull) => {
                     tracing::info!(queue = name, stream = stream_name, "fleet: queue on JetStream");
                     lock(&self.pulls).insert(name, pull);
@@ -212,30 +240,10 @@ impl FleetQueues {
         &self,
         stream_name: &str,
         subject: &str,
+        plan: &Plan,
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
-        let config = stream::Config {
-            name: stream_name.to_owned(),
-            subjects: vec![subject.to_owned()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            num_replicas: self.replicas,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        };
-        let stream = self.js.get_or_create_stream(config).await?;
-        let consumer = pull::Config {
-            durable_name: Some("switchboard".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: self.ack_wait,
-            max_ack_pending: 100_000,
-            // A dead-letter queue keeps what it gets.
-            max_deliver: if self.max_attempts > 0 && !stream_name.ends_with(DLQ_MARK) {
-                i64::from(self.max_attempts)
-            } else {
-                -1
-            },
-            ..Default::default()
-        };
-        Ok(stream.get_or_create_consumer("switchboard", consumer).await?)
+        let stream = self.js.get_or_create_stream(plan.stream(stream_name, subject)).await?;
+        Ok(stream.get_or_create_consumer(CONSUMER, plan.consumer()).await?)
     }
 
     async fn apply(self: Arc<Self>, op: RemoteQueueOp) {
@@ -256,6 +264,10 @@ impl FleetQueues {
                 self.release(|key| key == (session, consumer)).await
             }
             RemoteQueueOp::SessionClosed { session } => self.release(|key| key.0 == session).await,
+            RemoteQueueOp::Admin { session, req, admin } => {
+                let answer = self.admin(admin).await;
+                self.answer(session, req, answer);
+            }
             RemoteQueueOp::Ack { session, req, tag } => {
                 let answer = match self.take(session, tag) {
                     Some((key, message)) => {

@@ -292,7 +292,9 @@ mod tests {
     fn every_method_the_daemon_answers_is_declared_and_decodes() {
         let payload_for = |method: &SysMethod| match method.takes {
             "DirectRequest" => sys::encode(&DirectRequest { service: "a".into(), instance: 0 }),
-            "QueueDeclare" => sys::encode(&QueueDeclare { queue: "q".into(), options: Default::default() }),
+            "QueueDeclare" => {
+                sys::encode(&QueueDeclare { queue: "q".into(), options: Default::default(), fleet: false })
+            }
             "QueuePeek" => sys::encode(&QueuePeek { queue: "q".into(), count: 1 }),
             "QueueRef" => sys::encode(&QueueRef { queue: "q".into() }),
             "BreakerReport" => sys::encode(&sys::BreakerReport::default()),

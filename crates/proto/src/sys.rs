@@ -74,6 +74,10 @@ pub struct QueueDeclare {
     pub queue: String,
     #[serde(default)]
     pub options: QueueOptions,
+    /// Keep it on the fleet's JetStream, replicated, instead of this
+    /// host's log (a daemon that joined a fleet).
+    #[serde(default)]
+    pub fleet: bool,
 }
 
 /// Argument naming one queue.
@@ -120,6 +124,21 @@ pub struct QueueInfo {
     /// Puts and acks per second over the last few seconds.
     pub put_rate: f64,
     pub ack_rate: f64,
+    /// Set for a queue the fleet keeps on JetStream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetQueueInfo>,
+}
+
+/// Where the fleet keeps a queue, and whether JetStream answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetQueueInfo {
+    /// The JetStream stream.
+    pub stream: String,
+    /// Its copies.
+    pub replicas: u32,
+    /// Why its state is unknown (JetStream did not answer), or empty.
+    #[serde(default)]
+    pub unavailable: String,
 }
 
 /// MessagePack `bin` for byte vectors (serde would otherwise write arrays).

@@ -122,8 +122,13 @@ class Queue:
         visibility_timeout: Optional[float] = None,
         dedup_window: Optional[float] = None,
         default_ttl: Optional[float] = None,
+        fleet: bool = False,
     ) -> None:
-        """Creates the queue, or changes its options (every option may be omitted)."""
+        """Creates the queue, or changes its options (every option may be omitted).
+
+        With ``fleet=True`` the queue lives on the fleet's JetStream, replicated
+        and shared by every host (the daemon must have joined a fleet).
+        """
         options: Dict[str, Any] = {
             "max_messages": max_messages,
             "max_bytes": max_bytes,
@@ -134,7 +139,7 @@ class Queue:
             "default_ttl_ms": _ms(default_ttl),
         }
         options = {key: value for key, value in options.items() if value is not None}
-        await self._bus.call(f"{QUEUES_SERVICE}.declare", {"queue": self.name, "options": options})
+        await self._bus.call(f"{QUEUES_SERVICE}.declare", {"queue": self.name, "options": options, "fleet": fleet})
 
     async def put(
         self,

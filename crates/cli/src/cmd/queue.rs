@@ -14,6 +14,7 @@ use crate::{json, output, parse_duration, Connection};
 ///   switchboard queue declare jobs --max-attempts 3 --visibility-timeout 10s
 ///   switchboard queue put jobs '{"task":"resize","id":7}' --priority 5 --id job-7
 ///   switchboard queue get jobs --count 10 --wait 5s
+///   switchboard queue declare orders --fleet   (replicated on the fleet's JetStream)
 ///   switchboard queue ls
 ///   switchboard queue delete scratch       (an empty queue)
 #[derive(clap::Args)]
@@ -42,13 +43,18 @@ enum Command {
     /// Delete an empty queue that nobody consumes from (frees its place
     /// under the daemon's --max-queues).
     Delete { queue: String },
-    /// Every queue: depth, in flight, consumers, dead-lettered, rates.
+    /// Every queue: depth, in flight, consumers, dead-lettered, rates, and
+    /// where it is kept (this host, or the fleet's JetStream with its copies).
     Ls,
 }
 
 #[derive(clap::Args)]
 struct DeclareArgs {
     queue: String,
+    /// Keep it on the fleet's JetStream, replicated, shared by every host
+    /// (the daemon must have joined a fleet; other hosts see it within 2 s).
+    #[arg(long)]
+    fleet: bool,
     /// Most messages kept.
     #[arg(long, value_name = "N")]
     max_messages: Option<u64>,
@@ -123,8 +129,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = |value: serde_json::Value| if json { output::line(value) } else { Ok(()) };
     match args.command {
         Command::Declare(d) => {
-            handle(&d.queue)?.declare(options_of(&d)).await?;
-            report(serde_json::json!({ "queue": d.queue, "declared": true }))?;
+            let queue = handle(&d.queue)?;
+            match d.fleet {
+                true => queue.declare_on_fleet(options_of(&d)).await?,
+                false => queue.declare(options_of(&d)).await?,
+            }
+            report(serde_json::json!({ "queue": d.queue, "declared": true, "fleet": d.fleet }))?;
         }
         Command::Get(g) => get(handle(&g.queue)?, &g).await?,
         Command::Ls => list(&bus, json).await?,
@@ -235,12 +245,21 @@ async fn list(bus: &switchboard::Bus, json: bool) -> anyhow::Result<()> {
     } else {
         let width = queues.iter().map(|q| q.queue.len()).max().unwrap_or(5).max(5);
         output::line(format_args!(
-            "{:<width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8}  {:>8}  {:>9}",
-            "QUEUE", "DEPTH", "IN FLIGHT", "CONSUMERS", "DEAD-LTR", "PUT/S", "ACK/S", "BYTES"
+            "{:<width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8}  {:>8}  {:>9}  {}",
+            "QUEUE", "DEPTH", "IN FLIGHT", "CONSUMERS", "DEAD-LTR", "PUT/S", "ACK/S", "BYTES", "KEPT"
         ))?;
+        let mut unavailable = Vec::new();
         for q in queues {
+            let kept = match &q.fleet {
+                None => "here".to_owned(),
+                Some(fleet) if !fleet.unavailable.is_empty() => {
+                    unavailable.push(format!("{}: {}", q.queue, fleet.unavailable));
+                    "fleet ?".to_owned()
+                }
+                Some(fleet) => format!("fleet R{}", fleet.replicas),
+            };
             output::line(format_args!(
-                "{:<width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8.0}  {:>8.0}  {:>9}",
+                "{:<width$}  {:>8}  {:>9}  {:>9}  {:>10}  {:>8.0}  {:>8.0}  {:>9}  {kept}",
                 q.queue,
                 q.depth,
                 q.in_flight,
@@ -250,6 +269,9 @@ async fn list(bus: &switchboard::Bus, json: bool) -> anyhow::Result<()> {
                 q.ack_rate,
                 q.bytes
             ))?;
+        }
+        for why in unavailable {
+            eprintln!("{why}");
         }
     }
     Ok(())

@@ -26,7 +26,7 @@ pub use crate::config_file::{ConfigError, ConfigFile, Section};
 pub use crate::policy::users;
 pub use crate::policy::{Op, Principal};
 pub use crate::router::access::{constant_time_eq, new_secret, InstanceIdentity};
-pub use crate::router::queues::remote::{RemoteQueueOp, REMOTE_TAG};
+pub use crate::router::queues::remote::{RemoteAdmin, RemoteQueueOp, REMOTE_TAG};
 pub use crate::router::Hold;
 use crate::router::Router;
 use crate::session::{self, lock, Admission, Origin, SharedRouter};
@@ -79,6 +79,11 @@ impl RouterHandle {
     /// the sessions with [`RouterHandle::deliver`].
     pub fn attach_remote_queues(&self, names: HashSet<String>, app: mpsc::UnboundedSender<RemoteQueueOp>) {
         self.with_router(|router| router.attach_remote_queues(names, app));
+    }
+
+    /// The app keeps `queue` from now on (`keep`), or no longer.
+    pub fn keep_remote_queue(&self, queue: &str, keep: bool) {
+        self.with_router(|router| router.keep_remote_queue(queue, keep));
     }
 
     pub fn detach_remote_queues(&self) {

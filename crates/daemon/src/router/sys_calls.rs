@@ -39,6 +39,10 @@ impl Router {
                 return None;
             }
         };
+        if let Some(admin) = self.remote_admin(&sys_call) {
+            self.hand_to_remote_queues(from, id, admin);
+            return None;
+        }
         let answer: Result<Option<Vec<u8>>, SysError> = match &sys_call {
             SysCall::DaemonDirect(request) => return self.grant_direct(from, id, call.timeout_ms, request),
             SysCall::RegionsOpen(open) => {

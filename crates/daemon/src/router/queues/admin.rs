@@ -1,16 +1,44 @@
 //! `$sys.queues.*` (list, declare, peek, purge, delete), as `crate::router`'s `sys_calls`
 //! dispatches them.
 
+use switchboard_proto::api::SysCall;
 use switchboard_proto::sys::{PeekedMessage, QueueDeclare, QueueInfo, QueuePeek};
 use switchboard_proto::{ErrorCode, Headers, QueueName, SessionId};
 
 use crate::queues::queue::Queue;
 use crate::queues::record::Record;
 
+use super::remote::RemoteAdmin;
 use super::state::{options_bytes, removal, Done, History, QueueState};
 use super::Router;
 
 impl Router {
+    /// The `$sys.queues` call the app that keeps remote queues answers
+    /// instead of the router: a list (which it completes with its own), a
+    /// fleet declaration, and anything else on a queue it keeps.
+    pub(in crate::router) fn remote_admin(&self, call: &SysCall) -> Option<RemoteAdmin> {
+        let remote = &self.queues.remote;
+        match call {
+            SysCall::QueuesList if remote.attached() => Some(RemoteAdmin::List { local: self.queue_infos() }),
+            SysCall::QueuesDeclare(declare)
+                if declare.fleet && remote.attached() && !self.queues.queues.contains_key(&declare.queue) =>
+            {
+                let options = declare.options.clone();
+                Some(RemoteAdmin::Declare { queue: declare.queue.clone(), options })
+            }
+            SysCall::QueuesPeek(peek) if remote.keeps(&peek.queue) => {
+                Some(RemoteAdmin::Peek { queue: peek.queue.clone(), count: peek.count })
+            }
+            SysCall::QueuesPurge(queue) if remote.keeps(&queue.queue) => {
+                Some(RemoteAdmin::Purge { queue: queue.queue.clone() })
+            }
+            SysCall::QueuesDelete(queue) if remote.keeps(&queue.queue) => {
+                Some(RemoteAdmin::Delete { queue: queue.queue.clone() })
+            }
+            _ => None,
+        }
+    }
+
     /// `$sys.queues.declare`: answered once the declaration is on disk.
     pub(in crate::router) fn declare(
         &mut self,
@@ -20,6 +48,13 @@ impl Router {
     ) -> Result<(), (ErrorCode, String)> {
         let name = QueueName::parse(&declare.queue).map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
         let name = name.as_str().to_owned();
+        if declare.fleet {
+            // A fleet declaration the app did not take (see `remote_admin`).
+            return Err((ErrorCode::BadRequest, match self.queues.remote.attached() {
+                true => format!("{name} is a queue on this host's log: delete it before declaring it --fleet"),
+                false => format!("{name} cannot be a fleet queue: this daemon has joined no fleet ([fleet] in its config)"),
+            }));
+        }
         if self.queues.remote.keeps(&name) {
             let message = format!(
                 "{name} is kept by the fleet on JetStream ([fleet] queues): it takes no local options"
@@ -129,6 +164,7 @@ impl Router {
                     dropped_total: q.counters.dropped,
                     put_rate,
                     ack_rate,
+                    fleet: None,
                 }
             })
             .collect();

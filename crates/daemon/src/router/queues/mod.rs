@@ -262,6 +262,26 @@ impl Router {
         }
     }
 
+    /// Hands a `$sys.queues` call to the app that keeps remote queues.
+    pub(in crate::router) fn hand_to_remote_queues(
+        &mut self,
+        from: SessionId,
+        req: u32,
+        admin: remote::RemoteAdmin,
+    ) {
+        if !self.queues.remote.send(RemoteQueueOp::Admin { session: from, req, admin }) {
+            self.send_error(from, req, ErrorCode::ShuttingDown, remote_gone());
+        }
+    }
+
+    /// The app keeps `queue` from now on, or (`keep` false) no longer.
+    pub fn keep_remote_queue(&mut self, queue: &str, keep: bool) {
+        match keep {
+            true => self.queues.remote.add(queue.to_owned()),
+            false => self.queues.remote.remove(queue),
+        }
+    }
+
     /// A remote queue's app takes `names` and gets their operations.
     pub fn attach_remote_queues(
         &mut self,

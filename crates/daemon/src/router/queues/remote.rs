@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
+use switchboard_proto::sys::{QueueInfo, QueueOptions};
 use switchboard_proto::{Headers, SessionId};
 use tokio::sync::mpsc;
 
@@ -60,6 +61,36 @@ pub enum RemoteQueueOp {
     SessionClosed {
         session: SessionId,
     },
+    /// A `$sys.queues` call the app answers (after the policy).
+    Admin {
+        session: SessionId,
+        req: u32,
+        admin: RemoteAdmin,
+    },
+}
+
+/// The `$sys.queues` calls that concern remote queues.
+#[derive(Debug)]
+pub enum RemoteAdmin {
+    /// `list`: the app adds its queues to this host's and answers.
+    List {
+        local: Vec<QueueInfo>,
+    },
+    /// `declare` with `fleet`: the app keeps the queue from now on.
+    Declare {
+        queue: String,
+        options: QueueOptions,
+    },
+    Peek {
+        queue: String,
+        count: u32,
+    },
+    Purge {
+        queue: String,
+    },
+    Delete {
+        queue: String,
+    },
 }
 
 /// The remote queues' names, their consumers here, and the app's channel.
@@ -81,6 +112,22 @@ impl RemoteQueues {
         self.names.clear();
         self.consumers.clear();
         self.app = None;
+    }
+
+    /// Whether an app keeps remote queues (it may take more).
+    pub fn attached(&self) -> bool {
+        self.app.is_some()
+    }
+
+    /// The app keeps `queue` from now on (a `declare` it confirmed, or one
+    /// it learned the fleet keeps).
+    pub fn add(&mut self, queue: String) {
+        self.names.insert(queue);
+    }
+
+    /// The app no longer keeps `queue` (deleted on the fleet).
+    pub fn remove(&mut self, queue: &str) {
+        self.names.remove(queue);
     }
 
     pub fn keeps(&self, queue: &str) -> bool {

@@ -13,7 +13,7 @@ use crate::policy::Principal;
 use crate::Limits;
 
 fn declare(bench: &mut Bench, from: u64, queue: &str, options: QueueOptions) {
-    let declare = sys::encode(&QueueDeclare { queue: queue.into(), options });
+    let declare = sys::encode(&QueueDeclare { queue: queue.into(), options, fleet: false });
     bench.call(from, &format!("{}.{}", sys::QUEUES_SERVICE, sys::QUEUES_DECLARE), &declare, 1000);
     bench.commit();
     assert_eq!(replies(&bench.received(from)).len(), 1, "declared");
