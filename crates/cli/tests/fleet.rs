@@ -199,6 +199,36 @@ async fn exported_topics_reach_every_other_host_once_and_retained_values_reach_l
     let retained = next_message(&mut subscription, Duration::from_secs(5)).await.expect("the retained value");
     assert!(retained.retained, "{retained:?}");
     assert_eq!(switchboard::decode::<serde_json::Value>(&retained.payload).unwrap()["mode"], "fast");
+    drop((late, subscription, subscribers));
+
+    // c's daemon dies and starts again, knowing nothing: the value comes
+    // from the stream JetStream keeps, not from a publication.
+    let mut fleet = fleet;
+    let c = fleet.hosts.iter_mut().find(|host| host.name == "c").unwrap();
+    support::signal_pid(c.daemon.pid(), rustix::process::Signal::KILL);
+    std::thread::sleep(Duration::from_millis(300));
+    c.daemon.restart();
+    let restarted = Bus::connect(&fleet.host("c").daemon.addr).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let kept = loop {
+        let mut subscription = restarted.subscribe("db.config").await.unwrap();
+        if let Some(message) = next_message(&mut subscription, Duration::from_millis(500)).await {
+            break message;
+        }
+        let logs = |name: &str| fleet.host(name).daemon.log();
+        assert!(
+            Instant::now() < deadline,
+            "c never learned the retained value:\n{}\n{}",
+            logs("a"),
+            logs("c")
+        );
+    };
+    assert_eq!(kept.headers.get("sb-origin"), Some("a"));
+    assert_eq!(switchboard::decode::<serde_json::Value>(&kept.payload).unwrap()["mode"], "fast");
+    // …and c retains it again for its own late subscribers.
+    let mut subscription = restarted.subscribe("db.config").await.unwrap();
+    let again = next_message(&mut subscription, Duration::from_secs(5)).await.expect("retained on c");
+    assert!(again.retained, "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -96,6 +96,9 @@ impl App for Fleet {
             .await
             .map_err(|err| failed(&format!("cannot connect to its own daemon: {err}")))?;
         bus.set_direct_calls(false);
+        if !bridge.joining.export_topics.is_empty() {
+            tasks.push(tokio::spawn(topics::keep_retained_values(bridge.clone(), bus.clone())));
+        }
         for pattern in &bridge.joining.export_topics {
             tasks.push(tokio::spawn(topics::export(bridge.clone(), bus.clone(), pattern.clone())));
         }

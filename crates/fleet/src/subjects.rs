@@ -85,10 +85,26 @@ pub fn publications(pattern: &str) -> String {
     format!("sb.pub.*.{pattern}")
 }
 
-/// The topic of a publication subject.
+/// The topic of a publication subject (live or retained).
 pub fn published_topic(subject: &str) -> Option<&str> {
-    let rest = subject.strip_prefix("sb.pub.")?;
+    let rest = subject.strip_prefix("sb.pub.").or_else(|| subject.strip_prefix("sb.ret."))?;
     rest.split_once('.').map(|(_, topic)| topic)
+}
+
+/// The JetStream stream that keeps every host's retained values, the last
+/// one per subject, for hosts that join later.
+pub const RETAINED_STREAM: &str = "SB_RETAINED";
+/// What that stream captures.
+pub const RETAINED_SUBJECTS: &str = "sb.ret.>";
+
+/// Where host `from` keeps `topic`'s retained value.
+pub fn retained(from: &str, topic: &str) -> String {
+    format!("sb.ret.{from}.{topic}")
+}
+
+/// Every host's retained values on `pattern`.
+pub fn retained_values(pattern: &str) -> String {
+    format!("sb.ret.*.{pattern}")
 }
 
 #[cfg(test)]
