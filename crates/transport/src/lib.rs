@@ -2,7 +2,8 @@
 //!
 //! This crate owns the moving of frames between a socket and memory:
 //! [`Endpoint`] (where to connect or listen, and the default socket path),
-//! [`Stream`] (a connected Unix or TCP socket, split into halves),
+//! [`Stream`] (a connected Unix or TCP socket, or an in-process pipe, split
+//! into halves),
 //! [`FrameReader`] (socket → frames, bounded by the maximum frame size) and
 //! [`Outbox`] with [`run_writer`] (frames → socket, batched into one `writev`
 //! when several are waiting).
@@ -18,6 +19,7 @@ pub mod region;
 
 mod abstract_socket;
 mod endpoint;
+mod memory;
 mod outbox;
 mod reader;
 mod stream;

@@ -1,4 +1,5 @@
-//! A connected socket of either kind, split into independently owned halves.
+//! A connected socket of either kind — or one end of an in-process pipe
+//! pair (`memory.rs`) — split into independently owned halves.
 //!
 //! Why not tokio's `UnixStream`: it registers every socket for read *and*
 //! write readiness, so each time the peer drains our bytes the process is
@@ -8,6 +9,7 @@
 //! non-blocking descriptor, and only a write that would block registers (a
 //! duplicate of) the descriptor for writability, until it can proceed.
 
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::memory;
 use crate::Endpoint;
 
 /// Who is on the other end of a Unix socket, as the kernel says.
@@ -27,11 +30,26 @@ pub struct PeerCred {
     pub pid: Option<u32>,
 }
 
-/// A connected, non-blocking socket.
-#[derive(Debug)]
+/// A connected, non-blocking socket, or one end of an in-process pipe
+/// pair ([`Stream::memory_pair`]).
 pub struct Stream {
-    fd: OwnedFd,
-    unix: bool,
+    kind: Kind,
+}
+
+enum Kind {
+    Socket { fd: OwnedFd, unix: bool },
+    Memory(Arc<memory::End>),
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            Kind::Socket { fd, unix } => {
+                f.debug_struct("Stream").field("fd", fd).field("unix", unix).finish()
+            }
+            Kind::Memory(_) => f.write_str("Stream(memory)"),
+        }
+    }
 }
 
 impl Stream {
@@ -55,7 +73,7 @@ impl Stream {
     /// Takes over a connected std Unix stream.
     pub fn from_std_unix(std: std::os::unix::net::UnixStream) -> io::Result<Self> {
         std.set_nonblocking(true)?;
-        Ok(Self { fd: std.into(), unix: true })
+        Ok(Self { kind: Kind::Socket { fd: std.into(), unix: true } })
     }
 
     /// Takes over a tokio TCP stream, with Nagle off: frames are small and
@@ -64,7 +82,7 @@ impl Stream {
         stream.set_nodelay(true)?;
         let std = stream.into_std()?;
         std.set_nonblocking(true)?;
-        Ok(Self { fd: std.into(), unix: false })
+        Ok(Self { kind: Kind::Socket { fd: std.into(), unix: false } })
     }
 
     /// A connected pair of Unix sockets (for tests and in-process links).
@@ -72,15 +90,21 @@ impl Stream {
         let (a, b) = std::os::unix::net::UnixStream::pair()?;
         a.set_nonblocking(true)?;
         b.set_nonblocking(true)?;
-        Ok((Self { fd: a.into(), unix: true }, Self { fd: b.into(), unix: true }))
+        Ok((Self::from_std_unix(a)?, Self::from_std_unix(b)?))
+    }
+
+    /// A connected pair within this process, without a socket: bytes move
+    /// between tasks with no system call (the daemon's sessions for the
+    /// apps it hosts). Passes no descriptors and has no peer credentials.
+    pub fn memory_pair() -> (Self, Self) {
+        let (a, b) = memory::pair();
+        (Self { kind: Kind::Memory(a) }, Self { kind: Kind::Memory(b) })
     }
 
     /// The peer's OS credentials, for Unix sockets.
     pub fn peer_cred(&self) -> Option<PeerCred> {
-        if !self.unix {
-            return None;
-        }
-        let cred = rustix::net::sockopt::socket_peercred(&self.fd).ok()?;
+        let Kind::Socket { fd, unix: true } = &self.kind else { return None };
+        let cred = rustix::net::sockopt::socket_peercred(fd).ok()?;
         Some(PeerCred {
             uid: cred.uid.as_raw(),
             gid: cred.gid.as_raw(),
@@ -91,22 +115,45 @@ impl Stream {
     /// Splits into halves that separate tasks can own. Must be called
     /// within a tokio runtime (the read half registers with its reactor).
     pub fn into_split(self) -> io::Result<(ReadHalf, WriteHalf)> {
-        let fd = Arc::new(self.fd);
-        let read = register(fd.clone(), Interest::READABLE)?;
-        Ok((ReadHalf { io: read }, WriteHalf { fd }))
+        match self.kind {
+            Kind::Socket { fd, .. } => {
+                let fd = Arc::new(fd);
+                let read = register(fd.clone(), Interest::READABLE)?;
+                Ok((ReadHalf { io: Io::Socket(read) }, WriteHalf { io: Io::Socket(fd) }))
+            }
+            Kind::Memory(end) => {
+                Ok((ReadHalf { io: Io::Memory(end.clone()) }, WriteHalf { io: Io::Memory(end) }))
+            }
+        }
     }
+}
+
+/// What a half works on: a socket (registered with the reactor for the
+/// read half) or an in-process pipe end.
+enum Io<S> {
+    Socket(S),
+    Memory(Arc<memory::End>),
 }
 
 /// The reading side of a [`Stream`].
 pub struct ReadHalf {
-    io: AsyncFd<Arc<OwnedFd>>,
+    io: Io<AsyncFd<Arc<OwnedFd>>>,
 }
 
 impl ReadHalf {
     /// Reads what is available into `buf`; 0 means end of stream.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let io = match &self.io {
+            Io::Socket(io) => io,
+            Io::Memory(end) => {
+                // As a socket's readiness does: a reader that always finds
+                // bytes still lets the runtime's other tasks run.
+                tokio::task::consume_budget().await;
+                return poll_fn(|cx| end.poll_read(cx, buf)).await;
+            }
+        };
         loop {
-            let mut ready = self.io.readable().await?;
+            let mut ready = io.readable().await?;
             let wanted = buf.len();
             match ready.try_io(|fd| retry_eintr(|| rustix::io::read(fd.get_ref(), &mut *buf))) {
                 Ok(Ok(read)) => {
@@ -139,9 +186,13 @@ impl ReadHalf {
         fds: &mut std::collections::VecDeque<OwnedFd>,
     ) -> io::Result<usize> {
         use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+        let io = match &self.io {
+            Io::Socket(io) => io,
+            Io::Memory(_) => return self.read(buf).await,
+        };
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_READ))];
         loop {
-            let mut ready = self.io.readable().await?;
+            let mut ready = io.readable().await?;
             let wanted = buf.len();
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let received = ready.try_io(|fd| loop {
@@ -183,18 +234,25 @@ impl ReadHalf {
 
 /// The writing side of a [`Stream`].
 pub struct WriteHalf {
-    fd: Arc<OwnedFd>,
+    io: Io<Arc<OwnedFd>>,
 }
 
 impl WriteHalf {
     /// Writes as much of `bufs` as the socket takes, waiting only if it
     /// takes nothing.
     pub async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let fd = match &self.io {
+            Io::Socket(fd) => fd,
+            Io::Memory(end) => {
+                tokio::task::consume_budget().await;
+                return poll_fn(|cx| end.poll_write(cx, bufs)).await;
+            }
+        };
         loop {
-            match rustix::io::writev(&*self.fd, bufs) {
+            match rustix::io::writev(&**fd, bufs) {
                 Ok(written) => return Ok(written),
                 Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => self.wait_writable().await?,
+                Err(Errno::AGAIN) => wait_writable(fd).await?,
                 Err(err) => return Err(err.into()),
             }
         }
@@ -205,36 +263,47 @@ impl WriteHalf {
     /// gone; a write that would block sends neither.
     pub async fn send_with_fd(&self, bufs: &[IoSlice<'_>], fd: BorrowedFd<'_>) -> io::Result<usize> {
         use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let Io::Socket(socket) = &self.io else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an in-process pipe passes no descriptors",
+            ));
+        };
         let fds = [fd];
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         loop {
             let mut control = SendAncillaryBuffer::new(&mut space);
             control.push(SendAncillaryMessage::ScmRights(&fds));
-            match rustix::net::sendmsg(&*self.fd, bufs, &mut control, SendFlags::NOSIGNAL) {
+            match rustix::net::sendmsg(&**socket, bufs, &mut control, SendFlags::NOSIGNAL) {
                 Ok(written) => return Ok(written),
                 Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => self.wait_writable().await?,
+                Err(Errno::AGAIN) => wait_writable(socket).await?,
                 Err(err) => return Err(err.into()),
             }
         }
     }
 
-    /// Registers a duplicate of the descriptor for writability just for
-    /// this wait; registration reports a socket that is already writable,
-    /// so no wake-up is lost between the failed write and the wait. The
-    /// duplicate is close-on-exec like every descriptor we open: a process
-    /// spawned meanwhile must not inherit a live connection.
-    async fn wait_writable(&self) -> io::Result<()> {
-        let dup = Arc::new(rustix::io::fcntl_dupfd_cloexec(&*self.fd, 0)?);
-        let writable = register(dup, Interest::WRITABLE)?;
-        let _ready = writable.writable().await?;
-        Ok(())
-    }
-
     /// Ends the sending direction; the peer reads end of stream.
     pub fn shutdown(&self) {
-        let _ = rustix::net::shutdown(&*self.fd, rustix::net::Shutdown::Write);
+        match &self.io {
+            Io::Socket(fd) => {
+                let _ = rustix::net::shutdown(&**fd, rustix::net::Shutdown::Write);
+            }
+            Io::Memory(end) => end.shutdown(),
+        }
     }
+}
+
+/// Registers a duplicate of the descriptor for writability just for this
+/// wait; registration reports a socket that is already writable, so no
+/// wake-up is lost between the failed write and the wait. The duplicate is
+/// close-on-exec like every descriptor we open: a process spawned meanwhile
+/// must not inherit a live connection.
+async fn wait_writable(fd: &OwnedFd) -> io::Result<()> {
+    let dup = Arc::new(rustix::io::fcntl_dupfd_cloexec(fd, 0)?);
+    let writable = register(dup, Interest::WRITABLE)?;
+    let _ready = writable.writable().await?;
+    Ok(())
 }
 
 /// Registers a descriptor with the runtime's reactor for `interest` only.

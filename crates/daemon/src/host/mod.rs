@@ -183,7 +183,8 @@ impl RouterHandle {
         let Some(router) = router else {
             return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the daemon is shutting down"));
         };
-        let (ours, theirs) = Stream::pair()?;
+        // In-process: the app's frames reach the session without a socket.
+        let (ours, theirs) = Stream::memory_pair();
         let permits = (!principal.is_daemon()).then(|| self.permits.clone());
         let admission = Admission { handshake: None, permits };
         let origin = Origin::Hosted { principal };
