@@ -74,6 +74,7 @@ cargo run --locked -p switchboard-bench -- all --quick --out "$out/bench.json"
 cargo run --locked -p switchboard-bench -- gateway --count 200 --repeats 1
 cargo run --locked -p switchboard-bench -- fleet --count 200 --repeats 1
 cargo run --locked -p switchboard-bench -- blobs --quick --repeats 1
+cargo run --locked -p switchboard-bench -- blob-fanout --quick --repeats 1
 
 # One total for the whole run (cargo prints a line per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\nRust tests: %d passed, %d failed\n", p, f }' "$out/test.log"

@@ -6,6 +6,7 @@
 // Only `raw_memfd` (the blob benchmark's limit) maps memory itself.
 #![deny(unsafe_code)]
 
+mod blob_fanout;
 mod blobs;
 mod children;
 mod fleet;
@@ -92,6 +93,16 @@ enum Command {
     /// 64 KiB to 16 MiB call round trips as blobs (over a direct channel and
     /// through the daemon) against the limit (a raw memfd round trip between
     /// two processes) and against the socket path: medians of repeats.
+    /// A 1 MiB publication to 4 subscriber processes as a blob, written
+    /// and checksummed whole, against iceoryx2's loaned samples (built with
+    /// `--features iceoryx2`, which needs libclang): medians of repeats.
+    BlobFanout {
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// 20 publications per run instead of 300 (the test suite's smoke run).
+        #[arg(long)]
+        quick: bool,
+    },
     Blobs {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -170,6 +181,10 @@ enum Command {
         instances: usize,
     },
     #[command(hide = true)]
+    ChildBlobSub { addr: String, count: usize },
+    #[command(hide = true)]
+    ChildIceSub { service: String, count: usize },
+    #[command(hide = true)]
     ChildSbSub {
         addr: String,
         expected: u64,
@@ -200,8 +215,15 @@ fn main() -> anyhow::Result<()> {
         Command::Gateway { count, repeats } => gateway::run(count, repeats.max(1)),
         Command::Fleet { count, repeats } => fleet::run(count, repeats.max(1)),
         Command::Blobs { repeats, quick } => blobs::run(repeats.max(1), quick),
+        Command::BlobFanout { repeats, quick } => blob_fanout::run(repeats.max(1), quick),
         child => run_child(child),
     }
+}
+
+/// Runs `child` in a process that exits when the bench does.
+fn orphan_safe(child: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    children::exit_with_parent();
+    child()
 }
 
 /// Runs one of the hidden `child-…` commands: a process a benchmark starts.
@@ -211,7 +233,8 @@ fn run_child(command: Command) -> anyhow::Result<()> {
         | Command::Profile { .. }
         | Command::Gateway { .. }
         | Command::Fleet { .. }
-        | Command::Blobs { .. } => anyhow::bail!("not a child process's command"),
+        | Command::Blobs { .. }
+        | Command::BlobFanout { .. } => anyhow::bail!("not a child process's command"),
         Command::ChildMemfdEcho { socket } => {
             children::exit_with_parent();
             blobs::memfd_echo(&socket)
@@ -275,9 +298,12 @@ fn run_child(command: Command) -> anyhow::Result<()> {
             children::exit_with_parent();
             children::sb_echo(&addr, instances)
         }
+        Command::ChildBlobSub { addr, count } => orphan_safe(|| blob_fanout::sb_subscriber(&addr, count)),
+        Command::ChildIceSub { service, count } => {
+            orphan_safe(|| peers::iceoryx2::subscriber(&service, count))
+        }
         Command::ChildSbSub { addr, expected, latency } => {
-            children::exit_with_parent();
-            pubsub::subscriber(&addr, expected, latency)
+            orphan_safe(|| pubsub::subscriber(&addr, expected, latency))
         }
         Command::ChildSbPub { addr, count, size, gap_us } => {
             children::exit_with_parent();

@@ -120,9 +120,12 @@ pub fn publisher(addr: &str, count: u64, size: usize, gap_us: u64) -> anyhow::Re
     })
 }
 
-fn spawn_child(
-    args: &[String],
-) -> anyhow::Result<(std::process::Child, BufReader<std::process::ChildStdout>)> {
+/// A child started by [`spawn_child`], with its output after "ready".
+pub type Spawned = (std::process::Child, BufReader<std::process::ChildStdout>);
+
+/// Starts `self ARGS...` with piped stdin and stdout, and waits for its
+/// "ready".
+pub fn spawn_child(args: &[String]) -> anyhow::Result<Spawned> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(args)

@@ -5,6 +5,7 @@
 //! bench dies; its clients are the usual Rust crates.
 
 pub mod dbus;
+pub mod iceoryx2;
 pub mod nats;
 pub mod rabbitmq;
 pub mod zeromq;
