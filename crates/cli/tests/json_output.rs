@@ -17,7 +17,7 @@ async fn queue_publish_and_notify_commands_print_json() {
     let daemon = Daemon::start();
     assert_eq!(
         json(&daemon, &["queue", "declare", "jobs", "--json"]),
-        serde_json::json!({"queue": "jobs", "declared": true})
+        serde_json::json!({"queue": "jobs", "declared": true, "fleet": false})
     );
     let put = json(&daemon, &["queue", "--json", "put", "jobs", r#"{"x":1}"#]);
     assert_eq!(put["queue"], "jobs");

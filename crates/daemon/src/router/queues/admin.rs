@@ -21,7 +21,10 @@ impl Router {
         match call {
             SysCall::QueuesList if remote.attached() => Some(RemoteAdmin::List { local: self.queue_infos() }),
             SysCall::QueuesDeclare(declare)
-                if declare.fleet && remote.attached() && !self.queues.queues.contains_key(&declare.queue) =>
+                if declare.fleet
+                    && remote.attached()
+                    && QueueName::parse(&declare.queue).is_ok()
+                    && !self.queues.queues.contains_key(&declare.queue) =>
             {
                 let options = declare.options.clone();
                 Some(RemoteAdmin::Declare { queue: declare.queue.clone(), options })
