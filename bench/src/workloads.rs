@@ -652,7 +652,12 @@ async fn open_direct(bus: &Bus) -> anyhow::Result<()> {
     let target = echo_target();
     let deadline = Instant::now() + Duration::from_secs(5);
     while bus.direct_instance(target.service.as_str()).is_none() {
-        anyhow::ensure!(Instant::now() < deadline, "no direct channel to {} after 5 s", target.service);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no direct channel to {} after 5 s (a direct channel serves a service with one instance; \
+             use --routed, or an echo with --instances 1)",
+            target.service
+        );
         bus.call(&target, Bytes::from_static(b"warm")).await?;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
