@@ -48,7 +48,7 @@ async fn ask<T, E: std::fmt::Display>(
 
 impl FleetQueues {
     pub(super) async fn admin(self: &Arc<Self>, admin: RemoteAdmin) -> Answer<Bytes> {
-        let encoded = |bytes: Vec<u8>| Bytes::from(bytes);
+        let encoded = |value: Vec<u8>| Bytes::from(value);
         match admin {
             RemoteAdmin::List { local } => Ok(encoded(sys::encode(&self.list(local).await))),
             RemoteAdmin::Declare { queue, options } => {
@@ -163,20 +163,21 @@ impl FleetQueues {
     }
 
     /// Up to `count` messages not yet acked (in flight ones too), oldest
-    /// first, without taking them.
+    /// first, without taking them; all within [`ASK_LIMIT`].
     async fn peek(&self, name: &str, count: u32) -> Answer<Vec<PeekedMessage>> {
         let (stream_name, _) = stream_of(name);
         let stream = ask("find the queue", self.js.get_stream(&stream_name)).await?;
         let state = &stream.cached_info().state;
         let (first, last) = (state.first_sequence, state.last_sequence);
-        let mut found = Vec::new();
-        let mut sequence = first;
-        while found.len() < count as usize
-            && sequence <= last
-            && sequence < first + u64::from(count) + PEEK_GAPS
-        {
-            // A sequence acked meanwhile is gone; any other failure is JetStream's.
-            if let Ok(message) = ask("read a message", stream.get_raw_message(sequence)).await {
+        let read = async {
+            let mut found = Vec::new();
+            let end = last.min(first + u64::from(count) + PEEK_GAPS);
+            for sequence in first..=end {
+                if found.len() == count as usize {
+                    break;
+                }
+                // A sequence acked meanwhile is gone: skipped.
+                let Ok(message) = stream.get_raw_message(sequence).await else { continue };
                 found.push(PeekedMessage {
                     id: message.sequence,
                     priority: 0,
@@ -187,9 +188,9 @@ impl FleetQueues {
                     payload: message.payload.to_vec(),
                 });
             }
-            sequence += 1;
-        }
-        Ok(found)
+            Ok::<_, String>(found)
+        };
+        ask("read the queue's messages", read).await
     }
 
     /// Removes every message not yet acked; how many.
